@@ -1,0 +1,108 @@
+//! The embedded transactional store (redb) under the MVCC layer: table layout and meta keys.
+//!
+//! Everything the state machine owns lives in one redb file, `member/snap/db` under the data
+//! dir, and is changed only by the apply loop. Each apply batch is one redb transaction that also
+//! records the Raft index it applied, so replaying the log after a crash is idempotent.
+
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableDatabase, TableDefinition};
+
+/// MVCC key-values by `(main revision, sub revision)`. The value is a one-byte flag
+/// (`1` for a tombstone) followed by the protobuf-encoded `mvccpb.KeyValue`.
+pub const KV: TableDefinition<(i64, i64), &[u8]> = TableDefinition::new("key");
+/// Scalar state: see the `META_*` keys.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Raft index of the last applied entry.
+pub const META_CONSISTENT_INDEX: &str = "consistent_index";
+/// Raft term of the last applied entry.
+pub const META_TERM: &str = "term";
+/// Current MVCC revision.
+pub const META_CURRENT_REV: &str = "current_rev";
+/// Revision of the last finished compaction.
+pub const META_COMPACT_REV: &str = "finished_compact_rev";
+
+/// Errors from the storage layer. Any of them makes the member inoperable: the apply loop
+/// stops rather than let memory and disk diverge.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Opening or creating the database failed.
+    #[error("failed to open backend {path}: {source}")]
+    Open {
+        /// Database path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// A redb operation failed.
+    #[error("failed to access backend: {0}")]
+    Storage(String),
+    /// Stored bytes could not be decoded.
+    #[error("failed to decode backend record: {0}")]
+    Corrupt(String),
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for BackendError {
+            fn from(e: $t) -> Self {
+                BackendError::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError,
+    redb::CompactionError
+);
+
+/// The redb database holding the member's state.
+#[derive(Debug)]
+pub struct Backend {
+    db: redb::Database,
+    path: PathBuf,
+}
+
+impl Backend {
+    /// Opens (or creates) the database at `path`, creating its tables.
+    pub fn open(path: &Path) -> Result<Self, BackendError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| BackendError::Storage(e.to_string()))?;
+        }
+        let db = redb::Database::create(path)
+            .map_err(|source| BackendError::Open { path: path.to_owned(), source })?;
+        let tx = db.begin_write()?;
+        tx.open_table(KV)?;
+        tx.open_table(META)?;
+        tx.commit()?;
+        Ok(Self { db, path: path.to_owned() })
+    }
+
+    /// The underlying database.
+    pub fn db(&self) -> &redb::Database {
+        &self.db
+    }
+
+    /// Reads one meta value from committed state.
+    pub fn meta(&self, key: &str) -> Result<Option<u64>, BackendError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(META)?;
+        Ok(t.get(key)?.map(|v| v.value()))
+    }
+
+    /// Size of the database file in bytes (etcd's `dbSize`).
+    pub fn size(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

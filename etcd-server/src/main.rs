@@ -1,0 +1,2 @@
+//! etcd-server binary.
+fn main() {}
