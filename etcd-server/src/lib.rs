@@ -19,3 +19,79 @@ pub mod backend;
 pub mod error;
 pub mod mvcc;
 pub mod proto;
+pub mod api;
+pub mod config;
+pub mod membership;
+pub mod raft;
+pub mod server;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::{Config, GRPC_OVERHEAD_BYTES};
+use crate::server::{EtcdServer, StartError};
+
+/// Listeners the caller has already bound (so tests can bind port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    /// Client (gRPC) listeners.
+    pub client: Vec<TcpListener>,
+}
+
+/// Errors from [`run`].
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The member could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// Serving gRPC failed.
+    #[error("failed to serve client requests: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Runs one member on already-bound listeners until `shutdown` resolves.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    use crate::proto::etcdserverpb::{
+        cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+    };
+    let max_msg = config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
+    let server = tokio::task::spawn_blocking(move || EtcdServer::start(config))
+        .await
+        .map_err(|e| StartError::DataDir { path: String::new(), reason: e.to_string() })??;
+    tracing::info!(member_id = format!("{:x}", server.member_id()), "member started");
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut tasks = Vec::new();
+    for listener in listeners.client {
+        let s = server.clone();
+        let mut stop = stop_tx.subscribe();
+        let router = tonic::transport::Server::builder()
+            .add_service(KvServer::new(api::kv::KvService::new(s.clone())).max_decoding_message_size(max_msg))
+            .add_service(ClusterServer::new(api::cluster::ClusterService::new(s.clone())).max_decoding_message_size(max_msg))
+            .add_service(MaintenanceServer::new(api::maintenance::MaintenanceService::new(s.clone())).max_decoding_message_size(max_msg));
+        tasks.push(tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    let _ = stop.recv().await;
+                })
+                .await
+        }));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(());
+    let mut result = Ok(());
+    for t in tasks {
+        if let Ok(Err(e)) = t.await {
+            result = Err(RunError::Serve(e));
+        }
+    }
+    let s: Arc<EtcdServer> = server;
+    tokio::task::spawn_blocking(move || s.stop()).await.ok();
+    result
+}

@@ -14,6 +14,9 @@ pub const KV: TableDefinition<(i64, i64), &[u8]> = TableDefinition::new("key");
 /// Scalar state: see the `META_*` keys.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// Cluster members by ID, each a protobuf-encoded `etcdserverpb.Member`.
+pub const MEMBERS: TableDefinition<u64, &[u8]> = TableDefinition::new("members");
+
 /// Raft index of the last applied entry.
 pub const META_CONSISTENT_INDEX: &str = "consistent_index";
 /// Raft term of the last applied entry.
@@ -80,6 +83,7 @@ impl Backend {
         let tx = db.begin_write()?;
         tx.open_table(KV)?;
         tx.open_table(META)?;
+        tx.open_table(MEMBERS)?;
         tx.commit()?;
         Ok(Self { db, path: path.to_owned() })
     }

@@ -1,0 +1,417 @@
+//! etcd's command-line flags, each also read from its `ETCD_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// etcd's default `--max-request-bytes` (1.5 MiB).
+pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1536 * 1024;
+/// Extra room gRPC allows above `--max-request-bytes` (etcd's `grpcOverheadBytes`).
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// etcd's default backend quota (2 GiB).
+pub const DEFAULT_QUOTA_BYTES: i64 = 2 * 1024 * 1024 * 1024;
+/// The etcd API version this server reports (kube-apiserver gates features on it).
+pub const ETCD_VERSION: &str = "3.5.17";
+/// The cluster version this server reports.
+pub const CLUSTER_VERSION: &str = "3.5.0";
+
+/// `--initial-cluster-state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClusterState {
+    /// Bootstrap a new cluster.
+    New,
+    /// Join an existing cluster.
+    Existing,
+}
+
+/// `--auto-compaction-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompactionMode {
+    /// Keep history for a time window.
+    Periodic,
+    /// Keep a number of revisions.
+    Revision,
+}
+
+/// `--log-level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Debug.
+    Debug,
+    /// Info.
+    Info,
+    /// Warn.
+    Warn,
+    /// Error.
+    Error,
+    /// etcd's panic level (logged as error here).
+    Panic,
+    /// etcd's fatal level (logged as error here).
+    Fatal,
+}
+
+/// The flags etcd accepts, with etcd's names, defaults and environment variables.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "etcd-server", version, about = "An etcd v3 compatible server")]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: `${name}.etcd`).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic.
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
+    pub listen_client_urls: String,
+    /// Client URLs advertised to the cluster.
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379")]
+    pub advertise_client_urls: String,
+    /// URLs to listen on for peer traffic.
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    pub listen_peer_urls: String,
+    /// This member's peer URLs, advertised to the cluster.
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping (`name=url,...`). Ignored when the data
+    /// directory already holds a member.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", value_enum, default_value = "new")]
+    pub initial_cluster_state: ClusterState,
+    /// Initial cluster token, mixed into member and cluster IDs.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Backend size quota in bytes; 0 means the default (2 GiB).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: i64,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: u32,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: u32,
+    /// Auto-compaction mode.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", value_enum, default_value = "periodic")]
+    pub auto_compaction_mode: CompactionMode,
+    /// Auto-compaction retention: a duration (`1h`, `30m`, or bare hours) in periodic mode,
+    /// a revision count in revision mode. 0 disables auto-compaction.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+    /// Number of committed entries that trigger a snapshot (log compaction).
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Election timeout in milliseconds.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Log level.
+    #[arg(long, env = "ETCD_LOG_LEVEL", value_enum, default_value = "info")]
+    pub log_level: LogLevel,
+    /// Additional URLs to serve `/metrics` and `/health` on.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS")]
+    pub listen_metrics_urls: Option<String>,
+}
+
+/// Errors in the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A URL flag could not be parsed.
+    #[error("failed to parse {flag} {value:?}: {reason}")]
+    BadUrl {
+        /// Flag name.
+        flag: &'static str,
+        /// The offending value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// Any other invalid value.
+    #[error("invalid {flag}: {reason}")]
+    Invalid {
+        /// Flag name.
+        flag: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Auto-compaction policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Disabled.
+    Off,
+    /// Keep this much history.
+    Periodic(Duration),
+    /// Keep this many revisions.
+    Revision(i64),
+}
+
+/// Validated configuration of one member.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Member name.
+    pub name: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Client listen addresses.
+    pub listen_client: Vec<SocketAddr>,
+    /// Advertised client URLs.
+    pub advertise_client_urls: Vec<String>,
+    /// Peer listen addresses.
+    pub listen_peer: Vec<SocketAddr>,
+    /// Advertised peer URLs.
+    pub advertise_peer_urls: Vec<String>,
+    /// `--initial-cluster`, defaulted as etcd does.
+    pub initial_cluster: String,
+    /// `--initial-cluster-state`.
+    pub initial_cluster_state: ClusterState,
+    /// `--initial-cluster-token`.
+    pub initial_cluster_token: String,
+    /// Backend quota in bytes.
+    pub quota_backend_bytes: i64,
+    /// Maximum request size.
+    pub max_request_bytes: u32,
+    /// Maximum ops per txn.
+    pub max_txn_ops: usize,
+    /// Auto-compaction policy.
+    pub auto_compaction: AutoCompaction,
+    /// Entries between log compactions.
+    pub snapshot_count: u64,
+    /// Raft tick interval.
+    pub heartbeat: Duration,
+    /// Election timeout in ticks.
+    pub election_ticks: usize,
+    /// Metrics listen addresses.
+    pub listen_metrics: Vec<SocketAddr>,
+}
+
+/// Parses a comma-separated URL list into socket addresses (`localhost` is 127.0.0.1).
+pub fn parse_listen_urls(flag: &'static str, value: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let bad = |reason: String| ConfigError::BadUrl { flag, value: value.to_owned(), reason };
+    let mut out = Vec::new();
+    for raw in split_urls(value) {
+        let u = url::Url::parse(&raw).map_err(|e| bad(e.to_string()))?;
+        match u.scheme() {
+            "http" => {}
+            "https" | "unixs" => return Err(bad("TLS listeners are not supported yet".into())),
+            s => return Err(bad(format!("unsupported scheme {s:?}, expected http"))),
+        }
+        let port = u.port().ok_or_else(|| bad("URL must include a port".into()))?;
+        let host = match u.host() {
+            Some(url::Host::Domain("localhost")) => "127.0.0.1".to_owned(),
+            Some(url::Host::Domain(d)) => {
+                return Err(bad(format!("expected an IP address or localhost, got {d:?}")));
+            }
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+            None => return Err(bad("missing host".into())),
+        };
+        let addr = format!("{host}:{port}").parse().map_err(|e: std::net::AddrParseError| bad(e.to_string()))?;
+        out.push(addr);
+    }
+    if out.is_empty() {
+        return Err(bad("no URLs given".into()));
+    }
+    Ok(out)
+}
+
+fn split_urls(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+fn check_urls(flag: &'static str, value: &str) -> Result<Vec<String>, ConfigError> {
+    let urls = split_urls(value);
+    for raw in &urls {
+        let u = url::Url::parse(raw).map_err(|e| ConfigError::BadUrl {
+            flag,
+            value: value.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if u.port_or_known_default().is_none() || u.host().is_none() {
+            return Err(ConfigError::BadUrl { flag, value: value.to_owned(), reason: "URL needs host and port".into() });
+        }
+    }
+    if urls.is_empty() {
+        return Err(ConfigError::Invalid { flag, reason: "no URLs given".into() });
+    }
+    Ok(urls)
+}
+
+/// Parses `--auto-compaction-retention` for `mode`.
+pub fn parse_retention(mode: CompactionMode, value: &str) -> Result<AutoCompaction, ConfigError> {
+    let bad = |reason: &str| ConfigError::Invalid { flag: "--auto-compaction-retention", reason: format!("{value:?}: {reason}") };
+    let v = value.trim();
+    if v.is_empty() || v == "0" {
+        return Ok(AutoCompaction::Off);
+    }
+    match mode {
+        CompactionMode::Revision => {
+            let n: i64 = v.parse().map_err(|_| bad("expected a revision count"))?;
+            if n < 0 {
+                return Err(bad("must not be negative"));
+            }
+            Ok(if n == 0 { AutoCompaction::Off } else { AutoCompaction::Revision(n) })
+        }
+        CompactionMode::Periodic => {
+            // A bare integer means hours, as in etcd.
+            if let Ok(h) = v.parse::<u64>() {
+                return Ok(AutoCompaction::Periodic(Duration::from_secs(h * 3600)));
+            }
+            let d = parse_go_duration(v).ok_or_else(|| bad("expected a duration such as 1h or 30m"))?;
+            Ok(if d.is_zero() { AutoCompaction::Off } else { AutoCompaction::Periodic(d) })
+        }
+    }
+}
+
+/// Parses Go-style durations: `1h30m`, `10s`, `500ms`.
+fn parse_go_duration(s: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += n * mult;
+        rest = &rest[unit_end..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+impl Flags {
+    /// Validates the flags into a [`Config`].
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let listen_client = parse_listen_urls("--listen-client-urls", &self.listen_client_urls)?;
+        let listen_peer = parse_listen_urls("--listen-peer-urls", &self.listen_peer_urls)?;
+        let listen_metrics = match &self.listen_metrics_urls {
+            Some(v) if !v.trim().is_empty() => parse_listen_urls("--listen-metrics-urls", v)?,
+            _ => Vec::new(),
+        };
+        let advertise_client_urls = check_urls("--advertise-client-urls", &self.advertise_client_urls)?;
+        let advertise_peer_urls = check_urls("--initial-advertise-peer-urls", &self.initial_advertise_peer_urls)?;
+        if self.heartbeat_interval == 0 {
+            return Err(ConfigError::Invalid { flag: "--heartbeat-interval", reason: "must be > 0".into() });
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(ConfigError::Invalid {
+                flag: "--election-timeout",
+                reason: format!(
+                    "{}ms should be at least 5 times --heartbeat-interval ({}ms)",
+                    self.election_timeout, self.heartbeat_interval
+                ),
+            });
+        }
+        if self.election_timeout > 50_000 {
+            return Err(ConfigError::Invalid { flag: "--election-timeout", reason: "must be at most 50000ms".into() });
+        }
+        if self.quota_backend_bytes < 0 {
+            return Err(ConfigError::Invalid { flag: "--quota-backend-bytes", reason: "must not be negative".into() });
+        }
+        if self.max_txn_ops == 0 {
+            return Err(ConfigError::Invalid { flag: "--max-txn-ops", reason: "must be > 0".into() });
+        }
+        let initial_cluster = match self.initial_cluster {
+            Some(c) if !c.trim().is_empty() => c,
+            _ => advertise_peer_urls.iter().map(|u| format!("{}={u}", self.name)).collect::<Vec<_>>().join(","),
+        };
+        let auto_compaction = parse_retention(self.auto_compaction_mode, &self.auto_compaction_retention)?;
+        Ok(Config {
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name))),
+            name: self.name,
+            listen_client,
+            advertise_client_urls,
+            listen_peer,
+            advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_state: self.initial_cluster_state,
+            initial_cluster_token: self.initial_cluster_token,
+            quota_backend_bytes: if self.quota_backend_bytes == 0 { DEFAULT_QUOTA_BYTES } else { self.quota_backend_bytes },
+            max_request_bytes: self.max_request_bytes,
+            max_txn_ops: self.max_txn_ops as usize,
+            auto_compaction,
+            snapshot_count: self.snapshot_count.max(1),
+            heartbeat: Duration::from_millis(self.heartbeat_interval),
+            election_ticks: (self.election_timeout / self.heartbeat_interval) as usize,
+            listen_metrics,
+        })
+    }
+}
+
+impl Config {
+    /// A configuration for tests and embedding: one member named `name` in `data_dir`, with
+    /// the given advertised client URL and etcd's defaults otherwise.
+    pub fn single(name: &str, data_dir: PathBuf, client_url: &str, peer_url: &str) -> Self {
+        let flags = Flags::parse_from([
+            "etcd-server",
+            "--name",
+            name,
+            "--advertise-client-urls",
+            client_url,
+            "--listen-client-urls",
+            client_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+            "--listen-peer-urls",
+            peer_url,
+        ]);
+        let mut c = flags.into_config().expect("static test configuration is valid");
+        c.data_dir = data_dir;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_etcd() {
+        let c = Flags::parse_from(["etcd-server"]).into_config().expect("valid");
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir, PathBuf::from("default.etcd"));
+        assert_eq!(c.listen_client, vec!["127.0.0.1:2379".parse::<SocketAddr>().expect("addr")]);
+        assert_eq!(c.initial_cluster, "default=http://localhost:2380");
+        assert_eq!(c.election_ticks, 10);
+        assert_eq!(c.quota_backend_bytes, DEFAULT_QUOTA_BYTES);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let table: &[&[&str]] = &[
+            &["etcd-server", "--listen-client-urls", "nope"],
+            &["etcd-server", "--listen-client-urls", "http://127.0.0.1"],
+            &["etcd-server", "--election-timeout", "100"],
+            &["etcd-server", "--auto-compaction-retention", "abc"],
+            &["etcd-server", "--auto-compaction-mode", "revision", "--auto-compaction-retention", "1h"],
+        ];
+        for args in table {
+            let flags = Flags::try_parse_from(*args).expect("parses");
+            assert!(flags.into_config().is_err(), "{args:?} should be rejected");
+        }
+        assert!(Flags::try_parse_from(["etcd-server", "--no-such-flag"]).is_err());
+        assert!(Flags::try_parse_from(["etcd-server", "--snapshot-count", "x"]).is_err());
+    }
+
+    #[test]
+    fn retention_forms() {
+        use CompactionMode::*;
+        assert_eq!(parse_retention(Periodic, "1").ok(), Some(AutoCompaction::Periodic(Duration::from_secs(3600))));
+        assert_eq!(parse_retention(Periodic, "30m").ok(), Some(AutoCompaction::Periodic(Duration::from_secs(1800))));
+        assert_eq!(parse_retention(Periodic, "0").ok(), Some(AutoCompaction::Off));
+        assert_eq!(parse_retention(Revision, "1000").ok(), Some(AutoCompaction::Revision(1000)));
+    }
+}
