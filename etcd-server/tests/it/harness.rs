@@ -1,0 +1,231 @@
+//! Test harness: starts real `etcd-server` processes (and the reference etcd 3.4.23) on
+#![allow(dead_code)]
+//! 127.0.0.1 with free ports, and stops them when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which server binary to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Our `etcd-server`.
+    Ours,
+    /// Debian's etcd 3.4.23 (`/usr/bin/etcd`), the reference.
+    Reference,
+}
+
+/// Path of the reference etcd, if installed.
+pub fn reference_etcd() -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var("REFERENCE_ETCD").unwrap_or_else(|_| "/usr/bin/etcd".into()));
+    p.exists().then_some(p)
+}
+
+/// Path of etcdctl 3.4, if installed.
+pub fn etcdctl() -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var("REFERENCE_ETCDCTL").unwrap_or_else(|_| "/usr/bin/etcdctl".into()));
+    p.exists().then_some(p)
+}
+
+/// Fails the test (instead of silently passing) when a reference binary is missing, unless
+/// `ALLOW_MISSING_REFERENCE=1` is set for a quick local run.
+pub fn require(p: Option<PathBuf>, what: &str) -> Option<PathBuf> {
+    if p.is_none() {
+        if std::env::var("ALLOW_MISSING_REFERENCE").as_deref() == Ok("1") {
+            eprintln!("skipping: {what} is not installed");
+            return None;
+        }
+        panic!("{what} is not installed: run scripts/test.sh, which installs it");
+    }
+    p
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// One running server process with its own data dir.
+pub struct Proc {
+    /// Which binary.
+    pub kind: Kind,
+    /// `http://127.0.0.1:PORT` for clients.
+    pub client_url: String,
+    /// `http://127.0.0.1:PORT` for peers.
+    pub peer_url: String,
+    /// Member name.
+    pub name: String,
+    /// Data dir (kept across restarts).
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Proc {
+    /// Starts a single-member server of `kind` with `extra` flags, and waits until it serves.
+    pub fn start(kind: Kind, extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut p = Self {
+            kind,
+            client_url: format!("http://127.0.0.1:{}", free_port()),
+            peer_url: format!("http://127.0.0.1:{}", free_port()),
+            name: "default".into(),
+            data_dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            _tmp: Some(tmp),
+        };
+        p.spawn();
+        p
+    }
+
+    /// The client endpoint without scheme, as etcdctl and etcd-client take it.
+    pub fn endpoint(&self) -> String {
+        self.client_url.trim_start_matches("http://").to_owned()
+    }
+
+    fn binary(&self) -> PathBuf {
+        match self.kind {
+            Kind::Ours => PathBuf::from(env!("CARGO_BIN_EXE_etcd-server")),
+            Kind::Reference => reference_etcd().expect("reference etcd installed"),
+        }
+    }
+
+    /// (Re)starts the process on the same data dir and ports, and waits until it serves.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::File::create(self.log_path()).expect("log file");
+        let mut cmd = Command::new(self.binary());
+        cmd.arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen-client-urls")
+            .arg(&self.client_url)
+            .arg("--advertise-client-urls")
+            .arg(&self.client_url)
+            .arg("--listen-peer-urls")
+            .arg(&self.peer_url)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&self.peer_url)
+            .arg("--initial-cluster")
+            .arg(format!("{}={}", self.name, self.peer_url))
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn server"));
+        self.wait_ready(Duration::from_secs(20));
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data_dir.with_extension("log")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Waits until a linearizable read succeeds.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("{:?} exited early with {status}:\n{}", self.kind, self.log());
+                }
+            }
+            let ok = rt.block_on(async {
+                let Ok(mut c) = etcd_client::Client::connect(
+                    [self.endpoint()],
+                    Some(etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_millis(500)).with_timeout(Duration::from_secs(1))),
+                )
+                .await
+                else {
+                    return false;
+                };
+                c.get("health-probe", None).await.is_ok()
+            });
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{:?} not ready in {timeout:?}:\n{}", self.kind, self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Connects an `etcd-client` client.
+    pub async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint()], None).await.expect("connect")
+    }
+
+    /// SIGKILLs the process (no chance to flush anything).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERMs the process and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Data dir path.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs etcdctl (API v3) against `endpoint` with `args`; returns (success, stdout, stderr).
+pub fn etcdctl_run(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let bin = etcdctl().expect("etcdctl installed");
+    let mut cmd = Command::new(bin);
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn etcdctl");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("etcdctl output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,6 @@
+//! Integration tests for etcd-server: real server processes on 127.0.0.1, driven through the
+//! `etcd-client` crate, etcdctl 3.4.23 and side by side with the reference etcd 3.4.23.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod harness;
+mod smoke;
