@@ -1,6 +1,6 @@
 //! Test harness: starts real `etcd-server` processes (and the reference etcd 3.4.23) on
-#![allow(dead_code)]
 //! 127.0.0.1 with free ports, and stops them when dropped.
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
