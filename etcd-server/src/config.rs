@@ -112,6 +112,10 @@ pub struct Flags {
     /// Log level.
     #[arg(long, env = "ETCD_LOG_LEVEL", value_enum, default_value = "info")]
     pub log_level: LogLevel,
+    /// How often the auto-compactor checks, overriding etcd's fixed intervals. Not an etcd
+    /// flag: for tests only.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_CHECK_INTERVAL_MS", hide = true)]
+    pub auto_compaction_check_interval_ms: Option<u64>,
     /// Additional URLs to serve `/metrics` and `/health` on.
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: Option<String>,
@@ -180,6 +184,8 @@ pub struct Config {
     pub max_txn_ops: usize,
     /// Auto-compaction policy.
     pub auto_compaction: AutoCompaction,
+    /// Override of the auto-compactor's check interval (tests only).
+    pub auto_compaction_check: Option<Duration>,
     /// Entries between log compactions.
     pub snapshot_count: u64,
     /// Raft tick interval.
@@ -343,6 +349,7 @@ impl Flags {
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops as usize,
             auto_compaction,
+            auto_compaction_check: self.auto_compaction_check_interval_ms.map(Duration::from_millis),
             snapshot_count: self.snapshot_count.max(1),
             heartbeat: Duration::from_millis(self.heartbeat_interval),
             election_ticks: (self.election_timeout / self.heartbeat_interval) as usize,

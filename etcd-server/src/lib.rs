@@ -9,12 +9,14 @@
 //! - [`mvcc`]: the multi-version store (key index in memory, revisions in the backend).
 //! - [`backend`]: the embedded transactional store (redb) and its table layout.
 //! - [`raft`]: the consensus core (raft-rs), its write-ahead log and its I/O driver thread.
+//! - [`compactor`]: auto-compaction, run by the leader.
 //! - [`membership`]: member and cluster identity, derived as etcd derives it.
 //! - [`config`]: etcd's command-line flags and `ETCD_*` environment variables.
 //! - [`error`]: etcd's client-visible errors.
 //! - [`proto`]: generated API types.
 
 pub mod apply;
+pub mod compactor;
 pub mod backend;
 pub mod error;
 pub mod mvcc;
@@ -66,6 +68,11 @@ pub async fn run(
         .await
         .map_err(|e| StartError::DataDir { path: String::new(), reason: e.to_string() })??;
     tracing::info!(member_id = format!("{:x}", server.member_id()), "member started");
+    let compactor = tokio::spawn(compactor::run(
+        server.clone(),
+        server.config().auto_compaction,
+        server.config().auto_compaction_check,
+    ));
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut tasks = Vec::new();
     for listener in listeners.client {
@@ -84,6 +91,7 @@ pub async fn run(
         }));
     }
     shutdown.await;
+    compactor.abort();
     let _ = stop_tx.send(());
     let mut result = Ok(());
     for t in tasks {

@@ -3,4 +3,6 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod harness;
+mod compaction;
+mod crash;
 mod smoke;
