@@ -178,7 +178,7 @@ impl KvStore {
         let state = self.state();
         let tx = self.backend.db().begin_read().map_err(BackendError::from)?;
         let kv = tx.open_table(KV).map_err(BackendError::from)?;
-        Ok(ReadTxn { state, kv })
+        Ok(ReadTxn { state, kv, tx })
     }
 
     /// Runs `f` as one backend transaction, then records `(index, term)` as applied and
@@ -196,7 +196,7 @@ impl KvStore {
         tx.set_durability(durability).map_err(BackendError::from)?;
         let out = {
             let kv = tx.open_table(KV).map_err(BackendError::from)?;
-            let mut batch = Batch { state: &mut state, kv };
+            let mut batch = Batch { state: &mut state, kv, tx: &tx };
             f(&mut batch)?
         };
         {
@@ -220,6 +220,7 @@ impl KvStore {
 pub struct ReadTxn<'a> {
     state: RwLockReadGuard<'a, State>,
     kv: redb::ReadOnlyTable<(i64, i64), &'static [u8]>,
+    tx: redb::ReadTransaction,
 }
 
 impl ReadTxn<'_> {
@@ -238,12 +239,52 @@ impl ReadTxn<'_> {
         let s = &self.state;
         range_at(&s.index, s.compact_rev, &self.kv, key, end, s.current_rev, ro)
     }
+
+    /// The backend read transaction, for tables outside the MVCC keyspace.
+    pub fn backend_tx(&self) -> &redb::ReadTransaction {
+        &self.tx
+    }
+
+    /// Every change with revision in `[from, to]`, as watch events in revision order.
+    pub fn events(&self, from: i64, to: i64) -> Result<Vec<Event>, MvccError> {
+        let mut out = Vec::new();
+        if from > to {
+            return Ok(out);
+        }
+        for item in self.kv.range((from, i64::MIN)..=(to, i64::MAX)).map_err(BackendError::from)? {
+            let (_, v) = item.map_err(BackendError::from)?;
+            let (tomb, kv) = decode(v.value())?;
+            let ty = if tomb { EventType::Delete } else { EventType::Put };
+            out.push(Event { r#type: ty as i32, kv: Some(kv), prev_kv: None });
+        }
+        Ok(out)
+    }
+
+    /// A CRC-32C over every stored revision `<= rev` (keys and values), for `HashKV`: equal on
+    /// members with the same history and compaction, and stable across restarts.
+    pub fn hash_kv(&self, rev: i64) -> Result<u32, MvccError> {
+        let mut h = 0u32;
+        for item in self.kv.range((i64::MIN, i64::MIN)..=(rev, i64::MAX)).map_err(BackendError::from)? {
+            let (k, v) = item.map_err(BackendError::from)?;
+            let (main, sub) = k.value();
+            h = crc32c::crc32c_append(h, &main.to_be_bytes());
+            h = crc32c::crc32c_append(h, &sub.to_be_bytes());
+            h = crc32c::crc32c_append(h, v.value());
+        }
+        Ok(h)
+    }
+
+    /// Every live key-value at the current revision (used to rebuild lease attachments).
+    pub fn all_live(&self) -> Result<Vec<KeyValue>, MvccError> {
+        Ok(self.range(&[0], &[0], RangeOptions::default())?.kvs)
+    }
 }
 
 /// One apply batch: a backend write transaction plus exclusive access to the index.
 pub struct Batch<'a> {
     state: &'a mut State,
     kv: redb::Table<'a, (i64, i64), &'static [u8]>,
+    tx: &'a redb::WriteTransaction,
 }
 
 impl<'a> Batch<'a> {
@@ -256,6 +297,12 @@ impl<'a> Batch<'a> {
     /// The current revision.
     pub fn rev(&self) -> i64 {
         self.state.current_rev
+    }
+
+    /// The backend write transaction, for tables outside the MVCC keyspace (leases, alarms).
+    /// Changes commit atomically with the batch.
+    pub fn backend_tx(&self) -> &redb::WriteTransaction {
+        self.tx
     }
 
     /// Compacts history at `rev`: removes every revision not needed to read at `rev` or later.
