@@ -112,6 +112,9 @@ pub struct Flags {
     /// Log level.
     #[arg(long, env = "ETCD_LOG_LEVEL", value_enum, default_value = "info")]
     pub log_level: LogLevel,
+    /// Interval of watch progress notifications (etcd's experimental flag of the same name).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_duration_flag)]
+    pub experimental_watch_progress_notify_interval: Duration,
     /// How often the auto-compactor checks, overriding etcd's fixed intervals. Not an etcd
     /// flag: for tests only.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_CHECK_INTERVAL_MS", hide = true)]
@@ -184,6 +187,8 @@ pub struct Config {
     pub max_txn_ops: usize,
     /// Auto-compaction policy.
     pub auto_compaction: AutoCompaction,
+    /// Interval of periodic watch progress notifications.
+    pub watch_progress_notify_interval: Duration,
     /// Override of the auto-compactor's check interval (tests only).
     pub auto_compaction_check: Option<Duration>,
     /// Entries between log compactions.
@@ -274,6 +279,13 @@ pub fn parse_retention(mode: CompactionMode, value: &str) -> Result<AutoCompacti
     }
 }
 
+fn parse_duration_flag(s: &str) -> Result<Duration, String> {
+    match parse_go_duration(s) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!("invalid duration {s:?} (expected e.g. 10m, 5s, 500ms)")),
+    }
+}
+
 /// Parses Go-style durations: `1h30m`, `10s`, `500ms`.
 fn parse_go_duration(s: &str) -> Option<Duration> {
     let mut total = 0f64;
@@ -349,6 +361,7 @@ impl Flags {
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops as usize,
             auto_compaction,
+            watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             auto_compaction_check: self.auto_compaction_check_interval_ms.map(Duration::from_millis),
             snapshot_count: self.snapshot_count.max(1),
             heartbeat: Duration::from_millis(self.heartbeat_interval),

@@ -6,6 +6,9 @@
 //! - [`server`]: the member itself: proposes writes to Raft, waits for them to apply, serves
 //!   linearizable reads through ReadIndex.
 //! - [`apply`]: etcd's applier, executing KV requests on MVCC transactions.
+//! - [`watch`]: the watch hub (synced/unsynced watchers fed by the apply loop).
+//! - [`lease`]: the lessor (TTLs on the leader, attachments applied through Raft).
+//! - [`alarm`]: alarms and the backend quota.
 //! - [`mvcc`]: the multi-version store (key index in memory, revisions in the backend).
 //! - [`backend`]: the embedded transactional store (redb) and its table layout.
 //! - [`raft`]: the consensus core (raft-rs), its write-ahead log and its I/O driver thread.
@@ -15,10 +18,12 @@
 //! - [`error`]: etcd's client-visible errors.
 //! - [`proto`]: generated API types.
 
+pub mod alarm;
 pub mod apply;
 pub mod compactor;
 pub mod backend;
 pub mod error;
+pub mod lease;
 pub mod mvcc;
 pub mod proto;
 pub mod api;
@@ -26,6 +31,7 @@ pub mod config;
 pub mod membership;
 pub mod raft;
 pub mod server;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -61,7 +67,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     use crate::proto::etcdserverpb::{
-        cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+        cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+        maintenance_server::MaintenanceServer, watch_server::WatchServer,
     };
     let max_msg = config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
     let server = tokio::task::spawn_blocking(move || EtcdServer::start(config))
@@ -73,6 +80,7 @@ pub async fn run(
         server.config().auto_compaction,
         server.config().auto_compaction_check,
     ));
+    let leases = tokio::spawn(lease::run_expiry(server.clone()));
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut tasks = Vec::new();
     for listener in listeners.client {
@@ -81,7 +89,9 @@ pub async fn run(
         let router = tonic::transport::Server::builder()
             .add_service(KvServer::new(api::kv::KvService::new(s.clone())).max_decoding_message_size(max_msg))
             .add_service(ClusterServer::new(api::cluster::ClusterService::new(s.clone())).max_decoding_message_size(max_msg))
-            .add_service(MaintenanceServer::new(api::maintenance::MaintenanceService::new(s.clone())).max_decoding_message_size(max_msg));
+            .add_service(MaintenanceServer::new(api::maintenance::MaintenanceService::new(s.clone())).max_decoding_message_size(max_msg))
+            .add_service(LeaseServer::new(api::lease::LeaseService::new(s.clone())).max_decoding_message_size(max_msg))
+            .add_service(WatchServer::new(api::watch::WatchService::new(s.clone())).max_decoding_message_size(max_msg));
         tasks.push(tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
@@ -92,6 +102,7 @@ pub async fn run(
     }
     shutdown.await;
     compactor.abort();
+    leases.abort();
     let _ = stop_tx.send(());
     let mut result = Ok(());
     for t in tasks {

@@ -11,16 +11,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prost::Message as _;
 use tokio::sync::{oneshot, watch};
 
-use crate::apply::{self, LeaseCheck};
+use crate::alarm::{self, Alarms};
+use crate::apply;
 use crate::backend::Backend;
+use crate::lease::Lessor;
+use crate::watch::WatchHub;
 use crate::config::{ClusterState, Config};
 use crate::error::EtcdError;
 use crate::membership::{Cluster, MembershipError};
 use crate::mvcc::{Batch, KvStore, MvccError};
 use crate::proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, InternalRaftRequest, PutResponse, ResponseHeader,
-    TxnResponse, internal_raft_request::Request,
+    AlarmRequest, AlarmResponse, AlarmType, CompactionResponse, DeleteRangeResponse,
+    InternalRaftRequest, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
+    TxnResponse, alarm_request::AlarmAction, internal_raft_request::Request,
 };
+use crate::proto::mvccpb::Event;
 use crate::raft::{self, Committed, DriverConfig, Input, RaftStatus};
 
 /// How long a client request may wait for Raft before `etcdserver: request timed out`.
@@ -41,6 +46,12 @@ pub enum ApplyResponse {
     Txn(TxnResponse),
     /// Compaction.
     Compaction(CompactionResponse),
+    /// LeaseGrant.
+    LeaseGrant(LeaseGrantResponse),
+    /// LeaseRevoke.
+    LeaseRevoke(LeaseRevokeResponse),
+    /// Alarm.
+    Alarm(AlarmResponse),
 }
 
 type ApplyResult = Result<ApplyResponse, EtcdError>;
@@ -70,18 +81,13 @@ pub enum StartError {
     },
 }
 
-/// No leases exist until the lease service lands; every lease ID is unknown.
-struct NoLeases;
-impl LeaseCheck for NoLeases {
-    fn exists(&self, _id: i64) -> bool {
-        false
-    }
-}
-
 /// One etcd member.
 pub struct EtcdServer {
     cfg: Config,
     store: Arc<KvStore>,
+    lessor: Arc<Lessor>,
+    alarms: Arc<Alarms>,
+    hub: Arc<WatchHub>,
     cluster: Arc<RwLock<Cluster>>,
     member_id: u64,
     raft_tx: RaftSender,
@@ -137,6 +143,15 @@ impl EtcdServer {
             }
         }
         let store = Arc::new(KvStore::open(backend)?);
+        let lessor = Arc::new(Lessor::new(min_lease_ttl(&cfg)));
+        let alarms = Arc::new(Alarms::default());
+        {
+            let view = store.read()?;
+            let live = view.all_live()?;
+            lessor.recover(view.backend_tx(), &live).map_err(MvccError::from)?;
+            alarms.recover(view.backend_tx()).map_err(MvccError::from)?;
+        }
+        let hub = WatchHub::start(store.clone(), cfg.watch_progress_notify_interval);
         let (applied_index, _) = store.applied();
         let (wal, storage) = raft::open_log(&wal_dir, &cluster.voters(), applied_index)?;
         let status = Arc::new(RaftStatus::default());
@@ -148,6 +163,9 @@ impl EtcdServer {
         let server = Arc::new(Self {
             cfg,
             store: store.clone(),
+            lessor: lessor.clone(),
+            alarms: alarms.clone(),
+            hub: hub.clone(),
             cluster: Arc::new(RwLock::new(cluster)),
             member_id,
             raft_tx: Arc::new(Mutex::new(Some(raft_tx))),
@@ -167,6 +185,9 @@ impl EtcdServer {
             .map_err(|e| StartError::DataDir { path: String::new(), reason: e.to_string() })?;
         let applier = Applier {
             store,
+            lessor,
+            alarms,
+            hub,
             waiters: server.waiters.clone(),
             member_id,
             applied_tx,
@@ -184,6 +205,7 @@ impl EtcdServer {
 
     /// Stops Raft and the apply loop, waiting for the last backend commit.
     pub fn stop(&self) {
+        self.hub.stop();
         self.raft_tx.lock().unwrap_or_else(|p| p.into_inner()).take();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for t in threads {
@@ -199,6 +221,51 @@ impl EtcdServer {
     /// The MVCC store.
     pub fn store(&self) -> &KvStore {
         &self.store
+    }
+
+    /// The lessor.
+    pub fn lessor(&self) -> &Lessor {
+        &self.lessor
+    }
+
+    /// The active alarms.
+    pub fn alarms(&self) -> &Alarms {
+        &self.alarms
+    }
+
+    /// The watch hub.
+    pub fn hub(&self) -> &Arc<WatchHub> {
+        &self.hub
+    }
+
+    /// Whether this member is the Raft leader.
+    pub fn is_leader(&self) -> bool {
+        self.status.leader.load(Ordering::SeqCst) == self.member_id
+    }
+
+    /// A fresh unique ID (etcd's request ID generator; also used for lease IDs).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// etcd's quota check before a write that adds `cost` bytes: if the backend would exceed
+    /// `--quota-backend-bytes`, raise the NOSPACE alarm and refuse the write.
+    pub async fn check_quota(&self, cost: usize) -> Result<(), EtcdError> {
+        let size = self.store.backend().size() as i64;
+        if size + (cost as i64) < self.cfg.quota_backend_bytes {
+            return Ok(());
+        }
+        if !self.alarms.has(AlarmType::Nospace) {
+            let req = AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: self.member_id,
+                alarm: AlarmType::Nospace as i32,
+            };
+            if let Err(e) = self.propose(Request::Alarm(req)).await {
+                tracing::warn!(error = %e, "failed to raise the NOSPACE alarm");
+            }
+        }
+        Err(EtcdError::NoSpace)
     }
 
     /// This member's ID.
@@ -247,7 +314,7 @@ impl EtcdServer {
         if self.status.stopped.load(Ordering::SeqCst) {
             return Err(EtcdError::Stopped);
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id();
         let msg = InternalRaftRequest { id, origin: self.member_id, request: Some(req) };
         let data = msg.encode_to_vec();
         if data.len() > self.cfg.max_request_bytes as usize {
@@ -301,6 +368,13 @@ impl EtcdServer {
     }
 }
 
+/// etcd's minimum lease TTL: ceil(1.5 × election timeout), in seconds.
+fn min_lease_ttl(cfg: &Config) -> i64 {
+    let ticks = (3 * cfg.election_ticks as u32) / 2;
+    let d = cfg.heartbeat * ticks;
+    d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0)
+}
+
 fn initial_request_id(member_id: u64) -> u64 {
     // etcd's idutil layout: 2 bytes of member ID, 5 bytes of milliseconds, 1 byte counter.
     let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
@@ -310,6 +384,9 @@ fn initial_request_id(member_id: u64) -> u64 {
 /// The apply loop: applies committed entries to the MVCC store in log order.
 struct Applier {
     store: Arc<KvStore>,
+    lessor: Arc<Lessor>,
+    alarms: Arc<Alarms>,
+    hub: Arc<WatchHub>,
     waiters: Arc<Mutex<HashMap<u64, oneshot::Sender<ApplyResult>>>>,
     member_id: u64,
     applied_tx: watch::Sender<u64>,
@@ -341,6 +418,7 @@ impl Applier {
             let last = entries.last().map(|e| (e.index, e.term)).unwrap_or(self.store.applied());
             let durable = last_sync.elapsed() >= BACKEND_SYNC_INTERVAL
                 || last.0 - durable_index >= BACKEND_SYNC_ENTRIES;
+            let mut published: Vec<(i64, Vec<Event>)> = Vec::new();
             let result = self.store.write_batch(last.0, last.1, durable, |b| {
                 let mut outcomes = Vec::with_capacity(entries.len());
                 for e in &entries {
@@ -354,7 +432,11 @@ impl Applier {
                             continue;
                         }
                     };
-                    let outcome = apply_one(b, req.request)?;
+                    let (outcome, events) = apply_one(b, req.request, &self.lessor, &self.alarms)?;
+                    if !events.is_empty() {
+                        self.lessor.on_events(&events);
+                        published.push((b.rev(), events));
+                    }
                     if req.origin == self.member_id {
                         outcomes.push((req.id, outcome));
                     }
@@ -372,6 +454,9 @@ impl Applier {
             if durable {
                 durable_index = last.0;
                 last_sync = Instant::now();
+            }
+            for (rev, events) in &published {
+                self.hub.notify(*rev, events);
             }
             let _ = self.applied_tx.send(last.0);
             {
@@ -397,28 +482,38 @@ impl Applier {
     }
 }
 
-/// Applies one request. Client-visible failures are returned as `Ok(Err(..))`; only storage
-/// failures abort the batch.
-fn apply_one(b: &mut Batch<'_>, req: Option<Request>) -> Result<ApplyResult, MvccError> {
-    let leases = NoLeases;
-    let storage_err = |e: &EtcdError| matches!(e, EtcdError::Internal(_));
+/// Applies one request. Client-visible failures are returned as `Ok((Err(..), _))`; only
+/// storage failures abort the batch. Also returns the watch events of the new revision.
+fn apply_one(
+    b: &mut Batch<'_>,
+    req: Option<Request>,
+    lessor: &Lessor,
+    alarms: &Alarms,
+) -> Result<(ApplyResult, Vec<Event>), MvccError> {
+    let storage = |e: crate::backend::BackendError| MvccError::Backend(e);
+    // With NOSPACE raised, writes that could grow the store are refused (etcd's capped applier).
+    let nospace = alarms.has(AlarmType::Nospace);
+    let mut events = Vec::new();
     let out = match req {
+        Some(Request::Put(_)) if nospace => Err(EtcdError::NoSpace),
+        Some(Request::Txn(t)) if nospace && alarm::txn_cost(&t) > 0 => Err(EtcdError::NoSpace),
+        Some(Request::LeaseGrant(_)) if nospace => Err(EtcdError::NoSpace),
         Some(Request::Put(p)) => {
             let mut t = b.txn();
-            let r = apply::apply_put(&mut t, &p, &leases);
-            let _events = t.end();
+            let r = apply::apply_put(&mut t, &p, lessor);
+            events = t.end();
             r.map(ApplyResponse::Put)
         }
         Some(Request::DeleteRange(d)) => {
             let mut t = b.txn();
             let r = apply::delete_range(&mut t, &d);
-            let _events = t.end();
+            events = t.end();
             r.map(ApplyResponse::DeleteRange)
         }
         Some(Request::Txn(tr)) => {
             let mut t = b.txn();
-            let r = apply::txn_write(&mut t, &tr, &leases);
-            let _events = t.end();
+            let r = apply::txn_write(&mut t, &tr, lessor);
+            events = t.end();
             r.map(ApplyResponse::Txn)
         }
         Some(Request::Compaction(c)) => match b.compact(c.revision) {
@@ -428,10 +523,41 @@ fn apply_one(b: &mut Batch<'_>, req: Option<Request>) -> Result<ApplyResult, Mvc
             Err(MvccError::Backend(e)) => return Err(MvccError::Backend(e)),
             Err(e) => Err(EtcdError::from(e)),
         },
-        Some(_) | None => Err(EtcdError::NotCapable),
+        Some(Request::LeaseGrant(g)) => {
+            let granted = lessor.grant(b.backend_tx(), g.id, g.ttl).map_err(storage)?;
+            granted.map(|ttl| {
+                ApplyResponse::LeaseGrant(LeaseGrantResponse {
+                    header: Some(ResponseHeader { revision: b.rev(), ..Default::default() }),
+                    id: g.id,
+                    ttl,
+                    error: String::new(),
+                })
+            })
+        }
+        Some(Request::LeaseRevoke(r)) => match lessor.keys(r.id) {
+            None => Err(EtcdError::LeaseNotFound),
+            Some(keys) => {
+                let mut t = b.txn();
+                for k in &keys {
+                    if let Err(e) = t.delete_range(k, b"") {
+                        return Err(e);
+                    }
+                }
+                events = t.end();
+                lessor.remove(b.backend_tx(), r.id).map_err(storage)?;
+                Ok(ApplyResponse::LeaseRevoke(LeaseRevokeResponse {
+                    header: Some(ResponseHeader { revision: b.rev(), ..Default::default() }),
+                }))
+            }
+        },
+        Some(Request::Alarm(a)) => {
+            let resp = alarms.apply(b.backend_tx(), &a).map_err(storage)?;
+            Ok(ApplyResponse::Alarm(resp))
+        }
+        Some(Request::Range(_)) | None => Err(EtcdError::NotCapable),
     };
     match out {
-        Err(e) if storage_err(&e) => Err(MvccError::Backend(crate::backend::BackendError::Storage(e.to_string()))),
-        other => Ok(other),
+        Err(EtcdError::Internal(e)) => Err(MvccError::Backend(crate::backend::BackendError::Storage(e))),
+        other => Ok((other, events)),
     }
 }

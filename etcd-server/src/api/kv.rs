@@ -198,6 +198,7 @@ impl Kv for KvService {
     async fn put(&self, req: Request<PutRequest>) -> GrpcResult<PutResponse> {
         let r = req.into_inner();
         check_put(&r)?;
+        self.server.check_quota(crate::alarm::put_cost(&r)).await?;
         match self.server.propose(Internal::Put(r)).await? {
             ApplyResponse::Put(mut resp) => {
                 self.server.fill_header(&mut resp.header);
@@ -236,6 +237,10 @@ impl Kv for KvService {
             drop(view);
             self.server.fill_header(&mut resp.header);
             return Ok(Response::new(resp));
+        }
+        let cost = crate::alarm::txn_cost(&r);
+        if cost > 0 {
+            self.server.check_quota(cost).await?;
         }
         match self.server.propose(Internal::Txn(r)).await? {
             ApplyResponse::Txn(mut resp) => {

@@ -3,7 +3,9 @@
 
 pub mod cluster;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
+pub mod watch;
 
 use tonic::Status;
 

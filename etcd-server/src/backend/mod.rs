@@ -5,6 +5,7 @@
 //! records the Raft index it applied, so replaying the log after a crash is idempotent.
 
 use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use redb::{ReadableDatabase, TableDefinition};
 
@@ -68,7 +69,8 @@ storage_from!(
 /// The redb database holding the member's state.
 #[derive(Debug)]
 pub struct Backend {
-    db: redb::Database,
+    /// Behind a lock only so that defragmentation can take it exclusively.
+    db: RwLock<redb::Database>,
     path: PathBuf,
 }
 
@@ -85,17 +87,34 @@ impl Backend {
         tx.open_table(META)?;
         tx.open_table(MEMBERS)?;
         tx.commit()?;
-        Ok(Self { db, path: path.to_owned() })
+        Ok(Self { db: RwLock::new(db), path: path.to_owned() })
     }
 
     /// The underlying database.
-    pub fn db(&self) -> &redb::Database {
-        &self.db
+    pub fn db(&self) -> RwLockReadGuard<'_, redb::Database> {
+        self.db.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes every earlier commit durable.
+    pub fn sync(&self) -> Result<(), BackendError> {
+        let mut tx = self.db().begin_write()?;
+        tx.set_durability(redb::Durability::Immediate)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Rewrites the file to release free pages (etcd's defragmentation). No transaction may be
+    /// open: the caller holds the store exclusively.
+    pub fn defragment(&self) -> Result<(), BackendError> {
+        self.sync()?;
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        while db.compact()? {}
+        Ok(())
     }
 
     /// Reads one meta value from committed state.
     pub fn meta(&self, key: &str) -> Result<Option<u64>, BackendError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db().begin_read()?;
         let t = tx.open_table(META)?;
         Ok(t.get(key)?.map(|v| v.value()))
     }

@@ -173,6 +173,16 @@ impl KvStore {
         self.state().index.len()
     }
 
+    /// Runs `f` while no reader or writer is active, after making every commit durable (for
+    /// defragmentation and consistent file snapshots).
+    pub fn exclusive<R>(&self, f: impl FnOnce(&Backend) -> Result<R, BackendError>) -> Result<R, MvccError> {
+        let state = self.state_mut();
+        self.backend.sync()?;
+        let out = f(&self.backend)?;
+        drop(state);
+        Ok(out)
+    }
+
     /// A consistent read view at the current revision.
     pub fn read(&self) -> Result<ReadTxn<'_>, MvccError> {
         let state = self.state();

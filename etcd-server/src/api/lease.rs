@@ -1,0 +1,133 @@
+//! The Lease service: grant, revoke, keep-alive, time-to-live and listing.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::instrument;
+
+use super::GrpcResult;
+use crate::error::EtcdError;
+use crate::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse,
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse, internal_raft_request::Request as Internal, lease_server::Lease,
+};
+use crate::server::{ApplyResponse, EtcdServer};
+
+/// The Lease service of one member.
+#[derive(Debug, Clone)]
+pub struct LeaseService {
+    server: Arc<EtcdServer>,
+}
+
+impl LeaseService {
+    /// Serves Lease for `server`.
+    pub fn new(server: Arc<EtcdServer>) -> Self {
+        Self { server }
+    }
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+/// Approximate backend bytes of one lease record (for the quota check).
+const LEASE_COST: usize = 64;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    #[instrument(skip_all, fields(id = req.get_ref().id, ttl = req.get_ref().ttl))]
+    async fn lease_grant(&self, req: Request<LeaseGrantRequest>) -> GrpcResult<LeaseGrantResponse> {
+        let mut r = req.into_inner();
+        self.server.check_quota(LEASE_COST).await?;
+        if r.id == 0 {
+            r.id = (self.server.next_id() & (u64::MAX >> 1)) as i64;
+        }
+        match self.server.propose(Internal::LeaseGrant(r)).await? {
+            ApplyResponse::LeaseGrant(mut resp) => {
+                self.server.fill_header(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(EtcdError::Internal(format!("unexpected {other:?}")).status()),
+        }
+    }
+
+    #[instrument(skip_all, fields(id = req.get_ref().id))]
+    async fn lease_revoke(&self, req: Request<LeaseRevokeRequest>) -> GrpcResult<LeaseRevokeResponse> {
+        match self.server.propose(Internal::LeaseRevoke(req.into_inner())).await? {
+            ApplyResponse::LeaseRevoke(mut resp) => {
+                self.server.fill_header(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(EtcdError::Internal(format!("unexpected {other:?}")).status()),
+        }
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    #[instrument(skip_all)]
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> GrpcResult<Self::LeaseKeepAliveStream> {
+        let mut incoming = req.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let server = self.server.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = incoming.next().await {
+                let Ok(msg) = msg else { break };
+                // Linearizable: the renewal must see every grant applied before it.
+                let reply = match server.read_barrier().await {
+                    Err(e) => Err(e.status()),
+                    Ok(()) => {
+                        let ttl = match server.lessor().renew(msg.id) {
+                            Ok(ttl) => Ok(ttl),
+                            Err(EtcdError::LeaseNotFound) => Ok(0),
+                            Err(e) => Err(e.status()),
+                        };
+                        ttl.map(|ttl| {
+                            let mut resp = LeaseKeepAliveResponse { header: None, id: msg.id, ttl };
+                            server.fill_header(&mut resp.header);
+                            resp
+                        })
+                    }
+                };
+                let stop = reply.is_err();
+                if tx.send(reply).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[instrument(skip_all, fields(id = req.get_ref().id))]
+    async fn lease_time_to_live(&self, req: Request<LeaseTimeToLiveRequest>) -> GrpcResult<LeaseTimeToLiveResponse> {
+        let r = req.into_inner();
+        self.server.read_barrier().await?;
+        let mut resp = match self.server.lessor().time_to_live(r.id) {
+            Some(t) => LeaseTimeToLiveResponse {
+                header: None,
+                id: r.id,
+                ttl: t.remaining,
+                granted_ttl: t.granted_ttl,
+                keys: if r.keys { t.keys } else { vec![] },
+            },
+            None => LeaseTimeToLiveResponse { header: None, id: r.id, ttl: -1, granted_ttl: 0, keys: vec![] },
+        };
+        self.server.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    #[instrument(skip_all)]
+    async fn lease_leases(&self, _: Request<LeaseLeasesRequest>) -> GrpcResult<LeaseLeasesResponse> {
+        self.server.read_barrier().await?;
+        let leases = self.server.lessor().leases().into_iter().map(|id| LeaseStatus { id }).collect();
+        let mut resp = LeaseLeasesResponse { header: None, leases };
+        self.server.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+}
