@@ -14,6 +14,8 @@
 //! - [`raft`]: the consensus core (raft-rs), its write-ahead log and its I/O driver thread.
 //! - [`compactor`]: auto-compaction, run by the leader.
 //! - [`membership`]: member and cluster identity, derived as etcd derives it.
+//! - [`http`]: `/health`, `/livez`, `/readyz`, `/version`, `/metrics`.
+//! - [`metrics`]: Prometheus metrics under etcd's names.
 //! - [`config`]: etcd's command-line flags and `ETCD_*` environment variables.
 //! - [`error`]: etcd's client-visible errors.
 //! - [`proto`]: generated API types.
@@ -23,12 +25,14 @@ pub mod apply;
 pub mod compactor;
 pub mod backend;
 pub mod error;
+pub mod http;
 pub mod lease;
 pub mod mvcc;
 pub mod proto;
 pub mod api;
 pub mod config;
 pub mod membership;
+pub mod metrics;
 pub mod raft;
 pub mod server;
 pub mod watch;
@@ -45,8 +49,10 @@ use crate::server::{EtcdServer, StartError};
 /// Listeners the caller has already bound (so tests can bind port 0).
 #[derive(Debug)]
 pub struct Listeners {
-    /// Client (gRPC) listeners.
+    /// Client listeners: gRPC plus the HTTP endpoints.
     pub client: Vec<TcpListener>,
+    /// `--listen-metrics-urls` listeners: the HTTP endpoints only.
+    pub metrics: Vec<TcpListener>,
 }
 
 /// Errors from [`run`].
@@ -58,6 +64,9 @@ pub enum RunError {
     /// Serving gRPC failed.
     #[error("failed to serve client requests: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// Serving the metrics listener failed.
+    #[error("failed to serve metrics: {0}")]
+    Http(#[source] std::io::Error),
 }
 
 /// Runs one member on already-bound listeners until `shutdown` resolves.
@@ -86,18 +95,40 @@ pub async fn run(
     for listener in listeners.client {
         let s = server.clone();
         let mut stop = stop_tx.subscribe();
-        let router = tonic::transport::Server::builder()
+        let mut routes = tonic::service::Routes::builder();
+        routes
             .add_service(KvServer::new(api::kv::KvService::new(s.clone())).max_decoding_message_size(max_msg))
             .add_service(ClusterServer::new(api::cluster::ClusterService::new(s.clone())).max_decoding_message_size(max_msg))
             .add_service(MaintenanceServer::new(api::maintenance::MaintenanceService::new(s.clone())).max_decoding_message_size(max_msg))
             .add_service(LeaseServer::new(api::lease::LeaseService::new(s.clone())).max_decoding_message_size(max_msg))
             .add_service(WatchServer::new(api::watch::WatchService::new(s.clone())).max_decoding_message_size(max_msg));
+        let app = routes
+            .routes()
+            .into_axum_router()
+            .merge(http::router(s.clone()))
+            .layer(axum::middleware::from_fn(http::grpc_metrics));
+        let router = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(app));
         tasks.push(tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                     let _ = stop.recv().await;
                 })
                 .await
+                .map_err(RunError::Serve)
+        }));
+    }
+    for listener in listeners.metrics {
+        let app = http::router(server.clone());
+        let mut stop = stop_tx.subscribe();
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.recv().await;
+                })
+                .await
+                .map_err(RunError::Http)
         }));
     }
     shutdown.await;
@@ -107,7 +138,7 @@ pub async fn run(
     let mut result = Ok(());
     for t in tasks {
         if let Ok(Err(e)) = t.await {
-            result = Err(RunError::Serve(e));
+            result = Err(e);
         }
     }
     let s: Arc<EtcdServer> = server;

@@ -35,6 +35,14 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("failed to listen on client address {addr}"))?,
             );
         }
+        let mut metrics = Vec::new();
+        for addr in &config.listen_metrics {
+            metrics.push(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("failed to listen on metrics address {addr}"))?,
+            );
+        }
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("installing a SIGTERM handler cannot fail at startup");
@@ -44,6 +52,6 @@ fn main() -> anyhow::Result<()> {
             }
             tracing::info!("shutting down");
         };
-        run(Listeners { client }, config, shutdown).await.context("etcd-server failed")
+        run(Listeners { client, metrics }, config, shutdown).await.context("etcd-server failed")
     })
 }

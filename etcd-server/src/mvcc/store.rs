@@ -219,7 +219,7 @@ impl KvStore {
                 put(META_COMPACT_REV, state.compact_rev as u64)?;
             }
         }
-        tx.commit().map_err(BackendError::from)?;
+        crate::metrics::time(&crate::metrics::BACKEND_COMMIT, || tx.commit()).map_err(BackendError::from)?;
         state.applied_index = index;
         state.applied_term = term;
         Ok(out)

@@ -237,7 +237,7 @@ impl Wal {
         }
         let path = self.dir.clone();
         self.file.write_all(&buf).map_err(io_err(&path))?;
-        self.file.sync_data().map_err(io_err(&path))?;
+        crate::metrics::time(&crate::metrics::WAL_FSYNC, || self.file.sync_data()).map_err(io_err(&path))?;
         self.size += buf.len() as u64;
         Ok(())
     }

@@ -1,0 +1,139 @@
+//! Plain HTTP endpoints etcd serves beside gRPC: `/health`, `/livez`, `/readyz`, `/version`
+//! and `/metrics`, plus the middleware that counts gRPC requests.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::config::{CLUSTER_VERSION, ETCD_VERSION};
+use crate::metrics;
+use crate::proto::etcdserverpb::AlarmType;
+use crate::server::EtcdServer;
+
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the member is unhealthy, in etcd's words, or `None` if it is healthy.
+async fn health_problem(server: &EtcdServer, linearizable: bool) -> Option<String> {
+    for a in server.alarms().list() {
+        let name = AlarmType::try_from(a.alarm).map(|t| t.as_str_name()).unwrap_or("UNKNOWN");
+        return Some(format!("ALARM {name}"));
+    }
+    if server.raft_status().leader.load(Ordering::SeqCst) == 0 {
+        return Some("RAFT NO LEADER".into());
+    }
+    if linearizable {
+        match tokio::time::timeout(HEALTH_TIMEOUT, server.read_barrier()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Some(format!("QGET ERROR: {e}")),
+            Err(_) => return Some("QGET ERROR: timed out".into()),
+        }
+    }
+    None
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+async fn health(server: Arc<EtcdServer>) -> Response {
+    match health_problem(&server, true).await {
+        None => json(StatusCode::OK, r#"{"health":"true","reason":""}"#.into()),
+        Some(reason) => {
+            let reason = reason.replace('"', "'");
+            json(StatusCode::SERVICE_UNAVAILABLE, format!(r#"{{"health":"false","reason":"{reason}"}}"#))
+        }
+    }
+}
+
+/// `/livez`: the process serves; it does not depend on quorum, so a liveness probe never
+/// restarts members of a cluster that lost quorum.
+async fn livez(server: Arc<EtcdServer>) -> Response {
+    if server.raft_status().stopped.load(Ordering::SeqCst) {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "[-]serializable_read failed: server stopped\nlivez check failed\n".into());
+    }
+    match server.store().read() {
+        Ok(_) => text(StatusCode::OK, "ok".into()),
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("[-]serializable_read failed: {e}\nlivez check failed\n")),
+    }
+}
+
+/// `/readyz`: the member has a leader, no alarm, and can serve a linearizable read.
+async fn readyz(server: Arc<EtcdServer>) -> Response {
+    match health_problem(&server, true).await {
+        None => text(StatusCode::OK, "ok".into()),
+        Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("[-]{reason}\nreadyz check failed\n")),
+    }
+}
+
+async fn version() -> Response {
+    json(StatusCode::OK, format!(r#"{{"etcdserver":"{ETCD_VERSION}","etcdcluster":"{CLUSTER_VERSION}"}}"#))
+}
+
+/// Refreshes the gauges that are read from server state, then renders all metrics.
+fn metrics_text(server: &EtcdServer) -> String {
+    let raft = server.raft_status();
+    let leader = raft.leader.load(Ordering::SeqCst);
+    metrics::HAS_LEADER.set(if leader != 0 { 1.0 } else { 0.0 });
+    metrics::IS_LEADER.set(if leader == server.member_id() { 1.0 } else { 0.0 });
+    metrics::LEADER_CHANGES.set(raft.leader_changes.load(Ordering::SeqCst) as f64);
+    let commit = raft.commit.load(Ordering::SeqCst);
+    let applied = server.applied_index();
+    metrics::PROPOSALS_COMMITTED.set(commit as f64);
+    metrics::PROPOSALS_APPLIED.set(applied as f64);
+    metrics::PROPOSALS_PENDING.set(raft.last_index.load(Ordering::SeqCst).saturating_sub(commit) as f64);
+    metrics::DB_SIZE.set(server.store().backend().size() as f64);
+    metrics::KEYS_TOTAL.set(server.store().keys_total() as f64);
+    metrics::CURRENT_REVISION.set(server.store().current_rev() as f64);
+    metrics::render()
+}
+
+/// The HTTP routes, served on client URLs (next to gRPC) and on `--listen-metrics-urls`.
+pub fn router(server: Arc<EtcdServer>) -> Router {
+    let (s1, s2, s3, s4) = (server.clone(), server.clone(), server.clone(), server);
+    Router::new()
+        .route("/health", get(move || health(s1.clone())))
+        .route("/livez", get(move || livez(s2.clone())))
+        .route("/readyz", get(move || readyz(s3.clone())))
+        .route("/version", get(version))
+        .route("/metrics", get(move || {
+            let s = s4.clone();
+            async move { text(StatusCode::OK, metrics_text(&s)) }
+        }))
+}
+
+/// Middleware counting gRPC requests under go-grpc-prometheus' names.
+pub async fn grpc_metrics(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
+        return next.run(req).await;
+    };
+    if !service.contains('.') {
+        return next.run(req).await;
+    }
+    let kind = metrics::grpc_type(service, method);
+    metrics::GRPC_STARTED.with_label_values(&[kind, service, method]).inc();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    // Errors from unary handlers travel as trailers-only responses, so the status is a header.
+    let code = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(tonic::Code::from_i32)
+        .unwrap_or(tonic::Code::Ok);
+    metrics::GRPC_HANDLED.with_label_values(&[kind, service, method, metrics::code_name(code)]).inc();
+    metrics::GRPC_SECONDS.with_label_values(&[kind, service, method]).observe(start.elapsed().as_secs_f64());
+    resp
+}
