@@ -12,6 +12,7 @@
 //! - [`mvcc`]: the multi-version store (key index in memory, revisions in the backend).
 //! - [`backend`]: the embedded transactional store (redb) and its table layout.
 //! - [`raft`]: the consensus core (raft-rs), its write-ahead log and its I/O driver thread.
+//! - [`concurrency`]: etcd's lock/election recipes, run in-process for those services.
 //! - [`compactor`]: auto-compaction, run by the leader.
 //! - [`membership`]: member and cluster identity, derived as etcd derives it.
 //! - [`http`]: `/health`, `/livez`, `/readyz`, `/version`, `/metrics`.
@@ -23,6 +24,7 @@
 pub mod alarm;
 pub mod apply;
 pub mod compactor;
+pub mod concurrency;
 pub mod backend;
 pub mod error;
 pub mod http;
@@ -101,7 +103,9 @@ pub async fn run(
             .add_service(ClusterServer::new(api::cluster::ClusterService::new(s.clone())).max_decoding_message_size(max_msg))
             .add_service(MaintenanceServer::new(api::maintenance::MaintenanceService::new(s.clone())).max_decoding_message_size(max_msg))
             .add_service(LeaseServer::new(api::lease::LeaseService::new(s.clone())).max_decoding_message_size(max_msg))
-            .add_service(WatchServer::new(api::watch::WatchService::new(s.clone())).max_decoding_message_size(max_msg));
+            .add_service(WatchServer::new(api::watch::WatchService::new(s.clone())).max_decoding_message_size(max_msg))
+            .add_service(crate::proto::v3lockpb::lock_server::LockServer::new(api::lock::LockService::new(s.clone())))
+            .add_service(crate::proto::v3electionpb::election_server::ElectionServer::new(api::election::ElectionService::new(s.clone())));
         let app = routes
             .routes()
             .into_axum_router()

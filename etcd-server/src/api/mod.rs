@@ -2,8 +2,10 @@
 //! and every error leaves as etcd's exact gRPC status.
 
 pub mod cluster;
+pub mod election;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
