@@ -14,6 +14,7 @@
 //! - [`raft`]: the consensus core (raft-rs), its write-ahead log and its I/O driver thread.
 //! - [`concurrency`]: etcd's lock/election recipes, run in-process for those services.
 //! - [`compactor`]: auto-compaction, run by the leader.
+//! - [`snapshot`]: offline `snapshot status` and `snapshot restore`.
 //! - [`membership`]: member and cluster identity, derived as etcd derives it.
 //! - [`http`]: `/health`, `/livez`, `/readyz`, `/version`, `/metrics`.
 //! - [`metrics`]: Prometheus metrics under etcd's names.
@@ -37,6 +38,7 @@ pub mod membership;
 pub mod metrics;
 pub mod raft;
 pub mod server;
+pub mod snapshot;
 pub mod watch;
 
 use std::future::Future;
