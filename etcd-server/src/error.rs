@@ -45,6 +45,33 @@ pub enum EtcdError {
     /// `ErrGRPCLeaseTTLTooLarge`.
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    /// `ErrGRPCMemberExist`.
+    #[error("etcdserver: member ID already exist")]
+    MemberExist,
+    /// `ErrGRPCPeerURLExist`.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExist,
+    /// `ErrGRPCMemberBadURLs`.
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    /// `ErrGRPCMemberNotLearner`.
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    /// `ErrGRPCLearnerNotReady`.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    /// `ErrGRPCTooManyLearners`.
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    /// `ErrGRPCUnhealthy`.
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    /// `ErrGRPCMemberNotEnoughStarted`.
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// `ErrGRPCTimeoutLeaderTransfer`.
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    TimeoutLeaderTransfer,
     /// `ErrGRPCMemberNotFound`.
     #[error("etcdserver: member not found")]
     MemberNotFound,
@@ -96,10 +123,13 @@ impl EtcdError {
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExist | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
-            NoLeader | Stopped | Timeout | NotCapable | NotSupportedForLearner => {
-                Code::Unavailable
+            LeaseExist | NotLeader | BadLeaderTransferee | MemberExist | PeerUrlExist
+            | MemberNotLearner | LearnerNotReady | TooManyLearners | NotEnoughStartedMembers => {
+                Code::FailedPrecondition
             }
+            MemberBadUrls => Code::InvalidArgument,
+            NoLeader | Stopped | Timeout | NotCapable | NotSupportedForLearner | Unhealthy
+            | TimeoutLeaderTransfer => Code::Unavailable,
             Corrupt => Code::DataLoss,
             Internal(_) => Code::Unknown,
         }

@@ -112,6 +112,45 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
         }))
 }
 
+/// grpc-go rejects a request above the receive limit with ResourceExhausted and
+/// "grpc: received message larger than max (N vs. M)"; tonic says OutOfRange with its own
+/// text. Clients match on grpc-go's, so rewrite it.
+fn oversized_to_resource_exhausted(resp: &mut Response) {
+    let h = resp.headers();
+    if h.get("grpc-status").and_then(|v| v.to_str().ok()) != Some("11") {
+        return;
+    }
+    let Some(msg) = h.get("grpc-message").and_then(|v| v.to_str().ok()) else { return };
+    let decoded = percent_decode(msg);
+    let Some(rest) = decoded.strip_prefix("Error, decoded message length too large: found ") else { return };
+    let nums: Vec<&str> = rest.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).collect();
+    let [found, limit, ..] = nums.as_slice() else { return };
+    let text = format!("grpc: received message larger than max ({found} vs. {limit})");
+    let headers = resp.headers_mut();
+    headers.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+    if let Ok(v) = axum::http::HeaderValue::from_str(&text) {
+        headers.insert("grpc-message", v);
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Middleware counting gRPC requests under go-grpc-prometheus' names.
 pub async fn grpc_metrics(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
@@ -124,7 +163,8 @@ pub async fn grpc_metrics(req: Request, next: Next) -> Response {
     let kind = metrics::grpc_type(service, method);
     metrics::GRPC_STARTED.with_label_values(&[kind, service, method]).inc();
     let start = Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    oversized_to_resource_exhausted(&mut resp);
     // Errors from unary handlers travel as trailers-only responses, so the status is a header.
     let code = resp
         .headers()

@@ -57,6 +57,8 @@ pub struct Listeners {
     pub client: Vec<TcpListener>,
     /// `--listen-metrics-urls` listeners: the HTTP endpoints only.
     pub metrics: Vec<TcpListener>,
+    /// Peer listeners: the member-to-member protocol.
+    pub peer: Vec<TcpListener>,
 }
 
 /// Errors from [`run`].
@@ -71,6 +73,17 @@ pub enum RunError {
     /// Serving the metrics listener failed.
     #[error("failed to serve metrics: {0}")]
     Http(#[source] std::io::Error),
+}
+
+/// Accepted connections with Nagle's algorithm off: small gRPC replies must not wait for the
+/// client's delayed ACK.
+fn nodelay(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|c| {
+            let _ = c.set_nodelay(true);
+        })
+    })
 }
 
 /// Runs one member on already-bound listeners until `shutdown` resolves.
@@ -94,6 +107,10 @@ pub async fn run(
         server.config().auto_compaction_check,
     ));
     let leases = tokio::spawn(lease::run_expiry(server.clone()));
+    let publish = {
+        let s = server.clone();
+        tokio::spawn(async move { s.publish_attributes().await })
+    };
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut tasks = Vec::new();
     for listener in listeners.client {
@@ -118,7 +135,21 @@ pub async fn run(
             .add_routes(tonic::service::Routes::from(app));
         tasks.push(tokio::spawn(async move {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                .serve_with_incoming_shutdown(nodelay(listener), async move {
+                    let _ = stop.recv().await;
+                })
+                .await
+                .map_err(RunError::Serve)
+        }));
+    }
+    for listener in listeners.peer {
+        let mut stop = stop_tx.subscribe();
+        let svc = crate::proto::peerpb::peer_server::PeerServer::new(api::peer::PeerService::new(server.clone()))
+            .max_decoding_message_size(64 * 1024 * 1024);
+        let router = tonic::transport::Server::builder().add_service(svc);
+        tasks.push(tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(nodelay(listener), async move {
                     let _ = stop.recv().await;
                 })
                 .await
@@ -137,9 +168,21 @@ pub async fn run(
                 .map_err(RunError::Http)
         }));
     }
-    shutdown.await;
+    let removed = {
+        let s = server.clone();
+        async move {
+            while !s.is_removed() {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = removed => tracing::error!("this member was removed from the cluster; shutting down"),
+    }
     compactor.abort();
     leases.abort();
+    publish.abort();
     let _ = stop_tx.send(());
     let mut result = Ok(());
     for t in tasks {

@@ -118,6 +118,14 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("failed to listen on client address {addr}"))?,
             );
         }
+        let mut peer = Vec::new();
+        for addr in &config.listen_peer {
+            peer.push(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("failed to listen on peer address {addr}"))?,
+            );
+        }
         let mut metrics = Vec::new();
         for addr in &config.listen_metrics {
             metrics.push(
@@ -135,6 +143,6 @@ fn main() -> anyhow::Result<()> {
             }
             tracing::info!("shutting down");
         };
-        run(Listeners { client, metrics }, config, shutdown).await.context("etcd-server failed")
+        run(Listeners { client, metrics, peer }, config, shutdown).await.context("etcd-server failed")
     })
 }

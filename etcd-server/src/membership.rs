@@ -144,17 +144,53 @@ impl Cluster {
     /// Saves the whole cluster durably.
     pub fn save(&self, backend: &Backend) -> Result<(), MembershipError> {
         let tx = backend.db().begin_write().map_err(BackendError::from)?;
-        {
-            let mut t = tx.open_table(MEMBERS).map_err(BackendError::from)?;
-            t.retain(|_, _| false).map_err(BackendError::from)?;
-            for (id, m) in &self.members {
-                t.insert(*id, m.encode_to_vec().as_slice()).map_err(BackendError::from)?;
-            }
-            let mut meta = tx.open_table(META).map_err(BackendError::from)?;
-            meta.insert(META_CLUSTER_ID, self.id).map_err(BackendError::from)?;
-        }
+        self.save_in(&tx)?;
         tx.commit().map_err(BackendError::from)?;
         Ok(())
+    }
+
+    /// Writes the whole cluster in `tx`.
+    pub fn save_in(&self, tx: &redb::WriteTransaction) -> Result<(), BackendError> {
+        let mut t = tx.open_table(MEMBERS)?;
+        t.retain(|_, _| false)?;
+        for (id, m) in &self.members {
+            t.insert(*id, m.encode_to_vec().as_slice())?;
+        }
+        let mut meta = tx.open_table(META)?;
+        meta.insert(META_CLUSTER_ID, self.id)?;
+        Ok(())
+    }
+
+    /// Applies a committed membership change.
+    pub fn apply_change(&mut self, change: raft::eraftpb::ConfChangeType, node_id: u64, member: Option<Member>) {
+        use raft::eraftpb::ConfChangeType::*;
+        match change {
+            AddNode => match self.members.get_mut(&node_id) {
+                Some(m) => {
+                    m.is_learner = false;
+                    if let Some(new) = member {
+                        if !new.peer_ur_ls.is_empty() {
+                            m.peer_ur_ls = new.peer_ur_ls;
+                        }
+                    }
+                }
+                None => {
+                    if let Some(mut m) = member {
+                        m.is_learner = false;
+                        self.members.insert(node_id, m);
+                    }
+                }
+            },
+            AddLearnerNode => {
+                if let Some(mut m) = member {
+                    m.is_learner = true;
+                    self.members.entry(node_id).or_insert(m);
+                }
+            }
+            RemoveNode => {
+                self.members.remove(&node_id);
+            }
+        }
     }
 }
 

@@ -21,3 +21,7 @@ pub mod v3lockpb {
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
 }
+/// `peerpb`: our member-to-member protocol (Raft messages, snapshots, cluster info).
+pub mod peerpb {
+    tonic::include_proto!("peerpb");
+}

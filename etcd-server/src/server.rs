@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prost::Message as _;
@@ -22,11 +23,13 @@ use crate::membership::{Cluster, MembershipError};
 use crate::mvcc::{Batch, KvStore, MvccError};
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, AlarmType, CompactionResponse, DeleteRangeResponse,
-    InternalRaftRequest, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
+    ConfChangeContext, InternalRaftRequest, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
     TxnResponse, alarm_request::AlarmAction, internal_raft_request::Request,
 };
 use crate::proto::mvccpb::Event;
-use crate::raft::{self, Committed, DriverConfig, Input, RaftStatus};
+use crate::raft::storage::LogStorage;
+use crate::raft::transport::Transport;
+use crate::raft::{self, ApplyMsg, Committed, DriverConfig, Input, RaftStatus};
 
 /// How long a client request may wait for Raft before `etcdserver: request timed out`.
 const REQUEST_TIMEOUT_BASE: Duration = Duration::from_secs(5);
@@ -52,6 +55,8 @@ pub enum ApplyResponse {
     LeaseRevoke(LeaseRevokeResponse),
     /// Alarm.
     Alarm(AlarmResponse),
+    /// A membership change: the members after it.
+    Members(Vec<crate::proto::etcdserverpb::Member>),
 }
 
 type ApplyResult = Result<ApplyResponse, EtcdError>;
@@ -96,6 +101,69 @@ pub struct EtcdServer {
     applied: watch::Receiver<u64>,
     next_id: AtomicU64,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    transport: Arc<Transport>,
+    snap_dir: PathBuf,
+}
+
+fn sorted(urls: &[String]) -> Vec<String> {
+    let mut v = urls.to_vec();
+    v.sort();
+    v
+}
+
+/// `(member ID, peer URLs)` of every member.
+fn peer_list(c: &Cluster) -> Vec<(u64, Vec<String>)> {
+    c.members.values().map(|m| (m.id, m.peer_ur_ls.clone())).collect()
+}
+
+/// Rebuilds the lessor's and alarms' in-memory state from the backend.
+fn recover_aux(store: &KvStore, lessor: &Lessor, alarms: &Alarms) -> Result<(), MvccError> {
+    let view = store.read()?;
+    let live = view.all_live()?;
+    lessor.recover(view.backend_tx(), &live)?;
+    alarms.recover(view.backend_tx())?;
+    Ok(())
+}
+
+/// Asks the members named in `--initial-cluster` (other than this one) for the cluster, as a
+/// member started with `--initial-cluster-state=existing` must.
+fn join_existing(cfg: &Config) -> Result<Cluster, StartError> {
+    use crate::proto::peerpb::{MembersRequest, peer_client::PeerClient};
+    let own = sorted(&cfg.advertise_peer_urls);
+    let urls: Vec<String> = cfg
+        .initial_cluster
+        .split(',')
+        .filter_map(|p| p.split_once('=').map(|(_, u)| u.trim().to_owned()))
+        .filter(|u| !own.contains(u))
+        .collect();
+    if urls.is_empty() {
+        return Err(StartError::DataDir {
+            path: cfg.data_dir.display().to_string(),
+            reason: "--initial-cluster-state=existing needs other members in --initial-cluster".into(),
+        });
+    }
+    let rt = tokio::runtime::Handle::current();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for url in &urls {
+            let got = rt.block_on(async {
+                let ep = tonic::transport::Endpoint::from_shared(url.clone()).ok()?.connect_timeout(Duration::from_secs(1));
+                let mut client = PeerClient::new(ep.connect().await.ok()?);
+                client.members(MembersRequest {}).await.ok().map(|r| r.into_inner())
+            });
+            if let Some(resp) = got {
+                let members = resp.members.into_iter().map(|m| (m.id, m)).collect();
+                return Ok(Cluster { id: resp.cluster_id, members });
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(StartError::DataDir {
+                path: cfg.data_dir.display().to_string(),
+                reason: format!("could not reach any member of the existing cluster at {urls:?}"),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 impl std::fmt::Debug for EtcdServer {
@@ -105,68 +173,82 @@ impl std::fmt::Debug for EtcdServer {
 }
 
 impl EtcdServer {
-    /// Opens the data dir (bootstrapping a new member if it is empty) and starts Raft and the
-    /// apply loop.
+    /// Opens the data dir (bootstrapping or joining a cluster if it is empty) and starts Raft
+    /// and the apply loop. Must run inside a tokio runtime (the peer transport lives there);
+    /// joining an existing cluster blocks on asking its members, so call it from a blocking
+    /// task.
     pub fn start(cfg: Config) -> Result<Arc<Self>, StartError> {
         let member_dir = cfg.data_dir.join("member");
         let wal_dir = member_dir.join("wal");
-        let db_path = member_dir.join("snap").join("db");
+        let snap_dir = member_dir.join("snap");
+        let db_path = snap_dir.join("db");
         let existing = raft::wal::Wal::exists(&wal_dir);
-        if !existing && cfg.initial_cluster_state == ClusterState::Existing {
-            return Err(StartError::DataDir {
-                path: cfg.data_dir.display().to_string(),
-                reason: "joining an existing cluster (--initial-cluster-state=existing) needs the peer transport, which is not supported yet".into(),
-            });
-        }
         let backend = Backend::open(&db_path).map_err(MvccError::from)?;
-        let cluster = match Cluster::load(&backend)? {
+        let (cluster, member_id, voters) = match Cluster::load(&backend)? {
             Some(c) if existing => {
                 tracing::info!(cluster_id = format!("{:x}", c.id), "restarting member; --initial-cluster flags are ignored");
-                c
+                let id = c
+                    .members
+                    .values()
+                    .find(|m| m.name == cfg.name || m.peer_ur_ls == sorted(&cfg.advertise_peer_urls))
+                    .map(|m| m.id)
+                    .ok_or_else(|| StartError::DataDir {
+                        path: cfg.data_dir.display().to_string(),
+                        reason: format!("member {:?} is not in the cluster stored in the data dir", cfg.name),
+                    })?;
+                (c, id, Vec::new())
+            }
+            _ if cfg.initial_cluster_state == ClusterState::Existing => {
+                let c = join_existing(&cfg)?;
+                let id = c.local_member(&cfg.name, &cfg.advertise_peer_urls).or_else(|_| {
+                    c.members
+                        .values()
+                        .find(|m| m.peer_ur_ls == sorted(&cfg.advertise_peer_urls))
+                        .map(|m| m.id)
+                        .ok_or_else(|| MembershipError::NameNotInCluster { name: cfg.name.clone() })
+                })?;
+                c.save(&backend)?;
+                tracing::info!(cluster_id = format!("{:x}", c.id), member_id = format!("{id:x}"), "joining existing cluster");
+                (c, id, Vec::new())
             }
             _ => {
                 let c = Cluster::from_initial(&cfg.initial_cluster, &cfg.initial_cluster_token)?;
+                let id = c.local_member(&cfg.name, &cfg.advertise_peer_urls)?;
                 c.save(&backend)?;
-                c
+                let voters = c.voters();
+                (c, id, voters)
             }
         };
-        let member_id = match cluster.members.values().find(|m| m.name == cfg.name) {
-            Some(m) if existing => m.id,
-            _ => cluster.local_member(&cfg.name, &cfg.advertise_peer_urls)?,
-        };
-        // Publish this member's client URLs (etcd does this through Raft once started).
-        let mut cluster = cluster;
-        if let Some(m) = cluster.members.get_mut(&member_id) {
-            if m.client_ur_ls != cfg.advertise_client_urls {
-                m.client_ur_ls = cfg.advertise_client_urls.clone();
-                cluster.save(&backend)?;
-            }
-        }
         let store = Arc::new(KvStore::open(backend)?);
         let lessor = Arc::new(Lessor::new(min_lease_ttl(&cfg)));
         let alarms = Arc::new(Alarms::default());
-        {
-            let view = store.read()?;
-            let live = view.all_live()?;
-            lessor.recover(view.backend_tx(), &live).map_err(MvccError::from)?;
-            alarms.recover(view.backend_tx()).map_err(MvccError::from)?;
-        }
+        recover_aux(&store, &lessor, &alarms)?;
         let hub = WatchHub::start(store.clone(), cfg.watch_progress_notify_interval);
         let (applied_index, _) = store.applied();
-        let (wal, storage) = raft::open_log(&wal_dir, &cluster.voters(), applied_index)?;
+        let (wal, storage) = raft::open_log(&wal_dir, &voters, applied_index)?;
         let status = Arc::new(RaftStatus::default());
         let (apply_tx, apply_rx) = mpsc::channel::<Committed>();
         let (raft_tx, raft_rx) = mpsc::channel::<Input>();
-        let driver_cfg = DriverConfig { id: member_id, tick: cfg.heartbeat, election_ticks: cfg.election_ticks, applied: applied_index };
-        let driver = raft::Driver::new(&driver_cfg, wal, storage, status.clone(), apply_tx)?;
+        let transport = Transport::new(member_id, cluster.id, snap_dir.clone(), tokio::runtime::Handle::current());
+        transport.set_raft(raft_tx.clone());
+        transport.set_peers(&peer_list(&cluster));
+        let driver_cfg = DriverConfig {
+            id: member_id,
+            tick: cfg.heartbeat,
+            election_ticks: cfg.election_ticks,
+            applied: storage.snapshot_metadata().index,
+            snap_dir: snap_dir.clone(),
+        };
+        let driver = raft::Driver::new(&driver_cfg, wal, storage.clone(), status.clone(), apply_tx, transport.clone())?;
         let (applied_tx, applied_rx) = watch::channel(applied_index);
+        let cluster = Arc::new(RwLock::new(cluster));
         let server = Arc::new(Self {
             cfg,
             store: store.clone(),
             lessor: lessor.clone(),
             alarms: alarms.clone(),
             hub: hub.clone(),
-            cluster: Arc::new(RwLock::new(cluster)),
+            cluster: cluster.clone(),
             member_id,
             raft_tx: Arc::new(Mutex::new(Some(raft_tx))),
             status: status.clone(),
@@ -174,6 +256,8 @@ impl EtcdServer {
             applied: applied_rx,
             next_id: AtomicU64::new(initial_request_id(member_id)),
             threads: Mutex::default(),
+            transport: transport.clone(),
+            snap_dir: snap_dir.clone(),
         });
         let raft_thread = std::thread::Builder::new()
             .name("raft".into())
@@ -188,6 +272,10 @@ impl EtcdServer {
             lessor,
             alarms,
             hub,
+            cluster,
+            transport,
+            storage,
+            snap_dir,
             waiters: server.waiters.clone(),
             member_id,
             applied_tx,
@@ -303,16 +391,156 @@ impl EtcdServer {
         }
     }
 
+    /// A response header without a revision (etcd's Cluster service omits it).
+    pub fn fill_header_no_revision(&self, header: &mut Option<ResponseHeader>) {
+        let h = header.get_or_insert_with(ResponseHeader::default);
+        h.cluster_id = self.cluster.read().unwrap_or_else(|p| p.into_inner()).id;
+        h.member_id = self.member_id;
+        h.raft_term = self.status.term.load(Ordering::SeqCst);
+    }
+
+    /// Hands an input to the Raft driver.
+    pub fn raft_input(&self, input: Input) -> Result<(), EtcdError> {
+        self.send(input)
+    }
+
+    /// Directory of snapshot files.
+    pub fn snap_dir(&self) -> PathBuf {
+        self.snap_dir.clone()
+    }
+
+    /// The peer transport.
+    pub fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+
     fn send(&self, input: Input) -> Result<(), EtcdError> {
         let guard = self.raft_tx.lock().unwrap_or_else(|p| p.into_inner());
         let tx = guard.as_ref().ok_or(EtcdError::Stopped)?;
         tx.send(input).map_err(|_| EtcdError::Stopped)
     }
 
+    /// Whether this member is a learner.
+    pub fn is_learner(&self) -> bool {
+        self.cluster.read().unwrap_or_else(|p| p.into_inner()).members.get(&self.member_id).is_some_and(|m| m.is_learner)
+    }
+
+    /// Replication progress, from the Raft driver.
+    pub async fn progress(&self) -> Result<raft::Progress, EtcdError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::Progress(tx))?;
+        rx.await.map_err(|_| EtcdError::Stopped)
+    }
+
+    /// Proposes a membership change and waits until it is applied here. Returns the members
+    /// after the change.
+    pub async fn propose_conf_change(
+        &self,
+        change: ::raft::eraftpb::ConfChangeType,
+        node_id: u64,
+        member: Option<crate::proto::etcdserverpb::Member>,
+    ) -> Result<Vec<crate::proto::etcdserverpb::Member>, EtcdError> {
+        if self.status.stopped.load(Ordering::SeqCst) {
+            return Err(EtcdError::Stopped);
+        }
+        let id = self.next_id();
+        let ctx = ConfChangeContext { id, origin: self.member_id, member };
+        let mut cc = ::raft::eraftpb::ConfChange::default();
+        cc.set_change_type(change);
+        cc.node_id = node_id;
+        cc.context = ctx.encode_to_vec().into();
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        let (failed_tx, failed_rx) = oneshot::channel();
+        if let Err(e) = self.send(Input::ProposeConfChange { cc, failed: failed_tx }) {
+            self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            return Err(e);
+        }
+        let r = self.wait_applied(id, rx, failed_rx).await?;
+        match r {
+            ApplyResponse::Members(m) => Ok(m),
+            other => Err(EtcdError::Internal(format!("unexpected {other:?}"))),
+        }
+    }
+
+    async fn wait_applied(
+        &self,
+        id: u64,
+        rx: oneshot::Receiver<ApplyResult>,
+        failed_rx: oneshot::Receiver<EtcdError>,
+    ) -> Result<ApplyResponse, EtcdError> {
+        let outcome = tokio::time::timeout(self.request_timeout(), async {
+            tokio::select! {
+                r = rx => r.unwrap_or(Err(EtcdError::Stopped)),
+                Ok(e) = failed_rx => Err(e),
+            }
+        })
+        .await;
+        let r = outcome.unwrap_or(Err(EtcdError::Timeout));
+        if r.is_err() {
+            self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        }
+        r
+    }
+
+    /// Transfers leadership to `target` and waits for it to take over.
+    pub async fn move_leader(&self, target: u64) -> Result<(), EtcdError> {
+        self.send(Input::TransferLeader(target))?;
+        let deadline = Instant::now() + self.cfg.heartbeat * (4 * self.cfg.election_ticks as u32);
+        while self.status.leader.load(Ordering::SeqCst) != target {
+            if Instant::now() > deadline {
+                return Err(EtcdError::TimeoutLeaderTransfer);
+            }
+            tokio::time::sleep(self.cfg.heartbeat).await;
+        }
+        Ok(())
+    }
+
+    /// A peer-protocol client to the current leader, for lease operations only it can answer.
+    pub async fn leader_client(&self) -> Result<crate::proto::peerpb::peer_client::PeerClient<tonic::transport::Channel>, EtcdError> {
+        let leader = self.status.leader.load(Ordering::SeqCst);
+        if leader == 0 {
+            return Err(EtcdError::NoLeader);
+        }
+        self.transport.connect(leader).await.ok_or(EtcdError::NoLeader)
+    }
+
+    /// Publishes this member's name and client URLs through Raft until the cluster records
+    /// them (etcd's `publish`), so every member lists them.
+    pub async fn publish_attributes(&self) {
+        use crate::proto::etcdserverpb::MemberAttributes;
+        loop {
+            let current = self.cluster().members.get(&self.member_id).cloned();
+            let Some(m) = current else { return };
+            if m.name == self.cfg.name && m.client_ur_ls == self.cfg.advertise_client_urls {
+                return;
+            }
+            if !self.is_learner() {
+                let attrs = MemberAttributes { id: self.member_id, name: self.cfg.name.clone(), client_urls: self.cfg.advertise_client_urls.clone() };
+                match self.propose(Request::MemberAttributes(attrs)).await {
+                    Ok(_) => return,
+                    Err(e) => tracing::debug!(error = %e, "failed to publish member attributes; retrying"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if self.status.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
+
+    /// Whether this member was removed from the cluster.
+    pub fn is_removed(&self) -> bool {
+        self.status.removed.load(Ordering::SeqCst)
+    }
+
     /// Replicates `req` through Raft and waits until it is applied here.
     pub async fn propose(&self, req: Request) -> Result<ApplyResponse, EtcdError> {
         if self.status.stopped.load(Ordering::SeqCst) {
             return Err(EtcdError::Stopped);
+        }
+        if self.is_learner() {
+            return Err(EtcdError::NotSupportedForLearner);
         }
         let id = self.next_id();
         let msg = InternalRaftRequest { id, origin: self.member_id, request: Some(req) };
@@ -327,30 +555,15 @@ impl EtcdServer {
             self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             return Err(e);
         }
-        let outcome = tokio::time::timeout(self.request_timeout(), async {
-            tokio::select! {
-                r = rx => r.unwrap_or(Err(EtcdError::Stopped)),
-                Ok(e) = failed_rx => Err(e),
-            }
-        })
-        .await;
-        match outcome {
-            Ok(r) => {
-                if r.is_err() {
-                    self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                }
-                r
-            }
-            Err(_) => {
-                self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                Err(EtcdError::Timeout)
-            }
-        }
+        self.wait_applied(id, rx, failed_rx).await
     }
 
     /// Waits until this member has applied everything committed before the call (ReadIndex),
     /// so a read that follows is linearizable.
     pub async fn read_barrier(&self) -> Result<(), EtcdError> {
+        if self.is_learner() {
+            return Err(EtcdError::NotSupportedForLearner);
+        }
         let (tx, rx) = oneshot::channel();
         self.send(Input::ReadIndex(tx))?;
         let deadline = self.request_timeout();
@@ -387,6 +600,10 @@ struct Applier {
     lessor: Arc<Lessor>,
     alarms: Arc<Alarms>,
     hub: Arc<WatchHub>,
+    cluster: Arc<RwLock<Cluster>>,
+    transport: Arc<Transport>,
+    storage: LogStorage,
+    snap_dir: PathBuf,
     waiters: Arc<Mutex<HashMap<u64, oneshot::Sender<ApplyResult>>>>,
     member_id: u64,
     applied_tx: watch::Sender<u64>,
@@ -395,83 +612,71 @@ struct Applier {
     status: Arc<RaftStatus>,
 }
 
+/// Where the apply loop stands between batches.
+struct ApplyState {
+    durable_index: u64,
+    last_sync: Instant,
+    snap_index: u64,
+}
+
+/// A decoded committed entry.
+enum Decoded {
+    Request(InternalRaftRequest),
+    ConfChange(::raft::eraftpb::ConfChange, ConfChangeContext),
+    Empty,
+}
+
+fn decode_entry(e: &::raft::eraftpb::Entry) -> Decoded {
+    use protobuf::Message as _;
+    if e.data.is_empty() {
+        return Decoded::Empty;
+    }
+    if e.get_entry_type() == ::raft::eraftpb::EntryType::EntryConfChange {
+        return match ::raft::eraftpb::ConfChange::parse_from_bytes(&e.data) {
+            Ok(cc) => {
+                let ctx = ConfChangeContext::decode(cc.context.as_ref()).unwrap_or_default();
+                Decoded::ConfChange(cc, ctx)
+            }
+            Err(err) => {
+                tracing::error!(index = e.index, error = %err, "skipping undecodable conf change");
+                Decoded::Empty
+            }
+        };
+    }
+    match InternalRaftRequest::decode(e.data.as_ref()) {
+        Ok(r) => Decoded::Request(r),
+        Err(err) => {
+            tracing::error!(index = e.index, error = %err, "skipping undecodable raft entry");
+            Decoded::Empty
+        }
+    }
+}
+
 impl Applier {
     fn run(self, rx: mpsc::Receiver<Committed>) {
-        let (mut durable_index, _) = self.store.applied();
-        let mut last_sync = Instant::now();
-        let mut snap_index = durable_index;
-        loop {
-            let mut entries = match rx.recv_timeout(BACKEND_SYNC_INTERVAL) {
-                Ok(e) => e,
-                Err(mpsc::RecvTimeoutError::Timeout) => Vec::new(),
+        let (durable_index, _) = self.store.applied();
+        let mut st = ApplyState { durable_index, last_sync: Instant::now(), snap_index: durable_index };
+        'outer: loop {
+            let first = match rx.recv_timeout(BACKEND_SYNC_INTERVAL) {
+                Ok(m) => Some(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            for more in rx.try_iter().take(64) {
-                entries.extend(more);
-            }
-            let (applied, _) = self.store.applied();
-            entries.retain(|e| e.index > applied);
-            let dirty = applied > durable_index;
-            if entries.is_empty() && !(dirty && last_sync.elapsed() >= BACKEND_SYNC_INTERVAL) {
-                continue;
-            }
-            let last = entries.last().map(|e| (e.index, e.term)).unwrap_or(self.store.applied());
-            let durable = last_sync.elapsed() >= BACKEND_SYNC_INTERVAL
-                || last.0 - durable_index >= BACKEND_SYNC_ENTRIES;
-            let mut published: Vec<(i64, Vec<Event>)> = Vec::new();
-            let result = self.store.write_batch(last.0, last.1, durable, |b| {
-                let mut outcomes = Vec::with_capacity(entries.len());
-                for e in &entries {
-                    if e.data.is_empty() {
-                        continue;
-                    }
-                    let req = match InternalRaftRequest::decode(e.data.as_ref()) {
-                        Ok(r) => r,
-                        Err(err) => {
-                            tracing::error!(index = e.index, error = %err, "skipping undecodable raft entry");
-                            continue;
+            let mut entries = Vec::new();
+            for msg in first.into_iter().chain(rx.try_iter().take(64)) {
+                match msg {
+                    ApplyMsg::Entries(e) => entries.extend(e),
+                    other => {
+                        // Keep log order: apply what came before, then handle this.
+                        if self.apply_entries(std::mem::take(&mut entries), &mut st).is_err() {
+                            break 'outer;
                         }
-                    };
-                    let (outcome, events) = apply_one(b, req.request, &self.lessor, &self.alarms)?;
-                    if !events.is_empty() {
-                        self.lessor.on_events(&events);
-                        published.push((b.rev(), events));
-                    }
-                    if req.origin == self.member_id {
-                        outcomes.push((req.id, outcome));
-                    }
-                }
-                Ok(outcomes)
-            });
-            let outcomes = match result {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::error!(error = %e, "failed to apply committed entries; stopping the member");
-                    self.status.stopped.store(true, Ordering::SeqCst);
-                    break;
-                }
-            };
-            if durable {
-                durable_index = last.0;
-                last_sync = Instant::now();
-            }
-            for (rev, events) in &published {
-                self.hub.notify(*rev, events);
-            }
-            let _ = self.applied_tx.send(last.0);
-            {
-                let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-                for (id, outcome) in outcomes {
-                    if let Some(tx) = w.remove(&id) {
-                        let _ = tx.send(outcome);
+                        self.handle(other, &mut st);
                     }
                 }
             }
-            if durable && durable_index >= snap_index + self.snapshot_count {
-                snap_index = durable_index;
-                if let Some(tx) = self.raft_tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                    let _ = tx.send(Input::Compact(durable_index));
-                }
+            if self.apply_entries(entries, &mut st).is_err() {
+                break;
             }
         }
         // Make everything applied durable before exiting.
@@ -479,6 +684,165 @@ impl Applier {
         if let Err(e) = self.store.write_batch(index, term, true, |_| Ok(())) {
             tracing::error!(error = %e, "failed to sync the backend on shutdown");
         }
+    }
+
+    fn handle(&self, msg: ApplyMsg, st: &mut ApplyState) {
+        match msg {
+            ApplyMsg::Entries(_) => {}
+            ApplyMsg::MakeSnapshot => {
+                if let Err(e) = self.make_snapshot() {
+                    tracing::error!(error = %e, "failed to prepare a snapshot for a follower");
+                }
+            }
+            ApplyMsg::Install { meta, path, done } => {
+                let r = self.install(&path).map_err(|e| e.to_string());
+                if r.is_ok() {
+                    st.durable_index = meta.index;
+                    st.snap_index = meta.index;
+                    let _ = self.applied_tx.send(meta.index);
+                }
+                let _ = done.send(r);
+            }
+        }
+    }
+
+    /// Copies the backend for a follower that needs a snapshot, at the applied index.
+    fn make_snapshot(&self) -> Result<(), MvccError> {
+        let (index, term) = self.store.applied();
+        let out = crate::raft::transport::outgoing_snapshot(&self.snap_dir, index);
+        self.store.exclusive(|b| std::fs::copy(b.path(), &out).map(|_| ()).map_err(|e| crate::backend::BackendError::Storage(e.to_string())))?;
+        if let Ok(dir) = std::fs::read_dir(&self.snap_dir) {
+            for ent in dir.flatten() {
+                let p = ent.path();
+                if p != out && p.to_string_lossy().ends_with(".out.db") {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        let mut meta = ::raft::eraftpb::SnapshotMetadata::default();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.storage.conf_state_at(index));
+        self.storage.set_prepared(meta);
+        tracing::info!(index, "prepared snapshot for followers");
+        Ok(())
+    }
+
+    /// Swaps in a backend received from the leader and rebuilds everything derived from it.
+    fn install(&self, path: &std::path::Path) -> Result<(), MvccError> {
+        self.store.install(path)?;
+        recover_aux(&self.store, &self.lessor, &self.alarms)?;
+        if let Some(c) = Cluster::load(self.store.backend()).map_err(|e| MvccError::Backend(crate::backend::BackendError::Storage(e.to_string())))? {
+            self.transport.set_peers(&peer_list(&c));
+            *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = c;
+        }
+        self.hub.resync_all();
+        Ok(())
+    }
+
+    fn apply_entries(&self, mut entries: Vec<::raft::eraftpb::Entry>, st: &mut ApplyState) -> Result<(), ()> {
+        let (applied, _) = self.store.applied();
+        entries.retain(|e| e.index > applied);
+        let dirty = applied > st.durable_index;
+        if entries.is_empty() && !(dirty && st.last_sync.elapsed() >= BACKEND_SYNC_INTERVAL) {
+            return Ok(());
+        }
+        let last = entries.last().map(|e| (e.index, e.term)).unwrap_or(self.store.applied());
+        let durable = st.last_sync.elapsed() >= BACKEND_SYNC_INTERVAL || last.0 - st.durable_index >= BACKEND_SYNC_ENTRIES;
+        let mut published: Vec<(i64, Vec<Event>)> = Vec::new();
+        let mut cluster = self.cluster.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut cluster_changed = false;
+        let result = self.store.write_batch(last.0, last.1, durable, |b| {
+            let mut outcomes = Vec::with_capacity(entries.len());
+            for e in &entries {
+                match decode_entry(e) {
+                    Decoded::Empty => {}
+                    Decoded::ConfChange(cc, ctx) => {
+                        cluster.apply_change(cc.get_change_type(), cc.node_id, ctx.member);
+                        cluster.save_in(b.backend_tx())?;
+                        cluster_changed = true;
+                        if ctx.origin == self.member_id {
+                            let members = cluster.members.values().cloned().collect();
+                            outcomes.push((ctx.id, Ok(ApplyResponse::Members(members))));
+                        }
+                    }
+                    Decoded::Request(req) => {
+                        if let Some(Request::MemberAttributes(a)) = &req.request {
+                            if let Some(m) = cluster.members.get_mut(&a.id) {
+                                m.name = a.name.clone();
+                                m.client_ur_ls = a.client_urls.clone();
+                                cluster.save_in(b.backend_tx())?;
+                                cluster_changed = true;
+                            }
+                            if req.origin == self.member_id {
+                                outcomes.push((req.id, Ok(ApplyResponse::Members(cluster.members.values().cloned().collect()))));
+                            }
+                            continue;
+                        }
+                        if let Some(Request::MemberUpdate(u)) = &req.request {
+                            let r = match cluster.members.get_mut(&u.id) {
+                                Some(m) => {
+                                    m.peer_ur_ls = u.peer_ur_ls.clone();
+                                    m.peer_ur_ls.sort();
+                                    cluster.save_in(b.backend_tx())?;
+                                    cluster_changed = true;
+                                    Ok(ApplyResponse::Members(cluster.members.values().cloned().collect()))
+                                }
+                                None => Err(EtcdError::MemberNotFound),
+                            };
+                            if req.origin == self.member_id {
+                                outcomes.push((req.id, r));
+                            }
+                            continue;
+                        }
+                        let (outcome, events) = apply_one(b, req.request, &self.lessor, &self.alarms)?;
+                        if !events.is_empty() {
+                            self.lessor.on_events(&events);
+                            published.push((b.rev(), events));
+                        }
+                        if req.origin == self.member_id {
+                            outcomes.push((req.id, outcome));
+                        }
+                    }
+                }
+            }
+            Ok(outcomes)
+        });
+        let outcomes = match result {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "failed to apply committed entries; stopping the member");
+                self.status.stopped.store(true, Ordering::SeqCst);
+                return Err(());
+            }
+        };
+        if cluster_changed {
+            self.transport.set_peers(&peer_list(&cluster));
+            *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = cluster;
+        }
+        if durable {
+            st.durable_index = last.0;
+            st.last_sync = Instant::now();
+        }
+        for (rev, events) in &published {
+            self.hub.notify(*rev, events);
+        }
+        let _ = self.applied_tx.send(last.0);
+        {
+            let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, outcome) in outcomes {
+                if let Some(tx) = w.remove(&id) {
+                    let _ = tx.send(outcome);
+                }
+            }
+        }
+        if durable && st.durable_index >= st.snap_index + self.snapshot_count {
+            st.snap_index = st.durable_index;
+            if let Some(tx) = self.raft_tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                let _ = tx.send(Input::Compact(st.durable_index));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -554,7 +918,9 @@ fn apply_one(
             let resp = alarms.apply(b.backend_tx(), &a).map_err(storage)?;
             Ok(ApplyResponse::Alarm(resp))
         }
-        Some(Request::Range(_)) | None => Err(EtcdError::NotCapable),
+        Some(Request::Range(_)) | Some(Request::MemberUpdate(_)) | Some(Request::MemberAttributes(_)) | None => {
+            Err(EtcdError::NotCapable)
+        }
     };
     match out {
         Err(EtcdError::Internal(e)) => Err(MvccError::Backend(crate::backend::BackendError::Storage(e))),

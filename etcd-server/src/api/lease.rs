@@ -34,6 +34,20 @@ impl LeaseService {
 
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
 
+/// Renews a lease on the leader (forwarding if this member is not it). Unknown leases
+/// renew to TTL 0, as etcd answers.
+async fn renew(server: &EtcdServer, id: i64) -> Result<i64, Status> {
+    if server.lessor().is_primary() {
+        return match server.lessor().renew(id) {
+            Ok(ttl) => Ok(ttl),
+            Err(EtcdError::LeaseNotFound) => Ok(0),
+            Err(e) => Err(e.status()),
+        };
+    }
+    let mut c = server.leader_client().await?;
+    Ok(c.lease_renew(crate::proto::peerpb::LeaseRenewRequest { id }).await?.into_inner().ttl)
+}
+
 /// Approximate backend bytes of one lease record (for the quota check).
 const LEASE_COST: usize = 64;
 
@@ -83,11 +97,7 @@ impl Lease for LeaseService {
                 let reply = match server.read_barrier().await {
                     Err(e) => Err(e.status()),
                     Ok(()) => {
-                        let ttl = match server.lessor().renew(msg.id) {
-                            Ok(ttl) => Ok(ttl),
-                            Err(EtcdError::LeaseNotFound) => Ok(0),
-                            Err(e) => Err(e.status()),
-                        };
+                        let ttl = renew(&server, msg.id).await;
                         ttl.map(|ttl| {
                             let mut resp = LeaseKeepAliveResponse { header: None, id: msg.id, ttl };
                             server.fill_header(&mut resp.header);
@@ -108,13 +118,21 @@ impl Lease for LeaseService {
     async fn lease_time_to_live(&self, req: Request<LeaseTimeToLiveRequest>) -> GrpcResult<LeaseTimeToLiveResponse> {
         let r = req.into_inner();
         self.server.read_barrier().await?;
-        let mut resp = match self.server.lessor().time_to_live(r.id) {
-            Some(t) => LeaseTimeToLiveResponse {
+        // Only the leader runs lease clocks; a follower asks it.
+        let found = if self.server.lessor().is_primary() {
+            self.server.lessor().time_to_live(r.id).map(|t| (t.remaining, t.granted_ttl, t.keys))
+        } else {
+            let mut c = self.server.leader_client().await?;
+            let t = c.lease_time_to_live(crate::proto::peerpb::LeaseTtlRequest { id: r.id }).await?.into_inner();
+            t.found.then_some((t.remaining, t.granted, t.keys))
+        };
+        let mut resp = match found {
+            Some((remaining, granted_ttl, keys)) => LeaseTimeToLiveResponse {
                 header: None,
                 id: r.id,
-                ttl: t.remaining,
-                granted_ttl: t.granted_ttl,
-                keys: if r.keys { t.keys } else { vec![] },
+                ttl: remaining,
+                granted_ttl,
+                keys: if r.keys { keys } else { vec![] },
             },
             None => LeaseTimeToLiveResponse { header: None, id: r.id, ttl: -1, granted_ttl: 0, keys: vec![] },
         };

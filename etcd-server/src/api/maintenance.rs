@@ -198,7 +198,7 @@ impl Maintenance for MaintenanceService {
             _ => return Err(EtcdError::BadLeaderTransferee.status()),
         }
         if target != self.server.member_id() {
-            return Err(not_supported("MoveLeader to another member"));
+            self.server.move_leader(target).await?;
         }
         let mut resp = MoveLeaderResponse { header: None };
         self.server.fill_header(&mut resp.header);

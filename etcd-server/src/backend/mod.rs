@@ -103,6 +103,22 @@ impl Backend {
         Ok(())
     }
 
+    /// Replaces the database with the file at `path` (a backend received with a snapshot).
+    /// No transaction may be open: the caller holds the store exclusively.
+    pub fn replace_with(&self, path: &Path) -> Result<(), BackendError> {
+        let new = redb::Database::create(path).map_err(|source| BackendError::Open { path: path.to_owned(), source })?;
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        let old = std::mem::replace(&mut *db, new);
+        drop(old);
+        std::fs::rename(path, &self.path).map_err(|e| BackendError::Storage(e.to_string()))?;
+        let tx = db.begin_write()?;
+        tx.open_table(KV)?;
+        tx.open_table(META)?;
+        tx.open_table(MEMBERS)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Rewrites the file to release free pages (etcd's defragmentation). No transaction may be
     /// open: the caller holds the store exclusively.
     pub fn defragment(&self) -> Result<(), BackendError> {

@@ -109,34 +109,46 @@ fn range_at<T: ReadableTable<(i64, i64), &'static [u8]>>(
     Ok(out)
 }
 
+fn load_state(backend: &Backend) -> Result<State, MvccError> {
+    let mut index = TreeIndex::default();
+    let mut last_main = 1;
+    {
+        let tx = backend.db().begin_read().map_err(BackendError::from)?;
+        let kv = tx.open_table(KV).map_err(BackendError::from)?;
+        for item in kv.iter().map_err(BackendError::from)? {
+            let (k, v) = item.map_err(BackendError::from)?;
+            let (main, sub) = k.value();
+            let (tomb, kv) = decode(v.value())?;
+            let rev = Revision { main, sub };
+            if tomb {
+                index.tombstone(&kv.key, rev);
+            } else {
+                index.put(&kv.key, rev, kv.create_revision, kv.version);
+            }
+            last_main = main;
+        }
+    }
+    let meta = |k| backend.meta(k);
+    let current_rev = (meta(META_CURRENT_REV)?.unwrap_or(1) as i64).max(last_main);
+    let compact_rev = meta(META_COMPACT_REV)?.map(|v| v as i64).unwrap_or(-1);
+    let applied_index = meta(META_CONSISTENT_INDEX)?.unwrap_or(0);
+    let applied_term = meta(META_TERM)?.unwrap_or(0);
+    Ok(State { index, current_rev, compact_rev, applied_index, applied_term })
+}
+
 impl KvStore {
     /// Opens the store over `backend`, rebuilding the key index from the stored revisions.
     pub fn open(backend: Backend) -> Result<Self, MvccError> {
-        let mut index = TreeIndex::default();
-        let mut last_main = 1;
-        {
-            let tx = backend.db().begin_read().map_err(BackendError::from)?;
-            let kv = tx.open_table(KV).map_err(BackendError::from)?;
-            for item in kv.iter().map_err(BackendError::from)? {
-                let (k, v) = item.map_err(BackendError::from)?;
-                let (main, sub) = k.value();
-                let (tomb, kv) = decode(v.value())?;
-                let rev = Revision { main, sub };
-                if tomb {
-                    index.tombstone(&kv.key, rev);
-                } else {
-                    index.put(&kv.key, rev, kv.create_revision, kv.version);
-                }
-                last_main = main;
-            }
-        }
-        let meta = |k| backend.meta(k);
-        let current_rev = (meta(META_CURRENT_REV)?.unwrap_or(1) as i64).max(last_main);
-        let compact_rev = meta(META_COMPACT_REV)?.map(|v| v as i64).unwrap_or(-1);
-        let applied_index = meta(META_CONSISTENT_INDEX)?.unwrap_or(0);
-        let applied_term = meta(META_TERM)?.unwrap_or(0);
-        let state = State { index, current_rev, compact_rev, applied_index, applied_term };
+        let state = load_state(&backend)?;
         Ok(Self { backend, state: RwLock::new(state) })
+    }
+
+    /// Replaces the whole store with the backend file at `path` (from a leader's snapshot).
+    pub fn install(&self, path: &std::path::Path) -> Result<(), MvccError> {
+        let mut state = self.state_mut();
+        self.backend.replace_with(path)?;
+        *state = load_state(&self.backend)?;
+        Ok(())
     }
 
     fn state(&self) -> RwLockReadGuard<'_, State> {

@@ -11,6 +11,7 @@
 //! 6. advance, then hand over entries that became committed by that persistence.
 
 pub mod storage;
+pub mod transport;
 pub mod wal;
 
 use std::collections::HashMap;
@@ -19,12 +20,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, SnapshotMetadata};
-use raft::{RawNode, StateRole};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message, SnapshotMetadata};
+use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
 
 use crate::error::EtcdError;
 use storage::LogStorage;
+use transport::Transport;
 use wal::{Wal, WalError};
 
 /// Inputs to the Raft driver.
@@ -42,10 +45,58 @@ pub enum Input {
     Step(Box<Message>),
     /// The backend durably holds everything up to this index: compact the log.
     Compact(u64),
+    /// Propose a membership change. `failed` is told if Raft refused it outright.
+    ProposeConfChange {
+        /// The change (its context carries the member and the waiter).
+        cc: ConfChange,
+        /// Receives the error if the proposal was dropped.
+        failed: oneshot::Sender<EtcdError>,
+    },
+    /// A peer could not be reached.
+    Unreachable(u64),
+    /// Sending a snapshot to `to` finished.
+    SnapshotStatus {
+        /// The peer.
+        to: u64,
+        /// Whether it was delivered.
+        ok: bool,
+    },
+    /// Transfer leadership to this member.
+    TransferLeader(u64),
+    /// Report replication progress (leader only has followers' progress).
+    Progress(oneshot::Sender<Progress>),
+}
+
+/// Replication progress as the leader sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Current leader.
+    pub leader: u64,
+    /// Commit index.
+    pub commit: u64,
+    /// `(member, matched index, recently active)` for every member (leader only).
+    pub peers: Vec<(u64, u64, bool)>,
+}
+
+/// What the Raft driver hands the apply loop, in log order.
+pub enum ApplyMsg {
+    /// Committed entries.
+    Entries(Vec<Entry>),
+    /// Replace the backend with the one received with a snapshot, then acknowledge.
+    Install {
+        /// Snapshot metadata.
+        meta: SnapshotMetadata,
+        /// The received backend file.
+        path: std::path::PathBuf,
+        /// Acknowledgement.
+        done: std::sync::mpsc::Sender<Result<(), String>>,
+    },
+    /// Prepare an outgoing snapshot of the backend for followers that need one.
+    MakeSnapshot,
 }
 
 /// Committed entries on their way to the apply loop.
-pub type Committed = Vec<Entry>;
+pub type Committed = ApplyMsg;
 
 /// Counters and state the rest of the server reads without talking to the driver.
 #[derive(Debug, Default)]
@@ -62,6 +113,8 @@ pub struct RaftStatus {
     pub leader_changes: AtomicU64,
     /// Set when the driver stopped (shutdown or a fatal storage error).
     pub stopped: AtomicBool,
+    /// Set when this member was removed from the cluster.
+    pub removed: AtomicBool,
 }
 
 /// Driver settings.
@@ -73,8 +126,12 @@ pub struct DriverConfig {
     pub tick: Duration,
     /// Election timeout in ticks.
     pub election_ticks: usize,
-    /// Index already applied to the backend.
+    /// Index raft-rs may consider applied: the WAL's snapshot index. Entries after it are
+    /// redelivered on restart; the apply loop skips those the backend already holds, while
+    /// conf changes are re-applied to raft-rs.
     pub applied: u64,
+    /// Directory for snapshot files.
+    pub snap_dir: std::path::PathBuf,
 }
 
 /// Errors that stop the driver.
@@ -86,6 +143,9 @@ pub enum RaftError {
     /// raft-rs refused the configuration or state.
     #[error("failed to start raft: {0}")]
     Raft(#[from] raft::Error),
+    /// Installing a snapshot failed.
+    #[error("failed to install snapshot: {0}")]
+    Snapshot(String),
 }
 
 /// A raft-rs log sink that forwards to `tracing`.
@@ -106,8 +166,10 @@ impl slog::Drain for TracingDrain {
     }
 }
 
-/// Opens or creates the WAL under `wal_dir`. A new WAL starts with `voters` as the
-/// configuration. Returns the WAL and the log storage rebuilt from it.
+/// Opens or creates the WAL under `wal_dir`. A new WAL for a bootstrapping member starts
+/// with a snapshot at index 1 whose configuration is `voters`, so members added later always
+/// receive a snapshot (and with it the configuration). A joining member passes no voters and
+/// starts empty. Returns the WAL and the log storage rebuilt from it.
 pub fn open_log(wal_dir: &std::path::Path, voters: &[u64], applied: u64) -> Result<(Wal, LogStorage), RaftError> {
     if Wal::exists(wal_dir) {
         let (wal, mut rec) = Wal::open(wal_dir)?;
@@ -120,8 +182,14 @@ pub fn open_log(wal_dir: &std::path::Path, voters: &[u64], applied: u64) -> Resu
         Ok((wal, LogStorage::recovered(rec.snap, rec.hard_state, rec.entries)))
     } else {
         let mut snap = SnapshotMetadata::default();
-        snap.set_conf_state(ConfState::from((voters.to_vec(), vec![])));
-        let hs = HardState::default();
+        let mut hs = HardState::default();
+        if !voters.is_empty() {
+            snap.set_conf_state(ConfState::from((voters.to_vec(), vec![])));
+            snap.index = 1;
+            snap.term = 1;
+            hs.term = 1;
+            hs.commit = 1;
+        }
         let wal = Wal::create(wal_dir, &snap, &hs)?;
         Ok((wal, LogStorage::recovered(snap, hs, Vec::new())))
     }
@@ -134,6 +202,8 @@ pub struct Driver {
     wal: Wal,
     status: Arc<RaftStatus>,
     apply_tx: Sender<Committed>,
+    transport: Arc<Transport>,
+    snap_dir: std::path::PathBuf,
     tick: Duration,
     /// ReadIndex requests waiting for their read state, by context.
     pending_reads: HashMap<u64, Vec<oneshot::Sender<Result<u64, EtcdError>>>>,
@@ -148,6 +218,7 @@ impl Driver {
         storage: LogStorage,
         status: Arc<RaftStatus>,
         apply_tx: Sender<Committed>,
+        transport: Arc<Transport>,
     ) -> Result<Self, RaftError> {
         let rc = raft::Config {
             id: cfg.id,
@@ -176,6 +247,8 @@ impl Driver {
             wal,
             status,
             apply_tx,
+            transport,
+            snap_dir: cfg.snap_dir.clone(),
             tick: cfg.tick,
             pending_reads: HashMap::new(),
             next_read_ctx: 1,
@@ -244,6 +317,34 @@ impl Driver {
                     tracing::error!(error = %e, "failed to compact the raft log");
                 }
             }
+            Input::ProposeConfChange { cc, failed } => {
+                if let Err(e) = self.node.propose_conf_change(vec![], cc) {
+                    let err = match e {
+                        raft::Error::ProposalDropped => EtcdError::NoLeader,
+                        other => EtcdError::Internal(format!("failed to propose a membership change: {other}")),
+                    };
+                    let _ = failed.send(err);
+                }
+            }
+            Input::Unreachable(id) => self.node.report_unreachable(id),
+            Input::SnapshotStatus { to, ok } => {
+                let st = if ok { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+                self.node.report_snapshot(to, st);
+            }
+            Input::TransferLeader(to) => self.node.transfer_leader(to),
+            Input::Progress(done) => {
+                let mut p = Progress {
+                    leader: self.node.raft.leader_id,
+                    commit: self.node.raft.raft_log.committed,
+                    peers: Vec::new(),
+                };
+                if self.node.raft.state == StateRole::Leader {
+                    for (id, pr) in self.node.raft.prs().iter() {
+                        p.peers.push((*id, pr.matched, pr.recent_active || *id == self.node.raft.id));
+                    }
+                }
+                let _ = done.send(p);
+            }
         }
     }
 
@@ -262,14 +363,48 @@ impl Driver {
             return;
         }
         for e in &entries {
-            if e.get_entry_type() != EntryType::EntryNormal {
-                tracing::warn!(index = e.index, "membership changes are not supported yet; entry skipped");
+            if e.get_entry_type() != EntryType::EntryConfChange {
+                continue;
+            }
+            let cc = match ConfChange::parse_from_bytes(&e.data) {
+                Ok(cc) => cc,
+                Err(err) => {
+                    tracing::error!(index = e.index, error = %err, "undecodable conf change");
+                    continue;
+                }
+            };
+            match self.node.apply_conf_change(&cc) {
+                Ok(cs) => self.storage.set_conf_state_at(e.index, cs),
+                Err(err) => tracing::warn!(index = e.index, error = %err, "conf change not applied"),
+            }
+            if cc.get_change_type() == ConfChangeType::RemoveNode && cc.node_id == self.node.raft.id {
+                tracing::error!("the member has been permanently removed from the cluster");
+                self.status.removed.store(true, Ordering::SeqCst);
             }
         }
         if let Some(last) = entries.last() {
             self.status.commit.fetch_max(last.index, Ordering::SeqCst);
         }
-        let _ = self.apply_tx.send(entries);
+        let _ = self.apply_tx.send(ApplyMsg::Entries(entries));
+    }
+
+    /// Installs a snapshot received from the leader: the apply loop swaps in its backend
+    /// first, so the WAL never claims more than the backend holds.
+    fn install_snapshot(&mut self, meta: SnapshotMetadata) -> Result<(), RaftError> {
+        let path = transport::incoming_snapshot(&self.snap_dir, meta.index);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let _ = self.apply_tx.send(ApplyMsg::Install { meta: meta.clone(), path, done: done_tx });
+        match done_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(RaftError::Snapshot(e)),
+            Err(_) => return Err(RaftError::Snapshot("apply loop stopped".into())),
+        }
+        self.storage.apply_snapshot(meta.clone());
+        let hs = self.storage.hard_state();
+        self.wal.rotate(&meta, &hs, &[])?;
+        self.status.commit.fetch_max(meta.index, Ordering::SeqCst);
+        tracing::info!(index = meta.index, term = meta.term, "installed snapshot from leader");
+        Ok(())
     }
 
     fn on_ready(&mut self) -> Result<(), RaftError> {
@@ -277,8 +412,7 @@ impl Driver {
             return Ok(());
         }
         let mut rd = self.node.ready();
-        // Single-member for now: there are no peers to send to.
-        drop(rd.take_messages());
+        self.transport.send(rd.take_messages());
         if let Some(ss) = rd.ss() {
             let leader = if ss.raft_state == StateRole::Leader { self.node.raft.id } else { ss.leader_id };
             let prev = self.status.leader.swap(leader, Ordering::SeqCst);
@@ -286,6 +420,10 @@ impl Driver {
                 self.status.leader_changes.fetch_add(1, Ordering::SeqCst);
                 tracing::info!(leader = format!("{leader:x}"), "elected leader");
             }
+        }
+        if !rd.snapshot().is_empty() {
+            let meta = rd.snapshot().get_metadata().clone();
+            self.install_snapshot(meta)?;
         }
         self.committed(rd.take_committed_entries());
         for rs in rd.take_read_states() {
@@ -308,16 +446,19 @@ impl Driver {
             self.storage.set_hard_state(hs.clone());
             self.status.term.store(hs.term, Ordering::SeqCst);
         }
-        drop(rd.take_persisted_messages());
+        self.transport.send(rd.take_persisted_messages());
         let mut light = self.node.advance(rd);
         if let Some(commit) = light.commit_index() {
             let mut hs = self.storage.hard_state();
             hs.commit = commit;
             self.storage.set_hard_state(hs);
         }
-        drop(light.take_messages());
+        self.transport.send(light.take_messages());
         self.committed(light.take_committed_entries());
         self.node.advance_apply();
+        if self.storage.take_wanted() {
+            let _ = self.apply_tx.send(ApplyMsg::MakeSnapshot);
+        }
         Ok(())
     }
 }

@@ -13,6 +13,13 @@ struct Core {
     snap: SnapshotMetadata,
     /// Entries after `snap.index`, contiguous.
     entries: Vec<Entry>,
+    /// Configurations after each applied conf change, by entry index (for snapshots taken at
+    /// an index behind the newest configuration).
+    conf_history: Vec<(u64, ConfState)>,
+    /// An outgoing snapshot prepared by the apply loop (its backend file is on disk).
+    prepared: Option<SnapshotMetadata>,
+    /// raft-rs asked for a snapshot that is not prepared yet.
+    wanted: bool,
 }
 
 /// raft-rs `Storage` over the in-memory log. Cheap to clone; clones share state.
@@ -57,14 +64,58 @@ impl LogStorage {
         self.wl().hard_state = hs;
     }
 
-    /// Records a new configuration (from an applied conf change).
-    pub fn set_conf_state(&self, cs: ConfState) {
-        self.wl().snap.set_conf_state(cs);
+    /// Records the configuration produced by the conf change at `index`.
+    pub fn set_conf_state_at(&self, index: u64, cs: ConfState) {
+        let mut c = self.wl();
+        c.conf_history.retain(|(i, _)| *i < index);
+        c.conf_history.push((index, cs));
     }
 
-    /// The current configuration.
+    /// The newest configuration.
     pub fn conf_state(&self) -> ConfState {
-        self.rl().snap.get_conf_state().clone()
+        let c = self.rl();
+        c.conf_history.last().map(|(_, cs)| cs.clone()).unwrap_or_else(|| c.snap.get_conf_state().clone())
+    }
+
+    /// The configuration in force at `index`.
+    pub fn conf_state_at(&self, index: u64) -> ConfState {
+        let c = self.rl();
+        c.conf_history
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .map(|(_, cs)| cs.clone())
+            .unwrap_or_else(|| c.snap.get_conf_state().clone())
+    }
+
+    /// Installs a snapshot received from the leader: the log restarts after it.
+    pub fn apply_snapshot(&self, meta: SnapshotMetadata) {
+        let mut c = self.wl();
+        let index = meta.index;
+        c.entries.retain(|e| e.index > index);
+        if c.entries.first().is_some_and(|e| e.index != index + 1) {
+            c.entries.clear();
+        }
+        c.conf_history.retain(|(i, _)| *i > index);
+        if c.hard_state.commit < index {
+            c.hard_state.commit = index;
+        }
+        if c.hard_state.term < meta.term {
+            c.hard_state.term = meta.term;
+        }
+        c.snap = meta;
+    }
+
+    /// Makes `meta` the snapshot handed to raft-rs for followers that need one.
+    pub fn set_prepared(&self, meta: SnapshotMetadata) {
+        let mut c = self.wl();
+        c.prepared = Some(meta);
+        c.wanted = false;
+    }
+
+    /// Whether raft-rs asked for a snapshot that is not prepared yet (clears the flag).
+    pub fn take_wanted(&self) -> bool {
+        std::mem::take(&mut self.wl().wanted)
     }
 
     /// The persisted hard state.
@@ -83,8 +134,17 @@ impl LogStorage {
         let pos = (index - offset) as usize;
         let term = c.entries.get(pos)?.term;
         c.entries.drain(..=pos);
+        let cs = c
+            .conf_history
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .map(|(_, cs)| cs.clone())
+            .unwrap_or_else(|| c.snap.get_conf_state().clone());
+        c.conf_history.retain(|(i, _)| *i > index);
         c.snap.index = index;
         c.snap.term = term;
+        c.snap.set_conf_state(cs);
         Some(c.snap.clone())
     }
 
@@ -154,11 +214,21 @@ impl raft::Storage for LogStorage {
         Ok(self.last())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots carry the metadata only; the backend file travels separately.
-        let mut s = Snapshot::default();
-        s.set_metadata(self.rl().snap.clone());
-        Ok(s)
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Snapshots carry the metadata only; the backend file travels beside the message. The
+        // apply loop prepares one on request, at its applied index.
+        let mut c = self.wl();
+        match &c.prepared {
+            Some(meta) if meta.index >= request_index && meta.index >= c.snap.index => {
+                let mut s = Snapshot::default();
+                s.set_metadata(meta.clone());
+                Ok(s)
+            }
+            _ => {
+                c.wanted = true;
+                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+            }
+        }
     }
 }
 

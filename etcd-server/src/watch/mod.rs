@@ -181,6 +181,15 @@ impl WatchHub {
         }
     }
 
+    /// Marks every watcher unsynced (after the store was replaced by a snapshot): each catches
+    /// up from the new store, or is canceled if its revision was compacted away.
+    pub fn resync_all(&self) {
+        for w in self.lock().watchers.values_mut() {
+            w.synced = false;
+        }
+        self.wake();
+    }
+
     /// Catches unsynced watchers up from the store.
     pub fn sync(&self) {
         let mut inner = self.lock();

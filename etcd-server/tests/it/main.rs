@@ -5,4 +5,6 @@
 mod harness;
 mod compaction;
 mod crash;
+mod etcdctl;
+mod kv;
 mod smoke;

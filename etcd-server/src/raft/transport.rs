@@ -1,0 +1,220 @@
+//! The peer transport: Raft messages to and from other members over gRPC (`peerpb.Peer`).
+//!
+//! Each peer gets a task holding one client-streaming `Send` call; messages queue in a bounded
+//! channel and are dropped (and the peer reported unreachable) when it is full or down — Raft
+//! retransmits. Snapshot messages travel on their own `Snapshot` call together with the
+//! backend file they refer to.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc::Sender as StdSender;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::Input;
+use crate::proto::peerpb::{RaftEnvelope, SnapshotChunk, peer_client::PeerClient};
+
+const QUEUE: usize = 4096;
+const SNAPSHOT_CHUNK: usize = 512 * 1024;
+
+struct Peer {
+    urls: Vec<String>,
+    tx: mpsc::Sender<RaftEnvelope>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct State {
+    peers: HashMap<u64, Peer>,
+    /// When the outgoing stream to each peer was established (absent while down).
+    active_since: HashMap<u64, Instant>,
+}
+
+/// Sends Raft messages to peers.
+pub struct Transport {
+    local_id: u64,
+    cluster_id: u64,
+    state: Arc<Mutex<State>>,
+    raft: Mutex<Option<StdSender<Input>>>,
+    snap_dir: PathBuf,
+    rt: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport").field("local_id", &self.local_id).finish()
+    }
+}
+
+/// Path of the outgoing snapshot file for `index`.
+pub fn outgoing_snapshot(snap_dir: &std::path::Path, index: u64) -> PathBuf {
+    snap_dir.join(format!("{index:016x}.out.db"))
+}
+
+/// Path of a received snapshot file for `index`.
+pub fn incoming_snapshot(snap_dir: &std::path::Path, index: u64) -> PathBuf {
+    snap_dir.join(format!("{index:016x}.in.db"))
+}
+
+fn lock(s: &Mutex<State>) -> MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Transport {
+    /// A transport for member `local_id` of cluster `cluster_id`.
+    pub fn new(local_id: u64, cluster_id: u64, snap_dir: PathBuf, rt: tokio::runtime::Handle) -> Arc<Self> {
+        Arc::new(Self { local_id, cluster_id, state: Arc::default(), raft: Mutex::new(None), snap_dir, rt })
+    }
+
+    /// Connects the transport to the Raft driver's input (for unreachable/snapshot reports).
+    pub fn set_raft(&self, tx: StdSender<Input>) {
+        *self.raft.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    }
+
+    fn report(&self, input: Input) {
+        if let Some(tx) = self.raft.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = tx.send(input);
+        }
+    }
+
+    /// Makes the peer set equal to `members` (ID → peer URLs), excluding this member.
+    pub fn set_peers(self: &Arc<Self>, members: &[(u64, Vec<String>)]) {
+        let mut st = lock(&self.state);
+        let wanted: HashMap<u64, Vec<String>> =
+            members.iter().filter(|(id, _)| *id != self.local_id).cloned().collect();
+        let stale: Vec<u64> = st
+            .peers
+            .iter()
+            .filter(|(id, p)| wanted.get(id) != Some(&p.urls))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(p) = st.peers.remove(&id) {
+                p.task.abort();
+            }
+            st.active_since.remove(&id);
+        }
+        for (id, urls) in wanted {
+            if st.peers.contains_key(&id) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let this = self.clone();
+            let task = self.rt.spawn(this.clone().peer_loop(id, urls.clone(), rx));
+            st.peers.insert(id, Peer { urls, tx, task });
+        }
+    }
+
+    /// Members whose outgoing stream has been up since at least `since` ago.
+    pub fn active_peers(&self, since: Duration) -> Vec<u64> {
+        let st = lock(&self.state);
+        st.active_since.iter().filter(|(_, t)| t.elapsed() >= since).map(|(id, _)| *id).collect()
+    }
+
+    /// Queues messages for their peers; never blocks.
+    pub fn send(self: &Arc<Self>, msgs: Vec<Message>) {
+        for m in msgs {
+            let to = m.to;
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                let this = self.clone();
+                self.rt.spawn(async move {
+                    let ok = this.send_snapshot(m).await;
+                    if let Err(e) = &ok {
+                        tracing::warn!(to = format!("{to:x}"), error = %e, "failed to send snapshot");
+                    }
+                    this.report(Input::SnapshotStatus { to, ok: ok.is_ok() });
+                });
+                continue;
+            }
+            let env = RaftEnvelope { cluster_id: self.cluster_id, from: self.local_id, message: m.write_to_bytes().unwrap_or_default() };
+            let full = {
+                let st = lock(&self.state);
+                match st.peers.get(&to) {
+                    Some(p) => p.tx.try_send(env).is_err(),
+                    None => true,
+                }
+            };
+            if full {
+                self.report(Input::Unreachable(to));
+            }
+        }
+    }
+
+    /// A client for peer `id`'s peer service.
+    pub async fn connect(&self, id: u64) -> Option<PeerClient<tonic::transport::Channel>> {
+        let urls = lock(&self.state).peers.get(&id).map(|p| p.urls.clone())?;
+        for url in urls {
+            let Ok(ep) = tonic::transport::Endpoint::from_shared(url) else { continue };
+            let ep = ep.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true);
+            if let Ok(ch) = ep.connect().await {
+                return Some(PeerClient::new(ch).max_decoding_message_size(64 * 1024 * 1024).max_encoding_message_size(64 * 1024 * 1024));
+            }
+        }
+        None
+    }
+
+    async fn peer_loop(self: Arc<Self>, id: u64, _urls: Vec<String>, mut rx: mpsc::Receiver<RaftEnvelope>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let Some(mut client) = self.connect(id).await else {
+                // Down: drop what is queued (Raft will resend) and tell Raft.
+                while rx.try_recv().is_ok() {}
+                self.report(Input::Unreachable(id));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            };
+            backoff = Duration::from_millis(50);
+            let (ctx, crx) = mpsc::channel(QUEUE);
+            let call = client.send(ReceiverStream::new(crx));
+            tokio::pin!(call);
+            lock(&self.state).active_since.insert(id, Instant::now());
+            loop {
+                tokio::select! {
+                    res = &mut call => {
+                        if let Err(e) = res {
+                            tracing::debug!(peer = format!("{id:x}"), error = %e, "peer stream ended");
+                        }
+                        break;
+                    }
+                    msg = rx.recv() => match msg {
+                        None => return,
+                        Some(m) => if ctx.send(m).await.is_err() { break },
+                    }
+                }
+            }
+            lock(&self.state).active_since.remove(&id);
+            self.report(Input::Unreachable(id));
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    async fn send_snapshot(&self, m: Message) -> Result<(), String> {
+        let index = m.get_snapshot().get_metadata().index;
+        let path = outgoing_snapshot(&self.snap_dir, index);
+        let data = tokio::fs::read(&path).await.map_err(|e| format!("failed to read {}: {e}", path.display()))?;
+        let mut client = self.connect(m.to).await.ok_or("peer unreachable")?;
+        let mut chunks = Vec::new();
+        let msg = m.write_to_bytes().map_err(|e| e.to_string())?;
+        let mut first = true;
+        for part in data.chunks(SNAPSHOT_CHUNK) {
+            chunks.push(SnapshotChunk {
+                cluster_id: self.cluster_id,
+                message: if first { msg.clone() } else { Vec::new() },
+                data: part.to_vec(),
+            });
+            first = false;
+        }
+        if chunks.is_empty() {
+            chunks.push(SnapshotChunk { cluster_id: self.cluster_id, message: msg, data: Vec::new() });
+        }
+        client.snapshot(tokio_stream::iter(chunks)).await.map_err(|e| e.message().to_owned())?;
+        tracing::info!(to = format!("{:x}", m.to), index, bytes = data.len(), "sent snapshot");
+        Ok(())
+    }
+}
