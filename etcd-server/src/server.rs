@@ -229,7 +229,8 @@ impl EtcdServer {
         let status = Arc::new(RaftStatus::default());
         let (apply_tx, apply_rx) = mpsc::channel::<Committed>();
         let (raft_tx, raft_rx) = mpsc::channel::<Input>();
-        let transport = Transport::new(member_id, cluster.id, snap_dir.clone(), tokio::runtime::Handle::current());
+        let local_ip = cfg.listen_peer.first().map(|a| a.ip());
+        let transport = Transport::new(member_id, cluster.id, local_ip, snap_dir.clone(), tokio::runtime::Handle::current());
         transport.set_raft(raft_tx.clone());
         transport.set_peers(&peer_list(&cluster));
         let driver_cfg = DriverConfig {

@@ -38,6 +38,9 @@ struct State {
 /// Sends Raft messages to peers.
 pub struct Transport {
     local_id: u64,
+    /// Source address for outgoing peer connections (the peer listener's IP, unless it is a
+    /// wildcard), so peers and test harnesses see which member a connection comes from.
+    local_ip: Option<std::net::IpAddr>,
     cluster_id: u64,
     state: Arc<Mutex<State>>,
     raft: Mutex<Option<StdSender<Input>>>,
@@ -67,8 +70,15 @@ fn lock(s: &Mutex<State>) -> MutexGuard<'_, State> {
 
 impl Transport {
     /// A transport for member `local_id` of cluster `cluster_id`.
-    pub fn new(local_id: u64, cluster_id: u64, snap_dir: PathBuf, rt: tokio::runtime::Handle) -> Arc<Self> {
-        Arc::new(Self { local_id, cluster_id, state: Arc::default(), raft: Mutex::new(None), snap_dir, rt })
+    pub fn new(
+        local_id: u64,
+        cluster_id: u64,
+        local_ip: Option<std::net::IpAddr>,
+        snap_dir: PathBuf,
+        rt: tokio::runtime::Handle,
+    ) -> Arc<Self> {
+        let local_ip = local_ip.filter(|ip| !ip.is_unspecified());
+        Arc::new(Self { local_id, cluster_id, local_ip, state: Arc::default(), raft: Mutex::new(None), snap_dir, rt })
     }
 
     /// Connects the transport to the Raft driver's input (for unreachable/snapshot reports).
@@ -150,7 +160,7 @@ impl Transport {
         let urls = lock(&self.state).peers.get(&id).map(|p| p.urls.clone())?;
         for url in urls {
             let Ok(ep) = tonic::transport::Endpoint::from_shared(url) else { continue };
-            let ep = ep.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true);
+            let ep = ep.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true).local_address(self.local_ip);
             if let Ok(ch) = ep.connect().await {
                 return Some(PeerClient::new(ch).max_decoding_message_size(64 * 1024 * 1024).max_encoding_message_size(64 * 1024 * 1024));
             }

@@ -53,15 +53,44 @@ pub struct Proc {
     pub kind: Kind,
     /// `http://127.0.0.1:PORT` for clients.
     pub client_url: String,
-    /// `http://127.0.0.1:PORT` for peers.
+    /// `http://IP:PORT` the member listens on for peers.
     pub peer_url: String,
+    /// `http://IP:PORT` the member advertises to peers (differs from `peer_url` when a test
+    /// proxy sits in between).
+    pub advertise_peer_url: String,
+    /// `--initial-cluster`.
+    pub initial_cluster: String,
+    /// `--initial-cluster-state`.
+    pub initial_cluster_state: String,
     /// Member name.
     pub name: String,
     /// Data dir (kept across restarts).
     pub data_dir: PathBuf,
-    extra: Vec<String>,
+    /// Extra flags.
+    pub extra: Vec<String>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// How to launch one member of a cluster.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Member name.
+    pub name: String,
+    /// Client URL (listen and advertise).
+    pub client_url: String,
+    /// Peer URL to listen on.
+    pub peer_url: String,
+    /// Peer URL to advertise.
+    pub advertise_peer_url: String,
+    /// `--initial-cluster`.
+    pub initial_cluster: String,
+    /// `new` or `existing`.
+    pub initial_cluster_state: String,
+    /// Data dir.
+    pub data_dir: PathBuf,
+    /// Extra flags.
+    pub extra: Vec<String>,
 }
 
 impl Proc {
@@ -69,10 +98,14 @@ impl Proc {
     pub fn start(kind: Kind, extra: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
         let mut p = Self {
             kind,
             client_url: format!("http://127.0.0.1:{}", free_port()),
-            peer_url: format!("http://127.0.0.1:{}", free_port()),
+            advertise_peer_url: peer_url.clone(),
+            initial_cluster: format!("default={peer_url}"),
+            initial_cluster_state: "new".into(),
+            peer_url,
             name: "default".into(),
             data_dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -80,6 +113,26 @@ impl Proc {
             _tmp: Some(tmp),
         };
         p.spawn();
+        p
+    }
+
+    /// Launches a cluster member from `spec` without waiting for it to serve (members of a
+    /// new cluster must all start before any can elect a leader).
+    pub fn launch(kind: Kind, spec: Spec) -> Self {
+        let mut p = Self {
+            kind,
+            client_url: spec.client_url,
+            peer_url: spec.peer_url,
+            advertise_peer_url: spec.advertise_peer_url,
+            initial_cluster: spec.initial_cluster,
+            initial_cluster_state: spec.initial_cluster_state,
+            name: spec.name,
+            data_dir: spec.data_dir,
+            extra: spec.extra,
+            child: None,
+            _tmp: None,
+        };
+        p.spawn_no_wait();
         p
     }
 
@@ -97,6 +150,12 @@ impl Proc {
 
     /// (Re)starts the process on the same data dir and ports, and waits until it serves.
     pub fn spawn(&mut self) {
+        self.spawn_no_wait();
+        self.wait_ready(Duration::from_secs(20));
+    }
+
+    /// (Re)starts the process without waiting.
+    pub fn spawn_no_wait(&mut self) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::File::create(self.log_path()).expect("log file");
         let mut cmd = Command::new(self.binary());
@@ -111,15 +170,16 @@ impl Proc {
             .arg("--listen-peer-urls")
             .arg(&self.peer_url)
             .arg("--initial-advertise-peer-urls")
-            .arg(&self.peer_url)
+            .arg(&self.advertise_peer_url)
             .arg("--initial-cluster")
-            .arg(format!("{}={}", self.name, self.peer_url))
+            .arg(&self.initial_cluster)
+            .arg("--initial-cluster-state")
+            .arg(&self.initial_cluster_state)
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
         self.child = Some(cmd.spawn().expect("spawn server"));
-        self.wait_ready(Duration::from_secs(20));
     }
 
     fn log_path(&self) -> PathBuf {
@@ -228,4 +288,75 @@ pub fn etcdctl_run(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (bool,
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A cluster of our `etcd-server` processes on 127.0.0.1.
+pub struct Cluster {
+    /// The members, in `--initial-cluster` order.
+    pub members: Vec<Proc>,
+    /// Parent of the members' data dirs.
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` members with `extra` flags and waits until every one serves.
+    pub fn start(n: usize, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let peers: Vec<String> = (0..n).map(|_| format!("http://127.0.0.1:{}", free_port())).collect();
+        let initial = (0..n).map(|i| format!("m{i}={}", peers[i])).collect::<Vec<_>>().join(",");
+        let mut members: Vec<Proc> = (0..n)
+            .map(|i| {
+                Proc::launch(
+                    Kind::Ours,
+                    Spec {
+                        name: format!("m{i}"),
+                        client_url: format!("http://127.0.0.1:{}", free_port()),
+                        peer_url: peers[i].clone(),
+                        advertise_peer_url: peers[i].clone(),
+                        initial_cluster: initial.clone(),
+                        initial_cluster_state: "new".into(),
+                        data_dir: dir.path().join(format!("m{i}")),
+                        extra: extra.iter().map(|s| s.to_string()).collect(),
+                    },
+                )
+            })
+            .collect();
+        for m in &mut members {
+            m.wait_ready(Duration::from_secs(30));
+        }
+        Self { members, dir }
+    }
+
+    /// Client endpoints of the running members.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.endpoint()).collect()
+    }
+
+    /// Index of the member that reports itself leader, if any.
+    pub async fn leader(&mut self) -> Option<usize> {
+        for (i, m) in self.members.iter_mut().enumerate() {
+            if !m.is_running() {
+                continue;
+            }
+            let Ok(mut c) = etcd_client::Client::connect([m.endpoint()], None).await else { continue };
+            if let Ok(s) = c.status().await {
+                if s.leader() == s.header().map(|h| h.member_id()).unwrap_or(0) {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    /// Waits (bounded) until some member is leader; returns its index.
+    pub async fn wait_leader(&mut self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.leader().await {
+                return i;
+            }
+            assert!(Instant::now() < deadline, "no leader within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 mod harness;
 mod compaction;
+mod cluster;
 mod crash;
 mod etcdctl;
 mod kv;
