@@ -280,6 +280,32 @@ fn check_put_op(r: &impl KvRead, op: &RequestOp, leases: &dyn LeaseCheck) -> Res
     Ok(())
 }
 
+/// A put with `ignore_value`/`ignore_lease` on a key an earlier delete of the same txn
+/// removed would fail half-way through the txn (etcd 3.4 panics there). Refuse it up front,
+/// so a failing txn never leaves writes behind.
+fn check_ignore_after_delete(t: &TxnRequest, path: &[bool], pos: &mut usize, deleted: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), EtcdError> {
+    let ok = path[*pos];
+    *pos += 1;
+    for op in if ok { &t.success } else { &t.failure } {
+        match &op.request {
+            Some(Request::RequestTxn(inner)) => check_ignore_after_delete(inner, path, pos, deleted)?,
+            Some(Request::RequestDeleteRange(d)) => deleted.push((d.key.clone(), d.range_end.clone())),
+            Some(Request::RequestPut(p)) if p.ignore_value || p.ignore_lease => {
+                let hit = deleted.iter().any(|(k, end)| match end.as_slice() {
+                    [] => k == &p.key,
+                    [0] => p.key >= *k,
+                    e => p.key >= *k && p.key.as_slice() < e,
+                });
+                if hit {
+                    return Err(EtcdError::KeyNotFound);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Executes the ops of the taken path. `exec` runs one non-txn op.
 fn run_path<T>(
     ctx: &mut T,
@@ -330,6 +356,7 @@ pub fn txn_write(
         let r: &TxnWrite<'_, '_> = txn;
         check_path(t, &path, &mut 0, &mut |op| check_put_op(r, op, leases))?;
         check_path(t, &path, &mut 0, &mut |op| check_range_op(r, op))?;
+        check_ignore_after_delete(t, &path, &mut 0, &mut Vec::new())?;
     }
     let mut resp = run_path(txn, t, &path, &mut 0, &mut |txn, req| {
         Ok(match req {

@@ -69,13 +69,13 @@ fn check_op(op: &RequestOp, max_ops: usize) -> Result<(), EtcdError> {
         Some(Op::RequestRange(r)) => check_range(r),
         Some(Op::RequestPut(r)) => check_put(r),
         Some(Op::RequestDeleteRange(r)) => check_delete(r),
-        Some(Op::RequestTxn(t)) => check_txn(t, max_ops),
+        Some(Op::RequestTxn(t)) => check_txn_ops(t, max_ops),
         None => Ok(()),
     }
 }
 
-/// etcd's `checkTxnRequest` plus its duplicate-key rule (`checkIntervals`).
-pub fn check_txn(r: &TxnRequest, max_ops: usize) -> Result<(), EtcdError> {
+/// etcd's `checkTxnRequest`: op counts and per-op validation over the whole tree.
+fn check_txn_ops(r: &TxnRequest, max_ops: usize) -> Result<(), EtcdError> {
     let opc = r.compare.len().max(r.success.len()).max(r.failure.len());
     if opc > max_ops {
         return Err(EtcdError::TooManyOps);
@@ -86,6 +86,13 @@ pub fn check_txn(r: &TxnRequest, max_ops: usize) -> Result<(), EtcdError> {
     for op in r.success.iter().chain(&r.failure) {
         check_op(op, max_ops - opc)?;
     }
+    Ok(())
+}
+
+/// Everything etcd checks before a txn is proposed: the whole tree first, then (only from the
+/// top) its duplicate-key rule (`checkIntervals`), in that order.
+pub fn check_txn(r: &TxnRequest, max_ops: usize) -> Result<(), EtcdError> {
+    check_txn_ops(r, max_ops)?;
     check_intervals(&r.success)?;
     check_intervals(&r.failure)?;
     Ok(())
@@ -301,6 +308,9 @@ mod tests {
             ("delete to \\0 overlaps nothing", txn(vec![put("b"), del("a", "\0")], vec![]), true),
             ("distinct keys", txn(vec![put("a"), put("b"), del("c", "")], vec![]), true),
         ];
+        // The whole tree is validated before the duplicate-key rule, as etcd does.
+        let empty_later = txn(vec![nested(vec![put("a"), put("a")], vec![]), put("")], vec![]);
+        assert_eq!(check_txn(&empty_later, 128), Err(EtcdError::EmptyKey));
         for (name, t, ok) in table {
             let got = check_txn(&t, 128);
             assert_eq!(got.is_ok(), ok, "{name}: {got:?}");

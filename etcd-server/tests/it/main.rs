@@ -6,6 +6,7 @@ mod harness;
 mod compaction;
 mod cluster;
 mod crash;
+mod differential;
 mod etcdctl;
 mod kv;
 mod smoke;
