@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/v3lock.proto",
         "proto/v3election.proto",
         "proto/internal.proto",
+        "proto/peer.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
