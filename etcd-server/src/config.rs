@@ -122,6 +122,10 @@ pub struct Flags {
     /// Additional URLs to serve `/metrics` and `/health` on.
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: Option<String>,
+    /// A YAML file of etcd configuration keys (`name`, `data-dir`, `initial-cluster`, ...).
+    /// As in etcd, when it is given every other flag and `ETCD_*` variable is ignored.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
 }
 
 /// Errors in the configuration.
@@ -311,6 +315,53 @@ fn parse_go_duration(s: &str) -> Option<Duration> {
 }
 
 impl Flags {
+    /// Parses the command line; with `--config-file`, the file replaces the command line and
+    /// the environment entirely, as in etcd.
+    pub fn load() -> Result<Self, ConfigError> {
+        let flags = <Self as clap::Parser>::parse();
+        match flags.config_file.clone() {
+            Some(path) => Self::from_config_file(&path),
+            None => Ok(flags),
+        }
+    }
+
+    /// Reads etcd's YAML config-file format: the flags' names without the leading dashes.
+    pub fn from_config_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let bad = |reason: String| ConfigError::Invalid { flag: "--config-file", reason };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("failed to read {}: {e}", path.display())))?;
+        let doc: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&text).map_err(|e| bad(format!("failed to parse {}: {e}", path.display())))?;
+        let mut args = vec!["etcd-server".to_owned()];
+        if let Some(map) = doc.as_mapping() {
+            for (k, v) in map {
+                let Some(key) = k.as_str() else { continue };
+                let value = match v {
+                    serde_yaml_ng::Value::Null => continue,
+                    serde_yaml_ng::Value::String(s) => s.clone(),
+                    serde_yaml_ng::Value::Number(n) => n.to_string(),
+                    serde_yaml_ng::Value::Bool(b) => b.to_string(),
+                    serde_yaml_ng::Value::Sequence(items) => items
+                        .iter()
+                        .filter_map(|i| i.as_str().map(str::to_owned).or_else(|| i.as_i64().map(|n| n.to_string())))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    _ => return Err(bad(format!("unsupported value for {key:?}"))),
+                };
+                if key == "config-file" {
+                    continue;
+                }
+                args.push(format!("--{key}={value}"));
+            }
+        } else if !doc.is_null() {
+            return Err(bad("expected a mapping of configuration keys".into()));
+        }
+        use clap::{CommandFactory, FromArgMatches};
+        // The file is the whole configuration: no environment variables.
+        let cmd = Self::command().mut_args(|a| a.env(None));
+        let matches = cmd.try_get_matches_from(args).map_err(|e| bad(e.to_string()))?;
+        Self::from_arg_matches(&matches).map_err(|e| bad(e.to_string()))
+    }
+
     /// Validates the flags into a [`Config`].
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let listen_client = parse_listen_urls("--listen-client-urls", &self.listen_client_urls)?;
@@ -424,6 +475,29 @@ mod tests {
         }
         assert!(Flags::try_parse_from(["etcd-server", "--no-such-flag"]).is_err());
         assert!(Flags::try_parse_from(["etcd-server", "--snapshot-count", "x"]).is_err());
+    }
+
+    #[test]
+    fn config_file_replaces_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m0.yaml");
+        std::fs::write(
+            &path,
+            "name: m0\ndata-dir: /var/lib/etcd\ninitial-cluster: m0=http://10.0.0.1:2380,m1=http://10.0.0.2:2380\n\
+             initial-cluster-state: existing\nlisten-client-urls: http://0.0.0.0:2379\nheartbeat-interval: 50\n\
+             election-timeout: 500\nsnapshot-count: 5000\nauto-compaction-retention: \"1h\"\n",
+        )
+        .expect("write");
+        let c = Flags::from_config_file(&path).expect("parses").into_config().expect("valid");
+        assert_eq!(c.name, "m0");
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/etcd"));
+        assert_eq!(c.initial_cluster_state, ClusterState::Existing);
+        assert_eq!((c.heartbeat, c.election_ticks, c.snapshot_count), (Duration::from_millis(50), 10, 5000));
+        assert_eq!(c.auto_compaction, AutoCompaction::Periodic(Duration::from_secs(3600)));
+        std::fs::write(&path, "no-such-key: 1\n").expect("write");
+        assert!(Flags::from_config_file(&path).is_err());
+        std::fs::write(&path, "heartbeat-interval: fast\n").expect("write");
+        assert!(Flags::from_config_file(&path).is_err());
     }
 
     #[test]

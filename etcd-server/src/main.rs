@@ -90,7 +90,13 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let flags = Flags::parse();
+    let flags = match Flags::load() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("etcd-server: {e}");
+            std::process::exit(2);
+        }
+    };
     let level = match flags.log_level {
         LogLevel::Debug => "debug",
         LogLevel::Info => "info",
