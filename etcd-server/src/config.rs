@@ -115,6 +115,12 @@ pub struct Flags {
     /// Interval of watch progress notifications (etcd's experimental flag of the same name).
     #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_duration_flag)]
     pub experimental_watch_progress_notify_interval: Duration,
+    /// How often the leader checkpoints remaining lease TTLs (etcd's experimental flag).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m", value_parser = parse_duration_flag)]
+    pub experimental_lease_checkpoint_interval: Duration,
+    /// Accepted for compatibility: lease checkpointing is always on here.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", num_args = 0..=1, default_missing_value = "true")]
+    pub experimental_enable_lease_checkpoint: Option<bool>,
     /// How often the auto-compactor checks, overriding etcd's fixed intervals. Not an etcd
     /// flag: for tests only.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_CHECK_INTERVAL_MS", hide = true)]
@@ -193,6 +199,8 @@ pub struct Config {
     pub auto_compaction: AutoCompaction,
     /// Interval of periodic watch progress notifications.
     pub watch_progress_notify_interval: Duration,
+    /// Interval of lease checkpoints.
+    pub lease_checkpoint_interval: Duration,
     /// Override of the auto-compactor's check interval (tests only).
     pub auto_compaction_check: Option<Duration>,
     /// Entries between log compactions.
@@ -413,6 +421,7 @@ impl Flags {
             max_txn_ops: self.max_txn_ops as usize,
             auto_compaction,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+            lease_checkpoint_interval: self.experimental_lease_checkpoint_interval,
             auto_compaction_check: self.auto_compaction_check_interval_ms.map(Duration::from_millis),
             snapshot_count: self.snapshot_count.max(1),
             heartbeat: Duration::from_millis(self.heartbeat_interval),

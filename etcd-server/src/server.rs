@@ -915,6 +915,12 @@ fn apply_one(
                 }))
             }
         },
+        Some(Request::LeaseCheckpoint(c)) => {
+            for cp in &c.checkpoints {
+                lessor.checkpoint(b.backend_tx(), cp.id, cp.remaining_ttl).map_err(storage)?;
+            }
+            Ok(ApplyResponse::Members(Vec::new()))
+        }
         Some(Request::Alarm(a)) => {
             let resp = alarms.apply(b.backend_tx(), &a).map_err(storage)?;
             Ok(ApplyResponse::Alarm(resp))

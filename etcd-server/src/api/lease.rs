@@ -36,16 +36,31 @@ type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, 
 
 /// Renews a lease on the leader (forwarding if this member is not it). Unknown leases
 /// renew to TTL 0, as etcd answers.
-async fn renew(server: &EtcdServer, id: i64) -> Result<i64, Status> {
+pub(crate) async fn renew(server: &EtcdServer, id: i64) -> Result<i64, Status> {
     if server.lessor().is_primary() {
-        return match server.lessor().renew(id) {
-            Ok(ttl) => Ok(ttl),
+        return match server.lessor().renew_checked(id) {
+            Ok((ttl, checkpointed)) => {
+                if checkpointed {
+                    clear_checkpoint(server, id).await;
+                }
+                Ok(ttl)
+            }
             Err(EtcdError::LeaseNotFound) => Ok(0),
             Err(e) => Err(e.status()),
         };
     }
     let mut c = server.leader_client().await?;
     Ok(c.lease_renew(crate::proto::peerpb::LeaseRenewRequest { id }).await?.into_inner().ttl)
+}
+
+/// After a renewal, a checkpointed remaining TTL is stale: replicate "no checkpoint" so a new
+/// leader starts the lease from its full TTL, as etcd does.
+async fn clear_checkpoint(server: &EtcdServer, id: i64) {
+    use crate::proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest};
+    let req = Internal::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints: vec![LeaseCheckpoint { id, remaining_ttl: 0 }] });
+    if let Err(e) = server.propose(req).await {
+        tracing::debug!(error = %e, lease = id, "failed to clear a lease checkpoint");
+    }
 }
 
 /// Approximate backend bytes of one lease record (for the quota check).

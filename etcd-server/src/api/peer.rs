@@ -96,11 +96,10 @@ impl Peer for PeerService {
     }
 
     async fn lease_renew(&self, req: Request<LeaseRenewRequest>) -> GrpcResult<LeaseRenewResponse> {
-        let ttl = match self.server.lessor().renew(req.get_ref().id) {
-            Ok(ttl) => ttl,
-            Err(EtcdError::LeaseNotFound) => 0,
-            Err(e) => return Err(e.status()),
-        };
+        if !self.server.lessor().is_primary() {
+            return Err(EtcdError::NotLeader.status());
+        }
+        let ttl = super::lease::renew(&self.server, req.get_ref().id).await?;
         Ok(Response::new(LeaseRenewResponse { ttl }))
     }
 

@@ -25,6 +25,8 @@ pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 #[derive(Debug, Clone)]
 struct Lease {
     ttl: i64,
+    /// Remaining TTL recorded by the last checkpoint (0: none; the full TTL applies).
+    remaining: i64,
     /// When the lease expires, if this member is the leader.
     expiry: Option<Instant>,
     keys: BTreeSet<Vec<u8>>,
@@ -63,8 +65,16 @@ impl LeaseCheck for Lessor {
     }
 }
 
-fn encode_ttl(ttl: i64) -> [u8; 8] {
-    ttl.to_be_bytes()
+fn encode(ttl: i64, remaining: i64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&ttl.to_be_bytes());
+    b[8..].copy_from_slice(&remaining.to_be_bytes());
+    b
+}
+
+fn decode(b: &[u8]) -> (i64, i64) {
+    let int = |r: std::ops::Range<usize>| b.get(r).and_then(|s| s.try_into().ok()).map(i64::from_be_bytes).unwrap_or(0);
+    (int(0..8), int(8..16))
 }
 
 impl Lessor {
@@ -91,9 +101,8 @@ impl Lessor {
             Ok(t) => {
                 for item in t.iter()? {
                     let (k, v) = item?;
-                    let b = v.value();
-                    let ttl = b.get(..8).map(|s| i64::from_be_bytes(s.try_into().unwrap_or([0; 8]))).unwrap_or(0);
-                    inner.leases.insert(k.value(), Lease { ttl, expiry: None, keys: BTreeSet::new() });
+                    let (ttl, remaining) = decode(v.value());
+                    inner.leases.insert(k.value(), Lease { ttl, remaining, expiry: None, keys: BTreeSet::new() });
                 }
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
@@ -122,8 +131,8 @@ impl Lessor {
         }
         let ttl = ttl.max(self.min_ttl);
         let expiry = inner.primary.then(|| Instant::now() + Duration::from_secs(ttl as u64));
-        tx.open_table(LEASES)?.insert(id, encode_ttl(ttl).as_slice())?;
-        inner.leases.insert(id, Lease { ttl, expiry, keys: BTreeSet::new() });
+        tx.open_table(LEASES)?.insert(id, encode(ttl, 0).as_slice())?;
+        inner.leases.insert(id, Lease { ttl, remaining: 0, expiry, keys: BTreeSet::new() });
         Ok(Ok(ttl))
     }
 
@@ -170,15 +179,44 @@ impl Lessor {
         }
     }
 
-    /// Renews lease `id` (leader only); returns its TTL.
+    /// Applies a checkpoint: the remaining TTL a new leader starts the lease from.
+    pub fn checkpoint(&self, tx: &redb::WriteTransaction, id: i64, remaining: i64) -> Result<(), BackendError> {
+        let mut inner = self.lock();
+        let Some(l) = inner.leases.get_mut(&id) else { return Ok(()) };
+        l.remaining = remaining;
+        tx.open_table(LEASES)?.insert(id, encode(l.ttl, remaining).as_slice())?;
+        Ok(())
+    }
+
+    /// Renews lease `id` (leader only); returns its TTL, and whether a checkpoint must be
+    /// cleared so a future leader does not start it from the stale remaining TTL.
     pub fn renew(&self, id: i64) -> Result<i64, EtcdError> {
+        self.renew_checked(id).map(|(ttl, _)| ttl)
+    }
+
+    /// Like [`Lessor::renew`], also saying whether the lease carries a checkpoint to clear.
+    pub fn renew_checked(&self, id: i64) -> Result<(i64, bool), EtcdError> {
         let mut inner = self.lock();
         if !inner.primary {
             return Err(EtcdError::NotLeader);
         }
         let l = inner.leases.get_mut(&id).ok_or(EtcdError::LeaseNotFound)?;
         l.expiry = Some(Instant::now() + Duration::from_secs(l.ttl as u64));
-        Ok(l.ttl)
+        Ok((l.ttl, l.remaining > 0))
+    }
+
+    /// `(id, remaining seconds)` of every lease whose clock runs here, for checkpointing.
+    pub fn remaining_all(&self) -> Vec<(i64, i64)> {
+        let now = Instant::now();
+        self.lock()
+            .leases
+            .iter()
+            .filter_map(|(id, l)| {
+                let e = l.expiry?;
+                let left = e.saturating_duration_since(now);
+                Some((*id, (left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0)).max(1)))
+            })
+            .collect()
     }
 
     /// Remaining TTL and keys of lease `id`.
@@ -220,14 +258,17 @@ impl Lessor {
         self.lock().revoking.remove(&id);
     }
 
-    /// This member became leader: start every lease's clock afresh (plus `extend`).
+    /// This member became leader: start every lease's clock from its last checkpoint (or its
+    /// full TTL), plus `extend`, so leader changes neither expire leases early nor extend them
+    /// without bound.
     pub fn promote(&self, extend: Duration) {
         let mut inner = self.lock();
         inner.primary = true;
         inner.revoking.clear();
         let now = Instant::now();
         for l in inner.leases.values_mut() {
-            l.expiry = Some(now + Duration::from_secs(l.ttl as u64) + extend);
+            let from = if l.remaining > 0 { l.remaining.min(l.ttl) } else { l.ttl };
+            l.expiry = Some(now + Duration::from_secs(from as u64) + extend);
         }
     }
 
@@ -252,11 +293,27 @@ const EXPIRY_CHECK: Duration = Duration::from_millis(500);
 /// Follows leadership (starting or stopping lease clocks) and, on the leader, revokes expired
 /// leases through Raft. Runs until the member stops.
 pub async fn run_expiry(server: std::sync::Arc<crate::server::EtcdServer>) {
-    use crate::proto::etcdserverpb::{LeaseRevokeRequest, internal_raft_request::Request};
+    use crate::proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest, internal_raft_request::Request};
     let mut ticker = tokio::time::interval(EXPIRY_CHECK);
     let election = server.config().heartbeat * server.config().election_ticks as u32;
+    let checkpoint_every = server.config().lease_checkpoint_interval;
+    let mut last_checkpoint = Instant::now();
     loop {
         ticker.tick().await;
+        if server.lessor().is_primary() && last_checkpoint.elapsed() >= checkpoint_every {
+            last_checkpoint = Instant::now();
+            let checkpoints: Vec<LeaseCheckpoint> = server
+                .lessor()
+                .remaining_all()
+                .into_iter()
+                .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
+                .collect();
+            if !checkpoints.is_empty() {
+                if let Err(e) = server.propose(Request::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints })).await {
+                    tracing::warn!(error = %e, "failed to checkpoint lease TTLs");
+                }
+            }
+        }
         if server.raft_status().stopped.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
@@ -325,6 +382,24 @@ mod tests {
         assert_eq!((ttl.granted_ttl, ttl.remaining), (2, 2));
         l.remove(&tx, 7).expect("remove");
         assert!(!l.exists(7));
+    }
+
+    #[test]
+    fn promotion_starts_from_the_checkpoint() {
+        let (_d, db) = db();
+        let l = Lessor::new(1);
+        let tx = db.begin_write().expect("tx");
+        l.grant(&tx, 1, 100).expect("io").expect("granted");
+        l.grant(&tx, 2, 100).expect("io").expect("granted");
+        l.checkpoint(&tx, 1, 10).expect("checkpoint");
+        l.promote(Duration::ZERO);
+        let t1 = l.time_to_live(1).expect("lease 1");
+        let t2 = l.time_to_live(2).expect("lease 2");
+        assert!(t1.remaining <= 10, "checkpointed lease resumes from its remaining TTL: {t1:?}");
+        assert!(t2.remaining > 90, "lease without checkpoint gets its full TTL: {t2:?}");
+        // A renewal reports the checkpoint so it can be cleared.
+        assert_eq!(l.renew_checked(1), Ok((100, true)));
+        assert_eq!(l.renew_checked(2), Ok((100, false)));
     }
 
     #[test]
