@@ -24,4 +24,3 @@ fi
 
 cargo build --workspace --all-targets
 cargo nextest run --workspace --no-fail-fast "$@"
-cargo test --workspace --doc
