@@ -78,7 +78,7 @@ impl Maintenance for MaintenanceService {
                 })
                 .collect(),
             db_size_in_use: db_size,
-            is_learner: false,
+            is_learner: s.is_learner(),
             storage_version: String::new(),
             db_size_quota: s.config().quota_backend_bytes,
             downgrade_info: None,

@@ -187,8 +187,12 @@ impl Transport {
             loop {
                 tokio::select! {
                     res = &mut call => {
-                        if let Err(e) = res {
-                            tracing::debug!(peer = format!("{id:x}"), error = %e, "peer stream ended");
+                        match res {
+                            Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                                tracing::error!(peer = format!("{id:x}"), error = %e.message(), "peer refused our messages: it belongs to a different cluster");
+                            }
+                            Err(e) => tracing::debug!(peer = format!("{id:x}"), error = %e, "peer stream ended"),
+                            Ok(_) => {}
                         }
                         break;
                     }
