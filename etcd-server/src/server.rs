@@ -516,12 +516,10 @@ impl EtcdServer {
             if m.name == self.cfg.name && m.client_ur_ls == self.cfg.advertise_client_urls {
                 return;
             }
-            if !self.is_learner() {
-                let attrs = MemberAttributes { id: self.member_id, name: self.cfg.name.clone(), client_urls: self.cfg.advertise_client_urls.clone() };
-                match self.propose(Request::MemberAttributes(attrs)).await {
-                    Ok(_) => return,
-                    Err(e) => tracing::debug!(error = %e, "failed to publish member attributes; retrying"),
-                }
+            let attrs = MemberAttributes { id: self.member_id, name: self.cfg.name.clone(), client_urls: self.cfg.advertise_client_urls.clone() };
+            match self.propose_internal(Request::MemberAttributes(attrs)).await {
+                Ok(_) => return,
+                Err(e) => tracing::debug!(error = %e, "failed to publish member attributes; retrying"),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
             if self.status.stopped.load(Ordering::SeqCst) {
@@ -535,13 +533,20 @@ impl EtcdServer {
         self.status.removed.load(Ordering::SeqCst)
     }
 
-    /// Replicates `req` through Raft and waits until it is applied here.
+    /// Replicates a client's `req` through Raft and waits until it is applied here. Learners
+    /// refuse client writes, as in etcd.
     pub async fn propose(&self, req: Request) -> Result<ApplyResponse, EtcdError> {
-        if self.status.stopped.load(Ordering::SeqCst) {
-            return Err(EtcdError::Stopped);
-        }
         if self.is_learner() {
             return Err(EtcdError::NotSupportedForLearner);
+        }
+        self.propose_internal(req).await
+    }
+
+    /// Replicates `req` through Raft (from any member, learners included: Raft forwards it to
+    /// the leader) and waits until it is applied here.
+    pub async fn propose_internal(&self, req: Request) -> Result<ApplyResponse, EtcdError> {
+        if self.status.stopped.load(Ordering::SeqCst) {
+            return Err(EtcdError::Stopped);
         }
         let id = self.next_id();
         let msg = InternalRaftRequest { id, origin: self.member_id, request: Some(req) };

@@ -273,9 +273,13 @@ impl Driver {
                 Err(RecvTimeoutError::Disconnected) => break Ok(()),
             }
             if !reads.is_empty() {
+                // The leader keys pending reads by context, so it must be unique cluster-wide:
+                // this member's ID followed by a counter.
                 let ctx = self.next_read_ctx;
                 self.next_read_ctx += 1;
-                self.node.read_index(ctx.to_be_bytes().to_vec());
+                let mut bytes = self.node.raft.id.to_be_bytes().to_vec();
+                bytes.extend_from_slice(&ctx.to_be_bytes());
+                self.node.read_index(bytes);
                 self.pending_reads.insert(ctx, reads);
             }
             if Instant::now() >= next_tick {
@@ -428,8 +432,8 @@ impl Driver {
         self.committed(rd.take_committed_entries());
         for rs in rd.take_read_states() {
             let mut ctx = [0u8; 8];
-            if rs.request_ctx.len() == 8 {
-                ctx.copy_from_slice(&rs.request_ctx);
+            if rs.request_ctx.len() == 16 {
+                ctx.copy_from_slice(&rs.request_ctx[8..]);
             }
             if let Some(waiters) = self.pending_reads.remove(&u64::from_be_bytes(ctx)) {
                 for w in waiters {
