@@ -21,7 +21,7 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the member is unhealthy, in etcd's words, or `None` if it is healthy.
 async fn health_problem(server: &EtcdServer, linearizable: bool) -> Option<String> {
-    for a in server.alarms().list() {
+    if let Some(a) = server.alarms().list().first() {
         let name = AlarmType::try_from(a.alarm).map(|t| t.as_str_name()).unwrap_or("UNKNOWN");
         return Some(format!("ALARM {name}"));
     }
@@ -151,8 +151,21 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Middleware counting gRPC requests under go-grpc-prometheus' names.
+/// Middleware counting gRPC requests under go-grpc-prometheus' names. Plain HTTP requests
+/// for unknown paths get 404, not gRPC's "unimplemented".
 pub async fn grpc_metrics(req: Request, next: Next) -> Response {
+    let is_grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if !is_grpc {
+        let resp = next.run(req).await;
+        if resp.headers().get("grpc-status").is_some() {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        return resp;
+    }
     let path = req.uri().path().to_owned();
     let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
         return next.run(req).await;

@@ -184,10 +184,14 @@ pub async fn run(
     leases.abort();
     publish.abort();
     let _ = stop_tx.send(());
+    // Graceful shutdown waits for open connections (watch streams never end on their own):
+    // give them a moment, then close them.
     let mut result = Ok(());
-    for t in tasks {
-        if let Ok(Err(e)) = t.await {
-            result = Err(e);
+    for mut t in tasks {
+        match tokio::time::timeout(std::time::Duration::from_secs(3), &mut t).await {
+            Ok(Ok(Err(e))) => result = Err(e),
+            Ok(_) => {}
+            Err(_) => t.abort(),
         }
     }
     let s: Arc<EtcdServer> = server;

@@ -269,6 +269,7 @@ impl EtcdServer {
             })
             .map_err(|e| StartError::DataDir { path: String::new(), reason: e.to_string() })?;
         let applier = Applier {
+            election: server.cfg.heartbeat * server.cfg.election_ticks as u32,
             store,
             lessor,
             alarms,
@@ -295,6 +296,7 @@ impl EtcdServer {
     /// Stops Raft and the apply loop, waiting for the last backend commit.
     pub fn stop(&self) {
         self.hub.stop();
+        self.transport.close();
         self.raft_tx.lock().unwrap_or_else(|p| p.into_inner()).take();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for t in threads {
@@ -602,6 +604,8 @@ fn initial_request_id(member_id: u64) -> u64 {
 
 /// The apply loop: applies committed entries to the MVCC store in log order.
 struct Applier {
+    /// The election timeout, by which lease clocks are extended on promotion.
+    election: Duration,
     store: Arc<KvStore>,
     lessor: Arc<Lessor>,
     alarms: Arc<Alarms>,
@@ -746,7 +750,20 @@ impl Applier {
         Ok(())
     }
 
+    /// Starts or stops the lease clocks as leadership moves. Done here, before applying, so
+    /// any request that waited for the apply loop (every lease call reads through ReadIndex)
+    /// finds the lessor already in charge.
+    fn follow_leadership(&self) {
+        let leader = self.status.leader.load(Ordering::SeqCst) == self.member_id;
+        match (leader, self.lessor.is_primary()) {
+            (true, false) => self.lessor.promote(self.election),
+            (false, true) => self.lessor.demote(),
+            _ => {}
+        }
+    }
+
     fn apply_entries(&self, mut entries: Vec<::raft::eraftpb::Entry>, st: &mut ApplyState) -> Result<(), ()> {
+        self.follow_leadership();
         let (applied, _) = self.store.applied();
         entries.retain(|e| e.index > applied);
         let dirty = applied > st.durable_index;

@@ -116,15 +116,16 @@ impl Maintenance for MaintenanceService {
         let view = self.server.store().read().map_err(EtcdError::from)?;
         let current = view.rev();
         let compact = view.first_rev();
+        // etcd hashes up to `rev` and refuses revisions at or below the compaction.
         let rev = match req.get_ref().revision {
             0 => current,
             r if r > current => return Err(EtcdError::FutureRev.status()),
-            r if r < compact => return Err(EtcdError::Compacted.status()),
+            r if compact > 0 && r <= compact => return Err(EtcdError::Compacted.status()),
             r => r,
         };
         let hash = view.hash_kv(rev).map_err(EtcdError::from)?;
         drop(view);
-        let mut resp = HashKvResponse { header: None, hash, compact_revision: compact.max(0), hash_revision: rev };
+        let mut resp = HashKvResponse { header: None, hash, compact_revision: compact, hash_revision: rev };
         self.server.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }

@@ -86,6 +86,16 @@ impl Transport {
         *self.raft.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
     }
 
+    /// Stops every peer task and lets go of the Raft driver's input, so the driver can stop.
+    pub fn close(&self) {
+        self.raft.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut st = lock(&self.state);
+        for (_, p) in st.peers.drain() {
+            p.task.abort();
+        }
+        st.active_since.clear();
+    }
+
     fn report(&self, input: Input) {
         if let Some(tx) = self.raft.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             let _ = tx.send(input);

@@ -9,4 +9,5 @@ mod crash;
 mod differential;
 mod etcdctl;
 mod kv;
+mod ops;
 mod smoke;
