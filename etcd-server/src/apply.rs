@@ -56,7 +56,10 @@ pub trait LeaseCheck {
 }
 
 fn header(rev: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader { revision: rev, ..Default::default() })
+    Some(ResponseHeader {
+        revision: rev,
+        ..Default::default()
+    })
 }
 
 /// etcd's Range: filters, sort and limit applied after the MVCC read.
@@ -67,10 +70,21 @@ pub fn range(r: &impl KvRead, req: &RangeRequest) -> Result<RangeResponse, EtcdE
         || req.min_create_revision != 0
         || req.max_create_revision != 0;
     // Fetch one extra key so `more` can be computed; fetch everything when sorting/filtering.
-    let limit = if filtered { 0 } else if req.limit > 0 { req.limit + 1 } else { req.limit };
-    let ro = RangeOptions { limit, rev: req.revision, count_only: req.count_only };
+    let limit = if filtered {
+        0
+    } else if req.limit > 0 {
+        req.limit + 1
+    } else {
+        req.limit
+    };
+    let ro = RangeOptions {
+        limit,
+        rev: req.revision,
+        count_only: req.count_only,
+    };
     let mut rr = r.range(&req.key, &req.range_end, ro)?;
-    let prune = |kvs: &mut Vec<KeyValue>, drop: &dyn Fn(&KeyValue) -> bool| kvs.retain(|kv| !drop(kv));
+    let prune =
+        |kvs: &mut Vec<KeyValue>, drop: &dyn Fn(&KeyValue) -> bool| kvs.retain(|kv| !drop(kv));
     if req.max_mod_revision != 0 {
         prune(&mut rr.kvs, &|kv| kv.mod_revision > req.max_mod_revision);
     }
@@ -78,23 +92,28 @@ pub fn range(r: &impl KvRead, req: &RangeRequest) -> Result<RangeResponse, EtcdE
         prune(&mut rr.kvs, &|kv| kv.mod_revision < req.min_mod_revision);
     }
     if req.max_create_revision != 0 {
-        prune(&mut rr.kvs, &|kv| kv.create_revision > req.max_create_revision);
+        prune(&mut rr.kvs, &|kv| {
+            kv.create_revision > req.max_create_revision
+        });
     }
     if req.min_create_revision != 0 {
-        prune(&mut rr.kvs, &|kv| kv.create_revision < req.min_create_revision);
+        prune(&mut rr.kvs, &|kv| {
+            kv.create_revision < req.min_create_revision
+        });
     }
     let mut order = req.sort_order;
     if req.sort_target != SortTarget::Key as i32 && order == SortOrder::None as i32 {
         order = SortOrder::Ascend as i32;
     }
-    let cmp: Option<fn(&KeyValue, &KeyValue) -> Ordering> = match SortTarget::try_from(req.sort_target) {
-        Ok(SortTarget::Key) => Some(|a, b| a.key.cmp(&b.key)),
-        Ok(SortTarget::Version) => Some(|a, b| a.version.cmp(&b.version)),
-        Ok(SortTarget::Create) => Some(|a, b| a.create_revision.cmp(&b.create_revision)),
-        Ok(SortTarget::Mod) => Some(|a, b| a.mod_revision.cmp(&b.mod_revision)),
-        Ok(SortTarget::Value) => Some(|a, b| a.value.cmp(&b.value)),
-        Err(_) => None,
-    };
+    let cmp: Option<fn(&KeyValue, &KeyValue) -> Ordering> =
+        match SortTarget::try_from(req.sort_target) {
+            Ok(SortTarget::Key) => Some(|a, b| a.key.cmp(&b.key)),
+            Ok(SortTarget::Version) => Some(|a, b| a.version.cmp(&b.version)),
+            Ok(SortTarget::Create) => Some(|a, b| a.create_revision.cmp(&b.create_revision)),
+            Ok(SortTarget::Mod) => Some(|a, b| a.mod_revision.cmp(&b.mod_revision)),
+            Ok(SortTarget::Value) => Some(|a, b| a.value.cmp(&b.value)),
+            Err(_) => None,
+        };
     if let Some(cmp) = cmp {
         // Stable sorts: ties keep key order, as etcd's small-slice sorts do.
         if order == SortOrder::Ascend as i32 {
@@ -113,11 +132,19 @@ pub fn range(r: &impl KvRead, req: &RangeRequest) -> Result<RangeResponse, EtcdE
             kv.value.clear();
         }
     }
-    Ok(RangeResponse { header: header(rr.rev), kvs: rr.kvs, more, count: rr.count })
+    Ok(RangeResponse {
+        header: header(rr.rev),
+        kvs: rr.kvs,
+        more,
+        count: rr.count,
+    })
 }
 
 fn single_key(txn: &TxnWrite<'_, '_>, key: &[u8]) -> Result<Option<KeyValue>, EtcdError> {
-    Ok(KvRead::range(txn, key, b"", RangeOptions::default())?.kvs.into_iter().next())
+    Ok(KvRead::range(txn, key, b"", RangeOptions::default())?
+        .kvs
+        .into_iter()
+        .next())
 }
 
 /// etcd's Put inside a write transaction. Preconditions (lease, ignore_*) are checked by the
@@ -143,7 +170,10 @@ pub fn put(txn: &mut TxnWrite<'_, '_>, req: &PutRequest) -> Result<PutResponse, 
     }
     let value = value.clone();
     let rev = txn.put(&req.key, &value, lease)?;
-    Ok(PutResponse { header: header(rev), prev_kv: if req.prev_kv { prev } else { None } })
+    Ok(PutResponse {
+        header: header(rev),
+        prev_kv: if req.prev_kv { prev } else { None },
+    })
 }
 
 /// etcd's DeleteRange inside a write transaction.
@@ -157,7 +187,11 @@ pub fn delete_range(
         Vec::new()
     };
     let (deleted, rev) = txn.delete_range(&req.key, &req.range_end)?;
-    Ok(DeleteRangeResponse { header: header(rev), deleted, prev_kvs })
+    Ok(DeleteRangeResponse {
+        header: header(rev),
+        deleted,
+        prev_kvs,
+    })
 }
 
 /// A standalone Put: checks the lease first, as etcd does outside txns.
@@ -174,7 +208,10 @@ pub fn apply_put(
 
 /// Whether a txn has only range operations (etcd serves those without Raft).
 pub fn is_txn_readonly(r: &TxnRequest) -> bool {
-    r.success.iter().chain(&r.failure).all(|op| matches!(op.request, Some(Request::RequestRange(_))))
+    r.success
+        .iter()
+        .chain(&r.failure)
+        .all(|op| matches!(op.request, Some(Request::RequestRange(_))))
 }
 
 fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
@@ -269,7 +306,9 @@ fn check_range_op(r: &impl KvRead, op: &RequestOp) -> Result<(), EtcdError> {
 fn check_put_op(r: &impl KvRead, op: &RequestOp, leases: &dyn LeaseCheck) -> Result<(), EtcdError> {
     if let Some(Request::RequestPut(req)) = &op.request {
         if (req.ignore_value || req.ignore_lease)
-            && r.range(&req.key, b"", RangeOptions::default())?.kvs.is_empty()
+            && r.range(&req.key, b"", RangeOptions::default())?
+                .kvs
+                .is_empty()
         {
             return Err(EtcdError::KeyNotFound);
         }
@@ -283,13 +322,22 @@ fn check_put_op(r: &impl KvRead, op: &RequestOp, leases: &dyn LeaseCheck) -> Res
 /// A put with `ignore_value`/`ignore_lease` on a key an earlier delete of the same txn
 /// removed would fail half-way through the txn (etcd 3.4 panics there). Refuse it up front,
 /// so a failing txn never leaves writes behind.
-fn check_ignore_after_delete(t: &TxnRequest, path: &[bool], pos: &mut usize, deleted: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), EtcdError> {
+fn check_ignore_after_delete(
+    t: &TxnRequest,
+    path: &[bool],
+    pos: &mut usize,
+    deleted: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), EtcdError> {
     let ok = path[*pos];
     *pos += 1;
     for op in if ok { &t.success } else { &t.failure } {
         match &op.request {
-            Some(Request::RequestTxn(inner)) => check_ignore_after_delete(inner, path, pos, deleted)?,
-            Some(Request::RequestDeleteRange(d)) => deleted.push((d.key.clone(), d.range_end.clone())),
+            Some(Request::RequestTxn(inner)) => {
+                check_ignore_after_delete(inner, path, pos, deleted)?
+            }
+            Some(Request::RequestDeleteRange(d)) => {
+                deleted.push((d.key.clone(), d.range_end.clone()))
+            }
             Some(Request::RequestPut(p)) if p.ignore_value || p.ignore_lease => {
                 let hit = deleted.iter().any(|(k, end)| match end.as_slice() {
                     [] => k == &p.key,
@@ -319,15 +367,19 @@ fn run_path<T>(
     let mut responses = Vec::new();
     for op in if ok { &t.success } else { &t.failure } {
         let resp = match &op.request {
-            Some(Request::RequestTxn(inner)) => {
-                Some(Response::ResponseTxn(run_path(ctx, inner, path, pos, exec)?))
-            }
+            Some(Request::RequestTxn(inner)) => Some(Response::ResponseTxn(run_path(
+                ctx, inner, path, pos, exec,
+            )?)),
             Some(req) => Some(exec(ctx, req)?),
             None => None,
         };
         responses.push(ResponseOp { response: resp });
     }
-    Ok(TxnResponse { header: Some(ResponseHeader::default()), succeeded: ok, responses })
+    Ok(TxnResponse {
+        header: Some(ResponseHeader::default()),
+        succeeded: ok,
+        responses,
+    })
 }
 
 /// A read-only txn, served from a read view.
@@ -375,7 +427,10 @@ pub fn txn_write(
 pub fn fill_prev_kvs(r: &impl KvRead, events: &mut [Event]) {
     for ev in events {
         let Some(kv) = &ev.kv else { continue };
-        let ro = RangeOptions { rev: kv.mod_revision - 1, ..Default::default() };
+        let ro = RangeOptions {
+            rev: kv.mod_revision - 1,
+            ..Default::default()
+        };
         if let Ok(rr) = r.range(&kv.key, b"", ro) {
             ev.prev_kv = rr.kvs.into_iter().next();
         }

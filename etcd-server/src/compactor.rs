@@ -25,8 +25,16 @@ pub fn periodic_sample_interval(retention: Duration) -> Duration {
 }
 
 /// Picks the revision to compact to: the newest sample at least `retention` old.
-pub fn periodic_target(samples: &VecDeque<(Instant, i64)>, now: Instant, retention: Duration) -> Option<i64> {
-    samples.iter().rev().find(|(t, _)| now.duration_since(*t) >= retention).map(|(_, r)| *r)
+pub fn periodic_target(
+    samples: &VecDeque<(Instant, i64)>,
+    now: Instant,
+    retention: Duration,
+) -> Option<i64> {
+    samples
+        .iter()
+        .rev()
+        .find(|(t, _)| now.duration_since(*t) >= retention)
+        .map(|(_, r)| *r)
 }
 
 /// Runs the compactor until the server stops. `check` overrides the revision-mode interval.
@@ -54,7 +62,11 @@ pub async fn run(server: Arc<EtcdServer>, policy: AutoCompaction, check: Option<
                 samples.push_back((now, current));
                 let target = periodic_target(&samples, now, retention);
                 // Keep only what a future decision can still need.
-                while samples.len() > 1 && samples.get(1).is_some_and(|(t, _)| now.duration_since(*t) >= retention) {
+                while samples.len() > 1
+                    && samples
+                        .get(1)
+                        .is_some_and(|(t, _)| now.duration_since(*t) >= retention)
+                {
                     samples.pop_front();
                 }
                 target
@@ -66,7 +78,10 @@ pub async fn run(server: Arc<EtcdServer>, policy: AutoCompaction, check: Option<
         if !is_leader || rev <= last_compacted || rev <= server.store().compact_rev() || rev < 1 {
             continue;
         }
-        let req = Request::Compaction(CompactionRequest { revision: rev, physical: false });
+        let req = Request::Compaction(CompactionRequest {
+            revision: rev,
+            physical: false,
+        });
         match server.propose(req).await {
             Ok(_) => {
                 tracing::info!(revision = rev, "auto-compacted");
@@ -92,8 +107,17 @@ mod tests {
         let now = start + Duration::from_secs(360 * 19);
         // 3600 s before `now` is sample 9.
         assert_eq!(periodic_target(&samples, now, retention), Some(109));
-        assert_eq!(periodic_target(&samples, start + Duration::from_secs(100), retention), None);
-        assert_eq!(periodic_sample_interval(retention), Duration::from_secs(360));
-        assert_eq!(periodic_sample_interval(Duration::from_secs(72 * 3600)), Duration::from_secs(360));
+        assert_eq!(
+            periodic_target(&samples, start + Duration::from_secs(100), retention),
+            None
+        );
+        assert_eq!(
+            periodic_sample_interval(retention),
+            Duration::from_secs(360)
+        );
+        assert_eq!(
+            periodic_sample_interval(Duration::from_secs(72 * 3600)),
+            Duration::from_secs(360)
+        );
     }
 }

@@ -41,17 +41,34 @@ pub fn create_rev_is(key: &[u8], rev: i64) -> Compare {
 
 /// A put op.
 pub fn put_op(key: &[u8], value: &[u8], lease: i64) -> RequestOp {
-    RequestOp { request: Some(Op::RequestPut(PutRequest { key: key.to_vec(), value: value.to_vec(), lease, ..Default::default() })) }
+    RequestOp {
+        request: Some(Op::RequestPut(PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            lease,
+            ..Default::default()
+        })),
+    }
 }
 
 /// A single-key get op.
 pub fn get_op(key: &[u8]) -> RequestOp {
-    RequestOp { request: Some(Op::RequestRange(RangeRequest { key: key.to_vec(), ..Default::default() })) }
+    RequestOp {
+        request: Some(Op::RequestRange(RangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        })),
+    }
 }
 
 /// A single-key delete op.
 pub fn delete_op(key: &[u8]) -> RequestOp {
-    RequestOp { request: Some(Op::RequestDeleteRange(DeleteRangeRequest { key: key.to_vec(), ..Default::default() })) }
+    RequestOp {
+        request: Some(Op::RequestDeleteRange(DeleteRangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        })),
+    }
 }
 
 /// Runs a txn through Raft.
@@ -95,9 +112,16 @@ pub async fn wait_delete(server: &EtcdServer, key: &[u8], rev: i64) -> Result<()
         .await;
     while let Some(out) = rx.recv().await {
         if out.resp.canceled {
-            return Err(EtcdError::Internal("watch for deletion was canceled".into()));
+            return Err(EtcdError::Internal(
+                "watch for deletion was canceled".into(),
+            ));
         }
-        if out.resp.events.iter().any(|e| e.r#type == EventType::Delete as i32) {
+        if out
+            .resp
+            .events
+            .iter()
+            .any(|e| e.r#type == EventType::Delete as i32)
+        {
             return Ok(());
         }
     }
@@ -106,7 +130,11 @@ pub async fn wait_delete(server: &EtcdServer, key: &[u8], rev: i64) -> Result<()
 
 /// etcd's `waitDeletes`: waits until no key under `prefix` has a create revision at or below
 /// `max_create_rev`. Returns the header of the last read.
-pub async fn wait_deletes(server: &EtcdServer, prefix: &[u8], max_create_rev: i64) -> Result<Option<ResponseHeader>, EtcdError> {
+pub async fn wait_deletes(
+    server: &EtcdServer,
+    prefix: &[u8],
+    max_create_rev: i64,
+) -> Result<Option<ResponseHeader>, EtcdError> {
     loop {
         let req = RangeRequest {
             key: prefix.to_vec(),
@@ -118,7 +146,9 @@ pub async fn wait_deletes(server: &EtcdServer, prefix: &[u8], max_create_rev: i6
             ..Default::default()
         };
         let resp = range(server, &req).await?;
-        let Some(kv) = resp.kvs.first() else { return Ok(resp.header) };
+        let Some(kv) = resp.kvs.first() else {
+            return Ok(resp.header);
+        };
         let at = resp.header.as_ref().map_or(0, |h| h.revision);
         wait_delete(server, &kv.key, at).await?;
     }

@@ -63,26 +63,51 @@ pub struct Flags {
     #[arg(long, env = "ETCD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// URLs to listen on for client traffic.
-    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
     pub listen_client_urls: String,
     /// Client URLs advertised to the cluster.
-    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
     pub advertise_client_urls: String,
     /// URLs to listen on for peer traffic.
-    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
     pub listen_peer_urls: String,
     /// This member's peer URLs, advertised to the cluster.
-    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
     pub initial_advertise_peer_urls: String,
     /// Initial cluster configuration for bootstrapping (`name=url,...`). Ignored when the data
     /// directory already holds a member.
     #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
     /// Initial cluster state.
-    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", value_enum, default_value = "new")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_STATE",
+        value_enum,
+        default_value = "new"
+    )]
     pub initial_cluster_state: ClusterState,
     /// Initial cluster token, mixed into member and cluster IDs.
-    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
     pub initial_cluster_token: String,
     /// Backend size quota in bytes; 0 means the default (2 GiB).
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
@@ -94,7 +119,12 @@ pub struct Flags {
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: u32,
     /// Auto-compaction mode.
-    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", value_enum, default_value = "periodic")]
+    #[arg(
+        long,
+        env = "ETCD_AUTO_COMPACTION_MODE",
+        value_enum,
+        default_value = "periodic"
+    )]
     pub auto_compaction_mode: CompactionMode,
     /// Auto-compaction retention: a duration (`1h`, `30m`, or bare hours) in periodic mode,
     /// a revision count in revision mode. 0 disables auto-compaction.
@@ -215,7 +245,11 @@ pub struct Config {
 
 /// Parses a comma-separated URL list into socket addresses (`localhost` is 127.0.0.1).
 pub fn parse_listen_urls(flag: &'static str, value: &str) -> Result<Vec<SocketAddr>, ConfigError> {
-    let bad = |reason: String| ConfigError::BadUrl { flag, value: value.to_owned(), reason };
+    let bad = |reason: String| ConfigError::BadUrl {
+        flag,
+        value: value.to_owned(),
+        reason,
+    };
     let mut out = Vec::new();
     for raw in split_urls(value) {
         let u = url::Url::parse(&raw).map_err(|e| bad(e.to_string()))?;
@@ -224,17 +258,23 @@ pub fn parse_listen_urls(flag: &'static str, value: &str) -> Result<Vec<SocketAd
             "https" | "unixs" => return Err(bad("TLS listeners are not supported yet".into())),
             s => return Err(bad(format!("unsupported scheme {s:?}, expected http"))),
         }
-        let port = u.port().ok_or_else(|| bad("URL must include a port".into()))?;
+        let port = u
+            .port()
+            .ok_or_else(|| bad("URL must include a port".into()))?;
         let host = match u.host() {
             Some(url::Host::Domain("localhost")) => "127.0.0.1".to_owned(),
             Some(url::Host::Domain(d)) => {
-                return Err(bad(format!("expected an IP address or localhost, got {d:?}")));
+                return Err(bad(format!(
+                    "expected an IP address or localhost, got {d:?}"
+                )));
             }
             Some(url::Host::Ipv4(ip)) => ip.to_string(),
             Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
             None => return Err(bad("missing host".into())),
         };
-        let addr = format!("{host}:{port}").parse().map_err(|e: std::net::AddrParseError| bad(e.to_string()))?;
+        let addr = format!("{host}:{port}")
+            .parse()
+            .map_err(|e: std::net::AddrParseError| bad(e.to_string()))?;
         out.push(addr);
     }
     if out.is_empty() {
@@ -244,7 +284,12 @@ pub fn parse_listen_urls(flag: &'static str, value: &str) -> Result<Vec<SocketAd
 }
 
 fn split_urls(value: &str) -> Vec<String> {
-    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn check_urls(flag: &'static str, value: &str) -> Result<Vec<String>, ConfigError> {
@@ -256,18 +301,28 @@ fn check_urls(flag: &'static str, value: &str) -> Result<Vec<String>, ConfigErro
             reason: e.to_string(),
         })?;
         if u.port_or_known_default().is_none() || u.host().is_none() {
-            return Err(ConfigError::BadUrl { flag, value: value.to_owned(), reason: "URL needs host and port".into() });
+            return Err(ConfigError::BadUrl {
+                flag,
+                value: value.to_owned(),
+                reason: "URL needs host and port".into(),
+            });
         }
     }
     if urls.is_empty() {
-        return Err(ConfigError::Invalid { flag, reason: "no URLs given".into() });
+        return Err(ConfigError::Invalid {
+            flag,
+            reason: "no URLs given".into(),
+        });
     }
     Ok(urls)
 }
 
 /// Parses `--auto-compaction-retention` for `mode`.
 pub fn parse_retention(mode: CompactionMode, value: &str) -> Result<AutoCompaction, ConfigError> {
-    let bad = |reason: &str| ConfigError::Invalid { flag: "--auto-compaction-retention", reason: format!("{value:?}: {reason}") };
+    let bad = |reason: &str| ConfigError::Invalid {
+        flag: "--auto-compaction-retention",
+        reason: format!("{value:?}: {reason}"),
+    };
     let v = value.trim();
     if v.is_empty() || v == "0" {
         return Ok(AutoCompaction::Off);
@@ -278,15 +333,24 @@ pub fn parse_retention(mode: CompactionMode, value: &str) -> Result<AutoCompacti
             if n < 0 {
                 return Err(bad("must not be negative"));
             }
-            Ok(if n == 0 { AutoCompaction::Off } else { AutoCompaction::Revision(n) })
+            Ok(if n == 0 {
+                AutoCompaction::Off
+            } else {
+                AutoCompaction::Revision(n)
+            })
         }
         CompactionMode::Periodic => {
             // A bare integer means hours, as in etcd.
             if let Ok(h) = v.parse::<u64>() {
                 return Ok(AutoCompaction::Periodic(Duration::from_secs(h * 3600)));
             }
-            let d = parse_go_duration(v).ok_or_else(|| bad("expected a duration such as 1h or 30m"))?;
-            Ok(if d.is_zero() { AutoCompaction::Off } else { AutoCompaction::Periodic(d) })
+            let d =
+                parse_go_duration(v).ok_or_else(|| bad("expected a duration such as 1h or 30m"))?;
+            Ok(if d.is_zero() {
+                AutoCompaction::Off
+            } else {
+                AutoCompaction::Periodic(d)
+            })
         }
     }
 }
@@ -294,7 +358,9 @@ pub fn parse_retention(mode: CompactionMode, value: &str) -> Result<AutoCompacti
 fn parse_duration_flag(s: &str) -> Result<Duration, String> {
     match parse_go_duration(s) {
         Some(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!("invalid duration {s:?} (expected e.g. 10m, 5s, 500ms)")),
+        _ => Err(format!(
+            "invalid duration {s:?} (expected e.g. 10m, 5s, 500ms)"
+        )),
     }
 }
 
@@ -306,7 +372,9 @@ fn parse_go_duration(s: &str) -> Option<Duration> {
         let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let n: f64 = rest[..num_end].parse().ok()?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let mult = match &rest[..unit_end] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -335,10 +403,14 @@ impl Flags {
 
     /// Reads etcd's YAML config-file format: the flags' names without the leading dashes.
     pub fn from_config_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let bad = |reason: String| ConfigError::Invalid { flag: "--config-file", reason };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("failed to read {}: {e}", path.display())))?;
-        let doc: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(&text).map_err(|e| bad(format!("failed to parse {}: {e}", path.display())))?;
+        let bad = |reason: String| ConfigError::Invalid {
+            flag: "--config-file",
+            reason,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("failed to read {}: {e}", path.display())))?;
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+            .map_err(|e| bad(format!("failed to parse {}: {e}", path.display())))?;
         let mut args = vec!["etcd-server".to_owned()];
         if let Some(map) = doc.as_mapping() {
             for (k, v) in map {
@@ -350,7 +422,11 @@ impl Flags {
                     serde_yaml_ng::Value::Bool(b) => b.to_string(),
                     serde_yaml_ng::Value::Sequence(items) => items
                         .iter()
-                        .filter_map(|i| i.as_str().map(str::to_owned).or_else(|| i.as_i64().map(|n| n.to_string())))
+                        .filter_map(|i| {
+                            i.as_str()
+                                .map(str::to_owned)
+                                .or_else(|| i.as_i64().map(|n| n.to_string()))
+                        })
                         .collect::<Vec<_>>()
                         .join(","),
                     _ => return Err(bad(format!("unsupported value for {key:?}"))),
@@ -366,7 +442,9 @@ impl Flags {
         use clap::{CommandFactory, FromArgMatches};
         // The file is the whole configuration: no environment variables.
         let cmd = Self::command().mut_args(|a| a.env(None));
-        let matches = cmd.try_get_matches_from(args).map_err(|e| bad(e.to_string()))?;
+        let matches = cmd
+            .try_get_matches_from(args)
+            .map_err(|e| bad(e.to_string()))?;
         Self::from_arg_matches(&matches).map_err(|e| bad(e.to_string()))
     }
 
@@ -378,10 +456,17 @@ impl Flags {
             Some(v) if !v.trim().is_empty() => parse_listen_urls("--listen-metrics-urls", v)?,
             _ => Vec::new(),
         };
-        let advertise_client_urls = check_urls("--advertise-client-urls", &self.advertise_client_urls)?;
-        let advertise_peer_urls = check_urls("--initial-advertise-peer-urls", &self.initial_advertise_peer_urls)?;
+        let advertise_client_urls =
+            check_urls("--advertise-client-urls", &self.advertise_client_urls)?;
+        let advertise_peer_urls = check_urls(
+            "--initial-advertise-peer-urls",
+            &self.initial_advertise_peer_urls,
+        )?;
         if self.heartbeat_interval == 0 {
-            return Err(ConfigError::Invalid { flag: "--heartbeat-interval", reason: "must be > 0".into() });
+            return Err(ConfigError::Invalid {
+                flag: "--heartbeat-interval",
+                reason: "must be > 0".into(),
+            });
         }
         if self.election_timeout < 5 * self.heartbeat_interval {
             return Err(ConfigError::Invalid {
@@ -393,21 +478,37 @@ impl Flags {
             });
         }
         if self.election_timeout > 50_000 {
-            return Err(ConfigError::Invalid { flag: "--election-timeout", reason: "must be at most 50000ms".into() });
+            return Err(ConfigError::Invalid {
+                flag: "--election-timeout",
+                reason: "must be at most 50000ms".into(),
+            });
         }
         if self.quota_backend_bytes < 0 {
-            return Err(ConfigError::Invalid { flag: "--quota-backend-bytes", reason: "must not be negative".into() });
+            return Err(ConfigError::Invalid {
+                flag: "--quota-backend-bytes",
+                reason: "must not be negative".into(),
+            });
         }
         if self.max_txn_ops == 0 {
-            return Err(ConfigError::Invalid { flag: "--max-txn-ops", reason: "must be > 0".into() });
+            return Err(ConfigError::Invalid {
+                flag: "--max-txn-ops",
+                reason: "must be > 0".into(),
+            });
         }
         let initial_cluster = match self.initial_cluster {
             Some(c) if !c.trim().is_empty() => c,
-            _ => advertise_peer_urls.iter().map(|u| format!("{}={u}", self.name)).collect::<Vec<_>>().join(","),
+            _ => advertise_peer_urls
+                .iter()
+                .map(|u| format!("{}={u}", self.name))
+                .collect::<Vec<_>>()
+                .join(","),
         };
-        let auto_compaction = parse_retention(self.auto_compaction_mode, &self.auto_compaction_retention)?;
+        let auto_compaction =
+            parse_retention(self.auto_compaction_mode, &self.auto_compaction_retention)?;
         Ok(Config {
-            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name))),
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name))),
             name: self.name,
             listen_client,
             advertise_client_urls,
@@ -416,13 +517,19 @@ impl Flags {
             initial_cluster,
             initial_cluster_state: self.initial_cluster_state,
             initial_cluster_token: self.initial_cluster_token,
-            quota_backend_bytes: if self.quota_backend_bytes == 0 { DEFAULT_QUOTA_BYTES } else { self.quota_backend_bytes },
+            quota_backend_bytes: if self.quota_backend_bytes == 0 {
+                DEFAULT_QUOTA_BYTES
+            } else {
+                self.quota_backend_bytes
+            },
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops as usize,
             auto_compaction,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             lease_checkpoint_interval: self.experimental_lease_checkpoint_interval,
-            auto_compaction_check: self.auto_compaction_check_interval_ms.map(Duration::from_millis),
+            auto_compaction_check: self
+                .auto_compaction_check_interval_ms
+                .map(Duration::from_millis),
             snapshot_count: self.snapshot_count.max(1),
             heartbeat: Duration::from_millis(self.heartbeat_interval),
             election_ticks: (self.election_timeout / self.heartbeat_interval) as usize,
@@ -448,7 +555,9 @@ impl Config {
             "--listen-peer-urls",
             peer_url,
         ]);
-        let mut c = flags.into_config().expect("static test configuration is valid");
+        let mut c = flags
+            .into_config()
+            .expect("static test configuration is valid");
         c.data_dir = data_dir;
         c
     }
@@ -460,10 +569,15 @@ mod tests {
 
     #[test]
     fn defaults_match_etcd() {
-        let c = Flags::parse_from(["etcd-server"]).into_config().expect("valid");
+        let c = Flags::parse_from(["etcd-server"])
+            .into_config()
+            .expect("valid");
         assert_eq!(c.name, "default");
         assert_eq!(c.data_dir, PathBuf::from("default.etcd"));
-        assert_eq!(c.listen_client, vec!["127.0.0.1:2379".parse::<SocketAddr>().expect("addr")]);
+        assert_eq!(
+            c.listen_client,
+            vec!["127.0.0.1:2379".parse::<SocketAddr>().expect("addr")]
+        );
         assert_eq!(c.initial_cluster, "default=http://localhost:2380");
         assert_eq!(c.election_ticks, 10);
         assert_eq!(c.quota_backend_bytes, DEFAULT_QUOTA_BYTES);
@@ -476,7 +590,13 @@ mod tests {
             &["etcd-server", "--listen-client-urls", "http://127.0.0.1"],
             &["etcd-server", "--election-timeout", "100"],
             &["etcd-server", "--auto-compaction-retention", "abc"],
-            &["etcd-server", "--auto-compaction-mode", "revision", "--auto-compaction-retention", "1h"],
+            &[
+                "etcd-server",
+                "--auto-compaction-mode",
+                "revision",
+                "--auto-compaction-retention",
+                "1h",
+            ],
         ];
         for args in table {
             let flags = Flags::try_parse_from(*args).expect("parses");
@@ -497,12 +617,21 @@ mod tests {
              election-timeout: 500\nsnapshot-count: 5000\nauto-compaction-retention: \"1h\"\n",
         )
         .expect("write");
-        let c = Flags::from_config_file(&path).expect("parses").into_config().expect("valid");
+        let c = Flags::from_config_file(&path)
+            .expect("parses")
+            .into_config()
+            .expect("valid");
         assert_eq!(c.name, "m0");
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/etcd"));
         assert_eq!(c.initial_cluster_state, ClusterState::Existing);
-        assert_eq!((c.heartbeat, c.election_ticks, c.snapshot_count), (Duration::from_millis(50), 10, 5000));
-        assert_eq!(c.auto_compaction, AutoCompaction::Periodic(Duration::from_secs(3600)));
+        assert_eq!(
+            (c.heartbeat, c.election_ticks, c.snapshot_count),
+            (Duration::from_millis(50), 10, 5000)
+        );
+        assert_eq!(
+            c.auto_compaction,
+            AutoCompaction::Periodic(Duration::from_secs(3600))
+        );
         std::fs::write(&path, "no-such-key: 1\n").expect("write");
         assert!(Flags::from_config_file(&path).is_err());
         std::fs::write(&path, "heartbeat-interval: fast\n").expect("write");
@@ -512,9 +641,21 @@ mod tests {
     #[test]
     fn retention_forms() {
         use CompactionMode::*;
-        assert_eq!(parse_retention(Periodic, "1").ok(), Some(AutoCompaction::Periodic(Duration::from_secs(3600))));
-        assert_eq!(parse_retention(Periodic, "30m").ok(), Some(AutoCompaction::Periodic(Duration::from_secs(1800))));
-        assert_eq!(parse_retention(Periodic, "0").ok(), Some(AutoCompaction::Off));
-        assert_eq!(parse_retention(Revision, "1000").ok(), Some(AutoCompaction::Revision(1000)));
+        assert_eq!(
+            parse_retention(Periodic, "1").ok(),
+            Some(AutoCompaction::Periodic(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            parse_retention(Periodic, "30m").ok(),
+            Some(AutoCompaction::Periodic(Duration::from_secs(1800)))
+        );
+        assert_eq!(
+            parse_retention(Periodic, "0").ok(),
+            Some(AutoCompaction::Off)
+        );
+        assert_eq!(
+            parse_retention(Revision, "1000").ok(),
+            Some(AutoCompaction::Revision(1000))
+        );
     }
 }

@@ -123,12 +123,22 @@ impl EtcdError {
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExist | NotLeader | BadLeaderTransferee | MemberExist | PeerUrlExist
-            | MemberNotLearner | LearnerNotReady | TooManyLearners | NotEnoughStartedMembers => {
-                Code::FailedPrecondition
-            }
+            LeaseExist
+            | NotLeader
+            | BadLeaderTransferee
+            | MemberExist
+            | PeerUrlExist
+            | MemberNotLearner
+            | LearnerNotReady
+            | TooManyLearners
+            | NotEnoughStartedMembers => Code::FailedPrecondition,
             MemberBadUrls => Code::InvalidArgument,
-            NoLeader | Stopped | Timeout | NotCapable | NotSupportedForLearner | Unhealthy
+            NoLeader
+            | Stopped
+            | Timeout
+            | NotCapable
+            | NotSupportedForLearner
+            | Unhealthy
             | TimeoutLeaderTransfer => Code::Unavailable,
             Corrupt => Code::DataLoss,
             Internal(_) => Code::Unknown,
@@ -149,16 +159,56 @@ mod tests {
     #[test]
     fn codes_and_strings_match_etcd() {
         let table = [
-            (EtcdError::Compacted, Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
-            (EtcdError::FutureRev, Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
-            (EtcdError::NoSpace, Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"),
-            (EtcdError::EmptyKey, Code::InvalidArgument, "etcdserver: key is not provided"),
-            (EtcdError::LeaseNotFound, Code::NotFound, "etcdserver: requested lease not found"),
-            (EtcdError::RequestTooLarge, Code::InvalidArgument, "etcdserver: request is too large"),
-            (EtcdError::NoLeader, Code::Unavailable, "etcdserver: no leader"),
-            (EtcdError::Timeout, Code::Unavailable, "etcdserver: request timed out"),
-            (EtcdError::DuplicateKey, Code::InvalidArgument, "etcdserver: duplicate key given in txn request"),
-            (EtcdError::TooManyOps, Code::InvalidArgument, "etcdserver: too many operations in txn request"),
+            (
+                EtcdError::Compacted,
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
+            (
+                EtcdError::FutureRev,
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
+            (
+                EtcdError::NoSpace,
+                Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded",
+            ),
+            (
+                EtcdError::EmptyKey,
+                Code::InvalidArgument,
+                "etcdserver: key is not provided",
+            ),
+            (
+                EtcdError::LeaseNotFound,
+                Code::NotFound,
+                "etcdserver: requested lease not found",
+            ),
+            (
+                EtcdError::RequestTooLarge,
+                Code::InvalidArgument,
+                "etcdserver: request is too large",
+            ),
+            (
+                EtcdError::NoLeader,
+                Code::Unavailable,
+                "etcdserver: no leader",
+            ),
+            (
+                EtcdError::Timeout,
+                Code::Unavailable,
+                "etcdserver: request timed out",
+            ),
+            (
+                EtcdError::DuplicateKey,
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request",
+            ),
+            (
+                EtcdError::TooManyOps,
+                Code::InvalidArgument,
+                "etcdserver: too many operations in txn request",
+            ),
         ];
         for (err, code, msg) in table {
             let status = Status::from(err);

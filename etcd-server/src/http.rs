@@ -22,7 +22,9 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Why the member is unhealthy, in etcd's words, or `None` if it is healthy.
 async fn health_problem(server: &EtcdServer, linearizable: bool) -> Option<String> {
     if let Some(a) = server.alarms().list().first() {
-        let name = AlarmType::try_from(a.alarm).map(|t| t.as_str_name()).unwrap_or("UNKNOWN");
+        let name = AlarmType::try_from(a.alarm)
+            .map(|t| t.as_str_name())
+            .unwrap_or("UNKNOWN");
         return Some(format!("ALARM {name}"));
     }
     if server.raft_status().leader.load(Ordering::SeqCst) == 0 {
@@ -43,7 +45,12 @@ fn json(status: StatusCode, body: String) -> Response {
 }
 
 fn text(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 async fn health(server: Arc<EtcdServer>) -> Response {
@@ -51,7 +58,10 @@ async fn health(server: Arc<EtcdServer>) -> Response {
         None => json(StatusCode::OK, r#"{"health":"true","reason":""}"#.into()),
         Some(reason) => {
             let reason = reason.replace('"', "'");
-            json(StatusCode::SERVICE_UNAVAILABLE, format!(r#"{{"health":"false","reason":"{reason}"}}"#))
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(r#"{{"health":"false","reason":"{reason}"}}"#),
+            )
         }
     }
 }
@@ -60,11 +70,17 @@ async fn health(server: Arc<EtcdServer>) -> Response {
 /// restarts members of a cluster that lost quorum.
 async fn livez(server: Arc<EtcdServer>) -> Response {
     if server.raft_status().stopped.load(Ordering::SeqCst) {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "[-]serializable_read failed: server stopped\nlivez check failed\n".into());
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[-]serializable_read failed: server stopped\nlivez check failed\n".into(),
+        );
     }
     match server.store().read() {
         Ok(_) => text(StatusCode::OK, "ok".into()),
-        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("[-]serializable_read failed: {e}\nlivez check failed\n")),
+        Err(e) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("[-]serializable_read failed: {e}\nlivez check failed\n"),
+        ),
     }
 }
 
@@ -72,12 +88,18 @@ async fn livez(server: Arc<EtcdServer>) -> Response {
 async fn readyz(server: Arc<EtcdServer>) -> Response {
     match health_problem(&server, true).await {
         None => text(StatusCode::OK, "ok".into()),
-        Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("[-]{reason}\nreadyz check failed\n")),
+        Some(reason) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("[-]{reason}\nreadyz check failed\n"),
+        ),
     }
 }
 
 async fn version() -> Response {
-    json(StatusCode::OK, format!(r#"{{"etcdserver":"{ETCD_VERSION}","etcdcluster":"{CLUSTER_VERSION}"}}"#))
+    json(
+        StatusCode::OK,
+        format!(r#"{{"etcdserver":"{ETCD_VERSION}","etcdcluster":"{CLUSTER_VERSION}"}}"#),
+    )
 }
 
 /// Refreshes the gauges that are read from server state, then renders all metrics.
@@ -85,13 +107,21 @@ fn metrics_text(server: &EtcdServer) -> String {
     let raft = server.raft_status();
     let leader = raft.leader.load(Ordering::SeqCst);
     metrics::HAS_LEADER.set(if leader != 0 { 1.0 } else { 0.0 });
-    metrics::IS_LEADER.set(if leader == server.member_id() { 1.0 } else { 0.0 });
+    metrics::IS_LEADER.set(if leader == server.member_id() {
+        1.0
+    } else {
+        0.0
+    });
     metrics::LEADER_CHANGES.set(raft.leader_changes.load(Ordering::SeqCst) as f64);
     let commit = raft.commit.load(Ordering::SeqCst);
     let applied = server.applied_index();
     metrics::PROPOSALS_COMMITTED.set(commit as f64);
     metrics::PROPOSALS_APPLIED.set(applied as f64);
-    metrics::PROPOSALS_PENDING.set(raft.last_index.load(Ordering::SeqCst).saturating_sub(commit) as f64);
+    metrics::PROPOSALS_PENDING.set(
+        raft.last_index
+            .load(Ordering::SeqCst)
+            .saturating_sub(commit) as f64,
+    );
     metrics::DB_SIZE.set(server.store().backend().size() as f64);
     metrics::KEYS_TOTAL.set(server.store().keys_total() as f64);
     metrics::CURRENT_REVISION.set(server.store().current_rev() as f64);
@@ -106,10 +136,13 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
         .route("/livez", get(move || livez(s2.clone())))
         .route("/readyz", get(move || readyz(s3.clone())))
         .route("/version", get(version))
-        .route("/metrics", get(move || {
-            let s = s4.clone();
-            async move { text(StatusCode::OK, metrics_text(&s)) }
-        }))
+        .route(
+            "/metrics",
+            get(move || {
+                let s = s4.clone();
+                async move { text(StatusCode::OK, metrics_text(&s)) }
+            }),
+        )
 }
 
 /// grpc-go rejects a request above the receive limit with ResourceExhausted and
@@ -120,11 +153,20 @@ fn oversized_to_resource_exhausted(resp: &mut Response) {
     if h.get("grpc-status").and_then(|v| v.to_str().ok()) != Some("11") {
         return;
     }
-    let Some(msg) = h.get("grpc-message").and_then(|v| v.to_str().ok()) else { return };
+    let Some(msg) = h.get("grpc-message").and_then(|v| v.to_str().ok()) else {
+        return;
+    };
     let decoded = percent_decode(msg);
-    let Some(rest) = decoded.strip_prefix("Error, decoded message length too large: found ") else { return };
-    let nums: Vec<&str> = rest.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).collect();
-    let [found, limit, ..] = nums.as_slice() else { return };
+    let Some(rest) = decoded.strip_prefix("Error, decoded message length too large: found ") else {
+        return;
+    };
+    let nums: Vec<&str> = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let [found, limit, ..] = nums.as_slice() else {
+        return;
+    };
     let text = format!("grpc: received message larger than max ({found} vs. {limit})");
     let headers = resp.headers_mut();
     headers.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
@@ -174,7 +216,9 @@ pub async fn grpc_metrics(req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let kind = metrics::grpc_type(service, method);
-    metrics::GRPC_STARTED.with_label_values(&[kind, service, method]).inc();
+    metrics::GRPC_STARTED
+        .with_label_values(&[kind, service, method])
+        .inc();
     let start = Instant::now();
     let mut resp = next.run(req).await;
     oversized_to_resource_exhausted(&mut resp);
@@ -186,7 +230,11 @@ pub async fn grpc_metrics(req: Request, next: Next) -> Response {
         .and_then(|v| v.parse::<i32>().ok())
         .map(tonic::Code::from_i32)
         .unwrap_or(tonic::Code::Ok);
-    metrics::GRPC_HANDLED.with_label_values(&[kind, service, method, metrics::code_name(code)]).inc();
-    metrics::GRPC_SECONDS.with_label_values(&[kind, service, method]).observe(start.elapsed().as_secs_f64());
+    metrics::GRPC_HANDLED
+        .with_label_values(&[kind, service, method, metrics::code_name(code)])
+        .inc();
+    metrics::GRPC_SECONDS
+        .with_label_values(&[kind, service, method])
+        .observe(start.elapsed().as_secs_f64());
     resp
 }

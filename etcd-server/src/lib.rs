@@ -23,19 +23,19 @@
 //! - [`proto`]: generated API types.
 
 pub mod alarm;
+pub mod api;
 pub mod apply;
+pub mod backend;
 pub mod compactor;
 pub mod concurrency;
-pub mod backend;
+pub mod config;
 pub mod error;
 pub mod http;
 pub mod lease;
-pub mod mvcc;
-pub mod proto;
-pub mod api;
-pub mod config;
 pub mod membership;
 pub mod metrics;
+pub mod mvcc;
+pub mod proto;
 pub mod raft;
 pub mod server;
 pub mod snapshot;
@@ -77,7 +77,9 @@ pub enum RunError {
 
 /// Accepted connections with Nagle's algorithm off: small gRPC replies must not wait for the
 /// client's delayed ACK.
-fn nodelay(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+fn nodelay(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     use futures::StreamExt;
     TcpListenerStream::new(listener).map(|conn| {
         conn.inspect(|c| {
@@ -99,8 +101,14 @@ pub async fn run(
     let max_msg = config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
     let server = tokio::task::spawn_blocking(move || EtcdServer::start(config))
         .await
-        .map_err(|e| StartError::DataDir { path: String::new(), reason: e.to_string() })??;
-    tracing::info!(member_id = format!("{:x}", server.member_id()), "member started");
+        .map_err(|e| StartError::DataDir {
+            path: String::new(),
+            reason: e.to_string(),
+        })??;
+    tracing::info!(
+        member_id = format!("{:x}", server.member_id()),
+        "member started"
+    );
     let compactor = tokio::spawn(compactor::run(
         server.clone(),
         server.config().auto_compaction,
@@ -118,13 +126,34 @@ pub async fn run(
         let mut stop = stop_tx.subscribe();
         let mut routes = tonic::service::Routes::builder();
         routes
-            .add_service(KvServer::new(api::kv::KvService::new(s.clone())).max_decoding_message_size(max_msg))
-            .add_service(ClusterServer::new(api::cluster::ClusterService::new(s.clone())).max_decoding_message_size(max_msg))
-            .add_service(MaintenanceServer::new(api::maintenance::MaintenanceService::new(s.clone())).max_decoding_message_size(max_msg))
-            .add_service(LeaseServer::new(api::lease::LeaseService::new(s.clone())).max_decoding_message_size(max_msg))
-            .add_service(WatchServer::new(api::watch::WatchService::new(s.clone())).max_decoding_message_size(max_msg))
-            .add_service(crate::proto::v3lockpb::lock_server::LockServer::new(api::lock::LockService::new(s.clone())))
-            .add_service(crate::proto::v3electionpb::election_server::ElectionServer::new(api::election::ElectionService::new(s.clone())));
+            .add_service(
+                KvServer::new(api::kv::KvService::new(s.clone()))
+                    .max_decoding_message_size(max_msg),
+            )
+            .add_service(
+                ClusterServer::new(api::cluster::ClusterService::new(s.clone()))
+                    .max_decoding_message_size(max_msg),
+            )
+            .add_service(
+                MaintenanceServer::new(api::maintenance::MaintenanceService::new(s.clone()))
+                    .max_decoding_message_size(max_msg),
+            )
+            .add_service(
+                LeaseServer::new(api::lease::LeaseService::new(s.clone()))
+                    .max_decoding_message_size(max_msg),
+            )
+            .add_service(
+                WatchServer::new(api::watch::WatchService::new(s.clone()))
+                    .max_decoding_message_size(max_msg),
+            )
+            .add_service(crate::proto::v3lockpb::lock_server::LockServer::new(
+                api::lock::LockService::new(s.clone()),
+            ))
+            .add_service(
+                crate::proto::v3electionpb::election_server::ElectionServer::new(
+                    api::election::ElectionService::new(s.clone()),
+                ),
+            );
         let app = routes
             .routes()
             .into_axum_router()
@@ -144,8 +173,10 @@ pub async fn run(
     }
     for listener in listeners.peer {
         let mut stop = stop_tx.subscribe();
-        let svc = crate::proto::peerpb::peer_server::PeerServer::new(api::peer::PeerService::new(server.clone()))
-            .max_decoding_message_size(64 * 1024 * 1024);
+        let svc = crate::proto::peerpb::peer_server::PeerServer::new(api::peer::PeerService::new(
+            server.clone(),
+        ))
+        .max_decoding_message_size(64 * 1024 * 1024);
         let router = tonic::transport::Server::builder().add_service(svc);
         tasks.push(tokio::spawn(async move {
             router

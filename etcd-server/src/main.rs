@@ -52,20 +52,41 @@ fn snapshot_main(args: Vec<String>) -> anyhow::Result<()> {
                     r#"{{"hash":{},"revision":{},"totalKey":{},"totalSize":{}}}"#,
                     s.hash, s.revision, s.total_keys, s.total_size
                 ),
-                "simple" => println!("{:x}, {}, {}, {}", s.hash, s.revision, s.total_keys, s.total_size),
+                "simple" => println!(
+                    "{:x}, {}, {}, {}",
+                    s.hash, s.revision, s.total_keys, s.total_size
+                ),
                 _ => {
                     println!("+----------+----------+------------+------------+");
                     println!("|   HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |");
                     println!("+----------+----------+------------+------------+");
-                    println!("| {:>8x} | {:>8} | {:>10} | {:>10} |", s.hash, s.revision, s.total_keys, s.total_size);
+                    println!(
+                        "| {:>8x} | {:>8} | {:>10} | {:>10} |",
+                        s.hash, s.revision, s.total_keys, s.total_size
+                    );
                     println!("+----------+----------+------------+------------+");
                 }
             }
         }
-        SnapshotCmd::Restore { file, data_dir, name, initial_cluster, initial_cluster_token, initial_advertise_peer_urls } => {
-            let urls: Vec<String> = initial_advertise_peer_urls.split(',').map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect();
-            let initial_cluster = initial_cluster
-                .unwrap_or_else(|| urls.iter().map(|u| format!("{name}={u}")).collect::<Vec<_>>().join(","));
+        SnapshotCmd::Restore {
+            file,
+            data_dir,
+            name,
+            initial_cluster,
+            initial_cluster_token,
+            initial_advertise_peer_urls,
+        } => {
+            let urls: Vec<String> = initial_advertise_peer_urls
+                .split(',')
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty())
+                .collect();
+            let initial_cluster = initial_cluster.unwrap_or_else(|| {
+                urls.iter()
+                    .map(|u| format!("{name}={u}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            });
             let opts = snapshot::RestoreOptions {
                 data_dir: data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.etcd"))),
                 name,
@@ -74,7 +95,11 @@ fn snapshot_main(args: Vec<String>) -> anyhow::Result<()> {
                 initial_advertise_peer_urls: urls,
             };
             snapshot::restore(&file, &opts)?;
-            println!("restored snapshot {} into {}", file.display(), opts.data_dir.display());
+            println!(
+                "restored snapshot {} into {}",
+                file.display(),
+                opts.data_dir.display()
+            );
         }
     }
     Ok(())
@@ -83,7 +108,9 @@ fn snapshot_main(args: Vec<String>) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("snapshot") {
-        let rest: Vec<String> = std::iter::once("etcd-server snapshot".to_owned()).chain(args.into_iter().skip(2)).collect();
+        let rest: Vec<String> = std::iter::once("etcd-server snapshot".to_owned())
+            .chain(args.into_iter().skip(2))
+            .collect();
         if let Err(e) = snapshot_main(rest) {
             eprintln!("Error: {e:#}");
             std::process::exit(1);
@@ -104,7 +131,9 @@ fn main() -> anyhow::Result<()> {
         LogLevel::Error | LogLevel::Panic | LogLevel::Fatal => "error",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("ETCD_SERVER_LOG").unwrap_or_else(|_| EnvFilter::new(level)))
+        .with_env_filter(
+            EnvFilter::try_from_env("ETCD_SERVER_LOG").unwrap_or_else(|_| EnvFilter::new(level)),
+        )
         .with_writer(std::io::stderr)
         .init();
     let config = match flags.into_config() {
@@ -141,14 +170,25 @@ fn main() -> anyhow::Result<()> {
             );
         }
         let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler cannot fail at startup");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler cannot fail at startup");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
             tracing::info!("shutting down");
         };
-        run(Listeners { client, metrics, peer }, config, shutdown).await.context("etcd-server failed")
+        run(
+            Listeners {
+                client,
+                metrics,
+                peer,
+            },
+            config,
+            shutdown,
+        )
+        .await
+        .context("etcd-server failed")
     })
 }

@@ -88,7 +88,10 @@ impl Cluster {
             if name.is_empty() || url.is_empty() {
                 return Err(MembershipError::BadInitialCluster(initial.to_owned()));
             }
-            by_name.entry(name.to_owned()).or_default().push(url.to_owned());
+            by_name
+                .entry(name.to_owned())
+                .or_default()
+                .push(url.to_owned());
         }
         if by_name.is_empty() {
             return Err(MembershipError::BadInitialCluster(initial.to_owned()));
@@ -97,10 +100,22 @@ impl Cluster {
         for (name, mut urls) in by_name {
             urls.sort();
             let id = member_id(&urls, token, None);
-            members.insert(id, Member { id, name, peer_ur_ls: urls, client_ur_ls: vec![], is_learner: false });
+            members.insert(
+                id,
+                Member {
+                    id,
+                    name,
+                    peer_ur_ls: urls,
+                    client_ur_ls: vec![],
+                    is_learner: false,
+                },
+            );
         }
         let ids: Vec<u64> = members.keys().copied().collect();
-        Ok(Self { id: cluster_id(&ids), members })
+        Ok(Self {
+            id: cluster_id(&ids),
+            members,
+        })
     }
 
     /// The member named `name`, checking its peer URLs against the advertised ones.
@@ -109,7 +124,9 @@ impl Cluster {
             .members
             .values()
             .find(|m| m.name == name)
-            .ok_or_else(|| MembershipError::NameNotInCluster { name: name.to_owned() })?;
+            .ok_or_else(|| MembershipError::NameNotInCluster {
+                name: name.to_owned(),
+            })?;
         let mut adv = advertised.to_vec();
         adv.sort();
         if m.peer_ur_ls != adv {
@@ -124,12 +141,18 @@ impl Cluster {
 
     /// Voting member IDs.
     pub fn voters(&self) -> Vec<u64> {
-        self.members.values().filter(|m| !m.is_learner).map(|m| m.id).collect()
+        self.members
+            .values()
+            .filter(|m| !m.is_learner)
+            .map(|m| m.id)
+            .collect()
     }
 
     /// Loads the cluster from the backend, if it was ever saved.
     pub fn load(backend: &Backend) -> Result<Option<Self>, MembershipError> {
-        let Some(id) = backend.meta(META_CLUSTER_ID)? else { return Ok(None) };
+        let Some(id) = backend.meta(META_CLUSTER_ID)? else {
+            return Ok(None);
+        };
         let tx = backend.db().begin_read().map_err(BackendError::from)?;
         let t = tx.open_table(MEMBERS).map_err(BackendError::from)?;
         let mut members = BTreeMap::new();
@@ -162,7 +185,12 @@ impl Cluster {
     }
 
     /// Applies a committed membership change.
-    pub fn apply_change(&mut self, change: raft::eraftpb::ConfChangeType, node_id: u64, member: Option<Member>) {
+    pub fn apply_change(
+        &mut self,
+        change: raft::eraftpb::ConfChangeType,
+        node_id: u64,
+        member: Option<Member>,
+    ) {
         use raft::eraftpb::ConfChangeType::*;
         match change {
             AddNode => match self.members.get_mut(&node_id) {
@@ -201,8 +229,11 @@ mod tests {
     #[test]
     fn default_member_and_cluster_ids_match_etcd() {
         // etcd with no flags: member 8e9e05c52164694d in cluster cdf818194e3a8c32.
-        let c = Cluster::from_initial("default=http://localhost:2380", "etcd-cluster").expect("parse");
-        let id = c.local_member("default", &["http://localhost:2380".into()]).expect("local");
+        let c =
+            Cluster::from_initial("default=http://localhost:2380", "etcd-cluster").expect("parse");
+        let id = c
+            .local_member("default", &["http://localhost:2380".into()])
+            .expect("local");
         assert_eq!(format!("{id:x}"), "8e9e05c52164694d");
         assert_eq!(format!("{:x}", c.id), "cdf818194e3a8c32");
     }
@@ -213,7 +244,10 @@ mod tests {
         assert!(Cluster::from_initial("a", "t").is_err());
         let c = Cluster::from_initial("a=http://1:2380,b=http://2:2380", "t").expect("parse");
         assert_eq!(c.members.len(), 2);
-        assert!(matches!(c.local_member("c", &[]), Err(MembershipError::NameNotInCluster { .. })));
+        assert!(matches!(
+            c.local_member("c", &[]),
+            Err(MembershipError::NameNotInCluster { .. })
+        ));
         assert!(matches!(
             c.local_member("a", &["http://9:2380".into()]),
             Err(MembershipError::PeerUrlMismatch { .. })

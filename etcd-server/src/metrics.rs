@@ -26,42 +26,125 @@ fn exp_buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
 }
 
 /// `etcd_server_has_leader`.
-pub static HAS_LEADER: LazyLock<Gauge> = LazyLock::new(|| gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not."));
+pub static HAS_LEADER: LazyLock<Gauge> = LazyLock::new(|| {
+    gauge(
+        "etcd_server_has_leader",
+        "Whether or not a leader exists. 1 is existence, 0 is not.",
+    )
+});
 /// `etcd_server_is_leader`.
-pub static IS_LEADER: LazyLock<Gauge> = LazyLock::new(|| gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise."));
+pub static IS_LEADER: LazyLock<Gauge> = LazyLock::new(|| {
+    gauge(
+        "etcd_server_is_leader",
+        "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+    )
+});
 /// `etcd_server_leader_changes_seen_total`.
-pub static LEADER_CHANGES: LazyLock<Gauge> = LazyLock::new(|| gauge("etcd_server_leader_changes_seen_total", "The number of leader changes seen."));
+pub static LEADER_CHANGES: LazyLock<Gauge> = LazyLock::new(|| {
+    gauge(
+        "etcd_server_leader_changes_seen_total",
+        "The number of leader changes seen.",
+    )
+});
 /// `etcd_server_proposals_committed_total` (a gauge in etcd too).
-pub static PROPOSALS_COMMITTED: LazyLock<Gauge> = LazyLock::new(|| gauge("etcd_server_proposals_committed_total", "The total number of consensus proposals committed."));
+pub static PROPOSALS_COMMITTED: LazyLock<Gauge> = LazyLock::new(|| {
+    gauge(
+        "etcd_server_proposals_committed_total",
+        "The total number of consensus proposals committed.",
+    )
+});
 /// `etcd_server_proposals_applied_total`.
-pub static PROPOSALS_APPLIED: LazyLock<Gauge> = LazyLock::new(|| gauge("etcd_server_proposals_applied_total", "The total number of consensus proposals applied."));
+pub static PROPOSALS_APPLIED: LazyLock<Gauge> = LazyLock::new(|| {
+    gauge(
+        "etcd_server_proposals_applied_total",
+        "The total number of consensus proposals applied.",
+    )
+});
 /// `etcd_server_proposals_pending`.
-pub static PROPOSALS_PENDING: LazyLock<Gauge> = LazyLock::new(|| gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit."));
+pub static PROPOSALS_PENDING: LazyLock<Gauge> = LazyLock::new(|| {
+    gauge(
+        "etcd_server_proposals_pending",
+        "The current number of pending proposals to commit.",
+    )
+});
 /// `etcd_server_proposals_failed_total`.
 pub static PROPOSALS_FAILED: LazyLock<IntCounter> = LazyLock::new(|| {
-    register(IntCounter::new("etcd_server_proposals_failed_total", "The total number of failed proposals seen.").expect("valid metric"))
+    register(
+        IntCounter::new(
+            "etcd_server_proposals_failed_total",
+            "The total number of failed proposals seen.",
+        )
+        .expect("valid metric"),
+    )
 });
 /// `etcd_mvcc_db_total_size_in_bytes`.
-pub static DB_SIZE: LazyLock<Gauge> = LazyLock::new(|| gauge("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes."));
+pub static DB_SIZE: LazyLock<Gauge> = LazyLock::new(|| {
+    gauge(
+        "etcd_mvcc_db_total_size_in_bytes",
+        "Total size of the underlying database physically allocated in bytes.",
+    )
+});
 /// `etcd_debugging_mvcc_keys_total`.
-pub static KEYS_TOTAL: LazyLock<Gauge> = LazyLock::new(|| gauge("etcd_debugging_mvcc_keys_total", "Total number of keys."));
+pub static KEYS_TOTAL: LazyLock<Gauge> =
+    LazyLock::new(|| gauge("etcd_debugging_mvcc_keys_total", "Total number of keys."));
 /// `etcd_mvcc_current_revision`... etcd exposes it as `etcd_debugging_mvcc_current_revision`.
-pub static CURRENT_REVISION: LazyLock<Gauge> = LazyLock::new(|| gauge("etcd_debugging_mvcc_current_revision", "The current revision of store."));
+pub static CURRENT_REVISION: LazyLock<Gauge> = LazyLock::new(|| {
+    gauge(
+        "etcd_debugging_mvcc_current_revision",
+        "The current revision of store.",
+    )
+});
 /// `etcd_disk_wal_fsync_duration_seconds`.
 pub static WAL_FSYNC: LazyLock<Histogram> = LazyLock::new(|| {
-    register(Histogram::with_opts(HistogramOpts::new("etcd_disk_wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL.").buckets(exp_buckets(0.001, 2.0, 14))).expect("valid metric"))
+    register(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "etcd_disk_wal_fsync_duration_seconds",
+                "The latency distributions of fsync called by WAL.",
+            )
+            .buckets(exp_buckets(0.001, 2.0, 14)),
+        )
+        .expect("valid metric"),
+    )
 });
 /// `etcd_disk_backend_commit_duration_seconds`.
 pub static BACKEND_COMMIT: LazyLock<Histogram> = LazyLock::new(|| {
-    register(Histogram::with_opts(HistogramOpts::new("etcd_disk_backend_commit_duration_seconds", "The latency distributions of commit called by backend.").buckets(exp_buckets(0.001, 2.0, 14))).expect("valid metric"))
+    register(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "etcd_disk_backend_commit_duration_seconds",
+                "The latency distributions of commit called by backend.",
+            )
+            .buckets(exp_buckets(0.001, 2.0, 14)),
+        )
+        .expect("valid metric"),
+    )
 });
 /// `grpc_server_started_total` (go-grpc-prometheus names, as etcd exposes them).
 pub static GRPC_STARTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register(IntCounterVec::new(Opts::new("grpc_server_started_total", "Total number of RPCs started on the server."), &["grpc_type", "grpc_service", "grpc_method"]).expect("valid metric"))
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "grpc_server_started_total",
+                "Total number of RPCs started on the server.",
+            ),
+            &["grpc_type", "grpc_service", "grpc_method"],
+        )
+        .expect("valid metric"),
+    )
 });
 /// `grpc_server_handled_total`.
 pub static GRPC_HANDLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register(IntCounterVec::new(Opts::new("grpc_server_handled_total", "Total number of RPCs completed on the server, regardless of success or failure."), &["grpc_type", "grpc_service", "grpc_method", "grpc_code"]).expect("valid metric"))
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "grpc_server_handled_total",
+                "Total number of RPCs completed on the server, regardless of success or failure.",
+            ),
+            &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+        )
+        .expect("valid metric"),
+    )
 });
 /// `grpc_server_handling_seconds`.
 pub static GRPC_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -80,7 +163,9 @@ pub fn time<R>(h: &Histogram, f: impl FnOnce() -> R) -> R {
 pub fn grpc_type(service: &str, method: &str) -> &'static str {
     match (service, method) {
         ("etcdserverpb.Watch", "Watch") | ("etcdserverpb.Lease", "LeaseKeepAlive") => "bidi_stream",
-        ("etcdserverpb.Maintenance", "Snapshot") | ("v3electionpb.Election", "Observe") => "server_stream",
+        ("etcdserverpb.Maintenance", "Snapshot") | ("v3electionpb.Election", "Observe") => {
+            "server_stream"
+        }
         _ => "unary",
     }
 }

@@ -3,10 +3,10 @@
 //! `read_barrier` (linearizable reads through ReadIndex).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prost::Message as _;
@@ -15,21 +15,21 @@ use tokio::sync::{oneshot, watch};
 use crate::alarm::{self, Alarms};
 use crate::apply;
 use crate::backend::Backend;
-use crate::lease::Lessor;
-use crate::watch::WatchHub;
 use crate::config::{ClusterState, Config};
 use crate::error::EtcdError;
+use crate::lease::Lessor;
 use crate::membership::{Cluster, MembershipError};
 use crate::mvcc::{Batch, KvStore, MvccError};
 use crate::proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, AlarmType, CompactionResponse, DeleteRangeResponse,
-    ConfChangeContext, InternalRaftRequest, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader,
-    TxnResponse, alarm_request::AlarmAction, internal_raft_request::Request,
+    AlarmRequest, AlarmResponse, AlarmType, CompactionResponse, ConfChangeContext,
+    DeleteRangeResponse, InternalRaftRequest, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
+    ResponseHeader, TxnResponse, alarm_request::AlarmAction, internal_raft_request::Request,
 };
 use crate::proto::mvccpb::Event;
 use crate::raft::storage::LogStorage;
 use crate::raft::transport::Transport;
 use crate::raft::{self, ApplyMsg, Committed, DriverConfig, Input, RaftStatus};
+use crate::watch::WatchHub;
 
 /// How long a client request may wait for Raft before `etcdserver: request timed out`.
 const REQUEST_TIMEOUT_BASE: Duration = Duration::from_secs(5);
@@ -113,7 +113,10 @@ fn sorted(urls: &[String]) -> Vec<String> {
 
 /// `(member ID, peer URLs)` of every member.
 fn peer_list(c: &Cluster) -> Vec<(u64, Vec<String>)> {
-    c.members.values().map(|m| (m.id, m.peer_ur_ls.clone())).collect()
+    c.members
+        .values()
+        .map(|m| (m.id, m.peer_ur_ls.clone()))
+        .collect()
 }
 
 /// Rebuilds the lessor's and alarms' in-memory state from the backend.
@@ -139,7 +142,8 @@ fn join_existing(cfg: &Config) -> Result<Cluster, StartError> {
     if urls.is_empty() {
         return Err(StartError::DataDir {
             path: cfg.data_dir.display().to_string(),
-            reason: "--initial-cluster-state=existing needs other members in --initial-cluster".into(),
+            reason: "--initial-cluster-state=existing needs other members in --initial-cluster"
+                .into(),
         });
     }
     let rt = tokio::runtime::Handle::current();
@@ -147,13 +151,22 @@ fn join_existing(cfg: &Config) -> Result<Cluster, StartError> {
     loop {
         for url in &urls {
             let got = rt.block_on(async {
-                let ep = tonic::transport::Endpoint::from_shared(url.clone()).ok()?.connect_timeout(Duration::from_secs(1));
+                let ep = tonic::transport::Endpoint::from_shared(url.clone())
+                    .ok()?
+                    .connect_timeout(Duration::from_secs(1));
                 let mut client = PeerClient::new(ep.connect().await.ok()?);
-                client.members(MembersRequest {}).await.ok().map(|r| r.into_inner())
+                client
+                    .members(MembersRequest {})
+                    .await
+                    .ok()
+                    .map(|r| r.into_inner())
             });
             if let Some(resp) = got {
                 let members = resp.members.into_iter().map(|m| (m.id, m)).collect();
-                return Ok(Cluster { id: resp.cluster_id, members });
+                return Ok(Cluster {
+                    id: resp.cluster_id,
+                    members,
+                });
             }
         }
         if Instant::now() > deadline {
@@ -168,7 +181,9 @@ fn join_existing(cfg: &Config) -> Result<Cluster, StartError> {
 
 impl std::fmt::Debug for EtcdServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdServer").field("member_id", &format_args!("{:x}", self.member_id)).finish()
+        f.debug_struct("EtcdServer")
+            .field("member_id", &format_args!("{:x}", self.member_id))
+            .finish()
     }
 }
 
@@ -186,29 +201,45 @@ impl EtcdServer {
         let backend = Backend::open(&db_path).map_err(MvccError::from)?;
         let (cluster, member_id, voters) = match Cluster::load(&backend)? {
             Some(c) if existing => {
-                tracing::info!(cluster_id = format!("{:x}", c.id), "restarting member; --initial-cluster flags are ignored");
+                tracing::info!(
+                    cluster_id = format!("{:x}", c.id),
+                    "restarting member; --initial-cluster flags are ignored"
+                );
                 let id = c
                     .members
                     .values()
-                    .find(|m| m.name == cfg.name || m.peer_ur_ls == sorted(&cfg.advertise_peer_urls))
+                    .find(|m| {
+                        m.name == cfg.name || m.peer_ur_ls == sorted(&cfg.advertise_peer_urls)
+                    })
                     .map(|m| m.id)
                     .ok_or_else(|| StartError::DataDir {
                         path: cfg.data_dir.display().to_string(),
-                        reason: format!("member {:?} is not in the cluster stored in the data dir", cfg.name),
+                        reason: format!(
+                            "member {:?} is not in the cluster stored in the data dir",
+                            cfg.name
+                        ),
                     })?;
                 (c, id, Vec::new())
             }
             _ if cfg.initial_cluster_state == ClusterState::Existing => {
                 let c = join_existing(&cfg)?;
-                let id = c.local_member(&cfg.name, &cfg.advertise_peer_urls).or_else(|_| {
-                    c.members
-                        .values()
-                        .find(|m| m.peer_ur_ls == sorted(&cfg.advertise_peer_urls))
-                        .map(|m| m.id)
-                        .ok_or_else(|| MembershipError::NameNotInCluster { name: cfg.name.clone() })
-                })?;
+                let id = c
+                    .local_member(&cfg.name, &cfg.advertise_peer_urls)
+                    .or_else(|_| {
+                        c.members
+                            .values()
+                            .find(|m| m.peer_ur_ls == sorted(&cfg.advertise_peer_urls))
+                            .map(|m| m.id)
+                            .ok_or_else(|| MembershipError::NameNotInCluster {
+                                name: cfg.name.clone(),
+                            })
+                    })?;
                 c.save(&backend)?;
-                tracing::info!(cluster_id = format!("{:x}", c.id), member_id = format!("{id:x}"), "joining existing cluster");
+                tracing::info!(
+                    cluster_id = format!("{:x}", c.id),
+                    member_id = format!("{id:x}"),
+                    "joining existing cluster"
+                );
                 (c, id, Vec::new())
             }
             _ => {
@@ -230,7 +261,13 @@ impl EtcdServer {
         let (apply_tx, apply_rx) = mpsc::channel::<Committed>();
         let (raft_tx, raft_rx) = mpsc::channel::<Input>();
         let local_ip = cfg.listen_peer.first().map(|a| a.ip());
-        let transport = Transport::new(member_id, cluster.id, local_ip, snap_dir.clone(), tokio::runtime::Handle::current());
+        let transport = Transport::new(
+            member_id,
+            cluster.id,
+            local_ip,
+            snap_dir.clone(),
+            tokio::runtime::Handle::current(),
+        );
         transport.set_raft(raft_tx.clone());
         transport.set_peers(&peer_list(&cluster));
         let driver_cfg = DriverConfig {
@@ -240,7 +277,14 @@ impl EtcdServer {
             applied: storage.snapshot_metadata().index,
             snap_dir: snap_dir.clone(),
         };
-        let driver = raft::Driver::new(&driver_cfg, wal, storage.clone(), status.clone(), apply_tx, transport.clone())?;
+        let driver = raft::Driver::new(
+            &driver_cfg,
+            wal,
+            storage.clone(),
+            status.clone(),
+            apply_tx,
+            transport.clone(),
+        )?;
         let (applied_tx, applied_rx) = watch::channel(applied_index);
         let cluster = Arc::new(RwLock::new(cluster));
         let server = Arc::new(Self {
@@ -288,8 +332,15 @@ impl EtcdServer {
         let apply_thread = std::thread::Builder::new()
             .name("apply".into())
             .spawn(move || applier.run(apply_rx))
-            .map_err(|e| StartError::DataDir { path: String::new(), reason: e.to_string() })?;
-        server.threads.lock().unwrap_or_else(|p| p.into_inner()).extend([raft_thread, apply_thread]);
+            .map_err(|e| StartError::DataDir {
+                path: String::new(),
+                reason: e.to_string(),
+            })?;
+        server
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([raft_thread, apply_thread]);
         Ok(server)
     }
 
@@ -297,7 +348,10 @@ impl EtcdServer {
     pub fn stop(&self) {
         self.hub.stop();
         self.transport.close();
-        self.raft_tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.raft_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for t in threads {
             let _ = t.join();
@@ -366,7 +420,10 @@ impl EtcdServer {
 
     /// The cluster as this member knows it.
     pub fn cluster(&self) -> Cluster {
-        self.cluster.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.cluster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Raft counters.
@@ -425,7 +482,12 @@ impl EtcdServer {
 
     /// Whether this member is a learner.
     pub fn is_learner(&self) -> bool {
-        self.cluster.read().unwrap_or_else(|p| p.into_inner()).members.get(&self.member_id).is_some_and(|m| m.is_learner)
+        self.cluster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .members
+            .get(&self.member_id)
+            .is_some_and(|m| m.is_learner)
     }
 
     /// Replication progress, from the Raft driver.
@@ -447,16 +509,29 @@ impl EtcdServer {
             return Err(EtcdError::Stopped);
         }
         let id = self.next_id();
-        let ctx = ConfChangeContext { id, origin: self.member_id, member };
+        let ctx = ConfChangeContext {
+            id,
+            origin: self.member_id,
+            member,
+        };
         let mut cc = ::raft::eraftpb::ConfChange::default();
         cc.set_change_type(change);
         cc.node_id = node_id;
         cc.context = ctx.encode_to_vec().into();
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
         let (failed_tx, failed_rx) = oneshot::channel();
-        if let Err(e) = self.send(Input::ProposeConfChange { cc, failed: failed_tx }) {
-            self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        if let Err(e) = self.send(Input::ProposeConfChange {
+            cc,
+            failed: failed_tx,
+        }) {
+            self.waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
             return Err(e);
         }
         let r = self.wait_applied(id, rx, failed_rx).await?;
@@ -481,7 +556,10 @@ impl EtcdServer {
         .await;
         let r = outcome.unwrap_or(Err(EtcdError::Timeout));
         if r.is_err() {
-            self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            self.waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         }
         r
     }
@@ -500,12 +578,18 @@ impl EtcdServer {
     }
 
     /// A peer-protocol client to the current leader, for lease operations only it can answer.
-    pub async fn leader_client(&self) -> Result<crate::proto::peerpb::peer_client::PeerClient<tonic::transport::Channel>, EtcdError> {
+    pub async fn leader_client(
+        &self,
+    ) -> Result<crate::proto::peerpb::peer_client::PeerClient<tonic::transport::Channel>, EtcdError>
+    {
         let leader = self.status.leader.load(Ordering::SeqCst);
         if leader == 0 {
             return Err(EtcdError::NoLeader);
         }
-        self.transport.connect(leader).await.ok_or(EtcdError::NoLeader)
+        self.transport
+            .connect(leader)
+            .await
+            .ok_or(EtcdError::NoLeader)
     }
 
     /// Publishes this member's name and client URLs through Raft until the cluster records
@@ -518,10 +602,19 @@ impl EtcdServer {
             if m.name == self.cfg.name && m.client_ur_ls == self.cfg.advertise_client_urls {
                 return;
             }
-            let attrs = MemberAttributes { id: self.member_id, name: self.cfg.name.clone(), client_urls: self.cfg.advertise_client_urls.clone() };
-            match self.propose_internal(Request::MemberAttributes(attrs)).await {
+            let attrs = MemberAttributes {
+                id: self.member_id,
+                name: self.cfg.name.clone(),
+                client_urls: self.cfg.advertise_client_urls.clone(),
+            };
+            match self
+                .propose_internal(Request::MemberAttributes(attrs))
+                .await
+            {
                 Ok(_) => return,
-                Err(e) => tracing::debug!(error = %e, "failed to publish member attributes; retrying"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "failed to publish member attributes; retrying")
+                }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
             if self.status.stopped.load(Ordering::SeqCst) {
@@ -551,16 +644,29 @@ impl EtcdServer {
             return Err(EtcdError::Stopped);
         }
         let id = self.next_id();
-        let msg = InternalRaftRequest { id, origin: self.member_id, request: Some(req) };
+        let msg = InternalRaftRequest {
+            id,
+            origin: self.member_id,
+            request: Some(req),
+        };
         let data = msg.encode_to_vec();
         if data.len() > self.cfg.max_request_bytes as usize {
             return Err(EtcdError::RequestTooLarge);
         }
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
         let (failed_tx, failed_rx) = oneshot::channel();
-        if let Err(e) = self.send(Input::Propose { data, failed: failed_tx }) {
-            self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        if let Err(e) = self.send(Input::Propose {
+            data,
+            failed: failed_tx,
+        }) {
+            self.waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
             return Err(e);
         }
         self.wait_applied(id, rx, failed_rx).await
@@ -598,7 +704,10 @@ fn min_lease_ttl(cfg: &Config) -> i64 {
 
 fn initial_request_id(member_id: u64) -> u64 {
     // etcd's idutil layout: 2 bytes of member ID, 5 bytes of milliseconds, 1 byte counter.
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     ((member_id & 0xffff) << 48) | ((ms & 0xff_ffff_ffff) << 8)
 }
 
@@ -665,7 +774,11 @@ fn decode_entry(e: &::raft::eraftpb::Entry) -> Decoded {
 impl Applier {
     fn run(self, rx: mpsc::Receiver<Committed>) {
         let (durable_index, _) = self.store.applied();
-        let mut st = ApplyState { durable_index, last_sync: Instant::now(), snap_index: durable_index };
+        let mut st = ApplyState {
+            durable_index,
+            last_sync: Instant::now(),
+            snap_index: durable_index,
+        };
         'outer: loop {
             let first = match rx.recv_timeout(BACKEND_SYNC_INTERVAL) {
                 Ok(m) => Some(m),
@@ -678,7 +791,10 @@ impl Applier {
                     ApplyMsg::Entries(e) => entries.extend(e),
                     other => {
                         // Keep log order: apply what came before, then handle this.
-                        if self.apply_entries(std::mem::take(&mut entries), &mut st).is_err() {
+                        if self
+                            .apply_entries(std::mem::take(&mut entries), &mut st)
+                            .is_err()
+                        {
                             break 'outer;
                         }
                         self.handle(other, &mut st);
@@ -720,7 +836,11 @@ impl Applier {
     fn make_snapshot(&self) -> Result<(), MvccError> {
         let (index, term) = self.store.applied();
         let out = crate::raft::transport::outgoing_snapshot(&self.snap_dir, index);
-        self.store.exclusive(|b| std::fs::copy(b.path(), &out).map(|_| ()).map_err(|e| crate::backend::BackendError::Storage(e.to_string())))?;
+        self.store.exclusive(|b| {
+            std::fs::copy(b.path(), &out)
+                .map(|_| ())
+                .map_err(|e| crate::backend::BackendError::Storage(e.to_string()))
+        })?;
         if let Ok(dir) = std::fs::read_dir(&self.snap_dir) {
             for ent in dir.flatten() {
                 let p = ent.path();
@@ -742,7 +862,9 @@ impl Applier {
     fn install(&self, path: &std::path::Path) -> Result<(), MvccError> {
         self.store.install(path)?;
         recover_aux(&self.store, &self.lessor, &self.alarms)?;
-        if let Some(c) = Cluster::load(self.store.backend()).map_err(|e| MvccError::Backend(crate::backend::BackendError::Storage(e.to_string())))? {
+        if let Some(c) = Cluster::load(self.store.backend())
+            .map_err(|e| MvccError::Backend(crate::backend::BackendError::Storage(e.to_string())))?
+        {
             self.transport.set_peers(&peer_list(&c));
             *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = c;
         }
@@ -762,7 +884,11 @@ impl Applier {
         }
     }
 
-    fn apply_entries(&self, mut entries: Vec<::raft::eraftpb::Entry>, st: &mut ApplyState) -> Result<(), ()> {
+    fn apply_entries(
+        &self,
+        mut entries: Vec<::raft::eraftpb::Entry>,
+        st: &mut ApplyState,
+    ) -> Result<(), ()> {
         self.follow_leadership();
         let (applied, _) = self.store.applied();
         entries.retain(|e| e.index > applied);
@@ -770,10 +896,18 @@ impl Applier {
         if entries.is_empty() && !(dirty && st.last_sync.elapsed() >= BACKEND_SYNC_INTERVAL) {
             return Ok(());
         }
-        let last = entries.last().map(|e| (e.index, e.term)).unwrap_or(self.store.applied());
-        let durable = st.last_sync.elapsed() >= BACKEND_SYNC_INTERVAL || last.0 - st.durable_index >= BACKEND_SYNC_ENTRIES;
+        let last = entries
+            .last()
+            .map(|e| (e.index, e.term))
+            .unwrap_or(self.store.applied());
+        let durable = st.last_sync.elapsed() >= BACKEND_SYNC_INTERVAL
+            || last.0 - st.durable_index >= BACKEND_SYNC_ENTRIES;
         let mut published: Vec<(i64, Vec<Event>)> = Vec::new();
-        let mut cluster = self.cluster.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut cluster = self
+            .cluster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut cluster_changed = false;
         let result = self.store.write_batch(last.0, last.1, durable, |b| {
             let mut outcomes = Vec::with_capacity(entries.len());
@@ -798,7 +932,12 @@ impl Applier {
                                 cluster_changed = true;
                             }
                             if req.origin == self.member_id {
-                                outcomes.push((req.id, Ok(ApplyResponse::Members(cluster.members.values().cloned().collect()))));
+                                outcomes.push((
+                                    req.id,
+                                    Ok(ApplyResponse::Members(
+                                        cluster.members.values().cloned().collect(),
+                                    )),
+                                ));
                             }
                             continue;
                         }
@@ -809,7 +948,9 @@ impl Applier {
                                     m.peer_ur_ls.sort();
                                     cluster.save_in(b.backend_tx())?;
                                     cluster_changed = true;
-                                    Ok(ApplyResponse::Members(cluster.members.values().cloned().collect()))
+                                    Ok(ApplyResponse::Members(
+                                        cluster.members.values().cloned().collect(),
+                                    ))
                                 }
                                 None => Err(EtcdError::MemberNotFound),
                             };
@@ -818,7 +959,8 @@ impl Applier {
                             }
                             continue;
                         }
-                        let (outcome, events) = apply_one(b, req.request, &self.lessor, &self.alarms)?;
+                        let (outcome, events) =
+                            apply_one(b, req.request, &self.lessor, &self.alarms)?;
                         if !events.is_empty() {
                             self.lessor.on_events(&events);
                             published.push((b.rev(), events));
@@ -861,7 +1003,12 @@ impl Applier {
         }
         if durable && st.durable_index >= st.snap_index + self.snapshot_count {
             st.snap_index = st.durable_index;
-            if let Some(tx) = self.raft_tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            if let Some(tx) = self
+                .raft_tx
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
                 let _ = tx.send(Input::Compact(st.durable_index));
             }
         }
@@ -905,7 +1052,10 @@ fn apply_one(
         }
         Some(Request::Compaction(c)) => match b.compact(c.revision) {
             Ok(()) => Ok(ApplyResponse::Compaction(CompactionResponse {
-                header: Some(ResponseHeader { revision: b.rev(), ..Default::default() }),
+                header: Some(ResponseHeader {
+                    revision: b.rev(),
+                    ..Default::default()
+                }),
             })),
             Err(MvccError::Backend(e)) => return Err(MvccError::Backend(e)),
             Err(e) => Err(EtcdError::from(e)),
@@ -914,7 +1064,10 @@ fn apply_one(
             let granted = lessor.grant(b.backend_tx(), g.id, g.ttl).map_err(storage)?;
             granted.map(|ttl| {
                 ApplyResponse::LeaseGrant(LeaseGrantResponse {
-                    header: Some(ResponseHeader { revision: b.rev(), ..Default::default() }),
+                    header: Some(ResponseHeader {
+                        revision: b.rev(),
+                        ..Default::default()
+                    }),
                     id: g.id,
                     ttl,
                     error: String::new(),
@@ -933,13 +1086,18 @@ fn apply_one(
                 events = t.end();
                 lessor.remove(b.backend_tx(), r.id).map_err(storage)?;
                 Ok(ApplyResponse::LeaseRevoke(LeaseRevokeResponse {
-                    header: Some(ResponseHeader { revision: b.rev(), ..Default::default() }),
+                    header: Some(ResponseHeader {
+                        revision: b.rev(),
+                        ..Default::default()
+                    }),
                 }))
             }
         },
         Some(Request::LeaseCheckpoint(c)) => {
             for cp in &c.checkpoints {
-                lessor.checkpoint(b.backend_tx(), cp.id, cp.remaining_ttl).map_err(storage)?;
+                lessor
+                    .checkpoint(b.backend_tx(), cp.id, cp.remaining_ttl)
+                    .map_err(storage)?;
             }
             Ok(ApplyResponse::Members(Vec::new()))
         }
@@ -947,12 +1105,15 @@ fn apply_one(
             let resp = alarms.apply(b.backend_tx(), &a).map_err(storage)?;
             Ok(ApplyResponse::Alarm(resp))
         }
-        Some(Request::Range(_)) | Some(Request::MemberUpdate(_)) | Some(Request::MemberAttributes(_)) | None => {
-            Err(EtcdError::NotCapable)
-        }
+        Some(Request::Range(_))
+        | Some(Request::MemberUpdate(_))
+        | Some(Request::MemberAttributes(_))
+        | None => Err(EtcdError::NotCapable),
     };
     match out {
-        Err(EtcdError::Internal(e)) => Err(MvccError::Backend(crate::backend::BackendError::Storage(e))),
+        Err(EtcdError::Internal(e)) => {
+            Err(MvccError::Backend(crate::backend::BackendError::Storage(e)))
+        }
         other => Ok((other, events)),
     }
 }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use redb::{ReadableDatabase, ReadableTable};
 use sha2::{Digest, Sha256};
 
-use crate::backend::{Backend, KV, META, META_COMPACT_REV, META_CONSISTENT_INDEX, META_CURRENT_REV, META_TERM};
+use crate::backend::{
+    Backend, KV, META, META_COMPACT_REV, META_CONSISTENT_INDEX, META_CURRENT_REV, META_TERM,
+};
 use crate::membership::Cluster;
 
 /// Errors of the snapshot tools.
@@ -64,13 +66,23 @@ pub struct Status {
 
 /// Reads a snapshot file and verifies its trailing SHA-256. Returns the backend bytes.
 pub fn read_verified(path: &Path) -> Result<Vec<u8>, SnapshotError> {
-    let mut data = std::fs::read(path).map_err(|source| SnapshotError::Io { what: "read", path: path.to_owned(), source })?;
+    let mut data = std::fs::read(path).map_err(|source| SnapshotError::Io {
+        what: "read",
+        path: path.to_owned(),
+        source,
+    })?;
     if data.len() < 32 {
-        return Err(SnapshotError::Integrity(format!("{} is too short to be a snapshot", path.display())));
+        return Err(SnapshotError::Integrity(format!(
+            "{} is too short to be a snapshot",
+            path.display()
+        )));
     }
     let sum = data.split_off(data.len() - 32);
     if Sha256::digest(&data).as_slice() != sum.as_slice() {
-        return Err(SnapshotError::Integrity(format!("sha256 mismatch in {}", path.display())));
+        return Err(SnapshotError::Integrity(format!(
+            "sha256 mismatch in {}",
+            path.display()
+        )));
     }
     Ok(data)
 }
@@ -78,9 +90,17 @@ pub fn read_verified(path: &Path) -> Result<Vec<u8>, SnapshotError> {
 /// `snapshot status`.
 pub fn status(path: &Path) -> Result<Status, SnapshotError> {
     let data = read_verified(path)?;
-    let tmp = tempfile::tempdir().map_err(|source| SnapshotError::Io { what: "create a temporary dir for", path: path.to_owned(), source })?;
+    let tmp = tempfile::tempdir().map_err(|source| SnapshotError::Io {
+        what: "create a temporary dir for",
+        path: path.to_owned(),
+        source,
+    })?;
     let db_path = tmp.path().join("db");
-    std::fs::write(&db_path, &data).map_err(|source| SnapshotError::Io { what: "write", path: db_path.clone(), source })?;
+    std::fs::write(&db_path, &data).map_err(|source| SnapshotError::Io {
+        what: "write",
+        path: db_path.clone(),
+        source,
+    })?;
     let db = redb::Database::open(&db_path).map_err(backend_err)?;
     let tx = db.begin_read().map_err(backend_err)?;
     let kv = tx.open_table(KV).map_err(backend_err)?;
@@ -97,8 +117,17 @@ pub fn status(path: &Path) -> Result<Status, SnapshotError> {
         total_keys += 1;
         last = main;
     }
-    let current = meta.get(META_CURRENT_REV).map_err(backend_err)?.map(|v| v.value() as i64).unwrap_or(1);
-    Ok(Status { hash, revision: current.max(last), total_keys, total_size: data.len() as u64 })
+    let current = meta
+        .get(META_CURRENT_REV)
+        .map_err(backend_err)?
+        .map(|v| v.value() as i64)
+        .unwrap_or(1);
+    Ok(Status {
+        hash,
+        revision: current.max(last),
+        total_keys,
+        total_size: data.len() as u64,
+    })
 }
 
 /// Options of `snapshot restore`, with etcd's flag names.
@@ -120,7 +149,12 @@ pub struct RestoreOptions {
 pub fn restore(path: &Path, opts: &RestoreOptions) -> Result<(), SnapshotError> {
     let data = read_verified(path)?;
     if opts.data_dir.exists() {
-        let mut entries = std::fs::read_dir(&opts.data_dir).map_err(|source| SnapshotError::Io { what: "read", path: opts.data_dir.clone(), source })?;
+        let mut entries =
+            std::fs::read_dir(&opts.data_dir).map_err(|source| SnapshotError::Io {
+                what: "read",
+                path: opts.data_dir.clone(),
+                source,
+            })?;
         if entries.next().is_some() {
             return Err(SnapshotError::DataDirNotEmpty(opts.data_dir.clone()));
         }
@@ -129,8 +163,18 @@ pub fn restore(path: &Path, opts: &RestoreOptions) -> Result<(), SnapshotError> 
     cluster.local_member(&opts.name, &opts.initial_advertise_peer_urls)?;
     let member_dir = opts.data_dir.join("member");
     let db_path = member_dir.join("snap").join("db");
-    std::fs::create_dir_all(db_path.parent().unwrap_or(&member_dir)).map_err(|source| SnapshotError::Io { what: "create", path: member_dir.clone(), source })?;
-    std::fs::write(&db_path, &data).map_err(|source| SnapshotError::Io { what: "write", path: db_path.clone(), source })?;
+    std::fs::create_dir_all(db_path.parent().unwrap_or(&member_dir)).map_err(|source| {
+        SnapshotError::Io {
+            what: "create",
+            path: member_dir.clone(),
+            source,
+        }
+    })?;
+    std::fs::write(&db_path, &data).map_err(|source| SnapshotError::Io {
+        what: "write",
+        path: db_path.clone(),
+        source,
+    })?;
     let backend = Backend::open(&db_path).map_err(backend_err)?;
     {
         // The new cluster starts its Raft log from scratch: reset the applied index, keep the
@@ -139,8 +183,14 @@ pub fn restore(path: &Path, opts: &RestoreOptions) -> Result<(), SnapshotError> 
         let tx = db.begin_write().map_err(backend_err)?;
         {
             let mut meta = tx.open_table(META).map_err(backend_err)?;
-            let current = meta.get(META_CURRENT_REV).map_err(backend_err)?.map(|v| v.value());
-            let compact = meta.get(META_COMPACT_REV).map_err(backend_err)?.map(|v| v.value());
+            let current = meta
+                .get(META_CURRENT_REV)
+                .map_err(backend_err)?
+                .map(|v| v.value());
+            let compact = meta
+                .get(META_COMPACT_REV)
+                .map_err(backend_err)?
+                .map(|v| v.value());
             meta.retain(|_, _| false).map_err(backend_err)?;
             meta.insert(META_CONSISTENT_INDEX, 0).map_err(backend_err)?;
             meta.insert(META_TERM, 0).map_err(backend_err)?;

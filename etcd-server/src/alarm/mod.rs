@@ -50,15 +50,28 @@ impl Alarms {
 
     /// All active alarms.
     pub fn list(&self) -> Vec<AlarmMember> {
-        self.lock().iter().map(|(m, t)| AlarmMember { member_id: *m, alarm: *t }).collect()
+        self.lock()
+            .iter()
+            .map(|(m, t)| AlarmMember {
+                member_id: *m,
+                alarm: *t,
+            })
+            .collect()
     }
 
     /// Applies an `AlarmRequest` as etcd does: activate and deactivate report the alarm only
     /// if they changed something; get lists the alarms of the given type (all for NONE).
-    pub fn apply(&self, tx: &redb::WriteTransaction, req: &AlarmRequest) -> Result<AlarmResponse, BackendError> {
+    pub fn apply(
+        &self,
+        tx: &redb::WriteTransaction,
+        req: &AlarmRequest,
+    ) -> Result<AlarmResponse, BackendError> {
         let mut resp = AlarmResponse::default();
         let key = (req.member_id, req.alarm);
-        let member = AlarmMember { member_id: req.member_id, alarm: req.alarm };
+        let member = AlarmMember {
+            member_id: req.member_id,
+            alarm: req.alarm,
+        };
         match AlarmAction::try_from(req.action) {
             Ok(AlarmAction::Get) => {
                 resp.alarms = self
@@ -70,14 +83,22 @@ impl Alarms {
             Ok(AlarmAction::Activate) => {
                 if req.alarm != AlarmType::None as i32 && self.lock().insert(key) {
                     tx.open_table(ALARMS)?.insert(key, ())?;
-                    tracing::warn!(member = format!("{:x}", req.member_id), alarm = req.alarm, "alarm raised");
+                    tracing::warn!(
+                        member = format!("{:x}", req.member_id),
+                        alarm = req.alarm,
+                        "alarm raised"
+                    );
                     resp.alarms.push(member);
                 }
             }
             Ok(AlarmAction::Deactivate) => {
                 if self.lock().remove(&key) {
                     tx.open_table(ALARMS)?.remove(key)?;
-                    tracing::info!(member = format!("{:x}", req.member_id), alarm = req.alarm, "alarm disarmed");
+                    tracing::info!(
+                        member = format!("{:x}", req.member_id),
+                        alarm = req.alarm,
+                        "alarm disarmed"
+                    );
                     resp.alarms.push(member);
                 }
             }

@@ -42,7 +42,10 @@ impl ClusterService {
     /// `numConnectedSince` counts them.
     fn active_voters(&self, voters: &[u64]) -> usize {
         let active = self.server.transport().active_peers(HEALTH_INTERVAL);
-        voters.iter().filter(|id| **id == self.server.member_id() || active.contains(id)).count()
+        voters
+            .iter()
+            .filter(|id| **id == self.server.member_id() || active.contains(id))
+            .count()
     }
 
     fn members(&self, members: Vec<Member>) -> Vec<Member> {
@@ -59,7 +62,10 @@ fn check_urls(urls: &[String]) -> Result<Vec<String>, EtcdError> {
     let mut out = Vec::new();
     for u in urls {
         let parsed = url::Url::parse(u).map_err(|_| EtcdError::MemberBadUrls)?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() || parsed.port_or_known_default().is_none() {
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.host().is_none()
+            || parsed.port_or_known_default().is_none()
+        {
             return Err(EtcdError::MemberBadUrls);
         }
         out.push(u.clone());
@@ -75,7 +81,11 @@ impl Cluster for ClusterService {
         let r = req.into_inner();
         let urls = check_urls(&r.peer_ur_ls)?;
         let cluster = self.server.cluster();
-        if cluster.members.values().any(|m| m.peer_ur_ls.iter().any(|u| urls.contains(u))) {
+        if cluster
+            .members
+            .values()
+            .any(|m| m.peer_ur_ls.iter().any(|u| urls.contains(u)))
+        {
             return Err(EtcdError::PeerUrlExist.into());
         }
         let voters = cluster.voters();
@@ -90,21 +100,44 @@ impl Cluster for ClusterService {
                 return Err(EtcdError::Unhealthy.into());
             }
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
         let id = member_id(&urls, "", Some(now));
         if cluster.members.contains_key(&id) {
             return Err(EtcdError::MemberExist.into());
         }
-        let member = Member { id, name: String::new(), peer_ur_ls: urls, client_ur_ls: vec![], is_learner: r.is_learner };
-        let change = if r.is_learner { ConfChangeType::AddLearnerNode } else { ConfChangeType::AddNode };
-        let members = self.server.propose_conf_change(change, id, Some(member.clone())).await?;
-        let mut resp = MemberAddResponse { header: None, member: Some(member), members: self.members(members) };
+        let member = Member {
+            id,
+            name: String::new(),
+            peer_ur_ls: urls,
+            client_ur_ls: vec![],
+            is_learner: r.is_learner,
+        };
+        let change = if r.is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        let members = self
+            .server
+            .propose_conf_change(change, id, Some(member.clone()))
+            .await?;
+        let mut resp = MemberAddResponse {
+            header: None,
+            member: Some(member),
+            members: self.members(members),
+        };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     #[instrument(skip_all, fields(id = req.get_ref().id))]
-    async fn member_remove(&self, req: Request<MemberRemoveRequest>) -> GrpcResult<MemberRemoveResponse> {
+    async fn member_remove(
+        &self,
+        req: Request<MemberRemoveRequest>,
+    ) -> GrpcResult<MemberRemoveResponse> {
         let id = req.get_ref().id;
         let cluster = self.server.cluster();
         let target = cluster.members.get(&id).ok_or(EtcdError::MemberNotFound)?;
@@ -121,28 +154,44 @@ impl Cluster for ClusterService {
                 }
             }
         }
-        let members = self.server.propose_conf_change(ConfChangeType::RemoveNode, id, None).await?;
-        let mut resp = MemberRemoveResponse { header: None, members: self.members(members) };
+        let members = self
+            .server
+            .propose_conf_change(ConfChangeType::RemoveNode, id, None)
+            .await?;
+        let mut resp = MemberRemoveResponse {
+            header: None,
+            members: self.members(members),
+        };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     #[instrument(skip_all, fields(id = req.get_ref().id))]
-    async fn member_update(&self, req: Request<MemberUpdateRequest>) -> GrpcResult<MemberUpdateResponse> {
+    async fn member_update(
+        &self,
+        req: Request<MemberUpdateRequest>,
+    ) -> GrpcResult<MemberUpdateResponse> {
         let mut r = req.into_inner();
         r.peer_ur_ls = check_urls(&r.peer_ur_ls)?;
         let cluster = self.server.cluster();
         if !cluster.members.contains_key(&r.id) {
             return Err(EtcdError::MemberNotFound.into());
         }
-        if cluster.members.values().any(|m| m.id != r.id && m.peer_ur_ls.iter().any(|u| r.peer_ur_ls.contains(u))) {
+        if cluster
+            .members
+            .values()
+            .any(|m| m.id != r.id && m.peer_ur_ls.iter().any(|u| r.peer_ur_ls.contains(u)))
+        {
             return Err(EtcdError::PeerUrlExist.into());
         }
         let members = match self.server.propose(Internal::MemberUpdate(r)).await? {
             ApplyResponse::Members(m) => m,
             other => return Err(EtcdError::Internal(format!("unexpected {other:?}")).into()),
         };
-        let mut resp = MemberUpdateResponse { header: None, members: self.members(members) };
+        let mut resp = MemberUpdateResponse {
+            header: None,
+            members: self.members(members),
+        };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -153,13 +202,19 @@ impl Cluster for ClusterService {
             self.server.read_barrier().await?;
         }
         let members = self.members(self.server.cluster().members.into_values().collect());
-        let mut resp = MemberListResponse { header: None, members };
+        let mut resp = MemberListResponse {
+            header: None,
+            members,
+        };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     #[instrument(skip_all, fields(id = req.get_ref().id))]
-    async fn member_promote(&self, req: Request<MemberPromoteRequest>) -> GrpcResult<MemberPromoteResponse> {
+    async fn member_promote(
+        &self,
+        req: Request<MemberPromoteRequest>,
+    ) -> GrpcResult<MemberPromoteResponse> {
         let id = req.get_ref().id;
         let cluster = self.server.cluster();
         let m = cluster.members.get(&id).ok_or(EtcdError::MemberNotFound)?;
@@ -171,7 +226,11 @@ impl Cluster for ClusterService {
         if progress.leader != self.server.member_id() {
             return Err(EtcdError::NotLeader.into());
         }
-        let leader_match = progress.peers.iter().find(|p| p.0 == self.server.member_id()).map_or(0, |p| p.1);
+        let leader_match = progress
+            .peers
+            .iter()
+            .find(|p| p.0 == self.server.member_id())
+            .map_or(0, |p| p.1);
         let learner_match = progress.peers.iter().find(|p| p.0 == id).map_or(0, |p| p.1);
         if (learner_match as f64) < (leader_match as f64) * LEARNER_READY {
             return Err(EtcdError::LearnerNotReady.into());
@@ -182,8 +241,14 @@ impl Cluster for ClusterService {
         }
         let mut promoted = m.clone();
         promoted.is_learner = false;
-        let members = self.server.propose_conf_change(ConfChangeType::AddNode, id, Some(promoted)).await?;
-        let mut resp = MemberPromoteResponse { header: None, members: self.members(members) };
+        let members = self
+            .server
+            .propose_conf_change(ConfChangeType::AddNode, id, Some(promoted))
+            .await?;
+        let mut resp = MemberPromoteResponse {
+            header: None,
+            members: self.members(members),
+        };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
     }

@@ -13,7 +13,9 @@ use tracing::instrument;
 use super::GrpcResult;
 use crate::concurrency::{self as cc, create_rev_is};
 use crate::error::EtcdError;
-use crate::proto::etcdserverpb::{TxnRequest, TxnResponse, WatchCreateRequest, response_op::Response as OpResp};
+use crate::proto::etcdserverpb::{
+    TxnRequest, TxnResponse, WatchCreateRequest, response_op::Response as OpResp,
+};
 use crate::proto::mvccpb::{KeyValue, event::EventType};
 use crate::proto::v3electionpb::{
     CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse, ProclaimRequest,
@@ -45,7 +47,11 @@ fn prefix(name: &[u8]) -> Vec<u8> {
     p
 }
 
-async fn proclaim(server: &EtcdServer, leader: &LeaderKey, value: &[u8]) -> Result<TxnResponse, Status> {
+async fn proclaim(
+    server: &EtcdServer,
+    leader: &LeaderKey,
+    value: &[u8],
+) -> Result<TxnResponse, Status> {
     let t = TxnRequest {
         compare: vec![create_rev_is(&leader.key, leader.rev)],
         success: vec![cc::put_op(&leader.key, value, leader.lease)],
@@ -62,7 +68,11 @@ type ObserveStream = Pin<Box<dyn Stream<Item = Result<LeaderResponse, Status>> +
 
 /// Follows the leadership of election `name`, sending the leader's key-value whenever the
 /// leader or its value changes, until the receiver goes away.
-async fn observe(server: Arc<EtcdServer>, name: Vec<u8>, tx: mpsc::Sender<Result<LeaderResponse, Status>>) -> Result<(), EtcdError> {
+async fn observe(
+    server: Arc<EtcdServer>,
+    name: Vec<u8>,
+    tx: mpsc::Sender<Result<LeaderResponse, Status>>,
+) -> Result<(), EtcdError> {
     let pfx = prefix(&name);
     loop {
         let resp = cc::oldest(&server, &pfx).await?;
@@ -71,11 +81,23 @@ async fn observe(server: Arc<EtcdServer>, name: Vec<u8>, tx: mpsc::Sender<Result
             // No leader yet: wait for any key to appear under the prefix.
             let (mut stream, mut rx) = server.hub().open_stream();
             stream
-                .create(WatchCreateRequest { key: pfx.clone(), range_end: cc::prefix_end(&pfx), start_revision: at + 1, ..Default::default() })
+                .create(WatchCreateRequest {
+                    key: pfx.clone(),
+                    range_end: cc::prefix_end(&pfx),
+                    start_revision: at + 1,
+                    ..Default::default()
+                })
                 .await;
             loop {
-                let Some(out) = rx.recv().await else { return Err(EtcdError::Stopped) };
-                if out.resp.events.iter().any(|e| e.r#type == EventType::Put as i32) {
+                let Some(out) = rx.recv().await else {
+                    return Err(EtcdError::Stopped);
+                };
+                if out
+                    .resp
+                    .events
+                    .iter()
+                    .any(|e| e.r#type == EventType::Put as i32)
+                {
                     break;
                 }
                 if tx.is_closed() {
@@ -89,9 +111,17 @@ async fn observe(server: Arc<EtcdServer>, name: Vec<u8>, tx: mpsc::Sender<Result
         }
         // Follow the leader key until it is deleted.
         let (mut stream, mut rx) = server.hub().open_stream();
-        stream.create(WatchCreateRequest { key: kv.key.clone(), start_revision: at + 1, ..Default::default() }).await;
+        stream
+            .create(WatchCreateRequest {
+                key: kv.key.clone(),
+                start_revision: at + 1,
+                ..Default::default()
+            })
+            .await;
         'follow: loop {
-            let Some(out) = rx.recv().await else { return Err(EtcdError::Stopped) };
+            let Some(out) = rx.recv().await else {
+                return Err(EtcdError::Stopped);
+            };
             for ev in out.resp.events {
                 if ev.r#type == EventType::Delete as i32 {
                     break 'follow;
@@ -106,10 +136,19 @@ async fn observe(server: Arc<EtcdServer>, name: Vec<u8>, tx: mpsc::Sender<Result
     }
 }
 
-async fn send_leader(server: &EtcdServer, tx: &mpsc::Sender<Result<LeaderResponse, Status>>, kv: KeyValue) -> bool {
+async fn send_leader(
+    server: &EtcdServer,
+    tx: &mpsc::Sender<Result<LeaderResponse, Status>>,
+    kv: KeyValue,
+) -> bool {
     let mut header = None;
     server.fill_header(&mut header);
-    tx.send(Ok(LeaderResponse { header, kv: Some(kv) })).await.is_ok()
+    tx.send(Ok(LeaderResponse {
+        header,
+        kv: Some(kv),
+    }))
+    .await
+    .is_ok()
 }
 
 #[tonic::async_trait]
@@ -127,10 +166,17 @@ impl Election for ElectionService {
             failure: vec![cc::get_op(&key)],
         };
         let resp = cc::txn(s, t).await?;
-        let mut leader = LeaderKey { name: r.name.clone(), key: key.clone(), rev: 0, lease: r.lease };
+        let mut leader = LeaderKey {
+            name: r.name.clone(),
+            key: key.clone(),
+            rev: 0,
+            lease: r.lease,
+        };
         if resp.succeeded {
             leader.rev = resp.header.as_ref().map_or(0, |h| h.revision);
-        } else if let Some(OpResp::ResponseRange(rr)) = resp.responses.first().and_then(|x| x.response.as_ref()) {
+        } else if let Some(OpResp::ResponseRange(rr)) =
+            resp.responses.first().and_then(|x| x.response.as_ref())
+        {
             let existing = rr.kvs.first().cloned().unwrap_or_default();
             leader.rev = existing.create_revision;
             if existing.value != r.value {
@@ -141,7 +187,15 @@ impl Election for ElectionService {
         let header = match waited {
             Ok(h) => h,
             Err(e) => {
-                let _ = cc::txn(s, TxnRequest { compare: vec![create_rev_is(&key, leader.rev)], success: vec![cc::delete_op(&key)], failure: vec![] }).await;
+                let _ = cc::txn(
+                    s,
+                    TxnRequest {
+                        compare: vec![create_rev_is(&key, leader.rev)],
+                        success: vec![cc::delete_op(&key)],
+                        failure: vec![],
+                    },
+                )
+                .await;
                 return Err(e.into());
             }
         };
@@ -150,13 +204,18 @@ impl Election for ElectionService {
             h.revision = 0;
         }
         s.fill_header(&mut header);
-        Ok(Response::new(CampaignResponse { header, leader: Some(leader) }))
+        Ok(Response::new(CampaignResponse {
+            header,
+            leader: Some(leader),
+        }))
     }
 
     #[instrument(skip_all)]
     async fn proclaim(&self, req: Request<ProclaimRequest>) -> GrpcResult<ProclaimResponse> {
         let r = req.into_inner();
-        let leader = r.leader.ok_or_else(|| Status::unknown("\"leader\" field must be provided"))?;
+        let leader = r
+            .leader
+            .ok_or_else(|| Status::unknown("\"leader\" field must be provided"))?;
         let resp = proclaim(&self.server, &leader, &r.value).await?;
         let mut header = resp.header;
         self.server.fill_header(&mut header);
@@ -167,10 +226,17 @@ impl Election for ElectionService {
     async fn leader(&self, req: Request<LeaderRequest>) -> GrpcResult<LeaderResponse> {
         let name = req.into_inner().name;
         let resp = cc::oldest(&self.server, &prefix(&name)).await?;
-        let kv = resp.kvs.into_iter().next().ok_or_else(|| Status::unknown(ERR_NO_LEADER))?;
+        let kv = resp
+            .kvs
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::unknown(ERR_NO_LEADER))?;
         let mut header = resp.header;
         self.server.fill_header(&mut header);
-        Ok(Response::new(LeaderResponse { header, kv: Some(kv) }))
+        Ok(Response::new(LeaderResponse {
+            header,
+            kv: Some(kv),
+        }))
     }
 
     type ObserveStream = ObserveStream;
@@ -191,8 +257,15 @@ impl Election for ElectionService {
 
     #[instrument(skip_all)]
     async fn resign(&self, req: Request<ResignRequest>) -> GrpcResult<ResignResponse> {
-        let leader = req.into_inner().leader.ok_or_else(|| Status::unknown("\"leader\" field must be provided"))?;
-        let t = TxnRequest { compare: vec![create_rev_is(&leader.key, leader.rev)], success: vec![cc::delete_op(&leader.key)], failure: vec![] };
+        let leader = req
+            .into_inner()
+            .leader
+            .ok_or_else(|| Status::unknown("\"leader\" field must be provided"))?;
+        let t = TxnRequest {
+            compare: vec![create_rev_is(&leader.key, leader.rev)],
+            success: vec![cc::delete_op(&leader.key)],
+            failure: vec![],
+        };
         let resp = cc::txn(&self.server, t).await?;
         let mut header = resp.header;
         self.server.fill_header(&mut header);

@@ -119,7 +119,10 @@ impl Interval {
     fn point(key: &[u8]) -> Self {
         let mut end = key.to_vec();
         end.push(0);
-        Self { begin: key.to_vec(), end }
+        Self {
+            begin: key.to_vec(),
+            end,
+        }
     }
 
     fn contains_point(&self, key: &[u8]) -> bool {
@@ -143,14 +146,19 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(PutSet, Vec<Interval>), EtcdErr
             Some(Op::RequestDeleteRange(d)) => Some(if d.range_end.is_empty() {
                 Interval::point(&d.key)
             } else {
-                Interval { begin: d.key.clone(), end: d.range_end.clone() }
+                Interval {
+                    begin: d.key.clone(),
+                    end: d.range_end.clone(),
+                }
             }),
             _ => None,
         })
         .collect();
     let mut puts = PutSet::new();
     for op in ops {
-        let Some(Op::RequestTxn(t)) = &op.request else { continue };
+        let Some(Op::RequestTxn(t)) = &op.request else {
+            continue;
+        };
         let (puts_then, dels_then) = check_intervals(&t.success)?;
         let (puts_else, dels_else) = check_intervals(&t.failure)?;
         for k in &puts_then {
@@ -170,7 +178,9 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(PutSet, Vec<Interval>), EtcdErr
         dels.extend(dels_else);
     }
     for op in ops {
-        let Some(Op::RequestPut(p)) = &op.request else { continue };
+        let Some(Op::RequestPut(p)) = &op.request else {
+            continue;
+        };
         if puts.contains(&p.key) || overlaps(&dels, &p.key) {
             return Err(EtcdError::DuplicateKey);
         }
@@ -216,7 +226,10 @@ impl Kv for KvService {
     }
 
     #[instrument(skip_all, fields(key = ?String::from_utf8_lossy(&req.get_ref().key)))]
-    async fn delete_range(&self, req: Request<DeleteRangeRequest>) -> GrpcResult<DeleteRangeResponse> {
+    async fn delete_range(
+        &self,
+        req: Request<DeleteRangeRequest>,
+    ) -> GrpcResult<DeleteRangeResponse> {
         let r = req.into_inner();
         check_delete(&r)?;
         match self.server.propose(Internal::DeleteRange(r)).await? {
@@ -233,9 +246,11 @@ impl Kv for KvService {
         let r = req.into_inner();
         check_txn(&r, self.server.config().max_txn_ops)?;
         if apply::is_txn_readonly(&r) {
-            let serializable = r.success.iter().chain(&r.failure).all(|op| {
-                matches!(&op.request, Some(Op::RequestRange(rr)) if rr.serializable)
-            });
+            let serializable = r
+                .success
+                .iter()
+                .chain(&r.failure)
+                .all(|op| matches!(&op.request, Some(Op::RequestRange(rr)) if rr.serializable));
             if !serializable {
                 self.server.read_barrier().await?;
             }
@@ -277,7 +292,12 @@ mod tests {
     use crate::proto::etcdserverpb::{Compare, DeleteRangeRequest};
 
     fn put(k: &str) -> RequestOp {
-        RequestOp { request: Some(Op::RequestPut(PutRequest { key: k.into(), ..Default::default() })) }
+        RequestOp {
+            request: Some(Op::RequestPut(PutRequest {
+                key: k.into(),
+                ..Default::default()
+            })),
+        }
     }
     fn del(k: &str, end: &str) -> RequestOp {
         RequestOp {
@@ -289,27 +309,68 @@ mod tests {
         }
     }
     fn txn(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
-        TxnRequest { compare: vec![], success, failure }
+        TxnRequest {
+            compare: vec![],
+            success,
+            failure,
+        }
     }
     fn nested(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> RequestOp {
-        RequestOp { request: Some(Op::RequestTxn(txn(success, failure))) }
+        RequestOp {
+            request: Some(Op::RequestTxn(txn(success, failure))),
+        }
     }
 
     #[test]
     fn duplicate_key_rules_match_etcd() {
         let table: Vec<(&str, TxnRequest, bool)> = vec![
             ("put+put", txn(vec![put("a"), put("a")], vec![]), false),
-            ("put+delete", txn(vec![put("a"), del("a", "")], vec![]), false),
-            ("put inside deleted range", txn(vec![put("b"), del("a", "c")], vec![]), false),
-            ("delete+delete overlap ok", txn(vec![del("a", "c"), del("b", "")], vec![]), true),
-            ("then/else separate", txn(vec![put("a")], vec![put("a")]), true),
-            ("nested then+else same key ok", txn(vec![nested(vec![put("a")], vec![put("a")])], vec![]), true),
-            ("nested vs outer put", txn(vec![put("a"), nested(vec![put("a")], vec![])], vec![]), false),
-            ("delete to \\0 overlaps nothing", txn(vec![put("b"), del("a", "\0")], vec![]), true),
-            ("distinct keys", txn(vec![put("a"), put("b"), del("c", "")], vec![]), true),
+            (
+                "put+delete",
+                txn(vec![put("a"), del("a", "")], vec![]),
+                false,
+            ),
+            (
+                "put inside deleted range",
+                txn(vec![put("b"), del("a", "c")], vec![]),
+                false,
+            ),
+            (
+                "delete+delete overlap ok",
+                txn(vec![del("a", "c"), del("b", "")], vec![]),
+                true,
+            ),
+            (
+                "then/else separate",
+                txn(vec![put("a")], vec![put("a")]),
+                true,
+            ),
+            (
+                "nested then+else same key ok",
+                txn(vec![nested(vec![put("a")], vec![put("a")])], vec![]),
+                true,
+            ),
+            (
+                "nested vs outer put",
+                txn(vec![put("a"), nested(vec![put("a")], vec![])], vec![]),
+                false,
+            ),
+            (
+                "delete to \\0 overlaps nothing",
+                txn(vec![put("b"), del("a", "\0")], vec![]),
+                true,
+            ),
+            (
+                "distinct keys",
+                txn(vec![put("a"), put("b"), del("c", "")], vec![]),
+                true,
+            ),
         ];
         // The whole tree is validated before the duplicate-key rule, as etcd does.
-        let empty_later = txn(vec![nested(vec![put("a"), put("a")], vec![]), put("")], vec![]);
+        let empty_later = txn(
+            vec![nested(vec![put("a"), put("a")], vec![]), put("")],
+            vec![],
+        );
         assert_eq!(check_txn(&empty_later, 128), Err(EtcdError::EmptyKey));
         for (name, t, ok) in table {
             let got = check_txn(&t, 128);
@@ -324,14 +385,31 @@ mod tests {
     fn edge_validation() {
         let many = txn((0..129).map(|i| put(&i.to_string())).collect(), vec![]);
         assert_eq!(check_txn(&many, 128), Err(EtcdError::TooManyOps));
-        let empty_cmp = TxnRequest { compare: vec![Compare::default()], ..Default::default() };
+        let empty_cmp = TxnRequest {
+            compare: vec![Compare::default()],
+            ..Default::default()
+        };
         assert_eq!(check_txn(&empty_cmp, 128), Err(EtcdError::EmptyKey));
         assert_eq!(check_put(&PutRequest::default()), Err(EtcdError::EmptyKey));
-        let p = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ignore_value: true, ..Default::default() };
+        let p = PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ignore_value: true,
+            ..Default::default()
+        };
         assert_eq!(check_put(&p), Err(EtcdError::ValueProvided));
-        let p = PutRequest { key: b"k".to_vec(), lease: 5, ignore_lease: true, ..Default::default() };
+        let p = PutRequest {
+            key: b"k".to_vec(),
+            lease: 5,
+            ignore_lease: true,
+            ..Default::default()
+        };
         assert_eq!(check_put(&p), Err(EtcdError::LeaseProvided));
-        let r = RangeRequest { key: b"k".to_vec(), sort_order: 9, ..Default::default() };
+        let r = RangeRequest {
+            key: b"k".to_vec(),
+            sort_order: 9,
+            ..Default::default()
+        };
         assert_eq!(check_range(&r), Err(EtcdError::InvalidSortOption));
     }
 }

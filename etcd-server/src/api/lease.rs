@@ -12,10 +12,10 @@ use tracing::instrument;
 use super::GrpcResult;
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseGrantResponse,
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
-    LeaseTimeToLiveResponse, internal_raft_request::Request as Internal, lease_server::Lease,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, internal_raft_request::Request as Internal,
+    lease_server::Lease,
 };
 use crate::server::{ApplyResponse, EtcdServer};
 
@@ -50,14 +50,24 @@ pub(crate) async fn renew(server: &EtcdServer, id: i64) -> Result<i64, Status> {
         };
     }
     let mut c = server.leader_client().await?;
-    Ok(c.lease_renew(crate::proto::peerpb::LeaseRenewRequest { id }).await?.into_inner().ttl)
+    Ok(
+        c.lease_renew(crate::proto::peerpb::LeaseRenewRequest { id })
+            .await?
+            .into_inner()
+            .ttl,
+    )
 }
 
 /// After a renewal, a checkpointed remaining TTL is stale: replicate "no checkpoint" so a new
 /// leader starts the lease from its full TTL, as etcd does.
 async fn clear_checkpoint(server: &EtcdServer, id: i64) {
     use crate::proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest};
-    let req = Internal::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints: vec![LeaseCheckpoint { id, remaining_ttl: 0 }] });
+    let req = Internal::LeaseCheckpoint(LeaseCheckpointRequest {
+        checkpoints: vec![LeaseCheckpoint {
+            id,
+            remaining_ttl: 0,
+        }],
+    });
     if let Err(e) = server.propose(req).await {
         tracing::debug!(error = %e, lease = id, "failed to clear a lease checkpoint");
     }
@@ -85,8 +95,15 @@ impl Lease for LeaseService {
     }
 
     #[instrument(skip_all, fields(id = req.get_ref().id))]
-    async fn lease_revoke(&self, req: Request<LeaseRevokeRequest>) -> GrpcResult<LeaseRevokeResponse> {
-        match self.server.propose(Internal::LeaseRevoke(req.into_inner())).await? {
+    async fn lease_revoke(
+        &self,
+        req: Request<LeaseRevokeRequest>,
+    ) -> GrpcResult<LeaseRevokeResponse> {
+        match self
+            .server
+            .propose(Internal::LeaseRevoke(req.into_inner()))
+            .await?
+        {
             ApplyResponse::LeaseRevoke(mut resp) => {
                 self.server.fill_header(&mut resp.header);
                 Ok(Response::new(resp))
@@ -114,7 +131,11 @@ impl Lease for LeaseService {
                     Ok(()) => {
                         let ttl = renew(&server, msg.id).await;
                         ttl.map(|ttl| {
-                            let mut resp = LeaseKeepAliveResponse { header: None, id: msg.id, ttl };
+                            let mut resp = LeaseKeepAliveResponse {
+                                header: None,
+                                id: msg.id,
+                                ttl,
+                            };
                             server.fill_header(&mut resp.header);
                             resp
                         })
@@ -130,15 +151,24 @@ impl Lease for LeaseService {
     }
 
     #[instrument(skip_all, fields(id = req.get_ref().id))]
-    async fn lease_time_to_live(&self, req: Request<LeaseTimeToLiveRequest>) -> GrpcResult<LeaseTimeToLiveResponse> {
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> GrpcResult<LeaseTimeToLiveResponse> {
         let r = req.into_inner();
         self.server.read_barrier().await?;
         // Only the leader runs lease clocks; a follower asks it.
         let found = if self.server.lessor().is_primary() {
-            self.server.lessor().time_to_live(r.id).map(|t| (t.remaining, t.granted_ttl, t.keys))
+            self.server
+                .lessor()
+                .time_to_live(r.id)
+                .map(|t| (t.remaining, t.granted_ttl, t.keys))
         } else {
             let mut c = self.server.leader_client().await?;
-            let t = c.lease_time_to_live(crate::proto::peerpb::LeaseTtlRequest { id: r.id }).await?.into_inner();
+            let t = c
+                .lease_time_to_live(crate::proto::peerpb::LeaseTtlRequest { id: r.id })
+                .await?
+                .into_inner();
             t.found.then_some((t.remaining, t.granted, t.keys))
         };
         let mut resp = match found {
@@ -149,17 +179,35 @@ impl Lease for LeaseService {
                 granted_ttl,
                 keys: if r.keys { keys } else { vec![] },
             },
-            None => LeaseTimeToLiveResponse { header: None, id: r.id, ttl: -1, granted_ttl: 0, keys: vec![] },
+            None => LeaseTimeToLiveResponse {
+                header: None,
+                id: r.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: vec![],
+            },
         };
         self.server.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     #[instrument(skip_all)]
-    async fn lease_leases(&self, _: Request<LeaseLeasesRequest>) -> GrpcResult<LeaseLeasesResponse> {
+    async fn lease_leases(
+        &self,
+        _: Request<LeaseLeasesRequest>,
+    ) -> GrpcResult<LeaseLeasesResponse> {
         self.server.read_barrier().await?;
-        let leases = self.server.lessor().leases().into_iter().map(|id| LeaseStatus { id }).collect();
-        let mut resp = LeaseLeasesResponse { header: None, leases };
+        let leases = self
+            .server
+            .lessor()
+            .leases()
+            .into_iter()
+            .map(|id| LeaseStatus { id })
+            .collect();
+        let mut resp = LeaseLeasesResponse {
+            header: None,
+            leases,
+        };
         self.server.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }

@@ -9,7 +9,9 @@ use tracing::instrument;
 use super::GrpcResult;
 use crate::concurrency::{self as cc, create_rev_is};
 use crate::proto::etcdserverpb::{ResponseHeader, TxnRequest, response_op::Response as OpResp};
-use crate::proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse, lock_server::Lock};
+use crate::proto::v3lockpb::{
+    LockRequest, LockResponse, UnlockRequest, UnlockResponse, lock_server::Lock,
+};
 use crate::server::EtcdServer;
 
 /// The Lock service of one member.
@@ -24,7 +26,11 @@ impl LockService {
         Self { server }
     }
 
-    async fn acquire(&self, name: &[u8], lease: i64) -> Result<(Vec<u8>, Option<ResponseHeader>), Status> {
+    async fn acquire(
+        &self,
+        name: &[u8],
+        lease: i64,
+    ) -> Result<(Vec<u8>, Option<ResponseHeader>), Status> {
         let s = &self.server;
         let mut prefix = name.to_vec();
         prefix.push(b'/');
@@ -48,12 +54,27 @@ impl LockService {
         let header = match waited {
             Ok(h) => h,
             Err(e) => {
-                let _ = cc::txn(s, TxnRequest { compare: vec![], success: vec![cc::delete_op(&key)], failure: vec![] }).await;
+                let _ = cc::txn(
+                    s,
+                    TxnRequest {
+                        compare: vec![],
+                        success: vec![cc::delete_op(&key)],
+                        failure: vec![],
+                    },
+                )
+                .await;
                 return Err(e.into());
             }
         };
         // The key may have gone with its lease while we waited.
-        let still = cc::range(s, &crate::proto::etcdserverpb::RangeRequest { key: key.clone(), ..Default::default() }).await?;
+        let still = cc::range(
+            s,
+            &crate::proto::etcdserverpb::RangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            },
+        )
+        .await?;
         if still.kvs.is_empty() {
             return Err(Status::unknown("mutex: session is expired"));
         }
@@ -77,7 +98,15 @@ impl Lock for LockService {
     #[instrument(skip_all, fields(key = ?String::from_utf8_lossy(&req.get_ref().key)))]
     async fn unlock(&self, req: Request<UnlockRequest>) -> GrpcResult<UnlockResponse> {
         let key = req.into_inner().key;
-        let resp = cc::txn(&self.server, TxnRequest { compare: vec![], success: vec![cc::delete_op(&key)], failure: vec![] }).await?;
+        let resp = cc::txn(
+            &self.server,
+            TxnRequest {
+                compare: vec![],
+                success: vec![cc::delete_op(&key)],
+                failure: vec![],
+            },
+        )
+        .await?;
         let mut header = resp.header;
         self.server.fill_header(&mut header);
         Ok(Response::new(UnlockResponse { header }))

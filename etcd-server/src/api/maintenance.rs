@@ -17,10 +17,9 @@ use crate::config::ETCD_VERSION;
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
-    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest,
-    HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse,
-    StatusRequest, StatusResponse, internal_raft_request::Request as Internal,
-    maintenance_server::Maintenance,
+    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse, internal_raft_request::Request as Internal, maintenance_server::Maintenance,
 };
 use crate::server::{ApplyResponse, EtcdServer};
 
@@ -46,7 +45,11 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>
 impl Maintenance for MaintenanceService {
     #[instrument(skip_all)]
     async fn alarm(&self, req: Request<AlarmRequest>) -> GrpcResult<AlarmResponse> {
-        match self.server.propose(Internal::Alarm(req.into_inner())).await? {
+        match self
+            .server
+            .propose(Internal::Alarm(req.into_inner()))
+            .await?
+        {
             ApplyResponse::Alarm(mut resp) => {
                 self.server.fill_header(&mut resp.header);
                 Ok(Response::new(resp))
@@ -73,7 +76,9 @@ impl Maintenance for MaintenanceService {
                 .list()
                 .into_iter()
                 .map(|a| {
-                    let name = AlarmType::try_from(a.alarm).map(|t| t.as_str_name()).unwrap_or("UNKNOWN");
+                    let name = AlarmType::try_from(a.alarm)
+                        .map(|t| t.as_str_name())
+                        .unwrap_or("UNKNOWN");
                     format!("memberID:{} alarm:{name} ", a.member_id)
                 })
                 .collect(),
@@ -95,7 +100,11 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(EtcdError::from)?;
-        tracing::info!(before, after = self.server.store().backend().size(), "defragmented backend");
+        tracing::info!(
+            before,
+            after = self.server.store().backend().size(),
+            "defragmented backend"
+        );
         let mut resp = DefragmentResponse { header: None };
         self.server.fill_header(&mut resp.header);
         Ok(Response::new(resp))
@@ -125,7 +134,12 @@ impl Maintenance for MaintenanceService {
         };
         let hash = view.hash_kv(rev).map_err(EtcdError::from)?;
         drop(view);
-        let mut resp = HashKvResponse { header: None, hash, compact_revision: compact, hash_revision: rev };
+        let mut resp = HashKvResponse {
+            header: None,
+            hash,
+            compact_revision: compact,
+            hash_revision: rev,
+        };
         self.server.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -175,13 +189,22 @@ impl Maintenance for MaintenanceService {
                         return Ok(());
                     }
                 }
-                let last = SnapshotResponse { header: None, remaining_bytes: 0, blob: sha.finalize().to_vec(), version: String::new() };
+                let last = SnapshotResponse {
+                    header: None,
+                    remaining_bytes: 0,
+                    blob: sha.finalize().to_vec(),
+                    version: String::new(),
+                };
                 let _ = tx.send(Ok(last)).await;
                 Ok(())
             }
             .await;
             if let Err(e) = result {
-                let _ = tx.send(Err(Status::internal(format!("failed to stream snapshot: {e}")))).await;
+                let _ = tx
+                    .send(Err(Status::internal(format!(
+                        "failed to stream snapshot: {e}"
+                    ))))
+                    .await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -19,7 +19,9 @@ pub type GrpcResult<T> = Result<tonic::Response<T>, Status>;
 
 /// The status for an API etcd has but this server does not serve yet.
 pub fn not_supported(what: &str) -> Status {
-    Status::unimplemented(format!("etcdserver: {what} is not supported by this server yet"))
+    Status::unimplemented(format!(
+        "etcdserver: {what} is not supported by this server yet"
+    ))
 }
 
 impl EtcdError {

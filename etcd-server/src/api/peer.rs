@@ -13,8 +13,8 @@ use tonic::{Request, Response, Status, Streaming};
 use super::GrpcResult;
 use crate::error::EtcdError;
 use crate::proto::peerpb::{
-    Ack, LeaseRenewRequest, LeaseRenewResponse, LeaseTtlRequest, LeaseTtlResponse,
-    MembersRequest, MembersResponse, RaftEnvelope, SnapshotChunk, peer_server::Peer,
+    Ack, LeaseRenewRequest, LeaseRenewResponse, LeaseTtlRequest, LeaseTtlResponse, MembersRequest,
+    MembersResponse, RaftEnvelope, SnapshotChunk, peer_server::Peer,
 };
 use crate::raft::Input;
 use crate::raft::transport::incoming_snapshot;
@@ -49,7 +49,8 @@ impl PeerService {
 }
 
 fn decode(bytes: &[u8]) -> Result<Message, Status> {
-    Message::parse_from_bytes(bytes).map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))
+    Message::parse_from_bytes(bytes)
+        .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))
 }
 
 #[tonic::async_trait]
@@ -69,7 +70,10 @@ impl Peer for PeerService {
 
     async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> GrpcResult<Ack> {
         let mut stream = req.into_inner();
-        let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         self.check_cluster(first.cluster_id)?;
         let m = decode(&first.message)?;
         let index = m.get_snapshot().get_metadata().index;
@@ -86,13 +90,18 @@ impl Peer for PeerService {
         drop(f);
         tokio::fs::rename(&tmp, &path).await.map_err(io)?;
         tracing::info!(index, from = format!("{:x}", m.from), "received snapshot");
-        self.server.raft_input(Input::Step(Box::new(m))).map_err(EtcdError::status)?;
+        self.server
+            .raft_input(Input::Step(Box::new(m)))
+            .map_err(EtcdError::status)?;
         Ok(Response::new(Ack {}))
     }
 
     async fn members(&self, _: Request<MembersRequest>) -> GrpcResult<MembersResponse> {
         let c = self.server.cluster();
-        Ok(Response::new(MembersResponse { cluster_id: c.id, members: c.members.into_values().collect() }))
+        Ok(Response::new(MembersResponse {
+            cluster_id: c.id,
+            members: c.members.into_values().collect(),
+        }))
     }
 
     async fn lease_renew(&self, req: Request<LeaseRenewRequest>) -> GrpcResult<LeaseRenewResponse> {
@@ -103,10 +112,20 @@ impl Peer for PeerService {
         Ok(Response::new(LeaseRenewResponse { ttl }))
     }
 
-    async fn lease_time_to_live(&self, req: Request<LeaseTtlRequest>) -> GrpcResult<LeaseTtlResponse> {
-        Ok(Response::new(match self.server.lessor().time_to_live(req.get_ref().id) {
-            Some(t) => LeaseTtlResponse { found: true, remaining: t.remaining, granted: t.granted_ttl, keys: t.keys },
-            None => LeaseTtlResponse::default(),
-        }))
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTtlRequest>,
+    ) -> GrpcResult<LeaseTtlResponse> {
+        Ok(Response::new(
+            match self.server.lessor().time_to_live(req.get_ref().id) {
+                Some(t) => LeaseTtlResponse {
+                    found: true,
+                    remaining: t.remaining,
+                    granted: t.granted_ttl,
+                    keys: t.keys,
+                },
+                None => LeaseTtlResponse::default(),
+            },
+        ))
     }
 }

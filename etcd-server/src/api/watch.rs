@@ -13,7 +13,9 @@ use tracing::instrument;
 use super::GrpcResult;
 use crate::apply;
 use crate::config::GRPC_OVERHEAD_BYTES;
-use crate::proto::etcdserverpb::{WatchRequest, WatchResponse, watch_request::RequestUnion, watch_server::Watch};
+use crate::proto::etcdserverpb::{
+    WatchRequest, WatchResponse, watch_request::RequestUnion, watch_server::Watch,
+};
 use crate::server::EtcdServer;
 use crate::watch::Outgoing;
 
@@ -57,7 +59,11 @@ pub fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
     out
 }
 
-async fn forward(server: Arc<EtcdServer>, mut rx: mpsc::Receiver<Outgoing>, tx: mpsc::Sender<Result<WatchResponse, Status>>) {
+async fn forward(
+    server: Arc<EtcdServer>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+) {
     let limit = server.config().max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
     while let Some(out) = rx.recv().await {
         let mut resp = out.resp;
@@ -67,7 +73,11 @@ async fn forward(server: Arc<EtcdServer>, mut rx: mpsc::Receiver<Outgoing>, tx: 
             }
         }
         server.fill_header(&mut resp.header);
-        let parts = if out.fragment { fragments(resp, limit) } else { vec![resp] };
+        let parts = if out.fragment {
+            fragments(resp, limit)
+        } else {
+            vec![resp]
+        };
         for part in parts {
             if tx.send(Ok(part)).await.is_err() {
                 return;
@@ -108,17 +118,42 @@ mod tests {
 
     #[test]
     fn fragments_split_only_large_multi_event_replies() {
-        let ev = |n: usize| Event { kv: Some(KeyValue { key: b"k".to_vec(), value: vec![b'x'; n], ..Default::default() }), ..Default::default() };
-        let small = WatchResponse { events: vec![ev(10), ev(10)], ..Default::default() };
+        let ev = |n: usize| Event {
+            kv: Some(KeyValue {
+                key: b"k".to_vec(),
+                value: vec![b'x'; n],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let small = WatchResponse {
+            events: vec![ev(10), ev(10)],
+            ..Default::default()
+        };
         assert_eq!(fragments(small, 1000).len(), 1);
-        let single = WatchResponse { events: vec![ev(5000)], ..Default::default() };
+        let single = WatchResponse {
+            events: vec![ev(5000)],
+            ..Default::default()
+        };
         assert_eq!(fragments(single, 1000).len(), 1);
-        let big = WatchResponse { watch_id: 3, events: (0..10).map(|_| ev(400)).collect(), ..Default::default() };
+        let big = WatchResponse {
+            watch_id: 3,
+            events: (0..10).map(|_| ev(400)).collect(),
+            ..Default::default()
+        };
         let parts = fragments(big, 1000);
         assert!(parts.len() > 1);
         assert_eq!(parts.iter().map(|p| p.events.len()).sum::<usize>(), 10);
-        assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment && p.watch_id == 3));
+        assert!(
+            parts[..parts.len() - 1]
+                .iter()
+                .all(|p| p.fragment && p.watch_id == 3)
+        );
         assert!(!parts.last().expect("parts").fragment);
-        assert!(parts.iter().all(|p| p.encoded_len() < 1000 || p.events.len() == 1));
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.encoded_len() < 1000 || p.events.len() == 1)
+        );
     }
 }

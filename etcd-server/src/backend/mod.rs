@@ -80,14 +80,19 @@ impl Backend {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| BackendError::Storage(e.to_string()))?;
         }
-        let db = redb::Database::create(path)
-            .map_err(|source| BackendError::Open { path: path.to_owned(), source })?;
+        let db = redb::Database::create(path).map_err(|source| BackendError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         let tx = db.begin_write()?;
         tx.open_table(KV)?;
         tx.open_table(META)?;
         tx.open_table(MEMBERS)?;
         tx.commit()?;
-        Ok(Self { db: RwLock::new(db), path: path.to_owned() })
+        Ok(Self {
+            db: RwLock::new(db),
+            path: path.to_owned(),
+        })
     }
 
     /// The underlying database.
@@ -106,7 +111,10 @@ impl Backend {
     /// Replaces the database with the file at `path` (a backend received with a snapshot).
     /// No transaction may be open: the caller holds the store exclusively.
     pub fn replace_with(&self, path: &Path) -> Result<(), BackendError> {
-        let new = redb::Database::create(path).map_err(|source| BackendError::Open { path: path.to_owned(), source })?;
+        let new = redb::Database::create(path).map_err(|source| BackendError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         let old = std::mem::replace(&mut *db, new);
         drop(old);

@@ -73,14 +73,22 @@ fn encode(ttl: i64, remaining: i64) -> [u8; 16] {
 }
 
 fn decode(b: &[u8]) -> (i64, i64) {
-    let int = |r: std::ops::Range<usize>| b.get(r).and_then(|s| s.try_into().ok()).map(i64::from_be_bytes).unwrap_or(0);
+    let int = |r: std::ops::Range<usize>| {
+        b.get(r)
+            .and_then(|s| s.try_into().ok())
+            .map(i64::from_be_bytes)
+            .unwrap_or(0)
+    };
     (int(0..8), int(8..16))
 }
 
 impl Lessor {
     /// A lessor whose minimum TTL is `min_ttl` seconds (etcd: ceil(1.5 × election timeout)).
     pub fn new(min_ttl: i64) -> Self {
-        Self { inner: Mutex::default(), min_ttl }
+        Self {
+            inner: Mutex::default(),
+            min_ttl,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -93,7 +101,11 @@ impl Lessor {
     }
 
     /// Loads leases from the backend and re-attaches the live keys that name them.
-    pub fn recover(&self, tx: &redb::ReadTransaction, live: &[KeyValue]) -> Result<(), BackendError> {
+    pub fn recover(
+        &self,
+        tx: &redb::ReadTransaction,
+        live: &[KeyValue],
+    ) -> Result<(), BackendError> {
         let mut inner = self.lock();
         inner.leases.clear();
         inner.key_lease.clear();
@@ -102,7 +114,15 @@ impl Lessor {
                 for item in t.iter()? {
                     let (k, v) = item?;
                     let (ttl, remaining) = decode(v.value());
-                    inner.leases.insert(k.value(), Lease { ttl, remaining, expiry: None, keys: BTreeSet::new() });
+                    inner.leases.insert(
+                        k.value(),
+                        Lease {
+                            ttl,
+                            remaining,
+                            expiry: None,
+                            keys: BTreeSet::new(),
+                        },
+                    );
                 }
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
@@ -118,7 +138,12 @@ impl Lessor {
     }
 
     /// Applies a grant. Returns the effective TTL.
-    pub fn grant(&self, tx: &redb::WriteTransaction, id: i64, ttl: i64) -> Result<Result<i64, EtcdError>, BackendError> {
+    pub fn grant(
+        &self,
+        tx: &redb::WriteTransaction,
+        id: i64,
+        ttl: i64,
+    ) -> Result<Result<i64, EtcdError>, BackendError> {
         if id == 0 {
             return Ok(Err(EtcdError::LeaseNotFound));
         }
@@ -130,15 +155,29 @@ impl Lessor {
             return Ok(Err(EtcdError::LeaseExist));
         }
         let ttl = ttl.max(self.min_ttl);
-        let expiry = inner.primary.then(|| Instant::now() + Duration::from_secs(ttl as u64));
-        tx.open_table(LEASES)?.insert(id, encode(ttl, 0).as_slice())?;
-        inner.leases.insert(id, Lease { ttl, remaining: 0, expiry, keys: BTreeSet::new() });
+        let expiry = inner
+            .primary
+            .then(|| Instant::now() + Duration::from_secs(ttl as u64));
+        tx.open_table(LEASES)?
+            .insert(id, encode(ttl, 0).as_slice())?;
+        inner.leases.insert(
+            id,
+            Lease {
+                ttl,
+                remaining: 0,
+                expiry,
+                keys: BTreeSet::new(),
+            },
+        );
         Ok(Ok(ttl))
     }
 
     /// The keys attached to `id`, or None if the lease does not exist.
     pub fn keys(&self, id: i64) -> Option<Vec<Vec<u8>>> {
-        self.lock().leases.get(&id).map(|l| l.keys.iter().cloned().collect())
+        self.lock()
+            .leases
+            .get(&id)
+            .map(|l| l.keys.iter().cloned().collect())
     }
 
     /// Forgets lease `id` (after its keys were deleted).
@@ -159,7 +198,11 @@ impl Lessor {
         let mut inner = self.lock();
         for ev in events {
             let Some(kv) = &ev.kv else { continue };
-            let new_lease = if ev.r#type == EventType::Put as i32 { kv.lease } else { 0 };
+            let new_lease = if ev.r#type == EventType::Put as i32 {
+                kv.lease
+            } else {
+                0
+            };
             let old = inner.key_lease.get(&kv.key).copied().unwrap_or(0);
             if old == new_lease {
                 continue;
@@ -180,11 +223,19 @@ impl Lessor {
     }
 
     /// Applies a checkpoint: the remaining TTL a new leader starts the lease from.
-    pub fn checkpoint(&self, tx: &redb::WriteTransaction, id: i64, remaining: i64) -> Result<(), BackendError> {
+    pub fn checkpoint(
+        &self,
+        tx: &redb::WriteTransaction,
+        id: i64,
+        remaining: i64,
+    ) -> Result<(), BackendError> {
         let mut inner = self.lock();
-        let Some(l) = inner.leases.get_mut(&id) else { return Ok(()) };
+        let Some(l) = inner.leases.get_mut(&id) else {
+            return Ok(());
+        };
         l.remaining = remaining;
-        tx.open_table(LEASES)?.insert(id, encode(l.ttl, remaining).as_slice())?;
+        tx.open_table(LEASES)?
+            .insert(id, encode(l.ttl, remaining).as_slice())?;
         Ok(())
     }
 
@@ -214,7 +265,10 @@ impl Lessor {
             .filter_map(|(id, l)| {
                 let e = l.expiry?;
                 let left = e.saturating_duration_since(now);
-                Some((*id, (left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0)).max(1)))
+                Some((
+                    *id,
+                    (left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0)).max(1),
+                ))
             })
             .collect()
     }
@@ -230,7 +284,11 @@ impl Lessor {
             }
             None => l.ttl,
         };
-        Some(TimeToLive { granted_ttl: l.ttl, remaining, keys: l.keys.iter().cloned().collect() })
+        Some(TimeToLive {
+            granted_ttl: l.ttl,
+            remaining,
+            keys: l.keys.iter().cloned().collect(),
+        })
     }
 
     /// IDs of all leases.
@@ -267,7 +325,11 @@ impl Lessor {
         inner.revoking.clear();
         let now = Instant::now();
         for l in inner.leases.values_mut() {
-            let from = if l.remaining > 0 { l.remaining.min(l.ttl) } else { l.ttl };
+            let from = if l.remaining > 0 {
+                l.remaining.min(l.ttl)
+            } else {
+                l.ttl
+            };
             l.expiry = Some(now + Duration::from_secs(from as u64) + extend);
         }
     }
@@ -293,7 +355,9 @@ const EXPIRY_CHECK: Duration = Duration::from_millis(500);
 /// Follows leadership (starting or stopping lease clocks) and, on the leader, revokes expired
 /// leases through Raft. Runs until the member stops.
 pub async fn run_expiry(server: std::sync::Arc<crate::server::EtcdServer>) {
-    use crate::proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest, internal_raft_request::Request};
+    use crate::proto::etcdserverpb::{
+        LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest, internal_raft_request::Request,
+    };
     let mut ticker = tokio::time::interval(EXPIRY_CHECK);
     let election = server.config().heartbeat * server.config().election_ticks as u32;
     let checkpoint_every = server.config().lease_checkpoint_interval;
@@ -309,12 +373,21 @@ pub async fn run_expiry(server: std::sync::Arc<crate::server::EtcdServer>) {
                 .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
                 .collect();
             if !checkpoints.is_empty() {
-                if let Err(e) = server.propose(Request::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints })).await {
+                if let Err(e) = server
+                    .propose(Request::LeaseCheckpoint(LeaseCheckpointRequest {
+                        checkpoints,
+                    }))
+                    .await
+                {
                     tracing::warn!(error = %e, "failed to checkpoint lease TTLs");
                 }
             }
         }
-        if server.raft_status().stopped.load(std::sync::atomic::Ordering::SeqCst) {
+        if server
+            .raft_status()
+            .stopped
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             return;
         }
         let lessor = server.lessor();
@@ -329,7 +402,10 @@ pub async fn run_expiry(server: std::sync::Arc<crate::server::EtcdServer>) {
         for id in lessor.take_expired(Instant::now()) {
             let s = server.clone();
             tokio::spawn(async move {
-                match s.propose(Request::LeaseRevoke(LeaseRevokeRequest { id })).await {
+                match s
+                    .propose(Request::LeaseRevoke(LeaseRevokeRequest { id }))
+                    .await
+                {
                     Ok(_) => tracing::info!(lease = format!("{id:x}"), "revoked expired lease"),
                     Err(crate::error::EtcdError::LeaseNotFound) => {}
                     Err(e) => {
@@ -355,7 +431,12 @@ mod tests {
     fn put(key: &str, lease: i64) -> Event {
         Event {
             r#type: EventType::Put as i32,
-            kv: Some(KeyValue { key: key.into(), lease, create_revision: 2, ..Default::default() }),
+            kv: Some(KeyValue {
+                key: key.into(),
+                lease,
+                create_revision: 2,
+                ..Default::default()
+            }),
             prev_kv: None,
         }
     }
@@ -366,14 +447,28 @@ mod tests {
         let l = Lessor::new(2);
         l.promote(Duration::ZERO);
         let tx = db.begin_write().expect("tx");
-        assert_eq!(l.grant(&tx, 7, 1).expect("io"), Ok(2), "minimum TTL applies");
+        assert_eq!(
+            l.grant(&tx, 7, 1).expect("io"),
+            Ok(2),
+            "minimum TTL applies"
+        );
         assert_eq!(l.grant(&tx, 7, 10).expect("io"), Err(EtcdError::LeaseExist));
-        assert_eq!(l.grant(&tx, 8, MAX_LEASE_TTL + 1).expect("io"), Err(EtcdError::LeaseTtlTooLarge));
+        assert_eq!(
+            l.grant(&tx, 8, MAX_LEASE_TTL + 1).expect("io"),
+            Err(EtcdError::LeaseTtlTooLarge)
+        );
         l.on_events(&[put("a", 7), put("b", 7)]);
         assert_eq!(l.keys(7), Some(vec![b"a".to_vec(), b"b".to_vec()]));
         // Put with lease 0 detaches; delete detaches.
         l.on_events(&[put("a", 0)]);
-        let del = Event { r#type: EventType::Delete as i32, kv: Some(KeyValue { key: b"b".to_vec(), ..Default::default() }), prev_kv: None };
+        let del = Event {
+            r#type: EventType::Delete as i32,
+            kv: Some(KeyValue {
+                key: b"b".to_vec(),
+                ..Default::default()
+            }),
+            prev_kv: None,
+        };
         l.on_events(&[del]);
         assert_eq!(l.keys(7), Some(vec![]));
         assert_eq!(l.renew(99), Err(EtcdError::LeaseNotFound));
@@ -395,8 +490,14 @@ mod tests {
         l.promote(Duration::ZERO);
         let t1 = l.time_to_live(1).expect("lease 1");
         let t2 = l.time_to_live(2).expect("lease 2");
-        assert!(t1.remaining <= 10, "checkpointed lease resumes from its remaining TTL: {t1:?}");
-        assert!(t2.remaining > 90, "lease without checkpoint gets its full TTL: {t2:?}");
+        assert!(
+            t1.remaining <= 10,
+            "checkpointed lease resumes from its remaining TTL: {t1:?}"
+        );
+        assert!(
+            t2.remaining > 90,
+            "lease without checkpoint gets its full TTL: {t2:?}"
+        );
         // A renewal reports the checkpoint so it can be cleared.
         assert_eq!(l.renew_checked(1), Ok((100, true)));
         assert_eq!(l.renew_checked(2), Ok((100, false)));

@@ -35,7 +35,10 @@ impl KeyIndex {
                 continue;
             }
             if g.tombstoned {
-                let tomb = g.revs.last().expect("a tombstoned generation is never empty");
+                let tomb = g
+                    .revs
+                    .last()
+                    .expect("a tombstoned generation is never empty");
                 if tomb.main <= at {
                     return None;
                 }
@@ -48,7 +51,11 @@ impl KeyIndex {
     /// `(create_revision, version)` of the live key as of `at`.
     pub fn live(&self, at: i64) -> Option<(i64, i64)> {
         self.get(at)?;
-        let g = self.generations.iter().rev().find(|g| g.revs.first().is_some_and(|r| r.main <= at))?;
+        let g = self
+            .generations
+            .iter()
+            .rev()
+            .find(|g| g.revs.first().is_some_and(|r| r.main <= at))?;
         // Count the puts of this life at or below `at` (the tombstone, if any, is above `at`).
         let newer = g.revs.iter().filter(|r| r.main > at).count() as i64;
         let newer_puts = if g.tombstoned { newer - 1 } else { newer };
@@ -61,7 +68,12 @@ impl KeyIndex {
                 g.revs.push(rev);
                 g.ver = ver;
             }
-            _ => self.generations.push(Generation { revs: vec![rev], tombstoned: false, created, ver }),
+            _ => self.generations.push(Generation {
+                revs: vec![rev],
+                tombstoned: false,
+                created,
+                ver,
+            }),
         }
     }
 
@@ -211,7 +223,17 @@ mod tests {
         idx.put(b"a", r(4), 2, 2);
         assert!(idx.tombstone(b"a", r(6)));
         idx.put(b"a", r(8), 8, 1);
-        let table = [(1, None), (2, Some(2)), (3, Some(2)), (4, Some(4)), (5, Some(4)), (6, None), (7, None), (8, Some(8)), (100, Some(8))];
+        let table = [
+            (1, None),
+            (2, Some(2)),
+            (3, Some(2)),
+            (4, Some(4)),
+            (5, Some(4)),
+            (6, None),
+            (7, None),
+            (8, Some(8)),
+            (100, Some(8)),
+        ];
         for (at, want) in table {
             assert_eq!(idx.get(b"a", at).map(|r| r.main), want, "at {at}");
         }

@@ -91,9 +91,17 @@ fn range_at<T: ReadableTable<(i64, i64), &'static [u8]>>(
     if rev < compact_rev {
         return Err(MvccError::Compacted);
     }
-    let limit = if ro.count_only { 0 } else { usize::try_from(ro.limit.max(0)).unwrap_or(0) };
+    let limit = if ro.count_only {
+        0
+    } else {
+        usize::try_from(ro.limit.max(0)).unwrap_or(0)
+    };
     let found = index.range(key, end, rev, limit);
-    let mut out = RangeResult { kvs: Vec::new(), count: found.count as i64, rev: cur_rev };
+    let mut out = RangeResult {
+        kvs: Vec::new(),
+        count: found.count as i64,
+        rev: cur_rev,
+    };
     if ro.count_only {
         return Ok(out);
     }
@@ -133,14 +141,23 @@ fn load_state(backend: &Backend) -> Result<State, MvccError> {
     let compact_rev = meta(META_COMPACT_REV)?.map(|v| v as i64).unwrap_or(-1);
     let applied_index = meta(META_CONSISTENT_INDEX)?.unwrap_or(0);
     let applied_term = meta(META_TERM)?.unwrap_or(0);
-    Ok(State { index, current_rev, compact_rev, applied_index, applied_term })
+    Ok(State {
+        index,
+        current_rev,
+        compact_rev,
+        applied_index,
+        applied_term,
+    })
 }
 
 impl KvStore {
     /// Opens the store over `backend`, rebuilding the key index from the stored revisions.
     pub fn open(backend: Backend) -> Result<Self, MvccError> {
         let state = load_state(&backend)?;
-        Ok(Self { backend, state: RwLock::new(state) })
+        Ok(Self {
+            backend,
+            state: RwLock::new(state),
+        })
     }
 
     /// Replaces the whole store with the backend file at `path` (from a leader's snapshot).
@@ -187,7 +204,10 @@ impl KvStore {
 
     /// Runs `f` while no reader or writer is active, after making every commit durable (for
     /// defragmentation and consistent file snapshots).
-    pub fn exclusive<R>(&self, f: impl FnOnce(&Backend) -> Result<R, BackendError>) -> Result<R, MvccError> {
+    pub fn exclusive<R>(
+        &self,
+        f: impl FnOnce(&Backend) -> Result<R, BackendError>,
+    ) -> Result<R, MvccError> {
         let state = self.state_mut();
         self.backend.sync()?;
         let out = f(&self.backend)?;
@@ -213,17 +233,30 @@ impl KvStore {
         f: impl FnOnce(&mut Batch<'_>) -> Result<R, MvccError>,
     ) -> Result<R, MvccError> {
         let mut state = self.state_mut();
-        let mut tx = self.backend.db().begin_write().map_err(BackendError::from)?;
-        let durability = if durable { redb::Durability::Immediate } else { redb::Durability::None };
+        let mut tx = self
+            .backend
+            .db()
+            .begin_write()
+            .map_err(BackendError::from)?;
+        let durability = if durable {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        };
         tx.set_durability(durability).map_err(BackendError::from)?;
         let out = {
             let kv = tx.open_table(KV).map_err(BackendError::from)?;
-            let mut batch = Batch { state: &mut state, kv, tx: &tx };
+            let mut batch = Batch {
+                state: &mut state,
+                kv,
+                tx: &tx,
+            };
             f(&mut batch)?
         };
         {
             let mut meta = tx.open_table(META).map_err(BackendError::from)?;
-            let mut put = |k: &str, v: u64| meta.insert(k, v).map(|_| ()).map_err(BackendError::from);
+            let mut put =
+                |k: &str, v: u64| meta.insert(k, v).map(|_| ()).map_err(BackendError::from);
             put(META_CONSISTENT_INDEX, index)?;
             put(META_TERM, term)?;
             put(META_CURRENT_REV, state.current_rev as u64)?;
@@ -231,7 +264,8 @@ impl KvStore {
                 put(META_COMPACT_REV, state.compact_rev as u64)?;
             }
         }
-        crate::metrics::time(&crate::metrics::BACKEND_COMMIT, || tx.commit()).map_err(BackendError::from)?;
+        crate::metrics::time(&crate::metrics::BACKEND_COMMIT, || tx.commit())
+            .map_err(BackendError::from)?;
         state.applied_index = index;
         state.applied_term = term;
         Ok(out)
@@ -257,9 +291,22 @@ impl ReadTxn<'_> {
     }
 
     /// Range read with etcd's conventions for `key`/`end`.
-    pub fn range(&self, key: &[u8], end: &[u8], ro: RangeOptions) -> Result<RangeResult, MvccError> {
+    pub fn range(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        ro: RangeOptions,
+    ) -> Result<RangeResult, MvccError> {
         let s = &self.state;
-        range_at(&s.index, s.compact_rev, &self.kv, key, end, s.current_rev, ro)
+        range_at(
+            &s.index,
+            s.compact_rev,
+            &self.kv,
+            key,
+            end,
+            s.current_rev,
+            ro,
+        )
     }
 
     /// The backend read transaction, for tables outside the MVCC keyspace.
@@ -273,11 +320,23 @@ impl ReadTxn<'_> {
         if from > to {
             return Ok(out);
         }
-        for item in self.kv.range((from, i64::MIN)..=(to, i64::MAX)).map_err(BackendError::from)? {
+        for item in self
+            .kv
+            .range((from, i64::MIN)..=(to, i64::MAX))
+            .map_err(BackendError::from)?
+        {
             let (_, v) = item.map_err(BackendError::from)?;
             let (tomb, kv) = decode(v.value())?;
-            let ty = if tomb { EventType::Delete } else { EventType::Put };
-            out.push(Event { r#type: ty as i32, kv: Some(kv), prev_kv: None });
+            let ty = if tomb {
+                EventType::Delete
+            } else {
+                EventType::Put
+            };
+            out.push(Event {
+                r#type: ty as i32,
+                kv: Some(kv),
+                prev_kv: None,
+            });
         }
         Ok(out)
     }
@@ -286,7 +345,11 @@ impl ReadTxn<'_> {
     /// members with the same history and compaction, and stable across restarts.
     pub fn hash_kv(&self, rev: i64) -> Result<u32, MvccError> {
         let mut h = 0u32;
-        for item in self.kv.range((i64::MIN, i64::MIN)..=(rev, i64::MAX)).map_err(BackendError::from)? {
+        for item in self
+            .kv
+            .range((i64::MIN, i64::MIN)..=(rev, i64::MAX))
+            .map_err(BackendError::from)?
+        {
             let (k, v) = item.map_err(BackendError::from)?;
             let (main, sub) = k.value();
             h = crc32c::crc32c_append(h, &main.to_be_bytes());
@@ -313,7 +376,11 @@ impl<'a> Batch<'a> {
     /// Starts one etcd write transaction (at most one new revision).
     pub fn txn(&mut self) -> TxnWrite<'_, 'a> {
         let begin_rev = self.state.current_rev;
-        TxnWrite { batch: self, begin_rev, changes: Vec::new() }
+        TxnWrite {
+            batch: self,
+            begin_rev,
+            changes: Vec::new(),
+        }
     }
 
     /// The current revision.
@@ -338,7 +405,10 @@ impl<'a> Batch<'a> {
         let keep = self.state.index.compact(rev);
         self.kv
             .retain_in((i64::MIN, i64::MIN)..=(rev, i64::MAX), |k, _| {
-                keep.contains(&Revision { main: k.0, sub: k.1 })
+                keep.contains(&Revision {
+                    main: k.0,
+                    sub: k.1,
+                })
             })
             .map_err(BackendError::from)?;
         self.state.compact_rev = rev;
@@ -357,7 +427,11 @@ pub struct TxnWrite<'b, 'a> {
 impl TxnWrite<'_, '_> {
     /// The revision reads inside this transaction observe.
     pub fn rev(&self) -> i64 {
-        if self.changes.is_empty() { self.begin_rev } else { self.begin_rev + 1 }
+        if self.changes.is_empty() {
+            self.begin_rev
+        } else {
+            self.begin_rev + 1
+        }
     }
 
     /// The revision before this transaction.
@@ -376,9 +450,22 @@ impl TxnWrite<'_, '_> {
     }
 
     /// Range read that sees this transaction's own writes.
-    pub fn range(&self, key: &[u8], end: &[u8], ro: RangeOptions) -> Result<RangeResult, MvccError> {
+    pub fn range(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        ro: RangeOptions,
+    ) -> Result<RangeResult, MvccError> {
         let s = &self.batch.state;
-        range_at(&s.index, s.compact_rev, &self.batch.kv, key, end, self.rev(), ro)
+        range_at(
+            &s.index,
+            s.compact_rev,
+            &self.batch.kv,
+            key,
+            end,
+            self.rev(),
+            ro,
+        )
     }
 
     /// Writes `key = value` with `lease`; returns the new revision.
@@ -388,7 +475,10 @@ impl TxnWrite<'_, '_> {
             Some((created, ver)) => (created, ver + 1),
             None => (rev, 1),
         };
-        let idx_rev = Revision { main: rev, sub: self.changes.len() as i64 };
+        let idx_rev = Revision {
+            main: rev,
+            sub: self.changes.len() as i64,
+        };
         let kv = KeyValue {
             key: key.to_vec(),
             value: value.to_vec(),
@@ -412,17 +502,34 @@ impl TxnWrite<'_, '_> {
         let found = self.batch.state.index.range(key, end, at, 0);
         let rev = self.begin_rev + 1;
         for (k, _) in &found.revs {
-            let idx_rev = Revision { main: rev, sub: self.changes.len() as i64 };
-            let kv = KeyValue { key: k.clone(), mod_revision: rev, ..Default::default() };
+            let idx_rev = Revision {
+                main: rev,
+                sub: self.changes.len() as i64,
+            };
+            let kv = KeyValue {
+                key: k.clone(),
+                mod_revision: rev,
+                ..Default::default()
+            };
             self.batch
                 .kv
-                .insert((idx_rev.main, idx_rev.sub), encode(TOMBSTONE, &kv).as_slice())
+                .insert(
+                    (idx_rev.main, idx_rev.sub),
+                    encode(TOMBSTONE, &kv).as_slice(),
+                )
                 .map_err(BackendError::from)?;
             self.batch.state.index.tombstone(k, idx_rev);
             self.changes.push(kv);
         }
         let n = found.revs.len() as i64;
-        Ok((n, if n != 0 || !self.changes.is_empty() { rev } else { self.begin_rev }))
+        Ok((
+            n,
+            if n != 0 || !self.changes.is_empty() {
+                rev
+            } else {
+                self.begin_rev
+            },
+        ))
     }
 
     /// Finishes the transaction, bumping the store revision if anything changed. Returns the
@@ -435,8 +542,16 @@ impl TxnWrite<'_, '_> {
         self.changes
             .into_iter()
             .map(|kv| {
-                let ty = if kv.create_revision == 0 { EventType::Delete } else { EventType::Put };
-                Event { r#type: ty as i32, kv: Some(kv), prev_kv: None }
+                let ty = if kv.create_revision == 0 {
+                    EventType::Delete
+                } else {
+                    EventType::Put
+                };
+                Event {
+                    r#type: ty as i32,
+                    kv: Some(kv),
+                    prev_kv: None,
+                }
             })
             .collect()
     }
@@ -471,7 +586,11 @@ mod tests {
         put(&s, 1, &[("a", "1"), ("b", "1")]);
         assert_eq!(s.current_rev(), 2);
         put(&s, 2, &[("a", "2")]);
-        let r = s.read().expect("read").range(b"a", b"", RangeOptions::default()).expect("range");
+        let r = s
+            .read()
+            .expect("read")
+            .range(b"a", b"", RangeOptions::default())
+            .expect("range");
         let kv = &r.kvs[0];
         assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
         // A delete that matches nothing does not bump the revision.
@@ -491,11 +610,22 @@ mod tests {
         })
         .expect("delete");
         put(&s, 5, &[("a", "3")]);
-        let r = s.read().expect("read").range(b"a", b"", RangeOptions::default()).expect("range");
+        let r = s
+            .read()
+            .expect("read")
+            .range(b"a", b"", RangeOptions::default())
+            .expect("range");
         assert_eq!((r.kvs[0].create_revision, r.kvs[0].version), (5, 1));
         // Historical read.
-        let old = RangeOptions { rev: 2, ..Default::default() };
-        let r = s.read().expect("read").range(b"a", b"c", old).expect("range");
+        let old = RangeOptions {
+            rev: 2,
+            ..Default::default()
+        };
+        let r = s
+            .read()
+            .expect("read")
+            .range(b"a", b"c", old)
+            .expect("range");
         assert_eq!(r.kvs.len(), 2);
         assert_eq!(r.rev, 5);
     }
@@ -509,17 +639,33 @@ mod tests {
             for i in 0..5 {
                 put(&s, i + 1, &[("k", &i.to_string())]);
             }
-            s.write_batch(6, 1, true, |b| b.compact(4)).expect("compact");
-            let at = |rev| RangeOptions { rev, ..Default::default() };
+            s.write_batch(6, 1, true, |b| b.compact(4))
+                .expect("compact");
+            let at = |rev| RangeOptions {
+                rev,
+                ..Default::default()
+            };
             let rt = s.read().expect("read");
-            assert!(matches!(rt.range(b"k", b"", at(3)), Err(MvccError::Compacted)));
-            assert_eq!(rt.range(b"k", b"", at(4)).expect("at compact rev").kvs[0].value, b"2");
-            assert!(matches!(rt.range(b"k", b"", at(7)), Err(MvccError::FutureRev)));
+            assert!(matches!(
+                rt.range(b"k", b"", at(3)),
+                Err(MvccError::Compacted)
+            ));
+            assert_eq!(
+                rt.range(b"k", b"", at(4)).expect("at compact rev").kvs[0].value,
+                b"2"
+            );
+            assert!(matches!(
+                rt.range(b"k", b"", at(7)),
+                Err(MvccError::FutureRev)
+            ));
         }
         let s = KvStore::open(Backend::open(&path).expect("open")).expect("store");
         assert_eq!((s.current_rev(), s.compact_rev(), s.applied().0), (6, 4, 6));
         let rt = s.read().expect("read");
-        let kv = &rt.range(b"k", b"", RangeOptions::default()).expect("range").kvs[0];
+        let kv = &rt
+            .range(b"k", b"", RangeOptions::default())
+            .expect("range")
+            .kvs[0];
         assert_eq!((kv.version, kv.create_revision, kv.mod_revision), (5, 2, 6));
     }
 }

@@ -21,7 +21,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message, SnapshotMetadata};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message, SnapshotMetadata,
+};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
 
@@ -170,7 +172,11 @@ impl slog::Drain for TracingDrain {
 /// with a snapshot at index 1 whose configuration is `voters`, so members added later always
 /// receive a snapshot (and with it the configuration). A joining member passes no voters and
 /// starts empty. Returns the WAL and the log storage rebuilt from it.
-pub fn open_log(wal_dir: &std::path::Path, voters: &[u64], applied: u64) -> Result<(Wal, LogStorage), RaftError> {
+pub fn open_log(
+    wal_dir: &std::path::Path,
+    voters: &[u64],
+    applied: u64,
+) -> Result<(Wal, LogStorage), RaftError> {
     if Wal::exists(wal_dir) {
         let (wal, mut rec) = Wal::open(wal_dir)?;
         // Entries the backend applied were committed, even if the commit index in the last
@@ -179,7 +185,10 @@ pub fn open_log(wal_dir: &std::path::Path, voters: &[u64], applied: u64) -> Resu
         if rec.hard_state.commit < applied.min(last) {
             rec.hard_state.commit = applied.min(last);
         }
-        Ok((wal, LogStorage::recovered(rec.snap, rec.hard_state, rec.entries)))
+        Ok((
+            wal,
+            LogStorage::recovered(rec.snap, rec.hard_state, rec.entries),
+        ))
     } else {
         let mut snap = SnapshotMetadata::default();
         let mut hs = HardState::default();
@@ -234,8 +243,12 @@ impl Driver {
         let logger = slog::Logger::root(TracingDrain, slog::o!("raft_id" => cfg.id));
         let mut node = RawNode::new(&rc, storage.clone(), &logger)?;
         status.last_index.store(storage.last(), Ordering::SeqCst);
-        status.term.store(storage.hard_state().term, Ordering::SeqCst);
-        status.commit.store(storage.hard_state().commit, Ordering::SeqCst);
+        status
+            .term
+            .store(storage.hard_state().term, Ordering::SeqCst);
+        status
+            .commit
+            .store(storage.hard_state().commit, Ordering::SeqCst);
         let cs = storage.conf_state();
         if cs.voters == [cfg.id] && cs.learners.is_empty() {
             // A one-member cluster needs no election timeout to find out it wins.
@@ -325,14 +338,20 @@ impl Driver {
                 if let Err(e) = self.node.propose_conf_change(vec![], cc) {
                     let err = match e {
                         raft::Error::ProposalDropped => EtcdError::NoLeader,
-                        other => EtcdError::Internal(format!("failed to propose a membership change: {other}")),
+                        other => EtcdError::Internal(format!(
+                            "failed to propose a membership change: {other}"
+                        )),
                     };
                     let _ = failed.send(err);
                 }
             }
             Input::Unreachable(id) => self.node.report_unreachable(id),
             Input::SnapshotStatus { to, ok } => {
-                let st = if ok { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+                let st = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
                 self.node.report_snapshot(to, st);
             }
             Input::TransferLeader(to) => self.node.transfer_leader(to),
@@ -344,7 +363,11 @@ impl Driver {
                 };
                 if self.node.raft.state == StateRole::Leader {
                     for (id, pr) in self.node.raft.prs().iter() {
-                        p.peers.push((*id, pr.matched, pr.recent_active || *id == self.node.raft.id));
+                        p.peers.push((
+                            *id,
+                            pr.matched,
+                            pr.recent_active || *id == self.node.raft.id,
+                        ));
                     }
                 }
                 let _ = done.send(p);
@@ -356,7 +379,8 @@ impl Driver {
         let index = index.min(self.storage.last());
         if let Some(meta) = self.storage.compact(index) {
             let hs = self.storage.hard_state();
-            self.wal.rotate(&meta, &hs, &self.storage.entries_after_snapshot())?;
+            self.wal
+                .rotate(&meta, &hs, &self.storage.entries_after_snapshot())?;
             tracing::info!(index, "compacted raft log");
         }
         Ok(())
@@ -379,9 +403,12 @@ impl Driver {
             };
             match self.node.apply_conf_change(&cc) {
                 Ok(cs) => self.storage.set_conf_state_at(e.index, cs),
-                Err(err) => tracing::warn!(index = e.index, error = %err, "conf change not applied"),
+                Err(err) => {
+                    tracing::warn!(index = e.index, error = %err, "conf change not applied")
+                }
             }
-            if cc.get_change_type() == ConfChangeType::RemoveNode && cc.node_id == self.node.raft.id {
+            if cc.get_change_type() == ConfChangeType::RemoveNode && cc.node_id == self.node.raft.id
+            {
                 tracing::error!("the member has been permanently removed from the cluster");
                 self.status.removed.store(true, Ordering::SeqCst);
             }
@@ -397,7 +424,11 @@ impl Driver {
     fn install_snapshot(&mut self, meta: SnapshotMetadata) -> Result<(), RaftError> {
         let path = transport::incoming_snapshot(&self.snap_dir, meta.index);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let _ = self.apply_tx.send(ApplyMsg::Install { meta: meta.clone(), path, done: done_tx });
+        let _ = self.apply_tx.send(ApplyMsg::Install {
+            meta: meta.clone(),
+            path,
+            done: done_tx,
+        });
         match done_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(RaftError::Snapshot(e)),
@@ -407,7 +438,11 @@ impl Driver {
         let hs = self.storage.hard_state();
         self.wal.rotate(&meta, &hs, &[])?;
         self.status.commit.fetch_max(meta.index, Ordering::SeqCst);
-        tracing::info!(index = meta.index, term = meta.term, "installed snapshot from leader");
+        tracing::info!(
+            index = meta.index,
+            term = meta.term,
+            "installed snapshot from leader"
+        );
         Ok(())
     }
 
@@ -418,7 +453,11 @@ impl Driver {
         let mut rd = self.node.ready();
         self.transport.send(rd.take_messages());
         if let Some(ss) = rd.ss() {
-            let leader = if ss.raft_state == StateRole::Leader { self.node.raft.id } else { ss.leader_id };
+            let leader = if ss.raft_state == StateRole::Leader {
+                self.node.raft.id
+            } else {
+                ss.leader_id
+            };
             let prev = self.status.leader.swap(leader, Ordering::SeqCst);
             if prev != leader && leader != 0 {
                 self.status.leader_changes.fetch_add(1, Ordering::SeqCst);

@@ -74,7 +74,10 @@ impl LogStorage {
     /// The newest configuration.
     pub fn conf_state(&self) -> ConfState {
         let c = self.rl();
-        c.conf_history.last().map(|(_, cs)| cs.clone()).unwrap_or_else(|| c.snap.get_conf_state().clone())
+        c.conf_history
+            .last()
+            .map(|(_, cs)| cs.clone())
+            .unwrap_or_else(|| c.snap.get_conf_state().clone())
     }
 
     /// The configuration in force at `index`.
@@ -168,7 +171,10 @@ impl LogStorage {
 impl raft::Storage for LogStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let c = self.rl();
-        Ok(RaftState { hard_state: c.hard_state.clone(), conf_state: c.snap.get_conf_state().clone() })
+        Ok(RaftState {
+            hard_state: c.hard_state.clone(),
+            conf_state: c.snap.get_conf_state().clone(),
+        })
     }
 
     fn entries(
@@ -226,7 +232,9 @@ impl raft::Storage for LogStorage {
             }
             _ => {
                 c.wanted = true;
-                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+                Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ))
             }
         }
     }
@@ -256,6 +264,9 @@ mod tests {
         assert_eq!(s.first_index().unwrap_or(0), 2);
         assert_eq!(s.term(1).unwrap_or(0), 1);
         assert!(s.term(0).is_err());
-        assert!(s.entries(1, 3, None, GetEntriesContext::empty(false)).is_err());
+        assert!(
+            s.entries(1, 3, None, GetEntriesContext::empty(false))
+                .is_err()
+        );
     }
 }

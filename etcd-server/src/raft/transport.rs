@@ -50,7 +50,9 @@ pub struct Transport {
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transport").field("local_id", &self.local_id).finish()
+        f.debug_struct("Transport")
+            .field("local_id", &self.local_id)
+            .finish()
     }
 }
 
@@ -78,7 +80,15 @@ impl Transport {
         rt: tokio::runtime::Handle,
     ) -> Arc<Self> {
         let local_ip = local_ip.filter(|ip| !ip.is_unspecified());
-        Arc::new(Self { local_id, cluster_id, local_ip, state: Arc::default(), raft: Mutex::new(None), snap_dir, rt })
+        Arc::new(Self {
+            local_id,
+            cluster_id,
+            local_ip,
+            state: Arc::default(),
+            raft: Mutex::new(None),
+            snap_dir,
+            rt,
+        })
     }
 
     /// Connects the transport to the Raft driver's input (for unreachable/snapshot reports).
@@ -105,8 +115,11 @@ impl Transport {
     /// Makes the peer set equal to `members` (ID → peer URLs), excluding this member.
     pub fn set_peers(self: &Arc<Self>, members: &[(u64, Vec<String>)]) {
         let mut st = lock(&self.state);
-        let wanted: HashMap<u64, Vec<String>> =
-            members.iter().filter(|(id, _)| *id != self.local_id).cloned().collect();
+        let wanted: HashMap<u64, Vec<String>> = members
+            .iter()
+            .filter(|(id, _)| *id != self.local_id)
+            .cloned()
+            .collect();
         let stale: Vec<u64> = st
             .peers
             .iter()
@@ -133,7 +146,11 @@ impl Transport {
     /// Members whose outgoing stream has been up since at least `since` ago.
     pub fn active_peers(&self, since: Duration) -> Vec<u64> {
         let st = lock(&self.state);
-        st.active_since.iter().filter(|(_, t)| t.elapsed() >= since).map(|(id, _)| *id).collect()
+        st.active_since
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= since)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Queues messages for their peers; never blocks.
@@ -151,7 +168,11 @@ impl Transport {
                 });
                 continue;
             }
-            let env = RaftEnvelope { cluster_id: self.cluster_id, from: self.local_id, message: m.write_to_bytes().unwrap_or_default() };
+            let env = RaftEnvelope {
+                cluster_id: self.cluster_id,
+                from: self.local_id,
+                message: m.write_to_bytes().unwrap_or_default(),
+            };
             let full = {
                 let st = lock(&self.state);
                 match st.peers.get(&to) {
@@ -169,16 +190,30 @@ impl Transport {
     pub async fn connect(&self, id: u64) -> Option<PeerClient<tonic::transport::Channel>> {
         let urls = lock(&self.state).peers.get(&id).map(|p| p.urls.clone())?;
         for url in urls {
-            let Ok(ep) = tonic::transport::Endpoint::from_shared(url) else { continue };
-            let ep = ep.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true).local_address(self.local_ip);
+            let Ok(ep) = tonic::transport::Endpoint::from_shared(url) else {
+                continue;
+            };
+            let ep = ep
+                .connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true)
+                .local_address(self.local_ip);
             if let Ok(ch) = ep.connect().await {
-                return Some(PeerClient::new(ch).max_decoding_message_size(64 * 1024 * 1024).max_encoding_message_size(64 * 1024 * 1024));
+                return Some(
+                    PeerClient::new(ch)
+                        .max_decoding_message_size(64 * 1024 * 1024)
+                        .max_encoding_message_size(64 * 1024 * 1024),
+                );
             }
         }
         None
     }
 
-    async fn peer_loop(self: Arc<Self>, id: u64, _urls: Vec<String>, mut rx: mpsc::Receiver<RaftEnvelope>) {
+    async fn peer_loop(
+        self: Arc<Self>,
+        id: u64,
+        _urls: Vec<String>,
+        mut rx: mpsc::Receiver<RaftEnvelope>,
+    ) {
         let mut backoff = Duration::from_millis(50);
         loop {
             let Some(mut client) = self.connect(id).await else {
@@ -221,7 +256,9 @@ impl Transport {
     async fn send_snapshot(&self, m: Message) -> Result<(), String> {
         let index = m.get_snapshot().get_metadata().index;
         let path = outgoing_snapshot(&self.snap_dir, index);
-        let data = tokio::fs::read(&path).await.map_err(|e| format!("failed to read {}: {e}", path.display()))?;
+        let data = tokio::fs::read(&path)
+            .await
+            .map_err(|e| format!("failed to read {}: {e}", path.display()))?;
         let mut client = self.connect(m.to).await.ok_or("peer unreachable")?;
         let mut chunks = Vec::new();
         let msg = m.write_to_bytes().map_err(|e| e.to_string())?;
@@ -235,10 +272,22 @@ impl Transport {
             first = false;
         }
         if chunks.is_empty() {
-            chunks.push(SnapshotChunk { cluster_id: self.cluster_id, message: msg, data: Vec::new() });
+            chunks.push(SnapshotChunk {
+                cluster_id: self.cluster_id,
+                message: msg,
+                data: Vec::new(),
+            });
         }
-        client.snapshot(tokio_stream::iter(chunks)).await.map_err(|e| e.message().to_owned())?;
-        tracing::info!(to = format!("{:x}", m.to), index, bytes = data.len(), "sent snapshot");
+        client
+            .snapshot(tokio_stream::iter(chunks))
+            .await
+            .map_err(|e| e.message().to_owned())?;
+        tracing::info!(
+            to = format!("{:x}", m.to),
+            index,
+            bytes = data.len(),
+            "sent snapshot"
+        );
         Ok(())
     }
 }

@@ -44,7 +44,10 @@ pub enum WalError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
-    move |source| WalError::Io { path: path.to_owned(), source }
+    move |source| WalError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// What a WAL holds after replay.
@@ -81,7 +84,8 @@ fn encode_record(buf: &mut Vec<u8>, ty: u8, payload: &[u8]) {
 }
 
 fn pb_bytes(m: &impl protobuf::Message) -> Vec<u8> {
-    m.write_to_bytes().expect("encoding a raft message into memory cannot fail")
+    m.write_to_bytes()
+        .expect("encoding a raft message into memory cannot fail")
 }
 
 fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
@@ -89,8 +93,12 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     for ent in fs::read_dir(dir).map_err(io_err(dir))? {
         let ent = ent.map_err(io_err(dir))?;
         let name = ent.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(".wal") else { continue };
-        let Some((seq, _)) = stem.split_once('-') else { continue };
+        let Some(stem) = name.strip_suffix(".wal") else {
+            continue;
+        };
+        let Some((seq, _)) = stem.split_once('-') else {
+            continue;
+        };
         if let Ok(seq) = u64::from_str_radix(seq, 16) {
             out.push((seq, ent.path()));
         }
@@ -100,7 +108,9 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 impl Wal {
@@ -122,7 +132,9 @@ impl Wal {
         let mut buf = Vec::new();
         encode_record(&mut buf, REC_SNAPSHOT, &pb_bytes(snap));
         encode_record(&mut buf, REC_HARD_STATE, &pb_bytes(hs));
-        file.write_all(&buf).and_then(|()| file.sync_all()).map_err(io_err(&path))?;
+        file.write_all(&buf)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err(&path))?;
         drop(file);
         sync_dir(&tmp)?;
         fs::rename(&tmp, dir).map_err(io_err(dir))?;
@@ -133,9 +145,18 @@ impl Wal {
     }
 
     fn open_append(dir: &Path, seq: u64, path: &Path) -> Result<Self, WalError> {
-        let mut file = OpenOptions::new().append(true).read(true).open(path).map_err(io_err(path))?;
+        let mut file = OpenOptions::new()
+            .append(true)
+            .read(true)
+            .open(path)
+            .map_err(io_err(path))?;
         let size = file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
-        Ok(Self { dir: dir.to_owned(), file, seq, size })
+        Ok(Self {
+            dir: dir.to_owned(),
+            file,
+            seq,
+            size,
+        })
     }
 
     /// Opens an existing WAL and replays it.
@@ -145,27 +166,40 @@ impl Wal {
         let last = segs.len().saturating_sub(1);
         for (i, (_, path)) in segs.iter().enumerate() {
             let mut data = Vec::new();
-            File::open(path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io_err(path))?;
+            File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut data))
+                .map_err(io_err(path))?;
             let mut off = 0usize;
             while off < data.len() {
                 match Self::decode_at(&data, off) {
                     Ok((ty, payload, next)) => {
-                        Self::replay(&mut rec, ty, payload).map_err(|reason| WalError::Corrupt {
-                            path: path.clone(),
-                            offset: off as u64,
-                            reason,
+                        Self::replay(&mut rec, ty, payload).map_err(|reason| {
+                            WalError::Corrupt {
+                                path: path.clone(),
+                                offset: off as u64,
+                                reason,
+                            }
                         })?;
                         off = next;
                     }
                     Err(reason) if i == last => {
                         // A torn write at the very end: the record was never acknowledged.
                         tracing::warn!(path = %path.display(), offset = off, %reason, "truncating torn wal tail");
-                        let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
-                        f.set_len(off as u64).and_then(|()| f.sync_all()).map_err(io_err(path))?;
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .open(path)
+                            .map_err(io_err(path))?;
+                        f.set_len(off as u64)
+                            .and_then(|()| f.sync_all())
+                            .map_err(io_err(path))?;
                         break;
                     }
                     Err(reason) => {
-                        return Err(WalError::Corrupt { path: path.clone(), offset: off as u64, reason });
+                        return Err(WalError::Corrupt {
+                            path: path.clone(),
+                            offset: off as u64,
+                            reason,
+                        });
                     }
                 }
             }
@@ -185,7 +219,9 @@ impl Wal {
         if len == 0 {
             return Err("zero-length record".into());
         }
-        let body = data.get(off + 8..off + 8 + len).ok_or("short record body")?;
+        let body = data
+            .get(off + 8..off + 8 + len)
+            .ok_or("short record body")?;
         if crc32c::crc32c(body) != crc {
             return Err("checksum mismatch".into());
         }
@@ -237,7 +273,8 @@ impl Wal {
         }
         let path = self.dir.clone();
         self.file.write_all(&buf).map_err(io_err(&path))?;
-        crate::metrics::time(&crate::metrics::WAL_FSYNC, || self.file.sync_data()).map_err(io_err(&path))?;
+        crate::metrics::time(&crate::metrics::WAL_FSYNC, || self.file.sync_data())
+            .map_err(io_err(&path))?;
         self.size += buf.len() as u64;
         Ok(())
     }
@@ -264,7 +301,9 @@ impl Wal {
             encode_record(&mut buf, REC_ENTRY, &pb_bytes(e));
         }
         let mut file = File::create(&path).map_err(io_err(&path))?;
-        file.write_all(&buf).and_then(|()| file.sync_all()).map_err(io_err(&path))?;
+        file.write_all(&buf)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err(&path))?;
         drop(file);
         sync_dir(&self.dir)?;
         for (old, old_path) in segments(&self.dir)? {
@@ -302,10 +341,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let wal_dir = dir.path().join("wal");
         {
-            let mut w = Wal::create(&wal_dir, &SnapshotMetadata::default(), &HardState::default())
-                .expect("create");
-            w.save(Some(&hs(1, 2)), &[ent(1, 1, b"a"), ent(2, 1, b"b"), ent(3, 1, b"c")])
-                .expect("save");
+            let mut w = Wal::create(
+                &wal_dir,
+                &SnapshotMetadata::default(),
+                &HardState::default(),
+            )
+            .expect("create");
+            w.save(
+                Some(&hs(1, 2)),
+                &[ent(1, 1, b"a"), ent(2, 1, b"b"), ent(3, 1, b"c")],
+            )
+            .expect("save");
             w.save(Some(&hs(2, 3)), &[ent(3, 2, b"C")]).expect("save");
         }
         // Simulate a torn write: garbage half-record at the end.
@@ -328,8 +374,12 @@ mod tests {
     fn corruption_before_the_tail_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let wal_dir = dir.path().join("wal");
-        let mut w = Wal::create(&wal_dir, &SnapshotMetadata::default(), &HardState::default())
-            .expect("create");
+        let mut w = Wal::create(
+            &wal_dir,
+            &SnapshotMetadata::default(),
+            &HardState::default(),
+        )
+        .expect("create");
         w.save(None, &[ent(1, 1, b"a")]).expect("save");
         let mut snap = SnapshotMetadata::default();
         snap.index = 1;
@@ -337,13 +387,21 @@ mod tests {
         w.rotate(&snap, &hs(1, 1), &[]).expect("rotate");
         w.save(None, &[ent(2, 1, b"b")]).expect("save");
         drop(w);
-        assert_eq!(segments(&wal_dir).expect("segments").len(), 1, "old segment deleted");
+        assert_eq!(
+            segments(&wal_dir).expect("segments").len(),
+            1,
+            "old segment deleted"
+        );
         // Flip a byte inside the snapshot record of the only (hence last) segment: torn tail
         // handling must not hide it, because valid records follow... but here it is the last
         // segment, so write a second segment to make the damaged one non-final.
         let (mut w, rec) = Wal::open(&wal_dir).expect("open");
         assert_eq!((rec.snap.index, rec.entries.len()), (1, 1));
-        let snap2 = { let mut s = snap.clone(); s.index = 2; s };
+        let snap2 = {
+            let mut s = snap.clone();
+            s.index = 2;
+            s
+        };
         let first = segments(&wal_dir).expect("segments")[0].1.clone();
         w.rotate(&snap2, &hs(1, 2), &[]).expect("rotate");
         w.save(None, &[ent(3, 1, b"c")]).expect("save");

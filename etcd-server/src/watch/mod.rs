@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::mvcc::KvStore;
-use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse, watch_create_request::FilterType};
+use crate::proto::etcdserverpb::{
+    ResponseHeader, WatchCreateRequest, WatchResponse, watch_create_request::FilterType,
+};
 use crate::proto::mvccpb::{Event, event::EventType};
 
 /// Catch-up responses carry at most this many revisions (etcd's `watchBatchMaxRevs`).
@@ -76,7 +78,11 @@ impl Watcher {
     }
 
     fn out(&self, resp: WatchResponse) -> Outgoing {
-        Outgoing { resp, prev_kv: self.prev_kv, fragment: self.fragment }
+        Outgoing {
+            resp,
+            prev_kv: self.prev_kv,
+            fragment: self.fragment,
+        }
     }
 }
 
@@ -96,7 +102,10 @@ pub struct WatchHub {
 }
 
 fn header(rev: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader { revision: rev, ..Default::default() })
+    Some(ResponseHeader {
+        revision: rev,
+        ..Default::default()
+    })
 }
 
 impl WatchHub {
@@ -104,23 +113,30 @@ impl WatchHub {
     /// Starts its sync thread.
     pub fn start(store: Arc<KvStore>, progress_interval: Duration) -> Arc<Self> {
         let (tx, rx) = std_mpsc::channel();
-        let hub = Arc::new(Self { inner: Mutex::default(), store, kick: Mutex::new(Some(tx)), progress_interval });
-        let weak = Arc::downgrade(&hub);
-        let _ = std::thread::Builder::new().name("watch-sync".into()).spawn(move || {
-            let mut last_progress = Instant::now();
-            loop {
-                match rx.recv_timeout(Duration::from_millis(100)) {
-                    Ok(()) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
-                }
-                let Some(hub) = weak.upgrade() else { return };
-                hub.sync();
-                if last_progress.elapsed() >= hub.progress_interval {
-                    last_progress = Instant::now();
-                    hub.progress_all();
-                }
-            }
+        let hub = Arc::new(Self {
+            inner: Mutex::default(),
+            store,
+            kick: Mutex::new(Some(tx)),
+            progress_interval,
         });
+        let weak = Arc::downgrade(&hub);
+        let _ = std::thread::Builder::new()
+            .name("watch-sync".into())
+            .spawn(move || {
+                let mut last_progress = Instant::now();
+                loop {
+                    match rx.recv_timeout(Duration::from_millis(100)) {
+                        Ok(()) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                    let Some(hub) = weak.upgrade() else { return };
+                    hub.sync();
+                    if last_progress.elapsed() >= hub.progress_interval {
+                        last_progress = Instant::now();
+                        hub.progress_all();
+                    }
+                }
+            });
         hub
     }
 
@@ -145,7 +161,15 @@ impl WatchHub {
         let mut inner = self.lock();
         inner.next_stream += 1;
         let id = inner.next_stream;
-        (WatchStream { hub: self.clone(), id, tx, next_watch_id: 0 }, rx)
+        (
+            WatchStream {
+                hub: self.clone(),
+                id,
+                tx,
+                next_watch_id: 0,
+            },
+            rx,
+        )
     }
 
     /// Hands the events of revision `rev` to synced watchers. Called by the apply loop after
@@ -165,7 +189,12 @@ impl WatchHub {
                 w.next_rev = rev + 1;
                 continue;
             }
-            let resp = WatchResponse { header: header(rev), watch_id: *watch_id, events: evs, ..Default::default() };
+            let resp = WatchResponse {
+                header: header(rev),
+                watch_id: *watch_id,
+                events: evs,
+                ..Default::default()
+            };
             match w.tx.try_send(w.out(resp)) {
                 Ok(()) => w.next_rev = rev + 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -205,7 +234,12 @@ impl WatchHub {
         let Ok(view) = self.store.read() else { return };
         let current = view.rev();
         let compact = view.first_rev();
-        let min_rev = behind.iter().filter_map(|k| inner.watchers.get(k)).map(|w| w.next_rev).min().unwrap_or(current + 1);
+        let min_rev = behind
+            .iter()
+            .filter_map(|k| inner.watchers.get(k))
+            .map(|w| w.next_rev)
+            .min()
+            .unwrap_or(current + 1);
         let from = min_rev.max(compact).max(1);
         let events = match view.events(from, current) {
             Ok(e) => e,
@@ -216,7 +250,9 @@ impl WatchHub {
         };
         drop(view);
         for key in behind {
-            let Some(w) = inner.watchers.get_mut(&key) else { continue };
+            let Some(w) = inner.watchers.get_mut(&key) else {
+                continue;
+            };
             if w.next_rev < compact {
                 let resp = WatchResponse {
                     header: header(current),
@@ -250,7 +286,12 @@ impl WatchHub {
                 evs.push(e.clone());
             }
             if !evs.is_empty() {
-                let resp = WatchResponse { header: header(current), watch_id: key.1, events: evs, ..Default::default() };
+                let resp = WatchResponse {
+                    header: header(current),
+                    watch_id: key.1,
+                    events: evs,
+                    ..Default::default()
+                };
                 if w.tx.try_send(w.out(resp)).is_err() {
                     continue; // still behind; try again on the next pass
                 }
@@ -268,7 +309,11 @@ impl WatchHub {
         let inner = self.lock();
         for ((_, id), w) in &inner.watchers {
             if w.synced && w.ready && w.progress_notify {
-                let resp = WatchResponse { header: header(current), watch_id: *id, ..Default::default() };
+                let resp = WatchResponse {
+                    header: header(current),
+                    watch_id: *id,
+                    ..Default::default()
+                };
                 let _ = w.tx.try_send(w.out(resp));
             }
         }
@@ -289,7 +334,16 @@ impl WatchStream {
     /// "canceled", for a bad request) reply ahead of any of its events.
     pub async fn create(&mut self, req: WatchCreateRequest) {
         let (reply, id) = self.register(req);
-        if self.tx.send(Outgoing { resp: reply, prev_kv: false, fragment: false }).await.is_err() {
+        if self
+            .tx
+            .send(Outgoing {
+                resp: reply,
+                prev_kv: false,
+                fragment: false,
+            })
+            .await
+            .is_err()
+        {
             return;
         }
         if let Some(id) = id {
@@ -333,7 +387,11 @@ impl WatchStream {
         } else {
             req.watch_id
         };
-        let start = if req.start_revision == 0 { current + 1 } else { req.start_revision };
+        let start = if req.start_revision == 0 {
+            current + 1
+        } else {
+            req.start_revision
+        };
         inner.watchers.insert(
             (self.id, id),
             Watcher {
@@ -363,7 +421,14 @@ impl WatchStream {
                 canceled: true,
                 ..Default::default()
             };
-            let _ = self.tx.send(Outgoing { resp, prev_kv: false, fragment: false }).await;
+            let _ = self
+                .tx
+                .send(Outgoing {
+                    resp,
+                    prev_kv: false,
+                    fragment: false,
+                })
+                .await;
         }
     }
 
@@ -372,11 +437,26 @@ impl WatchStream {
     pub async fn request_progress(&mut self) {
         let all_synced = {
             let inner = self.hub.lock();
-            inner.watchers.iter().filter(|((s, _), _)| *s == self.id).all(|(_, w)| w.synced && w.ready)
+            inner
+                .watchers
+                .iter()
+                .filter(|((s, _), _)| *s == self.id)
+                .all(|(_, w)| w.synced && w.ready)
         };
         if all_synced {
-            let resp = WatchResponse { header: header(self.hub.store.current_rev()), watch_id: -1, ..Default::default() };
-            let _ = self.tx.send(Outgoing { resp, prev_kv: false, fragment: false }).await;
+            let resp = WatchResponse {
+                header: header(self.hub.store.current_rev()),
+                watch_id: -1,
+                ..Default::default()
+            };
+            let _ = self
+                .tx
+                .send(Outgoing {
+                    resp,
+                    prev_kv: false,
+                    fragment: false,
+                })
+                .await;
         }
     }
 }
