@@ -145,6 +145,27 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
         )
 }
 
+/// etcd's learner interceptor: a learner serves only `Status` and serializable `Range` (the
+/// Range handler refuses linearizable ones); every other RPC gets
+/// `etcdserver: rpc not supported for learner`.
+pub async fn learner_guard(
+    axum::extract::State(server): axum::extract::State<Arc<EtcdServer>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    let allowed = !path.starts_with("/etcdserverpb.")
+        && !path.starts_with("/v3lockpb.")
+        && !path.starts_with("/v3electionpb.")
+        || path == "/etcdserverpb.Maintenance/Status"
+        || path == "/etcdserverpb.KV/Range";
+    if allowed || !server.is_learner() {
+        return next.run(req).await;
+    }
+    let status: tonic::Status = crate::error::EtcdError::NotSupportedForLearner.into();
+    status.into_http::<axum::body::Body>().into_response()
+}
+
 /// grpc-go rejects a request above the receive limit with ResourceExhausted and
 /// "grpc: received message larger than max (N vs. M)"; tonic says OutOfRange with its own
 /// text. Clients match on grpc-go's, so rewrite it.

@@ -158,6 +158,7 @@ pub async fn run(
             .routes()
             .into_axum_router()
             .merge(http::router(s.clone()))
+            .layer(axum::middleware::from_fn_with_state(s.clone(), http::learner_guard))
             .layer(axum::middleware::from_fn(http::grpc_metrics));
         let router = tonic::transport::Server::builder()
             .accept_http1(true)

@@ -10,7 +10,7 @@ use tracing::instrument;
 
 use super::GrpcResult;
 use crate::error::EtcdError;
-use crate::membership::member_id;
+use crate::membership::{Cluster as Members, member_id};
 use crate::proto::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
@@ -32,23 +32,82 @@ pub struct ClusterService {
     server: Arc<EtcdServer>,
 }
 
+/// A member counts as started once it has published its name (etcd's `IsStarted`).
+fn started(m: &Member) -> bool {
+    !m.name.is_empty()
+}
+
+fn voters(c: &Members) -> impl Iterator<Item = &Member> {
+    c.members.values().filter(|m| !m.is_learner)
+}
+
+/// etcd's `IsReadyToAddVotingMember`: after the add, a quorum must be started.
+fn ready_to_add_voter(c: &Members) -> bool {
+    let members = voters(c).count() + 1;
+    let started_n = voters(c).filter(|m| started(m)).count();
+    // Adding a member to a one-member cluster (restoring data) is always allowed.
+    (started_n == 1 && members == 2) || started_n > members / 2
+}
+
+/// etcd's `IsReadyToRemoveVotingMember`.
+fn ready_to_remove_voter(c: &Members, id: u64) -> bool {
+    let rest = voters(c).filter(|m| m.id != id).count();
+    let started_n = voters(c).filter(|m| m.id != id && started(m)).count();
+    started_n > rest / 2
+}
+
+/// etcd's `IsReadyToPromoteMember`.
+fn ready_to_promote(c: &Members, id: u64) -> bool {
+    let members = voters(c).count() + 1;
+    let learner_started = c.members.get(&id).is_some_and(started);
+    let started_n = voters(c).filter(|m| started(m)).count() + usize::from(learner_started);
+    started_n > members / 2
+}
+
+/// Promotes learner `id` on the leader, which alone knows how far it has caught up. Shared by
+/// the Cluster service and the peer service (followers forward promotions, as in etcd).
+pub async fn promote_on_leader(server: &EtcdServer, id: u64) -> Result<Vec<Member>, EtcdError> {
+    let cluster = server.cluster();
+    let m = cluster.members.get(&id).ok_or(EtcdError::MemberNotFound)?;
+    if !m.is_learner {
+        return Err(EtcdError::MemberNotLearner);
+    }
+    let progress = server.progress().await?;
+    if progress.leader != server.member_id() {
+        return Err(EtcdError::NotLeader);
+    }
+    let matched = |who: u64| progress.peers.iter().find(|p| p.0 == who).map_or(0, |p| p.1);
+    if (matched(id) as f64) < (matched(server.member_id()) as f64) * LEARNER_READY {
+        return Err(EtcdError::LearnerNotReady);
+    }
+    if !ready_to_promote(&cluster, id) {
+        return Err(EtcdError::NotEnoughStartedMembers);
+    }
+    let mut promoted = m.clone();
+    promoted.is_learner = false;
+    server.propose_conf_change(ConfChangeType::AddNode, id, Some(promoted)).await
+}
+
 impl ClusterService {
     /// Serves Cluster for `server`.
     pub fn new(server: Arc<EtcdServer>) -> Self {
         Self { server }
     }
 
-    /// Voting members this member is connected to (itself included), as etcd's
-    /// `numConnectedSince` counts them.
-    fn active_voters(&self, voters: &[u64]) -> usize {
+    /// Whether this member has been connected to every other voter for etcd's health
+    /// interval (`isConnectedFullySince`).
+    fn connected_to_all_voters(&self, c: &Members) -> bool {
         let active = self.server.transport().active_peers(HEALTH_INTERVAL);
-        voters
-            .iter()
-            .filter(|id| **id == self.server.member_id() || active.contains(id))
-            .count()
+        voters(c).all(|m| m.id == self.server.member_id() || active.contains(&m.id))
     }
 
-    fn members(&self, members: Vec<Member>) -> Vec<Member> {
+    /// Voters this member is connected to (itself included), as etcd's `numConnectedSince`.
+    fn active_voters(&self, c: &Members) -> usize {
+        let active = self.server.transport().active_peers(HEALTH_INTERVAL);
+        voters(c).filter(|m| m.id == self.server.member_id() || active.contains(&m.id)).count()
+    }
+
+    fn sorted(members: Vec<Member>) -> Vec<Member> {
         let mut m = members;
         m.sort_by_key(|m| m.id);
         m
@@ -62,10 +121,8 @@ fn check_urls(urls: &[String]) -> Result<Vec<String>, EtcdError> {
     let mut out = Vec::new();
     for u in urls {
         let parsed = url::Url::parse(u).map_err(|_| EtcdError::MemberBadUrls)?;
-        if !matches!(parsed.scheme(), "http" | "https")
-            || parsed.host().is_none()
-            || parsed.port_or_known_default().is_none()
-        {
+        let scheme_ok = matches!(parsed.scheme(), "http" | "https");
+        if !scheme_ok || parsed.host().is_none() || parsed.port_or_known_default().is_none() {
             return Err(EtcdError::MemberBadUrls);
         }
         out.push(u.clone());
@@ -81,29 +138,23 @@ impl Cluster for ClusterService {
         let r = req.into_inner();
         let urls = check_urls(&r.peer_ur_ls)?;
         let cluster = self.server.cluster();
-        if cluster
-            .members
-            .values()
-            .any(|m| m.peer_ur_ls.iter().any(|u| urls.contains(u)))
-        {
+        if cluster.members.values().any(|m| m.peer_ur_ls.iter().any(|u| urls.contains(u))) {
             return Err(EtcdError::PeerUrlExist.into());
         }
-        let voters = cluster.voters();
         if r.is_learner {
             if cluster.members.values().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
                 return Err(EtcdError::TooManyLearners.into());
             }
-        } else {
-            // Strict reconfiguration: the new quorum must be reachable right now.
-            let quorum = (voters.len() + 1) / 2 + 1;
-            if self.active_voters(&voters) < quorum {
-                return Err(EtcdError::Unhealthy.into());
-            }
+        } else if !ready_to_add_voter(&cluster) {
+            tracing::warn!("rejecting member add: not enough started members");
+            return Err(EtcdError::NotEnoughStartedMembers.into());
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        // Strict reconfiguration, learners included: connected to every voter for a while.
+        if !self.connected_to_all_voters(&cluster) {
+            tracing::warn!("rejecting member add: not connected to every voting member");
+            return Err(EtcdError::Unhealthy.into());
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let id = member_id(&urls, "", Some(now));
         if cluster.members.contains_key(&id) {
             return Err(EtcdError::MemberExist.into());
@@ -115,20 +166,11 @@ impl Cluster for ClusterService {
             client_ur_ls: vec![],
             is_learner: r.is_learner,
         };
-        let change = if r.is_learner {
-            ConfChangeType::AddLearnerNode
-        } else {
-            ConfChangeType::AddNode
-        };
-        let members = self
-            .server
-            .propose_conf_change(change, id, Some(member.clone()))
-            .await?;
-        let mut resp = MemberAddResponse {
-            header: None,
-            member: Some(member),
-            members: self.members(members),
-        };
+        let change =
+            if r.is_learner { ConfChangeType::AddLearnerNode } else { ConfChangeType::AddNode };
+        let members = self.server.propose_conf_change(change, id, Some(member.clone())).await?;
+        let mut resp =
+            MemberAddResponse { header: None, member: Some(member), members: Self::sorted(members) };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -142,26 +184,21 @@ impl Cluster for ClusterService {
         let cluster = self.server.cluster();
         let target = cluster.members.get(&id).ok_or(EtcdError::MemberNotFound)?;
         if !target.is_learner {
+            if !ready_to_remove_voter(&cluster, id) {
+                return Err(EtcdError::NotEnoughStartedMembers.into());
+            }
             // A member that is down is safe to remove; otherwise the remaining active voters
             // must still be a quorum (etcd's mayRemoveMember).
-            let active = self.server.transport().active_peers(Duration::ZERO);
-            let target_up = id == self.server.member_id() || active.contains(&id);
-            if target_up {
-                let voters = cluster.voters();
-                let n = voters.len();
-                if self.active_voters(&voters).saturating_sub(1) < 1 + (n - 1) / 2 {
-                    return Err(EtcdError::NotEnoughStartedMembers.into());
-                }
+            let target_up = id == self.server.member_id()
+                || self.server.transport().active_peers(Duration::ZERO).contains(&id);
+            let n = voters(&cluster).count();
+            if target_up && self.active_voters(&cluster).saturating_sub(1) < 1 + (n - 1) / 2 {
+                tracing::warn!(id = format!("{id:x}"), "rejecting member remove: it breaks the active quorum");
+                return Err(EtcdError::Unhealthy.into());
             }
         }
-        let members = self
-            .server
-            .propose_conf_change(ConfChangeType::RemoveNode, id, None)
-            .await?;
-        let mut resp = MemberRemoveResponse {
-            header: None,
-            members: self.members(members),
-        };
+        let members = self.server.propose_conf_change(ConfChangeType::RemoveNode, id, None).await?;
+        let mut resp = MemberRemoveResponse { header: None, members: Self::sorted(members) };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -177,21 +214,18 @@ impl Cluster for ClusterService {
         if !cluster.members.contains_key(&r.id) {
             return Err(EtcdError::MemberNotFound.into());
         }
-        if cluster
+        let taken = cluster
             .members
             .values()
-            .any(|m| m.id != r.id && m.peer_ur_ls.iter().any(|u| r.peer_ur_ls.contains(u)))
-        {
+            .any(|m| m.id != r.id && m.peer_ur_ls.iter().any(|u| r.peer_ur_ls.contains(u)));
+        if taken {
             return Err(EtcdError::PeerUrlExist.into());
         }
         let members = match self.server.propose(Internal::MemberUpdate(r)).await? {
             ApplyResponse::Members(m) => m,
             other => return Err(EtcdError::Internal(format!("unexpected {other:?}")).into()),
         };
-        let mut resp = MemberUpdateResponse {
-            header: None,
-            members: self.members(members),
-        };
+        let mut resp = MemberUpdateResponse { header: None, members: Self::sorted(members) };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -201,11 +235,8 @@ impl Cluster for ClusterService {
         if req.get_ref().linearizable {
             self.server.read_barrier().await?;
         }
-        let members = self.members(self.server.cluster().members.into_values().collect());
-        let mut resp = MemberListResponse {
-            header: None,
-            members,
-        };
+        let members = Self::sorted(self.server.cluster().members.into_values().collect());
+        let mut resp = MemberListResponse { header: None, members };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -216,40 +247,53 @@ impl Cluster for ClusterService {
         req: Request<MemberPromoteRequest>,
     ) -> GrpcResult<MemberPromoteResponse> {
         let id = req.get_ref().id;
-        let cluster = self.server.cluster();
-        let m = cluster.members.get(&id).ok_or(EtcdError::MemberNotFound)?;
-        if !m.is_learner {
-            return Err(EtcdError::MemberNotLearner.into());
-        }
-        // Only the leader knows how far the learner has caught up.
-        let progress = self.server.progress().await?;
-        if progress.leader != self.server.member_id() {
-            return Err(EtcdError::NotLeader.into());
-        }
-        let leader_match = progress
-            .peers
-            .iter()
-            .find(|p| p.0 == self.server.member_id())
-            .map_or(0, |p| p.1);
-        let learner_match = progress.peers.iter().find(|p| p.0 == id).map_or(0, |p| p.1);
-        if (learner_match as f64) < (leader_match as f64) * LEARNER_READY {
-            return Err(EtcdError::LearnerNotReady.into());
-        }
-        let voters = cluster.voters();
-        if self.active_voters(&voters) < (voters.len() + 1) / 2 + 1 {
-            return Err(EtcdError::Unhealthy.into());
-        }
-        let mut promoted = m.clone();
-        promoted.is_learner = false;
-        let members = self
-            .server
-            .propose_conf_change(ConfChangeType::AddNode, id, Some(promoted))
-            .await?;
-        let mut resp = MemberPromoteResponse {
-            header: None,
-            members: self.members(members),
+        let members = if self.server.is_leader() {
+            promote_on_leader(&self.server, id).await?
+        } else {
+            let cluster = self.server.cluster();
+            let m = cluster.members.get(&id).ok_or(EtcdError::MemberNotFound)?;
+            if !m.is_learner {
+                return Err(EtcdError::MemberNotLearner.into());
+            }
+            let mut c = self.server.leader_client().await?;
+            c.promote(crate::proto::peerpb::PromoteRequest { id }).await?.into_inner().members
         };
+        let mut resp = MemberPromoteResponse { header: None, members: Self::sorted(members) };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(members: &[(u64, &str, bool)]) -> Members {
+        let members = members
+            .iter()
+            .map(|(id, name, learner)| {
+                let m = Member { id: *id, name: (*name).into(), is_learner: *learner, ..Default::default() };
+                (*id, m)
+            })
+            .collect();
+        Members { id: 1, members }
+    }
+
+    #[test]
+    fn readiness_rules_match_etcd() {
+        // Three started voters: adding a fourth leaves 3 of 4 started: fine.
+        assert!(ready_to_add_voter(&cluster(&[(1, "a", false), (2, "b", false), (3, "c", false)])));
+        // Two of three never started: adding a voter would leave 1 of 4.
+        assert!(!ready_to_add_voter(&cluster(&[(1, "a", false), (2, "", false), (3, "", false)])));
+        // One started member: adding a second is the restore case.
+        assert!(ready_to_add_voter(&cluster(&[(1, "a", false)])));
+        // Removing 3 leaves a, b started.
+        assert!(ready_to_remove_voter(&cluster(&[(1, "a", false), (2, "b", false), (3, "", false)]), 3));
+        assert!(!ready_to_remove_voter(&cluster(&[(1, "a", false), (2, "", false), (3, "", false)]), 1));
+        // Promoting an unstarted learner into 2 started of 3 voters: 2 of 4 is not a quorum.
+        let c = cluster(&[(1, "a", false), (2, "b", false), (3, "", false), (4, "", true)]);
+        assert!(!ready_to_promote(&c, 4));
+        let c = cluster(&[(1, "a", false), (2, "b", false), (3, "", false), (4, "d", true)]);
+        assert!(ready_to_promote(&c, 4));
     }
 }

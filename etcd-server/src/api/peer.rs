@@ -14,7 +14,7 @@ use super::GrpcResult;
 use crate::error::EtcdError;
 use crate::proto::peerpb::{
     Ack, LeaseRenewRequest, LeaseRenewResponse, LeaseTtlRequest, LeaseTtlResponse, MembersRequest,
-    MembersResponse, RaftEnvelope, SnapshotChunk, peer_server::Peer,
+    MembersResponse, RaftEnvelope, SnapshotChunk, peer_server::Peer, PromoteRequest, PromoteResponse,
 };
 use crate::raft::Input;
 use crate::raft::transport::incoming_snapshot;
@@ -110,6 +110,11 @@ impl Peer for PeerService {
         }
         let ttl = super::lease::renew(&self.server, req.get_ref().id).await?;
         Ok(Response::new(LeaseRenewResponse { ttl }))
+    }
+
+    async fn promote(&self, req: Request<PromoteRequest>) -> GrpcResult<PromoteResponse> {
+        let members = super::cluster::promote_on_leader(&self.server, req.get_ref().id).await?;
+        Ok(Response::new(PromoteResponse { members }))
     }
 
     async fn lease_time_to_live(

@@ -10,4 +10,5 @@ mod differential;
 mod etcdctl;
 mod kv;
 mod ops;
+mod raft_cluster;
 mod smoke;
