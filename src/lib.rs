@@ -1,5 +1,40 @@
-//! The etcd operator: reconciles `EtcdCluster` resources into etcd-server clusters.
+//! The etcd operator: reconciles `EtcdCluster` resources into clusters of `etcd-server` pods.
 //!
 //! # Layout
-//! The operator is built in later milestones; this crate currently only hosts the binary
-//! entry point so that the workspace has its planned shape.
+//!
+//! The reconcile pipeline, one module per stage; only observe, apply and status do I/O:
+//!
+//! 1. [`observe`]: reads the owned objects and etcd's member list and member health.
+//! 2. [`validate`]: checks the spec beyond the CRD schema (the etcd-server flag allow-list for
+//!    `extraArgs`, Raft timing) into a [`validate::ValidatedCluster`] (pure).
+//! 3. [`plan`]: from the validated spec and the observed state to the next safe step (pure).
+//! 4. [`build`]: one builder per object — StatefulSet, Services, PodDisruptionBudget,
+//!    ConfigMap (pure).
+//! 5. [`apply`]: server-side apply under one field manager, in a documented order.
+//! 6. [`status`]: conditions, members and the status patch.
+//!
+//! Around it:
+//!
+//! - [`controller`]: `reconcile`, the per-object backoff `error_policy`, and the controller loop.
+//! - [`crd`]: the `EtcdCluster` resource (spec, status, CRD schema and CEL rules).
+//! - [`names`]: object names, labels, ports and paths shared by every stage.
+//! - [`etcd`]: the etcd Cluster/Maintenance calls the operator makes, behind a trait.
+//! - [`leader`]: Lease-based leader election.
+//! - [`metrics`] and [`http`]: `etcd_operator_*` metrics, `/metrics` and `/healthz`.
+//!
+//! The binary (`main.rs`) only wires these together: `etcd-operator run` and
+//! `etcd-operator crd`.
+
+pub mod apply;
+pub mod build;
+pub mod controller;
+pub mod crd;
+pub mod etcd;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod names;
+pub mod observe;
+pub mod plan;
+pub mod status;
+pub mod validate;

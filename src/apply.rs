@@ -1,0 +1,104 @@
+//! Apply: server-side apply of the built objects under the operator's one field manager, in a
+//! fixed order.
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::build::Objects;
+use crate::names::FIELD_MANAGER;
+
+/// Why applying failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The apiserver refused an object.
+    #[error("failed to apply {kind} {name}: {source}")]
+    Apply {
+        /// Object kind.
+        kind: String,
+        /// Object name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Deleting an object no longer wanted failed.
+    #[error("failed to delete {kind} {name}: {source}")]
+    Delete {
+        /// Object kind.
+        kind: String,
+        /// Object name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Applies `objects` in namespace `ns`. `pdb_exists` says whether a budget exists that must
+/// be deleted when the cluster became too small for one.
+///
+/// Order: the ConfigMap first, because a pod started before its configuration file exists
+/// fails to start; then the Services, so members' DNS names resolve when they start; then the
+/// budget; the StatefulSet last, since it is what starts pods.
+pub async fn apply(
+    client: &Client,
+    ns: &str,
+    objects: &Objects,
+    pdb_exists: bool,
+) -> Result<(), Error> {
+    let Objects {
+        config_map,
+        peer_service,
+        client_service,
+        pdb,
+        statefulset,
+    } = objects;
+    apply_one(client, ns, config_map).await?;
+    apply_one(client, ns, peer_service).await?;
+    apply_one(client, ns, client_service).await?;
+    match pdb {
+        Some(pdb) => apply_one(client, ns, pdb).await?,
+        None if pdb_exists => delete_pdb(client, ns, &statefulset.name_any()).await?,
+        None => {}
+    }
+    apply_one(client, ns, statefulset).await?;
+    Ok(())
+}
+
+async fn apply_one<K>(client: &Client, ns: &str, obj: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = obj.name_any();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&name, &params, &Patch::Apply(obj))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: K::kind(&()).into_owned(),
+            name,
+            source,
+        })?;
+    Ok(())
+}
+
+async fn delete_pdb(client: &Client, ns: &str, name: &str) -> Result<(), Error> {
+    let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Delete {
+            kind: "PodDisruptionBudget".into(),
+            name: name.into(),
+            source,
+        }),
+    }
+}

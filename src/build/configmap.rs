@@ -1,0 +1,124 @@
+//! The ConfigMap holding one etcd configuration file per member, `<pod-name>.yaml`, in
+//! etcd's `--config-file` format (the flag names without dashes as keys).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde_yaml_ng::{Mapping, Value};
+
+use super::{Error, meta};
+use crate::names::{CLIENT_PORT, DATA_DIR, PEER_PORT};
+use crate::plan::{Desired, InitialState, MemberBootstrap};
+use crate::validate::ValidatedCluster;
+
+/// The file name of `member`'s configuration.
+pub fn file_name(member: &str) -> String {
+    format!("{member}.yaml")
+}
+
+/// Builds the ConfigMap.
+pub fn build(cluster: &ValidatedCluster, desired: &Desired) -> Result<ConfigMap, Error> {
+    let mut data = BTreeMap::new();
+    for (i, member) in desired.members.iter().enumerate() {
+        let text = render(cluster, i as i32, member).map_err(|source| Error::Render {
+            member: member.name.clone(),
+            source,
+        })?;
+        data.insert(file_name(&member.name), text);
+    }
+    Ok(ConfigMap {
+        metadata: meta(cluster, cluster.names.config_map()),
+        data: Some(data),
+        ..ConfigMap::default()
+    })
+}
+
+/// Renders member `ordinal`'s configuration file.
+pub fn render(
+    cluster: &ValidatedCluster,
+    ordinal: i32,
+    member: &MemberBootstrap,
+) -> Result<String, serde_yaml_ng::Error> {
+    let n = &cluster.names;
+    let s = &cluster.spec.server;
+    let mut m = Mapping::new();
+    let mut put = |k: &str, v: Value| {
+        m.insert(Value::String(k.to_owned()), v);
+    };
+    let text = |v: String| Value::String(v);
+    put("name", text(member.name.clone()));
+    put("data-dir", text(DATA_DIR.to_owned()));
+    put(
+        "listen-client-urls",
+        text(format!("http://0.0.0.0:{CLIENT_PORT}")),
+    );
+    put("advertise-client-urls", text(n.client_url(ordinal)));
+    put(
+        "listen-peer-urls",
+        text(format!("http://0.0.0.0:{PEER_PORT}")),
+    );
+    put("initial-advertise-peer-urls", text(n.peer_url(ordinal)));
+    put("initial-cluster", text(member.initial_cluster_value()));
+    put(
+        "initial-cluster-state",
+        text(member.state.as_str().to_owned()),
+    );
+    put("initial-cluster-token", text(cluster.token.clone()));
+    if let Some(q) = s.quota_backend_bytes {
+        put("quota-backend-bytes", Value::Number(q.into()));
+    }
+    if let Some(mode) = s.auto_compaction_mode {
+        put("auto-compaction-mode", text(mode.as_str().to_owned()));
+    }
+    if let Some(r) = &s.auto_compaction_retention {
+        put("auto-compaction-retention", text(r.clone()));
+    }
+    if let Some(c) = s.snapshot_count {
+        put("snapshot-count", Value::Number(c.into()));
+    }
+    if let Some(h) = s.heartbeat_interval_ms {
+        put("heartbeat-interval", Value::Number(h.into()));
+    }
+    if let Some(e) = s.election_timeout_ms {
+        put("election-timeout", Value::Number(e.into()));
+    }
+    for (k, v) in &cluster.extra_args {
+        put(k, v.clone());
+    }
+    serde_yaml_ng::to_string(&m)
+}
+
+/// Reads back the bootstrap part of each member file in an existing ConfigMap, so that files
+/// already written keep their `initial-cluster` and state. Unparsable files are skipped (the
+/// planner regenerates them).
+pub fn parse_member_files(cm: &ConfigMap) -> BTreeMap<String, MemberBootstrap> {
+    let mut out = BTreeMap::new();
+    for text in cm.data.iter().flat_map(|d| d.values()) {
+        if let Some(member) = parse_member(text) {
+            out.insert(member.name.clone(), member);
+        }
+    }
+    out
+}
+
+fn parse_member(text: &str) -> Option<MemberBootstrap> {
+    let m: Mapping = serde_yaml_ng::from_str(text).ok()?;
+    let get = |k: &str| m.get(k).and_then(Value::as_str);
+    let state = match get("initial-cluster-state")? {
+        "new" => InitialState::New,
+        "existing" => InitialState::Existing,
+        _ => return None,
+    };
+    let initial_cluster = get("initial-cluster")?
+        .split(',')
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(n, u)| (n.to_owned(), u.to_owned()))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(MemberBootstrap {
+        name: get("name")?.to_owned(),
+        state,
+        initial_cluster,
+    })
+}

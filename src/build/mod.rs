@@ -1,0 +1,96 @@
+//! Build (pure): one builder per Kubernetes object, each from the validated cluster and the
+//! planner's [`Desired`] state to a k8s-openapi struct, ready for server-side apply.
+
+pub mod configmap;
+pub mod pdb;
+pub mod service;
+pub mod statefulset;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::plan::Desired;
+use crate::validate::ValidatedCluster;
+
+/// Why building failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A member's configuration file could not be rendered.
+    #[error("failed to render the configuration file of {member}: {source}")]
+    Render {
+        /// Member name.
+        member: String,
+        /// The YAML error.
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+}
+
+/// Every object of one cluster, in one struct so that the apply stage must place each of them
+/// in its order (it destructures this without `..`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objects {
+    /// Members' configuration files.
+    pub config_map: ConfigMap,
+    /// Headless Service for peer DNS names.
+    pub peer_service: Service,
+    /// Service for clients.
+    pub client_service: Service,
+    /// The disruption budget; `None` for clusters smaller than 3 (see [`pdb::build`]).
+    pub pdb: Option<PodDisruptionBudget>,
+    /// The members.
+    pub statefulset: StatefulSet,
+}
+
+/// Builds every object for `desired`.
+pub fn build(cluster: &ValidatedCluster, desired: &Desired) -> Result<Objects, Error> {
+    Ok(Objects {
+        config_map: configmap::build(cluster, desired)?,
+        peer_service: service::peer(cluster),
+        client_service: service::client(cluster),
+        pdb: pdb::build(cluster, desired.replicas),
+        statefulset: statefulset::build(cluster, desired),
+    })
+}
+
+/// Metadata of an owned object: name, namespace, the operator's labels and the controller
+/// owner reference (so Kubernetes garbage-collects it with the cluster).
+pub fn meta(cluster: &ValidatedCluster, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(cluster.names.namespace.clone()),
+        labels: Some(cluster.names.labels()),
+        owner_references: Some(vec![cluster.owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Hash of everything in the spec except `replicas`, plus the operator version (a new
+/// operator may build different pods). The planner compares it with the StatefulSet's
+/// annotation to know whether a rollout is pending.
+pub fn spec_hash(cluster: &ValidatedCluster) -> String {
+    let mut spec = serde_json::to_value(&cluster.spec).unwrap_or_default();
+    if let Some(obj) = spec.as_object_mut() {
+        obj.remove("replicas");
+    }
+    fnv64_hex(&format!("{}|{spec}", env!("CARGO_PKG_VERSION")))
+}
+
+/// Hash of the server options written to the configuration files; on the pod template so that
+/// changing them rolls the pods.
+pub fn config_hash(cluster: &ValidatedCluster) -> String {
+    let options = serde_json::to_value(&cluster.spec.server).unwrap_or_default();
+    fnv64_hex(&options.to_string())
+}
+
+/// FNV-1a, 64 bits: stable across Rust releases, unlike `DefaultHasher`.
+fn fnv64_hex(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}

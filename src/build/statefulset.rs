@@ -1,0 +1,270 @@
+//! The StatefulSet of etcd-server pods.
+//!
+//! Each pod runs `etcd-server --config-file=/etc/etcd/$(POD_NAME).yaml`, its own file from the
+//! ConfigMap; data lives in a PersistentVolumeClaim per member (or an explicit emptyDir).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{config_hash, meta, spec_hash};
+use crate::names::{
+    CLIENT_PORT, CLIENT_PORT_NAME, CONFIG_DIR, CONFIG_HASH_ANNOTATION, CONFIG_VOLUME, CONTAINER,
+    DATA_MOUNT, DATA_VOLUME, PEER_PORT, PEER_PORT_NAME, RUN_AS, SPEC_HASH_ANNOTATION,
+};
+use crate::plan::Desired;
+use crate::validate::ValidatedCluster;
+
+/// Seconds a member gets to stop: enough to finish in-flight requests and fsync.
+pub const TERMINATION_GRACE_SECONDS: i64 = 60;
+/// The startup probe allows this long (5 s × 60) for WAL replay or a snapshot transfer
+/// before liveness takes over.
+pub const STARTUP_FAILURE_THRESHOLD: i32 = 60;
+
+/// Builds the StatefulSet for `desired.replicas` members.
+pub fn build(cluster: &ValidatedCluster, desired: &Desired) -> StatefulSet {
+    let names = &cluster.names;
+    let spec = &cluster.spec;
+    let mut metadata = meta(cluster, names.statefulset());
+    metadata.annotations = Some(BTreeMap::from([(
+        SPEC_HASH_ANNOTATION.to_owned(),
+        spec_hash(cluster),
+    )]));
+
+    let (volumes, claims) = if spec.storage.empty_dir {
+        let data = Volume {
+            name: DATA_VOLUME.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(spec.storage.size.clone()),
+                ..Default::default()
+            }),
+            ..Volume::default()
+        };
+        (vec![config_volume(cluster), data], None)
+    } else {
+        (
+            vec![config_volume(cluster)],
+            Some(vec![claim_template(cluster)]),
+        )
+    };
+
+    StatefulSet {
+        metadata,
+        spec: Some(StatefulSetSpec {
+            replicas: Some(desired.replicas),
+            service_name: Some(names.peer_service()),
+            selector: LabelSelector {
+                match_labels: Some(names.selector_labels()),
+                ..LabelSelector::default()
+            },
+            // Bootstrap needs every initial member running before any can become Ready (Ready
+            // means quorum), so pods must not wait for each other.
+            pod_management_policy: Some("Parallel".to_owned()),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(spec.pvc_retention_policy.when_deleted.as_str().to_owned()),
+                    when_scaled: Some(spec.pvc_retention_policy.when_scaled.as_str().to_owned()),
+                },
+            ),
+            template: pod_template(cluster, volumes),
+            volume_claim_templates: claims,
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+fn config_volume(cluster: &ValidatedCluster) -> Volume {
+    Volume {
+        name: CONFIG_VOLUME.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: cluster.names.config_map(),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn claim_template(cluster: &ValidatedCluster) -> PersistentVolumeClaim {
+    let storage = &cluster.spec.storage;
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_owned()),
+            labels: Some(cluster.names.labels()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    storage.size.clone(),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+fn pod_template(cluster: &ValidatedCluster, volumes: Vec<Volume>) -> PodTemplateSpec {
+    let names = &cluster.names;
+    let pod = &cluster.spec.pod;
+    let mut labels = pod.labels.clone();
+    labels.extend(names.labels());
+    let mut annotations = pod.annotations.clone();
+    annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), config_hash(cluster));
+
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container(cluster)],
+            volumes: Some(volumes),
+            termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+            affinity: Some(
+                pod.affinity
+                    .clone()
+                    .unwrap_or_else(|| default_affinity(cluster)),
+            ),
+            tolerations: (!pod.tolerations.is_empty()).then(|| pod.tolerations.clone()),
+            node_selector: (!pod.node_selector.is_empty()).then(|| pod.node_selector.clone()),
+            topology_spread_constraints: (!pod.topology_spread_constraints.is_empty())
+                .then(|| pod.topology_spread_constraints.clone()),
+            priority_class_name: pod.priority_class_name.clone(),
+            enable_service_links: Some(false),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS),
+                run_as_group: Some(RUN_AS),
+                fs_group: Some(RUN_AS),
+                fs_group_change_policy: Some("OnRootMismatch".to_owned()),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_owned(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+/// Prefer one member per node: losing a node then costs at most one member.
+fn default_affinity(cluster: &ValidatedCluster) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".to_owned(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(cluster.names.selector_labels()),
+                            ..LabelSelector::default()
+                        }),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, timeout: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(CLIENT_PORT_NAME.to_owned()),
+            scheme: Some("HTTP".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(timeout),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn container(cluster: &ValidatedCluster) -> Container {
+    Container {
+        name: CONTAINER.to_owned(),
+        image: Some(cluster.spec.image().to_owned()),
+        command: Some(vec!["etcd-server".to_owned()]),
+        // Kubernetes expands $(POD_NAME) from the env below: each pod reads its own file.
+        args: Some(vec![format!("--config-file={CONFIG_DIR}/$(POD_NAME).yaml")]),
+        env: Some(vec![EnvVar {
+            name: "POD_NAME".to_owned(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".to_owned(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some(CLIENT_PORT_NAME.to_owned()),
+                container_port: CLIENT_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some(PEER_PORT_NAME.to_owned()),
+                container_port: PEER_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+        ]),
+        // Ready means "serves linearizable requests", which needs quorum: the client Service
+        // and the StatefulSet's rolling update both wait on it.
+        readiness_probe: Some(http_probe("/readyz", 5, 3, 3)),
+        // Alive must not depend on quorum, or losing quorum would restart every member.
+        liveness_probe: Some(http_probe("/livez", 10, 5, 3)),
+        startup_probe: Some(http_probe("/livez", 5, 3, STARTUP_FAILURE_THRESHOLD)),
+        resources: cluster.spec.resources.clone(),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: CONFIG_VOLUME.to_owned(),
+                mount_path: CONFIG_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: DATA_VOLUME.to_owned(),
+                mount_path: DATA_MOUNT.to_owned(),
+                ..VolumeMount::default()
+            },
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}

@@ -1,0 +1,337 @@
+//! The reconciler: runs observe → validate → plan → (membership change) → build → apply →
+//! status for one `EtcdCluster`, and the controller loop around it.
+//!
+//! No finalizer: everything the operator creates carries an owner reference, so Kubernetes'
+//! garbage collector removes it with the cluster, and claims follow `pvcRetentionPolicy`
+//! through the StatefulSet. Nothing outside Kubernetes needs cleaning up.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::{info, instrument, warn};
+
+use crate::crd::EtcdCluster;
+use crate::etcd::EtcdAdmin;
+use crate::metrics::Metrics;
+use crate::names::{ClusterNames, MANAGED_SELECTOR};
+use crate::plan::{Plan, Step};
+use crate::{apply, build, etcd, observe, plan, status, validate};
+
+/// Why a reconciliation failed. An invalid spec is not an error: it is reported in the status
+/// and waits for a change.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object lacks a namespace or UID.
+    #[error(transparent)]
+    Malformed(validate::Error),
+    /// Reading the owned objects failed.
+    #[error(transparent)]
+    Observe(#[from] observe::Error),
+    /// A membership change failed.
+    #[error(transparent)]
+    Etcd(#[from] etcd::Error),
+    /// Building the objects failed.
+    #[error(transparent)]
+    Build(#[from] build::Error),
+    /// Applying the objects failed.
+    #[error(transparent)]
+    Apply(#[from] apply::Error),
+    /// Writing the status failed.
+    #[error(transparent)]
+    Status(#[from] status::Error),
+}
+
+impl Error {
+    /// A short, fixed label for `etcd_operator_reconcile_errors_total{error}`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::Observe(_) => "observe",
+            Self::Etcd(_) => "etcd",
+            Self::Build(_) => "build",
+            Self::Apply(_) => "apply",
+            Self::Status(_) => "status",
+        }
+    }
+}
+
+/// First retry delay after a failed reconciliation; doubles per consecutive failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The retry delay after `failures` consecutive failures (1 or more).
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
+}
+
+/// What every reconciliation shares.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// etcd access.
+    pub etcd: Arc<dyn EtcdAdmin>,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Consecutive failures per cluster (`namespace/name`), for per-object backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context reporting Events as `etcd-operator` (instance `instance`).
+    pub fn new(
+        client: Client,
+        etcd: Arc<dyn EtcdAdmin>,
+        metrics: Metrics,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "etcd-operator".to_owned(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            etcd,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn key(cluster: &EtcdCluster) -> String {
+    format!(
+        "{}/{}",
+        cluster.namespace().unwrap_or_default(),
+        cluster.name_any()
+    )
+}
+
+/// Reconciles one cluster.
+#[instrument(skip_all, fields(cluster = %cluster.name_any(), namespace = cluster.namespace().unwrap_or_default()))]
+pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc();
+    let _timer = ctx.metrics.duration.start_timer();
+    let names =
+        ClusterNames::of(&cluster).ok_or(Error::Malformed(validate::Error::MissingNamespace))?;
+
+    let observed = observe::observe(&ctx.client, ctx.etcd.as_ref(), &names).await?;
+    let validated = match validate::validate(&cluster) {
+        Ok(v) => Ok(v),
+        Err(validate::Error::InvalidSpec(problems)) => Err(problems),
+        Err(e) => return Err(Error::Malformed(e)),
+    };
+    let plan = plan::plan(validated.as_ref().map_err(Vec::as_slice), &observed);
+    info!(step = ?plan.step, "planned");
+
+    // Spec problems and warnings are announced once per generation.
+    let new_generation =
+        cluster.status.as_ref().and_then(|s| s.observed_generation) != cluster.metadata.generation;
+    if new_generation {
+        match &validated {
+            Err(problems) => {
+                publish(
+                    &ctx,
+                    &cluster,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    "Validate",
+                    problems.join("; "),
+                )
+                .await
+            }
+            Ok(v) => {
+                for w in &v.warnings {
+                    publish(
+                        &ctx,
+                        &cluster,
+                        EventType::Warning,
+                        w.reason(),
+                        "Validate",
+                        w.message(),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    let Ok(validated) = validated else {
+        let status = status::compute(&cluster, &names, &observed, &plan, Timestamp::now());
+        status::patch(&ctx.client, &cluster, &status).await?;
+        ctx.failures().remove(&key(&cluster));
+        return Ok(Action::await_change());
+    };
+
+    // Membership calls go to the members that exist now.
+    let existing = observed.statefulset.as_ref().map_or(0, |s| s.replicas);
+    let endpoints: Vec<String> = (0..existing).map(|i| names.client_url(i)).collect();
+    execute(&ctx, &cluster, &endpoints, &plan).await?;
+    if let Some(desired) = &plan.desired {
+        let objects = build::build(&validated, desired)?;
+        apply::apply(&ctx.client, &names.namespace, &objects, observed.pdb_exists).await?;
+    }
+    let status = status::compute(&cluster, &names, &observed, &plan, Timestamp::now());
+    status::patch(&ctx.client, &cluster, &status).await?;
+    ctx.failures().remove(&key(&cluster));
+    Ok(Action::requeue(plan.requeue_after))
+}
+
+/// Carries out the plan's etcd side (membership changes) and announces it.
+async fn execute(
+    ctx: &Context,
+    cluster: &EtcdCluster,
+    current: &[String],
+    plan: &Plan,
+) -> Result<(), Error> {
+    let replicas = plan.desired.as_ref().map(|d| d.replicas).unwrap_or(0);
+    match &plan.step {
+        Step::Bootstrap => {
+            let note = format!("bootstrapping a new cluster of {replicas} members");
+            publish(
+                ctx,
+                cluster,
+                EventType::Normal,
+                "Bootstrapping",
+                "Create",
+                note,
+            )
+            .await;
+        }
+        Step::AddLearner { name, peer_url } => {
+            let id = ctx.etcd.add_learner(current, peer_url).await?;
+            info!(member = %name, member_id = %format!("{id:x}"), "added learner");
+            publish(
+                ctx,
+                cluster,
+                EventType::Normal,
+                "MemberAdded",
+                "ScaleUp",
+                format!("added {name} as a learner"),
+            )
+            .await;
+        }
+        Step::PromoteLearner { name, id } => {
+            ctx.etcd.promote(current, *id).await?;
+            info!(member = %name, member_id = %format!("{id:x}"), "promoted learner");
+            publish(
+                ctx,
+                cluster,
+                EventType::Normal,
+                "MemberPromoted",
+                "ScaleUp",
+                format!("promoted {name} to a voting member"),
+            )
+            .await;
+        }
+        Step::RemoveMember { name, id: Some(id) } => {
+            ctx.etcd.remove(current, *id).await?;
+            info!(member = %name, member_id = %format!("{id:x}"), "removed member");
+            publish(
+                ctx,
+                cluster,
+                EventType::Normal,
+                "MemberRemoved",
+                "ScaleDown",
+                format!("removed {name}"),
+            )
+            .await;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Publishes an Event. Events are best effort: failing to record one never fails a
+/// reconciliation.
+async fn publish(
+    ctx: &Context,
+    cluster: &EtcdCluster,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        warn!(%error, reason, "failed to publish an event");
+    }
+}
+
+/// Backs off per cluster: 5 s after the first failure, doubling up to 5 minutes.
+pub fn error_policy(cluster: Arc<EtcdCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .errors
+        .with_label_values(&[error.metric_label()])
+        .inc();
+    let failures = {
+        let mut map = ctx.failures();
+        let n = map.entry(key(&cluster)).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let delay = backoff(failures);
+    warn!(cluster = %cluster.name_any(), %error, failures, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs the controller until `shutdown` completes (or a signal arrives).
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
+    Controller::new(
+        Api::<EtcdCluster>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<StatefulSet>::all(client.clone()), owned())
+    .owns(Api::<Service>::all(client.clone()), owned())
+    .owns(Api::<ConfigMap>::all(client.clone()), owned())
+    .owns(Api::<PodDisruptionBudget>::all(client), owned())
+    .graceful_shutdown_on(shutdown)
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        if let Err(error) = result {
+            warn!(%error, "controller error");
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(5));
+        assert_eq!(backoff(2), Duration::from_secs(10));
+        assert_eq!(backoff(4), Duration::from_secs(40));
+        assert_eq!(backoff(7), Duration::from_secs(300));
+        assert_eq!(backoff(1000), Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,289 @@
+//! Observe: reads what exists — the owned Kubernetes objects and etcd's member list and each
+//! member's health. The only stage besides apply and status that does I/O; it changes nothing.
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::{Api, Client};
+
+use crate::build::configmap::parse_member_files;
+use crate::etcd::{EtcdAdmin, EtcdStatus};
+use crate::names::{ClusterNames, SPEC_HASH_ANNOTATION};
+use crate::plan::MemberBootstrap;
+
+/// Why observing failed. etcd being unreachable is an observation, not an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading an owned object failed.
+    #[error("failed to read {kind} {name}: {source}")]
+    Read {
+        /// Object kind.
+        kind: &'static str,
+        /// Object name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Everything the planner and the status stage need to know about the world.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Observed {
+    /// The StatefulSet, if it exists.
+    pub statefulset: Option<StatefulSetState>,
+    /// Member configuration files from the ConfigMap, by member name.
+    pub member_configs: BTreeMap<String, MemberBootstrap>,
+    /// Whether the PodDisruptionBudget exists.
+    pub pdb_exists: bool,
+    /// What etcd says.
+    pub etcd: EtcdState,
+}
+
+/// The parts of the StatefulSet the planner uses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatefulSetState {
+    /// `spec.replicas`.
+    pub replicas: i32,
+    /// `status.readyReplicas`.
+    pub ready_replicas: i32,
+    /// The spec hash it was built from.
+    pub spec_hash: Option<String>,
+    /// Whether every pod runs the current template.
+    pub rollout_complete: bool,
+}
+
+/// etcd as seen from the operator.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum EtcdState {
+    /// Not asked: there is no StatefulSet yet.
+    #[default]
+    NotChecked,
+    /// No member answered the member list.
+    Unreachable {
+        /// Why.
+        error: String,
+    },
+    /// The member list, with each member's health.
+    Reachable(ClusterView),
+}
+
+/// etcd's member list with each member's health.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClusterView {
+    /// Cluster ID.
+    pub cluster_id: u64,
+    /// Members, in member-list order.
+    pub members: Vec<MemberView>,
+}
+
+/// One member.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberView {
+    /// Member ID.
+    pub id: u64,
+    /// Name (empty until started).
+    pub name: String,
+    /// StatefulSet ordinal, from the peer URL; `None` for a member the operator did not create.
+    pub ordinal: Option<i32>,
+    /// Whether it is a learner.
+    pub is_learner: bool,
+    /// Its answer to a status request.
+    pub health: MemberHealth,
+}
+
+/// A member's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberHealth {
+    /// It answered and knows a leader.
+    Healthy {
+        /// Leader ID it reports.
+        leader: u64,
+        /// Version it reports.
+        version: String,
+        /// Raft index.
+        raft_index: u64,
+    },
+    /// It did not answer, knows no leader or reports errors.
+    Unhealthy {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl MemberView {
+    /// Whether the member is healthy.
+    pub fn healthy(&self) -> bool {
+        matches!(self.health, MemberHealth::Healthy { .. })
+    }
+}
+
+impl ClusterView {
+    /// The leader most healthy members agree on.
+    pub fn leader(&self) -> Option<u64> {
+        let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
+        for m in &self.members {
+            if let MemberHealth::Healthy { leader, .. } = m.health {
+                *votes.entry(leader).or_default() += 1;
+            }
+        }
+        votes.into_iter().max_by_key(|(_, n)| *n).map(|(id, _)| id)
+    }
+
+    /// The member with ordinal `i`.
+    pub fn by_ordinal(&self, i: i32) -> Option<&MemberView> {
+        self.members.iter().find(|m| m.ordinal == Some(i))
+    }
+
+    /// Whether a majority of voting members is healthy.
+    pub fn has_quorum(&self) -> bool {
+        let voters = self.members.iter().filter(|m| !m.is_learner).count();
+        let healthy = self
+            .members
+            .iter()
+            .filter(|m| !m.is_learner && m.healthy())
+            .count();
+        voters > 0 && healthy > voters / 2
+    }
+}
+
+/// Reads the owned objects and, once a StatefulSet exists, etcd.
+pub async fn observe(
+    client: &Client,
+    etcd: &dyn EtcdAdmin,
+    names: &ClusterNames,
+) -> Result<Observed, Error> {
+    let ns = &names.namespace;
+    let statefulset = Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .get_opt(&names.statefulset())
+        .await
+        .map_err(|source| Error::Read {
+            kind: "StatefulSet",
+            name: names.statefulset(),
+            source,
+        })?;
+    let config_map = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(&names.config_map())
+        .await
+        .map_err(|source| Error::Read {
+            kind: "ConfigMap",
+            name: names.config_map(),
+            source,
+        })?;
+    let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+        .get_opt(&names.pdb())
+        .await
+        .map_err(|source| Error::Read {
+            kind: "PodDisruptionBudget",
+            name: names.pdb(),
+            source,
+        })?;
+
+    let statefulset = statefulset.as_ref().map(statefulset_state);
+    let etcd = match &statefulset {
+        None => EtcdState::NotChecked,
+        Some(sts) => observe_etcd(etcd, names, sts.replicas).await,
+    };
+    Ok(Observed {
+        member_configs: config_map
+            .as_ref()
+            .map(parse_member_files)
+            .unwrap_or_default(),
+        statefulset,
+        pdb_exists: pdb.is_some(),
+        etcd,
+    })
+}
+
+fn statefulset_state(sts: &StatefulSet) -> StatefulSetState {
+    let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = sts.status.clone().unwrap_or_default();
+    let observed_current = status.observed_generation >= sts.metadata.generation;
+    let same_revision =
+        status.update_revision.is_none() || status.update_revision == status.current_revision;
+    StatefulSetState {
+        replicas,
+        ready_replicas: status.ready_replicas.unwrap_or(0),
+        spec_hash: sts
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SPEC_HASH_ANNOTATION))
+            .cloned(),
+        rollout_complete: observed_current
+            && same_revision
+            && status.updated_replicas.unwrap_or(0) >= replicas
+            && status.replicas == replicas,
+    }
+}
+
+async fn observe_etcd(etcd: &dyn EtcdAdmin, names: &ClusterNames, replicas: i32) -> EtcdState {
+    let endpoints: Vec<String> = (0..replicas).map(|i| names.client_url(i)).collect();
+    if endpoints.is_empty() {
+        return EtcdState::Unreachable {
+            error: "the StatefulSet has no replicas".to_owned(),
+        };
+    }
+    let list = match etcd.member_list(&endpoints).await {
+        Ok(list) => list,
+        Err(e) => {
+            return EtcdState::Unreachable {
+                error: e.to_string(),
+            };
+        }
+    };
+    let checks = list.members.iter().map(|m| {
+        let ordinal = m
+            .peer_urls
+            .iter()
+            .find_map(|u| names.ordinal_of_peer_url(u));
+        // Ask the member itself: its advertised client URL, or the one the operator gave it.
+        let endpoint = m
+            .client_urls
+            .first()
+            .cloned()
+            .or_else(|| ordinal.map(|i| names.client_url(i)));
+        async move {
+            let health = match endpoint {
+                None => MemberHealth::Unhealthy {
+                    reason: "the member has not started".to_owned(),
+                },
+                Some(endpoint) => health_of(etcd.status(&endpoint).await),
+            };
+            MemberView {
+                id: m.id,
+                name: m.name.clone(),
+                ordinal,
+                is_learner: m.is_learner,
+                health,
+            }
+        }
+    });
+    let members = join_all(checks).await;
+    EtcdState::Reachable(ClusterView {
+        cluster_id: list.cluster_id,
+        members,
+    })
+}
+
+fn health_of(status: Result<EtcdStatus, crate::etcd::Error>) -> MemberHealth {
+    match status {
+        Err(e) => MemberHealth::Unhealthy {
+            reason: e.to_string(),
+        },
+        Ok(s) if s.leader == 0 => MemberHealth::Unhealthy {
+            reason: "the member knows no leader".to_owned(),
+        },
+        Ok(s) if !s.errors.is_empty() => MemberHealth::Unhealthy {
+            reason: s.errors.join("; "),
+        },
+        Ok(s) => MemberHealth::Healthy {
+            leader: s.leader,
+            version: s.version,
+            raft_index: s.raft_index,
+        },
+    }
+}

@@ -1,0 +1,250 @@
+//! Status: computes the `EtcdCluster` status from what was observed and planned (pure), and
+//! writes it with server-side apply to the status subresource.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+
+use crate::crd::{EtcdCluster, EtcdClusterStatus, GROUP, MemberStatus, VERSION};
+use crate::names::{ClusterNames, FIELD_MANAGER};
+use crate::observe::{ClusterView, EtcdState, MemberHealth, Observed};
+use crate::plan::{Plan, Step};
+use crate::validate::SpecWarning;
+
+/// Condition: a majority of voting members is healthy and there is a leader.
+pub const AVAILABLE: &str = "Available";
+/// Condition: the operator is moving the cluster towards its spec.
+pub const PROGRESSING: &str = "Progressing";
+/// Condition: something is wrong that the operator cannot fix by itself.
+pub const DEGRADED: &str = "Degraded";
+/// Condition: data lives in emptyDir volumes (a warning, present only then).
+pub const EPHEMERAL_STORAGE: &str = "EphemeralStorage";
+
+/// Why writing the status failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The apiserver refused the status patch.
+    #[error("failed to patch the status of {name}: {source}")]
+    Patch {
+        /// Cluster name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Computes the new status. `now` stamps conditions whose status changed; others keep their
+/// transition time.
+pub fn compute(
+    cluster: &EtcdCluster,
+    names: &ClusterNames,
+    observed: &Observed,
+    plan: &Plan,
+    now: Timestamp,
+) -> EtcdClusterStatus {
+    let old = cluster.status.clone().unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    let view = match &observed.etcd {
+        EtcdState::Reachable(view) => Some(view),
+        _ => None,
+    };
+    let cluster_id = view
+        .map(|v| format!("{:016x}", v.cluster_id))
+        .or(old.cluster_id.clone());
+    let formed = cluster_id.is_some();
+    let leader_id = view.and_then(ClusterView::leader);
+    let members: Vec<MemberStatus> = view
+        .map(|v| {
+            v.members
+                .iter()
+                .map(|m| MemberStatus {
+                    name: m
+                        .ordinal
+                        .map(|i| names.member(i))
+                        .unwrap_or_else(|| m.name.clone()),
+                    id: format!("{:016x}", m.id),
+                    is_learner: m.is_learner,
+                    is_leader: Some(m.id) == leader_id,
+                    healthy: m.healthy(),
+                    version: match &m.health {
+                        MemberHealth::Healthy { version, .. } => Some(version.clone()),
+                        MemberHealth::Unhealthy { .. } => None,
+                    },
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let leader = members.iter().find(|m| m.is_leader);
+    let current_version = leader
+        .and_then(|m| m.version.clone())
+        .or_else(|| members.iter().find_map(|m| m.version.clone()));
+    let unhealthy: Vec<&str> = members
+        .iter()
+        .filter(|m| !m.healthy)
+        .map(|m| m.name.as_str())
+        .collect();
+
+    let (available, a_reason, a_message) = match (&observed.etcd, view) {
+        (_, Some(v)) if v.has_quorum() && leader.is_some() => {
+            let voters = v.members.iter().filter(|m| !m.is_learner).count();
+            let healthy = v
+                .members
+                .iter()
+                .filter(|m| !m.is_learner && m.healthy())
+                .count();
+            (
+                true,
+                "QuorumAvailable",
+                format!("{healthy} of {voters} voting members healthy"),
+            )
+        }
+        (_, Some(_)) => (
+            false,
+            "QuorumLost",
+            "a majority of voting members is unhealthy".to_owned(),
+        ),
+        (EtcdState::Unreachable { error }, _) if formed => (false, "Unreachable", error.clone()),
+        _ if matches!(plan.step, Step::Invalid { .. }) && observed.statefulset.is_none() => (
+            false,
+            "InvalidSpec",
+            "no member was created: the spec is invalid".to_owned(),
+        ),
+        _ => (
+            false,
+            "Bootstrapping",
+            "waiting for the initial members to form the cluster".to_owned(),
+        ),
+    };
+
+    let (progressing, p_reason, p_message) = match &plan.step {
+        Step::Invalid { problems } => (false, "InvalidSpec", problems.join("; ")),
+        Step::Bootstrap => (
+            true,
+            "Bootstrapping",
+            "creating the initial members".to_owned(),
+        ),
+        Step::AddLearner { name, .. } => (true, "ScalingUp", format!("adding {name} as a learner")),
+        Step::StartMember { name } => (true, "ScalingUp", format!("starting {name}")),
+        Step::PromoteLearner { name, .. } => (
+            true,
+            "PromotingLearner",
+            format!("promoting {name} to a voting member"),
+        ),
+        Step::RemoveMember { name, .. } => (true, "ScalingDown", format!("removing {name}")),
+        Step::RollOut | Step::WaitForRollout => (
+            true,
+            "RollingOut",
+            "replacing members with the current spec".to_owned(),
+        ),
+        Step::Wait { reason } if !formed => (true, "Bootstrapping", reason.clone()),
+        Step::Wait { reason } => (false, "Blocked", reason.clone()),
+        Step::InSync => (false, "InSync", "the cluster matches its spec".to_owned()),
+    };
+
+    let (degraded, d_reason, d_message) = match (&plan.step, &observed.etcd) {
+        (Step::Invalid { problems }, _) => (true, "InvalidSpec", problems.join("; ")),
+        (_, EtcdState::Reachable(_)) if !unhealthy.is_empty() => (
+            true,
+            "MembersUnhealthy",
+            format!("unhealthy members: {}", unhealthy.join(", ")),
+        ),
+        (_, EtcdState::Unreachable { error }) if formed => (true, "Unreachable", error.clone()),
+        _ => (false, "Healthy", "no problem found".to_owned()),
+    };
+
+    let mut conditions = vec![
+        condition(
+            &old, AVAILABLE, available, a_reason, a_message, generation, now,
+        ),
+        condition(
+            &old,
+            PROGRESSING,
+            progressing,
+            p_reason,
+            p_message,
+            generation,
+            now,
+        ),
+        condition(
+            &old, DEGRADED, degraded, d_reason, d_message, generation, now,
+        ),
+    ];
+    if cluster.spec.storage.empty_dir {
+        conditions.push(condition(
+            &old,
+            EPHEMERAL_STORAGE,
+            true,
+            "EmptyDir",
+            SpecWarning::EmptyDir.message(),
+            generation,
+            now,
+        ));
+    }
+
+    EtcdClusterStatus {
+        observed_generation: generation,
+        conditions,
+        ready_replicas: members.iter().filter(|m| m.healthy).count() as i32,
+        cluster_id,
+        current_version,
+        leader: leader.map(|m| m.name.clone()),
+        members,
+    }
+}
+
+fn condition(
+    old: &EtcdClusterStatus,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let last_transition_time = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Writes `status` with server-side apply (the operator owns every status field).
+pub async fn patch(
+    client: &Client,
+    cluster: &EtcdCluster,
+    status: &EtcdClusterStatus,
+) -> Result<(), Error> {
+    let name = cluster.name_any();
+    let api: Api<EtcdCluster> =
+        Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
+    let body = serde_json::json!({
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "kind": "EtcdCluster",
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|source| Error::Patch { name, source })?;
+    Ok(())
+}
+
+/// A condition of `status` by type.
+pub fn find<'a>(status: &'a EtcdClusterStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}

@@ -1,0 +1,442 @@
+//! Validation of a spec beyond what the CRD schema can express (pure): the etcd-server flag
+//! allow-list for `extraArgs`, Raft timing, retention formats and reserved labels.
+//!
+//! A spec that fails here passes the apiserver's schema but would make members fail to start,
+//! so the operator reports it and applies nothing.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+
+use crate::crd::{AutoCompactionMode, EtcdCluster, EtcdClusterSpec, MAX_REPLICAS};
+use crate::names::{CONFIG_HASH_ANNOTATION, ClusterNames, RESERVED_LABELS};
+
+/// How the operator treats one etcd-server flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagRule {
+    /// Set by the operator; the string says where (or that users cannot set it).
+    Managed(&'static str),
+    /// Accepted in `extraArgs`, with a value of this kind.
+    Extra(ValueKind),
+}
+
+/// The kind of value an `extraArgs` flag takes; it decides both validation and the YAML type
+/// the value is written with in the configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A positive integer.
+    Count,
+    /// One of etcd's log levels.
+    LogLevel,
+    /// A Go duration such as `10m` or `500ms`.
+    Duration,
+}
+
+/// Every flag `etcd-server` accepts (see `etcd-server/src/config.rs`), and how the operator
+/// treats it. Flags missing here are unknown to the server and rejected.
+pub const SERVER_FLAGS: &[(&str, FlagRule)] = &[
+    ("name", FlagRule::Managed("the operator (the pod name)")),
+    ("data-dir", FlagRule::Managed("the operator")),
+    ("config-file", FlagRule::Managed("the operator")),
+    ("listen-client-urls", FlagRule::Managed("the operator")),
+    ("advertise-client-urls", FlagRule::Managed("the operator")),
+    ("listen-peer-urls", FlagRule::Managed("the operator")),
+    (
+        "initial-advertise-peer-urls",
+        FlagRule::Managed("the operator"),
+    ),
+    ("initial-cluster", FlagRule::Managed("the operator")),
+    ("initial-cluster-state", FlagRule::Managed("the operator")),
+    ("initial-cluster-token", FlagRule::Managed("the operator")),
+    (
+        "listen-metrics-urls",
+        FlagRule::Managed("the operator (metrics are on the client port)"),
+    ),
+    (
+        "quota-backend-bytes",
+        FlagRule::Managed("spec.server.quotaBackendBytes"),
+    ),
+    (
+        "auto-compaction-mode",
+        FlagRule::Managed("spec.server.autoCompactionMode"),
+    ),
+    (
+        "auto-compaction-retention",
+        FlagRule::Managed("spec.server.autoCompactionRetention"),
+    ),
+    (
+        "snapshot-count",
+        FlagRule::Managed("spec.server.snapshotCount"),
+    ),
+    (
+        "heartbeat-interval",
+        FlagRule::Managed("spec.server.heartbeatIntervalMs"),
+    ),
+    (
+        "election-timeout",
+        FlagRule::Managed("spec.server.electionTimeoutMs"),
+    ),
+    ("max-request-bytes", FlagRule::Extra(ValueKind::Count)),
+    ("max-txn-ops", FlagRule::Extra(ValueKind::Count)),
+    ("log-level", FlagRule::Extra(ValueKind::LogLevel)),
+    (
+        "experimental-watch-progress-notify-interval",
+        FlagRule::Extra(ValueKind::Duration),
+    ),
+];
+
+/// etcd's default `--heartbeat-interval`, in milliseconds.
+pub const DEFAULT_HEARTBEAT_MS: i64 = 100;
+/// etcd's default `--election-timeout`, in milliseconds.
+pub const DEFAULT_ELECTION_MS: i64 = 1000;
+
+/// A spec that is valid but unwise; reported as a warning Event (and, for emptyDir, a
+/// condition), never blocking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpecWarning {
+    /// An even number of members tolerates no more failures than one fewer.
+    EvenReplicas(i32),
+    /// Data lives in emptyDir volumes.
+    EmptyDir,
+}
+
+impl SpecWarning {
+    /// Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::EvenReplicas(_) => "EvenClusterSize",
+            Self::EmptyDir => "EphemeralStorage",
+        }
+    }
+
+    /// Human-readable explanation.
+    pub fn message(&self) -> String {
+        match self {
+            Self::EvenReplicas(n) => format!(
+                "{n} members tolerate {} failures, no more than {}: prefer an odd size",
+                (n - 1) / 2,
+                n - 1
+            ),
+            Self::EmptyDir => "members keep their data in emptyDir volumes: a member whose pod is \
+                deleted or rescheduled loses its data and cannot rejoin without manual repair"
+                .to_owned(),
+        }
+    }
+}
+
+/// An `EtcdCluster` whose spec passed every check, with what the builders need from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedCluster {
+    /// Names of the cluster's objects.
+    pub names: ClusterNames,
+    /// The spec.
+    pub spec: EtcdClusterSpec,
+    /// Owner reference every owned object carries.
+    pub owner: OwnerReference,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// `--initial-cluster-token`: unique to this incarnation of the cluster, so members of a
+    /// deleted and recreated cluster never mistake each other for peers.
+    pub token: String,
+    /// `extraArgs` as configuration-file keys with typed values, sorted by key.
+    pub extra_args: Vec<(String, serde_yaml_ng::Value)>,
+    /// Warnings about the spec.
+    pub warnings: Vec<SpecWarning>,
+}
+
+/// Why validation failed.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Error {
+    /// The object has no namespace.
+    #[error("failed to validate the cluster: it has no namespace")]
+    MissingNamespace,
+    /// The object has no UID (it was never stored by an apiserver).
+    #[error("failed to validate the cluster: it has no uid")]
+    MissingUid,
+    /// The spec is invalid; each string is one problem.
+    #[error("failed to validate the spec: {}", .0.join("; "))]
+    InvalidSpec(Vec<String>),
+}
+
+/// Validates `cluster`.
+pub fn validate(cluster: &EtcdCluster) -> Result<ValidatedCluster, Error> {
+    let names = ClusterNames::of(cluster).ok_or(Error::MissingNamespace)?;
+    let owner = cluster.controller_owner_ref(&()).ok_or(Error::MissingUid)?;
+    let spec = &cluster.spec;
+    let mut problems = Vec::new();
+    if !(1..=MAX_REPLICAS).contains(&spec.replicas) {
+        problems.push(format!(
+            "replicas must be between 1 and {MAX_REPLICAS}, not {}",
+            spec.replicas
+        ));
+    }
+    if spec.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
+        problems.push("image must not be empty".to_owned());
+    }
+    check_server(spec, &mut problems);
+    for key in spec.pod.labels.keys() {
+        if RESERVED_LABELS.contains(&key.as_str()) {
+            problems.push(format!("pod.labels: {key} is set by the operator"));
+        }
+    }
+    if spec.pod.annotations.contains_key(CONFIG_HASH_ANNOTATION) {
+        problems.push(format!(
+            "pod.annotations: {CONFIG_HASH_ANNOTATION} is set by the operator"
+        ));
+    }
+    let extra_args = match extra_args(spec) {
+        Ok(args) => args,
+        Err(mut p) => {
+            problems.append(&mut p);
+            Vec::new()
+        }
+    };
+    if !problems.is_empty() {
+        return Err(Error::InvalidSpec(problems));
+    }
+    let mut warnings = Vec::new();
+    if spec.replicas % 2 == 0 {
+        warnings.push(SpecWarning::EvenReplicas(spec.replicas));
+    }
+    if spec.storage.empty_dir {
+        warnings.push(SpecWarning::EmptyDir);
+    }
+    let token = match &owner.uid {
+        uid if !uid.is_empty() => format!("{}-{uid}", names.cluster),
+        _ => names.cluster.clone(),
+    };
+    Ok(ValidatedCluster {
+        names,
+        spec: spec.clone(),
+        owner,
+        generation: cluster.metadata.generation,
+        token,
+        extra_args,
+        warnings,
+    })
+}
+
+fn check_server(spec: &EtcdClusterSpec, problems: &mut Vec<String>) {
+    let s = &spec.server;
+    let heartbeat = s.heartbeat_interval_ms.unwrap_or(DEFAULT_HEARTBEAT_MS);
+    let election = s.election_timeout_ms.unwrap_or(DEFAULT_ELECTION_MS);
+    if heartbeat <= 0 {
+        problems.push("server.heartbeatIntervalMs must be positive".to_owned());
+    } else if election < 5 * heartbeat {
+        problems.push(format!(
+            "server.electionTimeoutMs ({election}) must be at least 5 times server.heartbeatIntervalMs ({heartbeat})"
+        ));
+    }
+    if election > 50_000 {
+        problems.push("server.electionTimeoutMs must be at most 50000".to_owned());
+    }
+    if s.quota_backend_bytes.is_some_and(|q| q < 0) {
+        problems.push("server.quotaBackendBytes must not be negative".to_owned());
+    }
+    if s.snapshot_count.is_some_and(|c| c < 1) {
+        problems.push("server.snapshotCount must be positive".to_owned());
+    }
+    if let Some(retention) = &s.auto_compaction_retention {
+        let mode = s
+            .auto_compaction_mode
+            .unwrap_or(AutoCompactionMode::Periodic);
+        let ok = match mode {
+            AutoCompactionMode::Revision => retention.parse::<u64>().is_ok(),
+            AutoCompactionMode::Periodic => {
+                retention.parse::<u64>().is_ok() || is_go_duration(retention)
+            }
+        };
+        if !ok {
+            problems.push(format!(
+                "server.autoCompactionRetention {retention:?} is not valid in {} mode",
+                mode.as_str()
+            ));
+        }
+    }
+}
+
+/// The rule for flag `name` (without dashes), if etcd-server knows it.
+pub fn flag_rule(name: &str) -> Option<FlagRule> {
+    SERVER_FLAGS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, r)| *r)
+}
+
+fn extra_args(spec: &EtcdClusterSpec) -> Result<Vec<(String, serde_yaml_ng::Value)>, Vec<String>> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for (raw, value) in &spec.server.extra_args {
+        let name = raw.trim_start_matches('-');
+        match flag_rule(name) {
+            None => problems.push(format!(
+                "server.extraArgs: etcd-server has no flag --{name}"
+            )),
+            Some(FlagRule::Managed(by)) => {
+                problems.push(format!("server.extraArgs: --{name} is set by {by}"))
+            }
+            Some(FlagRule::Extra(kind)) => match typed_value(kind, value) {
+                Some(v) => out.push((name.to_owned(), v)),
+                None => problems.push(format!(
+                    "server.extraArgs: {value:?} is not a valid value for --{name}"
+                )),
+            },
+        }
+    }
+    if problems.is_empty() {
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+fn typed_value(kind: ValueKind, value: &str) -> Option<serde_yaml_ng::Value> {
+    let value = value.trim();
+    match kind {
+        ValueKind::Count => {
+            let n: u64 = value.parse().ok()?;
+            (n > 0).then(|| serde_yaml_ng::Value::Number(n.into()))
+        }
+        ValueKind::LogLevel => ["debug", "info", "warn", "error", "panic", "fatal"]
+            .contains(&value)
+            .then(|| serde_yaml_ng::Value::String(value.to_owned())),
+        ValueKind::Duration => {
+            is_go_duration(value).then(|| serde_yaml_ng::Value::String(value.to_owned()))
+        }
+    }
+}
+
+/// Whether `s` is a Go duration (`1h30m`, `10s`, `500ms`), as etcd parses them.
+fn is_go_duration(s: &str) -> bool {
+    let mut rest = s;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if digits == 0 || rest[..digits].parse::<f64>().is_err() {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        if !["h", "m", "s", "ms", "us", "µs", "ns"].contains(&&rest[..unit]) {
+            return false;
+        }
+        rest = &rest[unit..];
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(spec: serde_json::Value) -> EtcdCluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "etcd.rustops.dev/v1alpha1",
+            "kind": "EtcdCluster",
+            "metadata": {"name": "c", "namespace": "ns", "uid": "u-1", "generation": 1},
+            "spec": spec,
+        }))
+        .expect("valid EtcdCluster")
+    }
+
+    fn problems(spec: serde_json::Value) -> Vec<String> {
+        match validate(&cluster(spec)) {
+            Err(Error::InvalidSpec(p)) => p,
+            other => panic!("expected an invalid spec, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_extra_args_are_typed() {
+        let v = validate(&cluster(serde_json::json!({
+            "server": {"extraArgs": {"--max-txn-ops": "256", "log-level": "debug"}}
+        })))
+        .expect("valid");
+        assert_eq!(v.spec.replicas, 3);
+        assert_eq!(v.token, "c-u-1");
+        assert_eq!(
+            v.extra_args,
+            vec![
+                (
+                    "log-level".to_owned(),
+                    serde_yaml_ng::Value::String("debug".into())
+                ),
+                (
+                    "max-txn-ops".to_owned(),
+                    serde_yaml_ng::Value::Number(256.into())
+                ),
+            ]
+        );
+        assert!(v.warnings.is_empty());
+    }
+
+    #[test]
+    fn wrong_specs_are_reported_each() {
+        let table = [
+            (
+                serde_json::json!({"server": {"extraArgs": {"no-such-flag": "1"}}}),
+                "has no flag --no-such-flag",
+            ),
+            (
+                serde_json::json!({"server": {"extraArgs": {"data-dir": "/x"}}}),
+                "--data-dir is set by the operator",
+            ),
+            (
+                serde_json::json!({"server": {"extraArgs": {"snapshot-count": "5"}}}),
+                "spec.server.snapshotCount",
+            ),
+            (
+                serde_json::json!({"server": {"extraArgs": {"max-txn-ops": "lots"}}}),
+                "not a valid value for --max-txn-ops",
+            ),
+            (
+                serde_json::json!({"server": {"electionTimeoutMs": 300}}),
+                "at least 5 times",
+            ),
+            (
+                serde_json::json!({"server": {"autoCompactionMode": "revision", "autoCompactionRetention": "1h"}}),
+                "revision mode",
+            ),
+            (serde_json::json!({"replicas": 11}), "between 1 and 9"),
+            (
+                serde_json::json!({"pod": {"labels": {"app.kubernetes.io/instance": "x"}}}),
+                "set by the operator",
+            ),
+        ];
+        for (spec, needle) in table {
+            let p = problems(spec.clone());
+            assert!(
+                p.iter().any(|m| m.contains(needle)),
+                "{spec}: {p:?} lacks {needle:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn warnings_for_even_sizes_and_empty_dir() {
+        let v = validate(&cluster(
+            serde_json::json!({"replicas": 4, "storage": {"emptyDir": true}}),
+        ))
+        .expect("valid");
+        assert_eq!(
+            v.warnings,
+            vec![SpecWarning::EvenReplicas(4), SpecWarning::EmptyDir]
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        for ok in ["1h", "30m", "1h30m", "500ms", "1.5h"] {
+            assert!(is_go_duration(ok), "{ok}");
+        }
+        for bad in ["", "h", "1x", "1h-"] {
+            assert!(!is_go_duration(bad), "{bad}");
+        }
+    }
+}
