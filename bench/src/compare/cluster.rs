@@ -1,0 +1,323 @@
+//! Server processes for the comparison: a cluster of 1 or more members of either our
+//! `etcd-server` or the reference etcd, on free loopback ports, started with the same flags,
+//! stopped (SIGTERM, then SIGKILL) when asked or when dropped.
+
+use std::fmt;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use serde::Serialize;
+
+use super::procfs::{ProcSample, sample};
+use crate::error::{Error, Result};
+
+/// Which server a cluster runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerKind {
+    /// Our `etcd-server`.
+    Ours,
+    /// The reference etcd (Debian's 3.4.23).
+    Etcd,
+}
+
+impl fmt::Display for ServerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerKind::Ours => "etcd-server",
+            ServerKind::Etcd => "etcd",
+        })
+    }
+}
+
+/// Flags that both servers get with the same values.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// `--quota-backend-bytes`.
+    pub quota_backend_bytes: u64,
+    /// `--snapshot-count`.
+    pub snapshot_count: u64,
+    /// `--log-level` (etcd also gets `--logger zap`, its structured logger, like ours).
+    pub log_level: String,
+}
+
+/// One member process.
+struct Member {
+    label: String,
+    client_url: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running cluster.
+pub struct Cluster {
+    kind: ServerKind,
+    bin: PathBuf,
+    members: Vec<Member>,
+}
+
+/// A free TCP port on 127.0.0.1 (the listener is closed again before the server binds it).
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
+        action: "bind a free port",
+        path: PathBuf::from("127.0.0.1:0"),
+        source,
+    })?;
+    Ok(l.local_addr()
+        .map_err(|source| Error::Io {
+            action: "read a bound port",
+            path: PathBuf::from("127.0.0.1:0"),
+            source,
+        })?
+        .port())
+}
+
+impl Cluster {
+    /// Starts `size` members of `kind` with data dirs under `dir` (created; must not hold a
+    /// previous cluster) and logs under `logs`, and waits until every member serves a
+    /// linearizable read.
+    pub async fn start(
+        kind: ServerKind,
+        bin: &Path,
+        size: usize,
+        dir: &Path,
+        logs: &Path,
+        settings: &Settings,
+    ) -> Result<Self> {
+        for d in [dir, logs] {
+            std::fs::create_dir_all(d).map_err(|source| Error::Io {
+                action: "create a directory",
+                path: d.to_owned(),
+                source,
+            })?;
+        }
+        let mut ports = Vec::with_capacity(size);
+        for _ in 0..size {
+            ports.push((free_port()?, free_port()?));
+        }
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::with_capacity(size);
+        for (i, (client, peer)) in ports.into_iter().enumerate() {
+            let name = format!("m{i}");
+            let client_url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let data_dir = dir.join(format!("{name}.etcd"));
+            let mut args: Vec<String> = [
+                "--name",
+                &name,
+                "--data-dir",
+                &data_dir.to_string_lossy(),
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &client_url,
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+                "--initial-cluster",
+                &initial_cluster,
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "etcd-bench",
+                "--quota-backend-bytes",
+                &settings.quota_backend_bytes.to_string(),
+                "--snapshot-count",
+                &settings.snapshot_count.to_string(),
+                "--log-level",
+                &settings.log_level,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            if kind == ServerKind::Etcd {
+                args.extend(["--logger".to_owned(), "zap".to_owned()]);
+            }
+            let stem = dir
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            members.push(Member {
+                label: format!("{kind} {name}"),
+                client_url,
+                args,
+                log: logs.join(format!("{stem}-{name}.log")),
+                child: None,
+            });
+        }
+        let mut cluster = Self {
+            kind,
+            bin: bin.to_owned(),
+            members,
+        };
+        cluster.spawn_all()?;
+        cluster.wait_ready(Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    fn spawn_all(&mut self) -> Result<()> {
+        for m in &mut self.members {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&m.log)
+                .map_err(|source| Error::Io {
+                    action: "open a server log",
+                    path: m.log.clone(),
+                    source,
+                })?;
+            let child = Command::new(&self.bin)
+                .args(&m.args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|source| Error::Io {
+                    action: "start the server",
+                    path: self.bin.clone(),
+                    source,
+                })?;
+            m.child = Some(child);
+        }
+        Ok(())
+    }
+
+    /// Waits until every member serves a linearizable read; returns how long that took.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        for i in 0..self.members.len() {
+            loop {
+                self.check_alive()?;
+                let m = &self.members[i];
+                if probe(&m.client_url).await {
+                    break;
+                }
+                if start.elapsed() > timeout {
+                    return Err(Error::NotReady {
+                        member: m.label.clone(),
+                        timeout,
+                        log: m.log.clone(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(start.elapsed())
+    }
+
+    /// Fails if a member has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        for m in &mut self.members {
+            if let Some(c) = m.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                m.child = None;
+                return Err(Error::Exited {
+                    member: m.label.clone(),
+                    status,
+                    log: m.log.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The client endpoints, without scheme.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| m.client_url.trim_start_matches("http://").to_owned())
+            .collect()
+    }
+
+    /// Which server this is.
+    pub fn kind(&self) -> ServerKind {
+        self.kind
+    }
+
+    /// Memory and CPU of every running member.
+    pub fn samples(&self) -> Result<Vec<ProcSample>> {
+        self.members
+            .iter()
+            .filter_map(|m| m.child.as_ref())
+            .map(|c| sample(c.id()))
+            .collect()
+    }
+
+    /// Stops every member: SIGTERM, then SIGKILL after 30 s.
+    pub fn stop(&mut self) {
+        for m in &mut self.members {
+            if let Some(c) = m.child.as_ref() {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(c.id().to_string())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for m in &mut self.members {
+            if let Some(mut c) = m.child.take() {
+                loop {
+                    match c.try_wait() {
+                        Ok(Some(_)) => break,
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        _ => {
+                            let _ = c.kill();
+                            let _ = c.wait();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every member and starts them again on the same data; returns the time from
+    /// starting the processes to every member serving a linearizable read.
+    pub async fn restart(&mut self, timeout: Duration) -> Result<Duration> {
+        self.stop();
+        self.spawn_all()?;
+        self.wait_ready(timeout).await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut c) = m.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Whether `url` answers a linearizable read now.
+async fn probe(url: &str) -> bool {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_millis(200))
+        .with_timeout(Duration::from_secs(2));
+    let Ok(mut c) = Client::connect([url], Some(opts)).await else {
+        return false;
+    };
+    c.get(
+        "etcd-bench-ready-probe",
+        Some(GetOptions::new().with_count_only()),
+    )
+    .await
+    .is_ok()
+}

@@ -1,0 +1,75 @@
+//! Connections shared by clients, as in etcd's benchmark: `--conns` gRPC connections, and client
+//! `i` of `--clients` uses connection `i mod conns`.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+
+use crate::error::{Error, Result};
+use crate::options::Common;
+
+/// The connections of one run.
+pub struct Pool {
+    conns: Vec<Client>,
+    endpoints: Vec<String>,
+}
+
+impl Pool {
+    /// Opens `common.conns` connections: to the leader with `--target-leader`, otherwise spread
+    /// round-robin over the endpoints.
+    pub async fn connect(common: &Common) -> Result<Self> {
+        let endpoints = if common.target_leader {
+            vec![find_leader(&common.endpoints).await?]
+        } else {
+            common.endpoints.clone()
+        };
+        let mut conns = Vec::with_capacity(common.conns);
+        for i in 0..common.conns {
+            let ep = &endpoints[i % endpoints.len()];
+            conns.push(connect_one(ep, common.request_timeout).await?);
+        }
+        Ok(Self { conns, endpoints })
+    }
+
+    /// The connection client `i` uses.
+    pub fn for_client(&self, i: usize) -> Client {
+        self.conns[i % self.conns.len()].clone()
+    }
+
+    /// The endpoints the connections go to.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+}
+
+/// One connection (one HTTP/2 connection) to one endpoint.
+pub async fn connect_one(endpoint: &str, request_timeout: Duration) -> Result<Client> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(request_timeout);
+    Client::connect([endpoint], Some(opts))
+        .await
+        .map_err(|source| Error::Connect {
+            endpoint: endpoint.to_owned(),
+            source,
+        })
+}
+
+/// The endpoint whose member is the Raft leader, asked through Maintenance.Status.
+pub async fn find_leader(endpoints: &[String]) -> Result<String> {
+    for ep in endpoints {
+        let Ok(mut c) = connect_one(ep, Duration::from_secs(5)).await else {
+            continue;
+        };
+        let Ok(status) = c.status().await else {
+            continue;
+        };
+        let member = status.header().map(|h| h.member_id());
+        if status.leader() != 0 && member == Some(status.leader()) {
+            return Ok(ep.clone());
+        }
+    }
+    Err(Error::NoLeader {
+        endpoints: endpoints.to_vec(),
+    })
+}

@@ -1,0 +1,147 @@
+//! Integration test of the load generator: a real `etcd-server` process on free 127.0.0.1
+//! ports, every workload run with a tiny total, and the reports checked for sanity.
+//!
+//! The server binary is not built here: `cargo build --workspace` must have run first (as
+//! `scripts/test.sh` does). It is looked up next to this test binary's target directory, then
+//! at `$CARGO_MANIFEST_DIR/../target/debug/etcd-server`; `ETCD_SERVER_BIN` overrides both.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcd_bench::compare::{Cluster, ServerKind, Settings};
+use etcd_bench::options::{
+    Common, Consistency, LeaseOptions, PutOptions, RangeOptions, TxnPutOptions, WatchOptions,
+    Workload,
+};
+use etcd_bench::{Report, run};
+
+fn server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ETCD_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/it-<hash> → target/<profile>/etcd-server
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(|d| d.join("etcd-server")));
+    let fallback = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/etcd-server");
+    let found = beside.filter(|p| p.exists()).unwrap_or(fallback);
+    assert!(
+        found.exists(),
+        "{} is missing: run `cargo build --workspace` first (scripts/test.sh does)",
+        found.display()
+    );
+    found
+}
+
+fn common(endpoints: &[String], total: u64, conns: usize, clients: usize) -> Common {
+    let mut c = Common::new(endpoints.to_vec());
+    (c.total, c.conns, c.clients) = (Some(total), conns, clients);
+    c.request_timeout = Duration::from_secs(20);
+    c
+}
+
+fn assert_sane(r: &Report, ops: u64) {
+    assert_eq!(r.errors_total, 0, "{}", r.to_text());
+    assert_eq!(r.ops, ops, "{}", r.to_text());
+    assert!(r.throughput > 0.0, "{}", r.to_text());
+    let l = r.latency_ms;
+    assert!(0.0 < l.min && l.min <= l.p50, "{}", r.to_text());
+    assert!(
+        l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max,
+        "{}",
+        r.to_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_workload_completes_against_etcd_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        quota_backend_bytes: 1 << 30,
+        snapshot_count: 10_000,
+        log_level: "warn".into(),
+    };
+    let mut cluster = Cluster::start(
+        ServerKind::Ours,
+        &server_bin(),
+        1,
+        &tmp.path().join("data"),
+        &tmp.path().join("logs"),
+        &settings,
+    )
+    .await
+    .unwrap();
+    let eps = cluster.endpoints();
+
+    let mut c = common(&eps, 200, 2, 10);
+    c.target_leader = true;
+    let put = PutOptions {
+        val_size: 256,
+        sequential_keys: true,
+        ..PutOptions::default()
+    };
+    let r = run(&c, &Workload::Put(put)).await.unwrap();
+    assert_sane(&r, 200);
+
+    for consistency in [Consistency::Linearizable, Consistency::Serializable] {
+        let range = RangeOptions {
+            key: "00000001".into(),
+            prefix: false,
+            consistency,
+        };
+        let r = run(&common(&eps, 200, 2, 10), &Workload::Range(range))
+            .await
+            .unwrap();
+        assert_sane(&r, 200);
+    }
+    let prefix = RangeOptions {
+        key: "0000".into(),
+        prefix: true,
+        ..RangeOptions::default()
+    };
+    let r = run(&common(&eps, 20, 1, 2), &Workload::Range(prefix))
+        .await
+        .unwrap();
+    assert_sane(&r, 20);
+
+    let txn = TxnPutOptions {
+        txn_ops: 4,
+        ..TxnPutOptions::default()
+    };
+    let r = run(&common(&eps, 100, 2, 5), &Workload::TxnPut(txn))
+        .await
+        .unwrap();
+    assert_sane(&r, 100);
+
+    let watch = WatchOptions {
+        watchers: 2,
+        streams: 2,
+        put_rate: 200.0,
+        drain_timeout: Duration::from_secs(10),
+        ..WatchOptions::default()
+    };
+    let r = run(&common(&eps, 20, 2, 1), &Workload::Watch(watch))
+        .await
+        .unwrap();
+    assert_sane(&r, 40);
+    assert_eq!(r.counters["puts"], 20);
+    assert_eq!(r.counters["missing_events"], 0);
+
+    let mut c = common(&eps, 100, 2, 4);
+    c.total = None;
+    c.duration = Some(Duration::from_millis(500));
+    let r = run(&c, &Workload::LeaseKeepalive(LeaseOptions::default()))
+        .await
+        .unwrap();
+    assert_eq!(r.errors_total, 0, "{}", r.to_text());
+    assert!(r.ops > 0 && r.throughput > 0.0 && r.latency_ms.p50 <= r.latency_ms.max);
+
+    let samples = cluster.samples().unwrap();
+    assert!(
+        samples[0].rss_peak_bytes > 0 && samples[0].cpu_secs > 0.0,
+        "{samples:?}"
+    );
+    cluster.check_alive().unwrap();
+    cluster.stop();
+}
