@@ -1,0 +1,432 @@
+//! Builder tests: objects built from inline EtcdCluster specs.
+
+use std::collections::BTreeMap;
+
+use etcd_operator::build::{Objects, build, spec_hash};
+use etcd_operator::names::{CONFIG_HASH_ANNOTATION, SPEC_HASH_ANNOTATION};
+use etcd_operator::observe::Observed;
+use etcd_operator::plan::plan;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use crate::fixtures::*;
+
+fn objects(spec: &str) -> Objects {
+    let c = validated(&cluster(spec));
+    let desired = plan(Ok(&c), &Observed::default())
+        .desired
+        .expect("bootstrap applies objects");
+    build(&c, &desired).expect("builds")
+}
+
+const FULL: &str = r#"
+  replicas: 3
+  image: registry.example/etcd-server:test
+  storage:
+    size: 10Gi
+    storageClassName: fast
+  resources:
+    requests: {cpu: 500m, memory: 1Gi}
+  pod:
+    labels: {team: storage}
+    annotations: {note: hello}
+    nodeSelector: {disk: ssd}
+    tolerations:
+    - {key: dedicated, operator: Equal, value: etcd, effect: NoSchedule}
+    priorityClassName: system-cluster-critical
+  server:
+    quotaBackendBytes: 8589934592
+    autoCompactionMode: revision
+    autoCompactionRetention: "1000"
+    snapshotCount: 5000
+    heartbeatIntervalMs: 200
+    electionTimeoutMs: 2000
+    extraArgs: {max-txn-ops: "512", log-level: warn}
+"#;
+
+#[test]
+fn every_object_is_owned_and_labelled() {
+    let o = objects(FULL);
+    let metas = [
+        &o.config_map.metadata,
+        &o.peer_service.metadata,
+        &o.client_service.metadata,
+        &o.pdb.as_ref().expect("pdb").metadata,
+        &o.statefulset.metadata,
+    ];
+    for m in metas {
+        assert_eq!(m.namespace.as_deref(), Some("db"));
+        let owners = m.owner_references.as_ref().expect("owner references");
+        assert_eq!(owners.len(), 1);
+        let owner = &owners[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("EtcdCluster", "main")
+        );
+        assert_eq!(owner.api_version, "etcd.rustops.dev/v1alpha1");
+        assert_eq!(owner.uid, "11111111-2222-3333-4444-555555555555");
+        assert_eq!(owner.controller, Some(true));
+        let labels = m.labels.as_ref().expect("labels");
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("etcd-operator")
+        );
+        assert_eq!(
+            labels.get("app.kubernetes.io/instance").map(String::as_str),
+            Some("main")
+        );
+    }
+    assert_eq!(o.statefulset.name_any(), "main");
+    assert_eq!(o.peer_service.name_any(), "main-peer");
+    assert_eq!(o.client_service.name_any(), "main-client");
+    assert_eq!(o.config_map.name_any(), "main-config");
+}
+
+#[test]
+fn selectors_match_pod_labels() {
+    let o = objects(FULL);
+    let sts = o.statefulset.spec.as_ref().expect("spec");
+    let pod_labels = sts
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .expect("pod labels");
+    let selector = sts.selector.match_labels.clone().expect("selector");
+    let matches =
+        |sel: &BTreeMap<String, String>| sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v));
+    assert!(matches(&selector));
+    assert!(matches(
+        o.peer_service
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .expect("peer selector")
+    ));
+    assert!(matches(
+        o.client_service
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .expect("client selector")
+    ));
+    let pdb = o
+        .pdb
+        .as_ref()
+        .and_then(|p| p.spec.as_ref())
+        .expect("pdb spec");
+    assert!(matches(
+        pdb.selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .expect("pdb selector")
+    ));
+    // User labels reach the pods but never the selector, which is immutable.
+    assert_eq!(pod_labels.get("team").map(String::as_str), Some("storage"));
+    assert!(!selector.contains_key("team"));
+}
+
+#[test]
+fn members_run_their_own_config_file_with_probes_and_ports() {
+    let o = objects(FULL);
+    let sts = o.statefulset.spec.as_ref().expect("spec");
+    assert_eq!(sts.replicas, Some(3));
+    assert_eq!(sts.service_name.as_deref(), Some("main-peer"));
+    assert_eq!(sts.pod_management_policy.as_deref(), Some("Parallel"));
+    let pod = sts.template.spec.as_ref().expect("pod spec");
+    assert_eq!(pod.termination_grace_period_seconds, Some(60));
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-cluster-critical")
+    );
+    assert_eq!(
+        pod.node_selector
+            .as_ref()
+            .and_then(|n| n.get("disk"))
+            .map(String::as_str),
+        Some("ssd")
+    );
+    assert_eq!(pod.tolerations.as_ref().map(Vec::len), Some(1));
+    assert_eq!(
+        pod.security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    let anti = pod
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .expect("default anti-affinity");
+    let term = &anti
+        .preferred_during_scheduling_ignored_during_execution
+        .as_ref()
+        .expect("preferred")[0];
+    assert_eq!(
+        term.pod_affinity_term.topology_key,
+        "kubernetes.io/hostname"
+    );
+
+    let c = &pod.containers[0];
+    assert_eq!(
+        c.image.as_deref(),
+        Some("registry.example/etcd-server:test")
+    );
+    assert_eq!(c.command.as_deref(), Some(&["etcd-server".to_owned()][..]));
+    assert_eq!(
+        c.args.as_deref(),
+        Some(&["--config-file=/etc/etcd/$(POD_NAME).yaml".to_owned()][..])
+    );
+    let env = c.env.as_ref().expect("env");
+    assert_eq!(env[0].name, "POD_NAME");
+    let field = env[0]
+        .value_from
+        .as_ref()
+        .and_then(|v| v.field_ref.as_ref())
+        .expect("downward API");
+    assert_eq!(field.field_path, "metadata.name");
+    let ports: Vec<(Option<&str>, i32)> = c
+        .ports
+        .as_ref()
+        .expect("ports")
+        .iter()
+        .map(|p| (p.name.as_deref(), p.container_port))
+        .collect();
+    assert_eq!(ports, vec![(Some("client"), 2379), (Some("peer"), 2380)]);
+    let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        let get = p
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("http probe");
+        assert_eq!(get.port, IntOrString::String("client".into()));
+        get.path.clone().expect("path")
+    };
+    assert_eq!(path(&c.readiness_probe), "/readyz");
+    assert_eq!(path(&c.liveness_probe), "/livez");
+    assert_eq!(path(&c.startup_probe), "/livez");
+    assert!(
+        c.startup_probe
+            .as_ref()
+            .and_then(|p| p.failure_threshold)
+            .unwrap_or(0)
+            >= 30
+    );
+    let requests = c
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .expect("requests");
+    assert_eq!(requests.get("cpu").map(|q| q.0.as_str()), Some("500m"));
+    let mounts: Vec<(&str, &str)> = c
+        .volume_mounts
+        .as_ref()
+        .expect("mounts")
+        .iter()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+        .collect();
+    assert_eq!(
+        mounts,
+        vec![("config", "/etc/etcd"), ("data", "/var/lib/etcd")]
+    );
+
+    let annotations = sts
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.clone())
+        .expect("annotations");
+    assert!(annotations.contains_key(CONFIG_HASH_ANNOTATION));
+    assert_eq!(annotations.get("note").map(String::as_str), Some("hello"));
+    let hash = o
+        .statefulset
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SPEC_HASH_ANNOTATION))
+        .expect("spec hash");
+    assert_eq!(hash, &spec_hash(&validated(&cluster(FULL))));
+}
+
+#[test]
+fn each_member_gets_a_claim_and_data_is_kept_by_default() {
+    let o = objects(FULL);
+    let sts = o.statefulset.spec.as_ref().expect("spec");
+    let claims = sts.volume_claim_templates.as_ref().expect("claims");
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+    let spec = claims[0].spec.as_ref().expect("claim spec");
+    assert_eq!(
+        spec.access_modes.as_deref(),
+        Some(&["ReadWriteOnce".to_owned()][..])
+    );
+    assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+    let size = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"));
+    assert_eq!(size.map(|q| q.0.as_str()), Some("10Gi"));
+    let retention = sts
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .expect("retention");
+    assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
+    assert_eq!(retention.when_scaled.as_deref(), Some("Delete"));
+    let volumes = sts
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.volumes.as_ref())
+        .expect("volumes");
+    assert!(
+        volumes.iter().all(|v| v.empty_dir.is_none()),
+        "never emptyDir by default"
+    );
+}
+
+#[test]
+fn empty_dir_is_an_explicit_opt_in() {
+    let o = objects("  replicas: 1\n  storage: {emptyDir: true, size: 1Gi}\n");
+    let sts = o.statefulset.spec.as_ref().expect("spec");
+    assert!(sts.volume_claim_templates.is_none());
+    let volumes = sts
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.volumes.as_ref())
+        .expect("volumes");
+    let data = volumes
+        .iter()
+        .find(|v| v.name == "data")
+        .expect("data volume");
+    assert_eq!(
+        data.empty_dir
+            .as_ref()
+            .and_then(|e| e.size_limit.as_ref())
+            .map(|q| q.0.as_str()),
+        Some("1Gi")
+    );
+}
+
+#[test]
+fn services_peer_headless_and_client() {
+    let o = objects(FULL);
+    let peer = o.peer_service.spec.as_ref().expect("peer spec");
+    assert_eq!(peer.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(peer.publish_not_ready_addresses, Some(true));
+    let peer_ports: Vec<i32> = peer
+        .ports
+        .as_ref()
+        .expect("ports")
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(peer_ports, vec![2380, 2379]);
+    let client = o.client_service.spec.as_ref().expect("client spec");
+    assert_eq!(client.cluster_ip, None);
+    assert_eq!(client.publish_not_ready_addresses, None);
+    let client_ports: Vec<i32> = client
+        .ports
+        .as_ref()
+        .expect("ports")
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(client_ports, vec![2379]);
+}
+
+#[test]
+fn pdb_allows_one_disruption_from_three_members_and_none_exists_below() {
+    let pdb = objects("  replicas: 3\n").pdb.expect("pdb for 3 members");
+    assert_eq!(
+        pdb.spec.as_ref().and_then(|s| s.max_unavailable.clone()),
+        Some(IntOrString::Int(1))
+    );
+    assert_eq!(
+        pdb.spec.as_ref().and_then(|s| s.min_available.clone()),
+        None
+    );
+    assert!(objects("  replicas: 5\n").pdb.is_some());
+    assert!(objects("  replicas: 1\n").pdb.is_none());
+    assert!(objects("  replicas: 2\n").pdb.is_none());
+}
+
+#[test]
+fn config_map_has_one_file_per_member_with_etcd_keys() {
+    let o = objects(FULL);
+    let data = o.config_map.data.as_ref().expect("data");
+    let files: Vec<&str> = data.keys().map(String::as_str).collect();
+    assert_eq!(files, vec!["main-0.yaml", "main-1.yaml", "main-2.yaml"]);
+    let file: serde_yaml_ng::Value = serde_yaml_ng::from_str(&data["main-1.yaml"]).expect("yaml");
+    let get = |k: &str| {
+        file.get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("missing {k}"))
+    };
+    let s = |v: &str| serde_yaml_ng::Value::String(v.to_owned());
+    let num = |v: u64| serde_yaml_ng::Value::Number(v.into());
+    assert_eq!(get("name"), s("main-1"));
+    assert_eq!(get("data-dir"), s("/var/lib/etcd/data"));
+    assert_eq!(get("listen-client-urls"), s("http://0.0.0.0:2379"));
+    assert_eq!(get("listen-peer-urls"), s("http://0.0.0.0:2380"));
+    assert_eq!(
+        get("advertise-client-urls"),
+        s("http://main-1.main-peer.db.svc:2379")
+    );
+    assert_eq!(
+        get("initial-advertise-peer-urls"),
+        s("http://main-1.main-peer.db.svc:2380")
+    );
+    assert_eq!(
+        get("initial-cluster"),
+        s(
+            "main-0=http://main-0.main-peer.db.svc:2380,main-1=http://main-1.main-peer.db.svc:2380,main-2=http://main-2.main-peer.db.svc:2380"
+        )
+    );
+    assert_eq!(get("initial-cluster-state"), s("new"));
+    assert_eq!(
+        get("initial-cluster-token"),
+        s("main-11111111-2222-3333-4444-555555555555")
+    );
+    assert_eq!(get("quota-backend-bytes"), num(8_589_934_592));
+    assert_eq!(get("auto-compaction-mode"), s("revision"));
+    assert_eq!(get("auto-compaction-retention"), s("1000"));
+    assert_eq!(get("snapshot-count"), num(5000));
+    assert_eq!(get("heartbeat-interval"), num(200));
+    assert_eq!(get("election-timeout"), num(2000));
+    assert_eq!(get("max-txn-ops"), num(512));
+    assert_eq!(get("log-level"), s("warn"));
+
+    // Options left unset are left to etcd-server's defaults.
+    let plain = objects("  replicas: 1\n");
+    let text = &plain.config_map.data.as_ref().expect("data")["main-0.yaml"];
+    assert!(
+        !text.contains("quota-backend-bytes") && !text.contains("snapshot-count"),
+        "{text}"
+    );
+}
+
+#[test]
+fn config_files_round_trip_through_the_observer() {
+    let o = objects(FULL);
+    let parsed = etcd_operator::build::configmap::parse_member_files(&o.config_map);
+    assert_eq!(parsed, bootstrap_configs(3));
+}
+
+#[test]
+fn a_user_affinity_replaces_the_default() {
+    let o = objects(
+        "  replicas: 3\n  pod:\n    affinity:\n      nodeAffinity:\n        requiredDuringSchedulingIgnoredDuringExecution:\n          nodeSelectorTerms:\n          - matchExpressions: [{key: zone, operator: In, values: [a]}]\n",
+    );
+    let pod = o
+        .statefulset
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod");
+    let affinity = pod.affinity.as_ref().expect("affinity");
+    assert!(affinity.node_affinity.is_some());
+    assert!(affinity.pod_anti_affinity.is_none());
+}

@@ -1,0 +1,442 @@
+//! Reconciles against a mock apiserver (kube-rs's `tower_test::mock::pair` pattern): each
+//! scenario lists the requests the reconciler must make, in order — method, path, and a check
+//! of the body — and the mock's replies. A timeout catches requests that never came.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_operator::build::build;
+use etcd_operator::controller::{Context, error_policy, reconcile};
+use etcd_operator::crd::{EtcdCluster, EtcdClusterStatus};
+use etcd_operator::etcd::EtcdAdmin;
+use etcd_operator::metrics::Metrics;
+use etcd_operator::observe::Observed;
+use etcd_operator::plan::plan;
+use http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use tower_test::mock::{self, Handle};
+
+use crate::fixtures::*;
+
+/// What the mock answers.
+enum Reply {
+    /// 404 with a Kubernetes Status body.
+    NotFound,
+    /// 500 with a Kubernetes Status body.
+    ServerError,
+    /// The request body, as an apiserver answers an apply.
+    Echo,
+    /// This object.
+    Object(Value),
+}
+
+/// One expected request.
+struct Step {
+    method: Method,
+    path: String,
+    check: Box<dyn Fn(&Value) + Send>,
+    reply: Reply,
+}
+
+fn step(method: Method, path: &str, reply: Reply) -> Step {
+    Step {
+        method,
+        path: path.to_owned(),
+        check: Box::new(|_| {}),
+        reply,
+    }
+}
+
+fn checked(
+    method: Method,
+    path: &str,
+    reply: Reply,
+    check: impl Fn(&Value) + Send + 'static,
+) -> Step {
+    Step {
+        method,
+        path: path.to_owned(),
+        check: Box::new(check),
+        reply,
+    }
+}
+
+const STS: &str = "/apis/apps/v1/namespaces/db/statefulsets/main";
+const CM: &str = "/api/v1/namespaces/db/configmaps/main-config";
+const PDB: &str = "/apis/policy/v1/namespaces/db/poddisruptionbudgets/main";
+const PEER: &str = "/api/v1/namespaces/db/services/main-peer";
+const CLIENT: &str = "/api/v1/namespaces/db/services/main-client";
+const STATUS: &str = "/apis/etcd.rustops.dev/v1alpha1/namespaces/db/etcdclusters/main/status";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/db/events";
+
+/// The scenarios.
+enum Scenario {
+    /// Nothing exists: reads find nothing, an Event announces the bootstrap, every object is
+    /// applied in order, then the status.
+    Bootstrap,
+    /// The spec is invalid: reads, a warning Event, the status; nothing applied.
+    InvalidSpec,
+    /// Everything exists and is healthy: reads, applies (no-ops), an Available status.
+    InSync { sts: Value, cm: Value, pdb: Value },
+    /// One more member wanted: reads, the MemberAdded Event, applies with 4 replicas.
+    ScaleUp { sts: Value, cm: Value, pdb: Value },
+    /// The apiserver fails the first read.
+    ReadFails,
+}
+
+fn condition(status: &Value, type_: &str) -> (String, String) {
+    let c = status["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"));
+    (
+        c["status"].as_str().unwrap_or_default().to_owned(),
+        c["reason"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+fn applies(replicas: i64) -> Vec<Step> {
+    vec![
+        checked(Method::PATCH, CM, Reply::Echo, |b| {
+            assert_eq!(b["kind"], "ConfigMap");
+            assert!(
+                b["data"]["main-0.yaml"]
+                    .as_str()
+                    .is_some_and(|f| f.contains("name: main-0"))
+            );
+        }),
+        checked(Method::PATCH, PEER, Reply::Echo, |b| {
+            assert_eq!(b["spec"]["clusterIP"], "None")
+        }),
+        checked(Method::PATCH, CLIENT, Reply::Echo, |b| {
+            assert_eq!(b["spec"]["ports"][0]["port"], 2379)
+        }),
+        checked(Method::PATCH, PDB, Reply::Echo, |b| {
+            assert_eq!(b["spec"]["maxUnavailable"], 1)
+        }),
+        checked(Method::PATCH, STS, Reply::Echo, move |b| {
+            assert_eq!(b["kind"], "StatefulSet");
+            assert_eq!(b["spec"]["replicas"], replicas);
+            assert_eq!(b["metadata"]["ownerReferences"][0]["kind"], "EtcdCluster");
+        }),
+    ]
+}
+
+impl Scenario {
+    fn steps(self) -> Vec<Step> {
+        let reads_nothing = || {
+            vec![
+                step(Method::GET, STS, Reply::NotFound),
+                step(Method::GET, CM, Reply::NotFound),
+                step(Method::GET, PDB, Reply::NotFound),
+            ]
+        };
+        match self {
+            Scenario::Bootstrap => {
+                let mut s = reads_nothing();
+                s.push(checked(Method::POST, EVENTS, Reply::Echo, |b| {
+                    assert_eq!(b["reason"], "Bootstrapping");
+                    assert_eq!(b["type"], "Normal");
+                    assert_eq!(b["regarding"]["kind"], "EtcdCluster");
+                }));
+                s.extend(applies(3));
+                s.push(checked(Method::PATCH, STATUS, Reply::Echo, |b| {
+                    assert_eq!(b["status"]["observedGeneration"], 1);
+                    assert_eq!(
+                        condition(b, "Progressing"),
+                        ("True".into(), "Bootstrapping".into())
+                    );
+                    assert_eq!(
+                        condition(b, "Available"),
+                        ("False".into(), "Bootstrapping".into())
+                    );
+                    assert_eq!(condition(b, "Degraded"), ("False".into(), "Healthy".into()));
+                }));
+                s
+            }
+            Scenario::InvalidSpec => {
+                let mut s = reads_nothing();
+                s.push(checked(Method::POST, EVENTS, Reply::Echo, |b| {
+                    assert_eq!(b["reason"], "InvalidSpec");
+                    assert_eq!(b["type"], "Warning");
+                    assert!(
+                        b["note"].as_str().is_some_and(|n| n.contains("--bogus")),
+                        "{b}"
+                    );
+                }));
+                s.push(checked(Method::PATCH, STATUS, Reply::Echo, |b| {
+                    assert_eq!(
+                        condition(b, "Degraded"),
+                        ("True".into(), "InvalidSpec".into())
+                    );
+                    assert_eq!(
+                        condition(b, "Progressing"),
+                        ("False".into(), "InvalidSpec".into())
+                    );
+                    assert_eq!(
+                        condition(b, "Available"),
+                        ("False".into(), "InvalidSpec".into())
+                    );
+                }));
+                s
+            }
+            Scenario::InSync { sts, cm, pdb } => {
+                let mut s = vec![
+                    step(Method::GET, STS, Reply::Object(sts)),
+                    step(Method::GET, CM, Reply::Object(cm)),
+                    step(Method::GET, PDB, Reply::Object(pdb)),
+                ];
+                s.extend(applies(3));
+                s.push(checked(Method::PATCH, STATUS, Reply::Echo, |b| {
+                    let st = &b["status"];
+                    assert_eq!(
+                        condition(b, "Available"),
+                        ("True".into(), "QuorumAvailable".into())
+                    );
+                    assert_eq!(
+                        condition(b, "Progressing"),
+                        ("False".into(), "InSync".into())
+                    );
+                    assert_eq!(condition(b, "Degraded"), ("False".into(), "Healthy".into()));
+                    assert_eq!(st["readyReplicas"], 3);
+                    assert_eq!(st["leader"], "main-0");
+                    assert_eq!(st["currentVersion"], "3.5.17");
+                    assert_eq!(st["clusterId"], "00000000000000c1");
+                    assert_eq!(st["members"].as_array().map(Vec::len), Some(3));
+                    assert_eq!(st["members"][0]["isLeader"], true);
+                    assert_eq!(st["members"][1]["id"], "0000000000000101");
+                }));
+                s
+            }
+            Scenario::ScaleUp { sts, cm, pdb } => {
+                let mut s = vec![
+                    step(Method::GET, STS, Reply::Object(sts)),
+                    step(Method::GET, CM, Reply::Object(cm)),
+                    step(Method::GET, PDB, Reply::Object(pdb)),
+                ];
+                s.push(checked(Method::POST, EVENTS, Reply::Echo, |b| {
+                    assert_eq!(b["reason"], "MemberAdded")
+                }));
+                let mut a = applies(4);
+                a[0] = checked(Method::PATCH, CM, Reply::Echo, |b| {
+                    let f = b["data"]["main-3.yaml"]
+                        .as_str()
+                        .expect("a file for the new member");
+                    assert!(f.contains("initial-cluster-state: existing"), "{f}");
+                });
+                s.extend(a);
+                s.push(checked(Method::PATCH, STATUS, Reply::Echo, |b| {
+                    assert_eq!(
+                        condition(b, "Progressing"),
+                        ("True".into(), "ScalingUp".into())
+                    );
+                }));
+                s
+            }
+            Scenario::ReadFails => vec![step(Method::GET, STS, Reply::ServerError)],
+        }
+    }
+
+    /// Serves the scenario's requests in order, asserting each.
+    fn run(self, mut handle: Handle<Request<Body>, Response<Body>>) -> tokio::task::JoinHandle<()> {
+        let steps = self.steps();
+        tokio::spawn(async move {
+            for (i, s) in steps.into_iter().enumerate() {
+                let (request, send) = handle
+                    .next_request()
+                    .await
+                    .unwrap_or_else(|| panic!("request {i} never came"));
+                assert_eq!(request.method(), s.method, "request {i}: {}", request.uri());
+                assert_eq!(request.uri().path(), s.path, "request {i}");
+                if s.method == Method::PATCH {
+                    let query = request.uri().query().unwrap_or_default();
+                    assert!(
+                        query.contains("fieldManager=etcd-operator")
+                            && query.contains("force=true"),
+                        "request {i}: {query}"
+                    );
+                }
+                let bytes = request.into_body().collect_bytes().await.expect("body");
+                let body: Value = if bytes.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&bytes).expect("JSON body")
+                };
+                (s.check)(&body);
+                let (code, reply) = match s.reply {
+                    Reply::NotFound => (StatusCode::NOT_FOUND, status_body(404, "NotFound")),
+                    Reply::ServerError => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        status_body(500, "InternalError"),
+                    ),
+                    Reply::Echo => (StatusCode::OK, echo(body)),
+                    Reply::Object(v) => (StatusCode::OK, v),
+                };
+                let bytes = serde_json::to_vec(&reply).expect("json");
+                send.send_response(
+                    Response::builder()
+                        .status(code)
+                        .body(Body::from(bytes))
+                        .expect("response"),
+                );
+            }
+        })
+    }
+}
+
+/// An apply's answer: the object, with the fields an apiserver always sets.
+fn echo(mut body: Value) -> Value {
+    if body["metadata"].is_object() && body["metadata"]["name"].is_null() {
+        body["metadata"]["name"] = json!("main");
+    }
+    if body["metadata"].is_null() {
+        body["metadata"] = json!({"name": "main", "namespace": "db"});
+    }
+    // A status apply carries only the status; the apiserver answers with the whole object.
+    if body["kind"] == "EtcdCluster" && body["spec"].is_null() {
+        body["spec"] = json!({});
+    }
+    body
+}
+
+fn status_body(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": reason, "reason": reason, "code": code})
+}
+
+fn context(etcd: Arc<dyn EtcdAdmin>) -> (Arc<Context>, Handle<Request<Body>, Response<Body>>) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    (
+        Arc::new(Context::new(
+            client,
+            etcd,
+            Metrics::new(),
+            Some("test".into()),
+        )),
+        handle,
+    )
+}
+
+async fn finish(server: tokio::task::JoinHandle<()>) {
+    tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .expect("the scenario timed out")
+        .expect("the scenario failed");
+}
+
+/// The objects of a settled cluster of 3, as the apiserver returns them.
+fn existing(cluster: &EtcdCluster) -> (Value, Value, Value) {
+    let c = validated(cluster);
+    let desired = plan(Ok(&c), &Observed::default()).desired.expect("objects");
+    let o = build(&c, &desired).expect("builds");
+    let mut sts = serde_json::to_value(&o.statefulset).expect("json");
+    sts["metadata"]["generation"] = json!(1);
+    sts["status"] = json!({"replicas": 3, "readyReplicas": 3, "updatedReplicas": 3, "observedGeneration": 1, "currentRevision": "r1", "updateRevision": "r1"});
+    (
+        sts,
+        config_map_json(&c, 3),
+        serde_json::to_value(o.pdb.expect("pdb")).expect("json"),
+    )
+}
+
+fn seen(mut cluster: EtcdCluster) -> EtcdCluster {
+    cluster.status = Some(EtcdClusterStatus {
+        observed_generation: cluster.metadata.generation,
+        ..EtcdClusterStatus::default()
+    });
+    cluster
+}
+
+#[tokio::test]
+async fn bootstrap_applies_everything_in_order_then_status() {
+    let (ctx, handle) = context(Arc::new(FakeEtcd::default()));
+    let server = Scenario::Bootstrap.run(handle);
+    let action = reconcile(Arc::new(default_cluster()), ctx)
+        .await
+        .expect("reconciles");
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    finish(server).await;
+}
+
+#[tokio::test]
+async fn invalid_spec_is_reported_and_nothing_applied() {
+    let (ctx, handle) = context(Arc::new(FakeEtcd::default()));
+    let server = Scenario::InvalidSpec.run(handle);
+    let cluster = cluster("  server:\n    extraArgs: {bogus: \"1\"}\n");
+    let action = reconcile(Arc::new(cluster), ctx)
+        .await
+        .expect("an invalid spec is not an error");
+    assert_eq!(action, Action::await_change());
+    finish(server).await;
+}
+
+#[tokio::test]
+async fn healthy_cluster_is_in_sync_and_available() {
+    let etcd = FakeEtcd::healthy(3);
+    let (ctx, handle) = context(etcd.clone());
+    let cluster = seen(default_cluster());
+    let (sts, cm, pdb) = existing(&cluster);
+    let server = Scenario::InSync { sts, cm, pdb }.run(handle);
+    let action = reconcile(Arc::new(cluster), ctx).await.expect("reconciles");
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    finish(server).await;
+    assert!(
+        etcd.calls().is_empty(),
+        "no membership change: {:?}",
+        etcd.calls()
+    );
+}
+
+#[tokio::test]
+async fn scale_up_adds_a_learner_before_growing_the_statefulset() {
+    let etcd = FakeEtcd::healthy(3);
+    let (ctx, handle) = context(etcd.clone());
+    let three = seen(default_cluster());
+    let (sts, cm, pdb) = existing(&three);
+    let mut four = three.clone();
+    four.spec.replicas = 4;
+    let server = Scenario::ScaleUp { sts, cm, pdb }.run(handle);
+    reconcile(Arc::new(four), ctx).await.expect("reconciles");
+    finish(server).await;
+    assert_eq!(etcd.calls(), vec![format!("add {}", names().peer_url(3))]);
+}
+
+#[tokio::test]
+async fn failures_back_off_per_cluster_and_are_counted() {
+    let (ctx, handle) = context(Arc::new(FakeEtcd::default()));
+    let server = Scenario::ReadFails.run(handle);
+    let cluster = Arc::new(default_cluster());
+    let err = reconcile(cluster.clone(), ctx.clone())
+        .await
+        .expect_err("the read fails");
+    finish(server).await;
+    assert_eq!(err.metric_label(), "observe");
+    assert!(
+        err.to_string()
+            .starts_with("failed to read StatefulSet main"),
+        "{err}"
+    );
+    assert_eq!(
+        error_policy(cluster.clone(), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        error_policy(cluster.clone(), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(10))
+    );
+    let mut other = (*cluster).clone();
+    other.metadata.name = Some("other".into());
+    assert_eq!(
+        error_policy(Arc::new(other), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(ctx.metrics.errors.with_label_values(&["observe"]).get(), 3);
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("etcd_operator_reconcile_errors_total{error=\"observe\"} 3")
+    );
+}
