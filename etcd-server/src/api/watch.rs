@@ -72,7 +72,12 @@ async fn forward(
                 apply::fill_prev_kvs(&view, &mut resp.events);
             }
         }
-        server.fill_header(&mut resp.header);
+        if resp.compact_revision != 0 {
+            // etcd leaves the revision out of a canceled-by-compaction reply.
+            server.fill_header_no_revision(&mut resp.header);
+        } else {
+            server.fill_header(&mut resp.header);
+        }
         let parts = if out.fragment {
             fragments(resp, limit)
         } else {

@@ -277,11 +277,9 @@ impl Lessor {
     pub fn time_to_live(&self, id: i64) -> Option<TimeToLive> {
         let inner = self.lock();
         let l = inner.leases.get(&id)?;
+        // Whole seconds, rounded down, as etcd reports them.
         let remaining = match l.expiry {
-            Some(e) => {
-                let left = e.saturating_duration_since(Instant::now());
-                left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0)
-            }
+            Some(e) => e.saturating_duration_since(Instant::now()).as_secs() as i64,
             None => l.ttl,
         };
         Some(TimeToLive {
@@ -474,7 +472,7 @@ mod tests {
         assert_eq!(l.renew(99), Err(EtcdError::LeaseNotFound));
         assert_eq!(l.renew(7), Ok(2));
         let ttl = l.time_to_live(7).expect("exists");
-        assert_eq!((ttl.granted_ttl, ttl.remaining), (2, 2));
+        assert_eq!((ttl.granted_ttl, ttl.remaining), (2, 1), "remaining TTL rounds down");
         l.remove(&tx, 7).expect("remove");
         assert!(!l.exists(7));
     }

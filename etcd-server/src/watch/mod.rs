@@ -255,7 +255,7 @@ impl WatchHub {
             };
             if w.next_rev < compact {
                 let resp = WatchResponse {
-                    header: header(current),
+                    header: header(0),
                     watch_id: key.1,
                     compact_revision: compact,
                     canceled: true,

@@ -9,6 +9,8 @@ mod crash;
 mod differential;
 mod etcdctl;
 mod kv;
+mod lease;
 mod ops;
 mod raft_cluster;
 mod smoke;
+mod watch;
