@@ -29,6 +29,8 @@ pub const MAX_REPLICAS: i32 = 9;
 pub const DEFAULT_STORAGE_SIZE: &str = "4Gi";
 
 /// An etcd cluster run on the bundled `etcd-server`.
+// Each `printcolumn(...)` repeats the same keys, which clippy takes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "etcd.rustops.dev",

@@ -17,22 +17,29 @@ fn round_trips<T: serde::de::DeserializeOwned + serde::Serialize>(
     let typed: T = serde_json::from_value(doc.clone()).map_err(|e| e.to_string())?;
     let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
     // Every field of the document must come back (serde defaults may add fields).
-    if includes(&strip_nulls(back), &strip_nulls(doc.clone())) {
-        Ok(())
-    } else {
-        Err("fields were lost in the round trip (misspelt or misplaced?)".to_owned())
+    match first_loss(&strip_nulls(back), &strip_nulls(doc.clone()), "") {
+        None => Ok(()),
+        Some(path) => Err(format!(
+            "{path} was lost in the round trip (misspelt or misplaced?)"
+        )),
     }
 }
 
-fn includes(whole: &Value, part: &Value) -> bool {
+/// The first path of `part` that `whole` lacks or holds differently.
+fn first_loss(whole: &Value, part: &Value, at: &str) -> Option<String> {
     match (whole, part) {
-        (Value::Object(w), Value::Object(p)) => p
+        (Value::Object(w), Value::Object(p)) => p.iter().find_map(|(k, v)| match w.get(k) {
+            Some(wv) => first_loss(wv, v, &format!("{at}.{k}")),
+            None => Some(format!("{at}.{k}")),
+        }),
+        (Value::Array(w), Value::Array(p)) if w.len() == p.len() => w
             .iter()
-            .all(|(k, v)| w.get(k).is_some_and(|wv| includes(wv, v))),
-        (Value::Array(w), Value::Array(p)) => {
-            w.len() == p.len() && w.iter().zip(p).all(|(a, b)| includes(a, b))
-        }
-        (w, p) => w == p,
+            .zip(p)
+            .enumerate()
+            .find_map(|(i, (a, b))| first_loss(a, b, &format!("{at}[{i}]"))),
+        (Value::Number(w), Value::Number(p)) if w.as_f64() == p.as_f64() => None,
+        (w, p) if w == p => None,
+        _ => Some(at.to_owned()),
     }
 }
 
