@@ -33,3 +33,45 @@ async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
         metrics.encode(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_healthz_and_metrics() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let metrics = Metrics::new();
+        metrics.reconciles.inc();
+        metrics.errors.with_label_values(&["apply"]).inc();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, metrics, async {
+            let _ = stopped.await;
+        }));
+        assert!(get(addr, "/healthz").await.ends_with("ok"));
+        let body = get(addr, "/metrics").await;
+        assert!(body.contains("etcd_operator_reconcile_total 1"), "{body}");
+        assert!(
+            body.contains("etcd_operator_reconcile_errors_total{error=\"apply\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("etcd_operator_reconcile_duration_seconds_bucket"),
+            "{body}"
+        );
+        let _ = stop.send(());
+        server.await.expect("join").expect("serve");
+    }
+}
