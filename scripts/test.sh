@@ -23,4 +23,6 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 cargo build --workspace --all-targets
+# The Helm chart: lint and render with a real Helm engine, then parse the rendered objects.
+bash scripts/check-chart.sh
 cargo nextest run --workspace --no-fail-fast "$@"
