@@ -192,6 +192,10 @@ pub struct ResourceRun {
     pub disk_after_load: u64,
     /// Bytes on disk after compaction to the current revision and defragmentation.
     pub disk_after_defrag: u64,
+    /// Size of the backend file (`member/snap/db`, both servers keep it there) after the load.
+    pub backend_after_load: u64,
+    /// Size of the backend file after compaction and defragmentation.
+    pub backend_after_defrag: u64,
     /// From starting the process to the first linearizable read served, seconds.
     pub restart_ready_secs: f64,
     /// Once ready after the restart.
@@ -502,6 +506,9 @@ async fn resource_run(
     cluster.check_alive()?;
     let after_load = cluster.samples()?.first().copied().unwrap_or_default();
     let disk_after_load = dir_size(dir)?;
+    let backend = dir.join("m0.etcd/member/snap/db");
+    let backend_size = || std::fs::metadata(&backend).map(|m| m.len()).unwrap_or(0);
+    let backend_after_load = backend_size();
 
     let mut c = connect_one(&endpoints[0], Duration::from_secs(600)).await?;
     let req = |action: &str| {
@@ -524,6 +531,7 @@ async fn resource_run(
     c.defragment().await.map_err(req("defragment"))?;
     drop(c);
     let disk_after_defrag = dir_size(dir)?;
+    let backend_after_defrag = backend_size();
 
     let ready = cluster.restart(Duration::from_secs(600)).await?;
     let after_restart = cluster.samples()?.first().copied().unwrap_or_default();
@@ -539,6 +547,8 @@ async fn resource_run(
         after_load,
         disk_after_load,
         disk_after_defrag,
+        backend_after_load,
+        backend_after_defrag,
         restart_ready_secs: ready.as_secs_f64(),
         after_restart,
     })
@@ -650,7 +660,7 @@ fn summarize(suite: &[SuiteRun], resources: &[ResourceRun], keys: u64) -> Vec<Ro
         } else {
             keys.to_string()
         };
-        let metrics: [(String, &'static str, Option<Target>, ResourceMetric); 8] = [
+        let metrics: [(String, &'static str, Option<Target>, ResourceMetric); 10] = [
             (
                 format!("load {n} keys of 256 B: throughput"),
                 "ops/s",
@@ -680,6 +690,15 @@ fn summarize(suite: &[SuiteRun], resources: &[ResourceRun], keys: u64) -> Vec<Ro
                 "MiB",
                 None,
                 &|r| r.disk_after_defrag as f64 / MIB,
+            ),
+            (format!("after {n} keys: backend file"), "MiB", None, &|r| {
+                r.backend_after_load as f64 / MIB
+            }),
+            (
+                format!("after {n} keys, compact + defrag: backend file"),
+                "MiB",
+                None,
+                &|r| r.backend_after_defrag as f64 / MIB,
             ),
             (
                 format!("restart to ready with {n} keys"),
@@ -811,6 +830,7 @@ impl Comparison {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -818,6 +838,61 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(vec![]).is_nan());
+    }
+
+    fn workload_run(w: SuiteWorkload, ops_per_sec: u64, latency_ms: u64) -> WorkloadRun {
+        let mut rec = crate::report::Recorder::new();
+        for _ in 0..ops_per_sec {
+            rec.ok(Duration::from_millis(latency_ms));
+        }
+        let report = Report::build(w.name(), String::new(), &rec, Duration::from_secs(1));
+        WorkloadRun {
+            workload: w,
+            report,
+            server_cpu_secs: 0.5,
+        }
+    }
+
+    #[test]
+    fn summary_takes_medians_and_ratios() {
+        let run = |server, round, ops, ms| SuiteRun {
+            server,
+            members: 1,
+            round,
+            workloads: vec![workload_run(SuiteWorkload::Put, ops, ms)],
+            peak_rss_bytes: 100 << 20,
+        };
+        let suite = vec![
+            run(ServerKind::Ours, 1, 3000, 2),
+            run(ServerKind::Etcd, 1, 1000, 4),
+            run(ServerKind::Ours, 2, 2000, 2),
+            run(ServerKind::Etcd, 2, 1000, 4),
+            run(ServerKind::Ours, 3, 9000, 2),
+            run(ServerKind::Etcd, 3, 3000, 4),
+        ];
+        let rows = summarize(&suite, &[], 1_000_000);
+        let tput = &rows[0];
+        assert_eq!(tput.metric, "put, 1 member: throughput");
+        assert_eq!((tput.ours, tput.etcd, tput.ratio), (3000.0, 1000.0, 3.0));
+        assert_eq!(tput.met, Some(true));
+        let p99 = rows
+            .iter()
+            .find(|r| r.metric == "put, 1 member: p99 latency")
+            .unwrap();
+        assert!(
+            (p99.ratio - 0.5).abs() < 0.01 && p99.met == Some(true),
+            "{p99:?}"
+        );
+        let cpu = rows
+            .iter()
+            .find(|r| r.metric.ends_with("server CPU per 1000 ops"))
+            .unwrap();
+        assert!((cpu.ours - 500.0 / 3.0).abs() < 0.01, "{cpu:?}");
+        assert!(
+            rows.iter()
+                .any(|r| r.metric == "suite, 1 member: peak RSS of a member")
+        );
+        assert!(!rows.iter().any(|r| r.metric.starts_with("range")));
     }
 
     #[test]
