@@ -6,5 +6,6 @@ mod chart;
 mod crd;
 mod e2e;
 mod fixtures;
+mod formation;
 mod plan;
 mod reconcile;
