@@ -60,21 +60,28 @@ pub struct Cluster {
     members: Vec<Member>,
 }
 
-/// A free TCP port on 127.0.0.1 (the listener is closed again before the server binds it).
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
-        action: "bind a free port",
-        path: PathBuf::from("127.0.0.1:0"),
-        source,
-    })?;
-    Ok(l.local_addr()
-        .map_err(|source| Error::Io {
-            action: "read a bound port",
+/// `n` distinct free TCP ports on 127.0.0.1. All listeners are held until every port is
+/// chosen (so the OS cannot hand out one port twice), then closed for the servers to bind.
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let io = |action| {
+        move |source| Error::Io {
+            action,
             path: PathBuf::from("127.0.0.1:0"),
             source,
-        })?
-        .port())
+        }
+    };
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(io("bind a free port")))
+        .collect::<Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr().map_err(io("read a bound port"))?.port()))
+        .collect()
 }
+
+/// How often a new cluster is started on fresh ports when a member fails to start (another
+/// process may take a chosen port before the member binds it).
+const START_ATTEMPTS: usize = 3;
 
 impl Cluster {
     /// Starts `size` members of `kind` with data dirs under `dir` (created; must not hold a
@@ -95,10 +102,37 @@ impl Cluster {
                 source,
             })?;
         }
-        let mut ports = Vec::with_capacity(size);
-        for _ in 0..size {
-            ports.push((free_port()?, free_port()?));
+        let mut attempt = 1;
+        loop {
+            let mut cluster = Self::configure(kind, bin, size, dir, logs, settings)?;
+            let started = match cluster.spawn_all(true) {
+                Ok(()) => cluster.wait_ready(Duration::from_secs(60)).await.map(drop),
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(()) => return Ok(cluster),
+                Err(Error::Exited { .. }) if attempt < START_ATTEMPTS => {
+                    drop(cluster);
+                    let _ = std::fs::remove_dir_all(dir);
+                    let _ = std::fs::create_dir_all(dir);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
         }
+    }
+
+    /// The members' flags, on fresh ports.
+    fn configure(
+        kind: ServerKind,
+        bin: &Path,
+        size: usize,
+        dir: &Path,
+        logs: &Path,
+        settings: &Settings,
+    ) -> Result<Self> {
+        let ports = free_ports(2 * size)?;
+        let ports: Vec<(u16, u16)> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
         let initial_cluster = ports
             .iter()
             .enumerate()
@@ -155,21 +189,21 @@ impl Cluster {
                 child: None,
             });
         }
-        let mut cluster = Self {
+        Ok(Self {
             kind,
             bin: bin.to_owned(),
             members,
-        };
-        cluster.spawn_all()?;
-        cluster.wait_ready(Duration::from_secs(60)).await?;
-        Ok(cluster)
+        })
     }
 
-    fn spawn_all(&mut self) -> Result<()> {
+    /// Starts every member; a fresh start truncates the logs, a restart appends to them.
+    fn spawn_all(&mut self, fresh: bool) -> Result<()> {
         for m in &mut self.members {
             let log = std::fs::OpenOptions::new()
                 .create(true)
-                .append(true)
+                .write(true)
+                .append(!fresh)
+                .truncate(fresh)
                 .open(&m.log)
                 .map_err(|source| Error::Io {
                     action: "open a server log",
@@ -290,7 +324,7 @@ impl Cluster {
     /// starting the processes to every member serving a linearizable read.
     pub async fn restart(&mut self, timeout: Duration) -> Result<Duration> {
         self.stop();
-        self.spawn_all()?;
+        self.spawn_all(false)?;
         self.wait_ready(timeout).await
     }
 }
