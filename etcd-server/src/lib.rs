@@ -1,6 +1,7 @@
 //! An etcd v3 compatible server: etcd's gRPC API over an MVCC store replicated by Raft.
 //!
 //! # Layout
+//! - [`authority`]: accepts etcdctl 3.4's scheme-prefixed HTTP/2 `:authority`.
 //! - [`api`]: one module per etcd gRPC service; validates requests at the edge and converts
 //!   errors to etcd's exact gRPC statuses.
 //! - [`server`]: the member itself: proposes writes to Raft, waits for them to apply, serves
@@ -25,6 +26,7 @@
 pub mod alarm;
 pub mod api;
 pub mod apply;
+pub mod authority;
 pub mod backend;
 pub mod compactor;
 pub mod concurrency;
@@ -86,6 +88,14 @@ fn nodelay(
             let _ = c.set_nodelay(true);
         })
     })
+}
+
+/// Client connections: Nagle off, and etcdctl 3.4's `:authority` made acceptable.
+fn client_conns(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<authority::AuthorityFix<tokio::net::TcpStream>>> {
+    use futures::StreamExt;
+    nodelay(listener).map(|conn| conn.map(authority::AuthorityFix::new))
 }
 
 /// Runs one member on already-bound listeners until `shutdown` resolves.
@@ -165,7 +175,7 @@ pub async fn run(
             .add_routes(tonic::service::Routes::from(app));
         tasks.push(tokio::spawn(async move {
             router
-                .serve_with_incoming_shutdown(nodelay(listener), async move {
+                .serve_with_incoming_shutdown(client_conns(listener), async move {
                     let _ = stop.recv().await;
                 })
                 .await

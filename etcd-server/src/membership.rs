@@ -1,12 +1,19 @@
 //! Member and cluster identity, derived exactly as etcd derives it, and its persistence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use prost::Message;
 use redb::{ReadableDatabase, ReadableTable};
 use sha1::{Digest, Sha1};
 
 use crate::backend::{Backend, BackendError, MEMBERS, META};
+
+/// IDs of members removed from the cluster (etcd's removed-member record): their messages are
+/// refused so that a removed member that missed its own removal finds out.
+pub const REMOVED: redb::TableDefinition<u64, ()> = redb::TableDefinition::new("members_removed");
+
+/// What peers tell a removed member.
+pub const REMOVED_MESSAGE: &str = "the member has been permanently removed from the cluster";
 use crate::proto::etcdserverpb::Member;
 
 /// Meta key holding the cluster ID.
@@ -75,6 +82,8 @@ pub struct Cluster {
     pub id: u64,
     /// Members by ID.
     pub members: BTreeMap<u64, Member>,
+    /// Members removed from the cluster.
+    pub removed: BTreeSet<u64>,
 }
 
 impl Cluster {
@@ -115,6 +124,7 @@ impl Cluster {
         Ok(Self {
             id: cluster_id(&ids),
             members,
+            removed: BTreeSet::new(),
         })
     }
 
@@ -161,7 +171,17 @@ impl Cluster {
             let m = Member::decode(v.value()).map_err(|e| BackendError::Corrupt(e.to_string()))?;
             members.insert(k.value(), m);
         }
-        Ok(Some(Self { id, members }))
+        let mut removed = BTreeSet::new();
+        match tx.open_table(REMOVED) {
+            Ok(t) => {
+                for item in t.iter().map_err(BackendError::from)? {
+                    removed.insert(item.map_err(BackendError::from)?.0.value());
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(BackendError::from(e).into()),
+        }
+        Ok(Some(Self { id, members, removed }))
     }
 
     /// Saves the whole cluster durably.
@@ -181,6 +201,10 @@ impl Cluster {
         }
         let mut meta = tx.open_table(META)?;
         meta.insert(META_CLUSTER_ID, self.id)?;
+        let mut removed = tx.open_table(REMOVED)?;
+        for id in &self.removed {
+            removed.insert(*id, ())?;
+        }
         Ok(())
     }
 
@@ -217,6 +241,7 @@ impl Cluster {
             }
             RemoveNode => {
                 self.members.remove(&node_id);
+                self.removed.insert(node_id);
             }
         }
     }

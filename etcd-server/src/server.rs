@@ -163,10 +163,7 @@ fn join_existing(cfg: &Config) -> Result<Cluster, StartError> {
             });
             if let Some(resp) = got {
                 let members = resp.members.into_iter().map(|m| (m.id, m)).collect();
-                return Ok(Cluster {
-                    id: resp.cluster_id,
-                    members,
-                });
+                return Ok(Cluster { id: resp.cluster_id, members, removed: Default::default() });
             }
         }
         if Instant::now() > deadline {

@@ -276,7 +276,7 @@ mod tests {
                 (*id, m)
             })
             .collect();
-        Members { id: 1, members }
+        Members { id: 1, members, removed: Default::default() }
     }
 
     #[test]

@@ -60,6 +60,9 @@ impl Peer for PeerService {
         while let Some(env) = stream.next().await {
             let env = env?;
             self.check_cluster(env.cluster_id)?;
+            if self.server.cluster().removed.contains(&env.from) {
+                return Err(Status::permission_denied(crate::membership::REMOVED_MESSAGE));
+            }
             let m = decode(&env.message)?;
             if self.server.raft_input(Input::Step(Box::new(m))).is_err() {
                 return Err(EtcdError::Stopped.status());

@@ -67,6 +67,8 @@ pub enum Input {
     TransferLeader(u64),
     /// Report replication progress (leader only has followers' progress).
     Progress(oneshot::Sender<Progress>),
+    /// A peer says this member was removed from the cluster.
+    Removed,
 }
 
 /// Replication progress as the leader sees it.
@@ -355,6 +357,11 @@ impl Driver {
                 self.node.report_snapshot(to, st);
             }
             Input::TransferLeader(to) => self.node.transfer_leader(to),
+            Input::Removed => {
+                if !self.status.removed.swap(true, Ordering::SeqCst) {
+                    tracing::error!("the member has been permanently removed from the cluster");
+                }
+            }
             Input::Progress(done) => {
                 let mut p = Progress {
                     leader: self.node.raft.leader_id,

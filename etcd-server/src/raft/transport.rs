@@ -233,6 +233,11 @@ impl Transport {
                 tokio::select! {
                     res = &mut call => {
                         match res {
+                            Err(e) if e.code() == tonic::Code::PermissionDenied
+                                && e.message() == crate::membership::REMOVED_MESSAGE =>
+                            {
+                                self.report(Input::Removed);
+                            }
                             Err(e) if e.code() == tonic::Code::FailedPrecondition => {
                                 tracing::error!(peer = format!("{id:x}"), error = %e.message(), "peer refused our messages: it belongs to a different cluster");
                             }

@@ -41,10 +41,19 @@ pub fn require(p: Option<PathBuf>, what: &str) -> Option<PathBuf> {
     p
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, chosen below Linux's ephemeral range (32768+): the servers
+/// under test open many outgoing connections, and an ephemeral port handed out by the kernel
+/// for one of them must not collide with a port a test is about to listen on.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..10_000 {
+        let port = rng.random_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found in 20000..32000");
 }
 
 /// One running server process with its own data dir.
