@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -25,7 +26,9 @@ use crate::crd::EtcdCluster;
 use crate::etcd::EtcdAdmin;
 use crate::metrics::Metrics;
 use crate::names::{ClusterNames, MANAGED_SELECTOR};
-use crate::plan::{Plan, Step};
+use crate::plan::{Desired, Plan, Step};
+use crate::runtime::{self, MemberRuntime};
+use crate::validate::ValidatedCluster;
 use crate::{apply, build, etcd, observe, plan, status, validate};
 
 /// Why a reconciliation failed. An invalid spec is not an error: it is reported in the status
@@ -183,11 +186,13 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
 
     // Membership calls go to the members that exist now.
     let existing = observed.statefulset.as_ref().map_or(0, |s| s.replicas);
-    let endpoints: Vec<String> = (0..existing).map(|i| names.client_url(i)).collect();
-    execute(&ctx, &cluster, &endpoints, &plan).await?;
+    execute(&ctx, &cluster, &names, existing, &plan).await?;
     if let Some(desired) = &plan.desired {
-        let objects = build::build(&validated, desired)?;
-        apply::apply(&ctx.client, &names.namespace, &objects, observed.pdb_exists).await?;
+        let mut members = StatefulSetRuntime {
+            client: ctx.client.clone(),
+            pdb_exists: observed.pdb_exists,
+        };
+        members.apply(&validated, desired).await?;
     }
     let status = status::compute(&cluster, &names, &observed, &plan, Timestamp::now());
     status::patch(&ctx.client, &cluster, &status).await?;
@@ -195,69 +200,73 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     Ok(Action::requeue(plan.requeue_after))
 }
 
-/// Carries out the plan's etcd side (membership changes) and announces it.
+/// Carries out the plan's etcd side (the membership change shared with the local runtime)
+/// and announces it.
 async fn execute(
     ctx: &Context,
     cluster: &EtcdCluster,
-    current: &[String],
+    names: &ClusterNames,
+    current: i32,
     plan: &Plan,
 ) -> Result<(), Error> {
-    let replicas = plan.desired.as_ref().map(|d| d.replicas).unwrap_or(0);
-    match &plan.step {
-        Step::Bootstrap => {
-            let note = format!("bootstrapping a new cluster of {replicas} members");
-            publish(
-                ctx,
-                cluster,
-                EventType::Normal,
-                "Bootstrapping",
-                "Create",
-                note,
-            )
-            .await;
-        }
-        Step::AddLearner { name, peer_url } => {
-            let id = ctx.etcd.add_learner(current, peer_url).await?;
-            info!(member = %name, member_id = %format!("{id:x}"), "added learner");
-            publish(
-                ctx,
-                cluster,
-                EventType::Normal,
-                "MemberAdded",
-                "ScaleUp",
-                format!("added {name} as a learner"),
-            )
-            .await;
-        }
-        Step::PromoteLearner { name, id } => {
-            ctx.etcd.promote(current, *id).await?;
-            info!(member = %name, member_id = %format!("{id:x}"), "promoted learner");
-            publish(
-                ctx,
-                cluster,
-                EventType::Normal,
-                "MemberPromoted",
-                "ScaleUp",
-                format!("promoted {name} to a voting member"),
-            )
-            .await;
-        }
-        Step::RemoveMember { name, id: Some(id) } => {
-            ctx.etcd.remove(current, *id).await?;
-            info!(member = %name, member_id = %format!("{id:x}"), "removed member");
-            publish(
-                ctx,
-                cluster,
-                EventType::Normal,
-                "MemberRemoved",
-                "ScaleDown",
-                format!("removed {name}"),
-            )
-            .await;
-        }
-        _ => {}
+    if plan.step == Step::Bootstrap {
+        let replicas = plan.desired.as_ref().map(|d| d.replicas).unwrap_or(0);
+        let note = format!("bootstrapping a new cluster of {replicas} members");
+        publish(
+            ctx,
+            cluster,
+            EventType::Normal,
+            "Bootstrapping",
+            "Create",
+            note,
+        )
+        .await;
+    }
+    if let Some(change) =
+        runtime::change_membership(ctx.etcd.as_ref(), names, current, &plan.step).await?
+    {
+        info!(change = ?change, "membership changed");
+        publish(
+            ctx,
+            cluster,
+            EventType::Normal,
+            change.reason(),
+            change.action(),
+            change.message(),
+        )
+        .await;
     }
     Ok(())
+}
+
+/// Members as a StatefulSet: applying builds every object and applies them in order.
+pub struct StatefulSetRuntime {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Whether the PodDisruptionBudget exists (the apply stage deletes it when not wanted).
+    pub pdb_exists: bool,
+}
+
+impl MemberRuntime for StatefulSetRuntime {
+    type Error = Error;
+
+    fn apply<'a>(
+        &'a mut self,
+        cluster: &'a ValidatedCluster,
+        desired: &'a Desired,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let objects = build::build(cluster, desired)?;
+            apply::apply(
+                &self.client,
+                &cluster.names.namespace,
+                &objects,
+                self.pdb_exists,
+            )
+            .await?;
+            Ok(())
+        })
+    }
 }
 
 /// Publishes an Event. Events are best effort: failing to record one never fails a

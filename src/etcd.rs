@@ -84,6 +84,12 @@ pub trait EtcdAdmin: Send + Sync + 'static {
     fn promote<'a>(&'a self, endpoints: &'a [String], id: u64) -> BoxFuture<'a, Result<(), Error>>;
     /// Removes member `id`.
     fn remove<'a>(&'a self, endpoints: &'a [String], id: u64) -> BoxFuture<'a, Result<(), Error>>;
+    /// Asks the leader at `leader_endpoint` to hand leadership to member `to`.
+    fn move_leader<'a>(
+        &'a self,
+        leader_endpoint: &'a str,
+        to: u64,
+    ) -> BoxFuture<'a, Result<(), Error>>;
 }
 
 /// [`EtcdAdmin`] over the `etcd-client` crate, with a fresh connection per call: the operator
@@ -126,17 +132,86 @@ fn rejected(op: &'static str) -> impl FnOnce(etcd_client::Error) -> Error {
     }
 }
 
+/// Whether another member may succeed where this one failed: it is unreachable, a learner,
+/// or reports itself unavailable.
+fn try_next(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unavailable || s.message().contains("learner")
+        }
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+impl EtcdClient {
+    /// Runs `call` against each endpoint in turn, each on its own connection, until one
+    /// answers. etcd-client balances a multi-endpoint connection without failing over on
+    /// errors, so one learner (which refuses membership calls) or one member that is down
+    /// would otherwise fail calls at random.
+    async fn on_each<T, F, Fut>(
+        &self,
+        endpoints: &[String],
+        op: &'static str,
+        unreachable_is_rejection: bool,
+        call: F,
+    ) -> Result<T, Error>
+    where
+        F: Fn(etcd_client::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut last = None;
+        for endpoint in endpoints {
+            let client = match self.connect(std::slice::from_ref(endpoint)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            match call(client).await {
+                Ok(v) => return Ok(v),
+                Err(e) if try_next(&e) => {
+                    last = Some(if unreachable_is_rejection {
+                        Error::Rejected {
+                            op,
+                            message: e.to_string(),
+                        }
+                    } else {
+                        Error::Unreachable {
+                            endpoints: endpoint.clone(),
+                            message: e.to_string(),
+                        }
+                    });
+                }
+                Err(e) => return Err(rejected(op)(e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unreachable {
+            endpoints: endpoints.join(","),
+            message: "no endpoints".to_owned(),
+        }))
+    }
+}
+
 impl EtcdAdmin for EtcdClient {
     fn member_list<'a>(
         &'a self,
         endpoints: &'a [String],
     ) -> BoxFuture<'a, Result<MemberList, Error>> {
         Box::pin(async move {
-            let mut client = self.connect(endpoints).await?;
-            let resp = client.member_list().await.map_err(|e| Error::Unreachable {
-                endpoints: endpoints.join(","),
-                message: e.to_string(),
-            })?;
+            let resp = self
+                .on_each(endpoints, "list members", false, |mut c| async move {
+                    c.member_list().await
+                })
+                .await
+                .map_err(|e| match e {
+                    Error::Rejected { message, .. } => Error::Unreachable {
+                        endpoints: endpoints.join(","),
+                        message,
+                    },
+                    e => e,
+                })?;
             Ok(MemberList {
                 cluster_id: resp.header().map(|h| h.cluster_id()).unwrap_or_default(),
                 members: resp
@@ -178,34 +253,47 @@ impl EtcdAdmin for EtcdClient {
         peer_url: &'a str,
     ) -> BoxFuture<'a, Result<u64, Error>> {
         Box::pin(async move {
-            let mut client = self.connect(endpoints).await?;
-            let options = etcd_client::MemberAddOptions::new().with_is_learner();
-            let resp = client
-                .member_add([peer_url], Some(options))
-                .await
-                .map_err(rejected("add a learner"))?;
+            let resp = self
+                .on_each(endpoints, "add a learner", true, |mut c| async move {
+                    let options = etcd_client::MemberAddOptions::new().with_is_learner();
+                    c.member_add([peer_url], Some(options)).await
+                })
+                .await?;
             Ok(resp.member().map(|m| m.id()).unwrap_or_default())
         })
     }
 
     fn promote<'a>(&'a self, endpoints: &'a [String], id: u64) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            let mut client = self.connect(endpoints).await?;
-            client
-                .member_promote(id)
-                .await
-                .map_err(rejected("promote a learner"))?;
+            self.on_each(endpoints, "promote a learner", true, |mut c| async move {
+                c.member_promote(id).await
+            })
+            .await?;
             Ok(())
         })
     }
 
     fn remove<'a>(&'a self, endpoints: &'a [String], id: u64) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            let mut client = self.connect(endpoints).await?;
+            self.on_each(endpoints, "remove a member", true, |mut c| async move {
+                c.member_remove(id).await
+            })
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn move_leader<'a>(
+        &'a self,
+        leader_endpoint: &'a str,
+        to: u64,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let mut client = self.connect(&[leader_endpoint.to_owned()]).await?;
             client
-                .member_remove(id)
+                .move_leader(to)
                 .await
-                .map_err(rejected("remove a member"))?;
+                .map_err(rejected("move the leader"))?;
             Ok(())
         })
     }

@@ -15,15 +15,20 @@
 //!
 //! Around it:
 //!
-//! - [`controller`]: `reconcile`, the per-object backoff `error_policy`, and the controller loop.
+//! - [`controller`]: `reconcile`, the per-object backoff `error_policy`, the controller loop,
+//!   and the StatefulSet [`runtime::MemberRuntime`].
+//! - [`runtime`]: carrying out a plan — the etcd membership change (shared) and the
+//!   [`runtime::MemberRuntime`] that runs members.
+//! - [`local`]: the local runtime, the same planner driving `etcd-server` processes on
+//!   loopback addresses (`etcd-operator local`).
 //! - [`crd`]: the `EtcdCluster` resource (spec, status, CRD schema and CEL rules).
 //! - [`names`]: object names, labels, ports and paths shared by every stage.
 //! - [`etcd`]: the etcd Cluster/Maintenance calls the operator makes, behind a trait.
 //! - [`leader`]: Lease-based leader election.
 //! - [`metrics`] and [`http`]: `etcd_operator_*` metrics, `/metrics` and `/healthz`.
 //!
-//! The binary (`main.rs`) only wires these together: `etcd-operator run` and
-//! `etcd-operator crd`.
+//! The binary (`main.rs`) only wires these together: `etcd-operator run`,
+//! `etcd-operator local` and `etcd-operator crd`.
 
 pub mod apply;
 pub mod build;
@@ -32,9 +37,11 @@ pub mod crd;
 pub mod etcd;
 pub mod http;
 pub mod leader;
+pub mod local;
 pub mod metrics;
 pub mod names;
 pub mod observe;
 pub mod plan;
+pub mod runtime;
 pub mod status;
 pub mod validate;

@@ -1,7 +1,8 @@
 //! `etcd-operator` binary: wiring only — the CLI, logging, the HTTP server, leader election and
 //! the controller.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use etcd_operator::controller::{self, Context};
 use etcd_operator::etcd::EtcdClient;
 use etcd_operator::leader::{self, LeaderElector};
+use etcd_operator::local;
 use etcd_operator::metrics::Metrics;
+use etcd_operator::names::LocalAddressing;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +34,31 @@ enum Command {
     Run(RunArgs),
     /// Print the EtcdCluster CustomResourceDefinition as YAML.
     Crd,
+    /// Run an EtcdCluster on this machine: members are local etcd-server processes, driven
+    /// by the same planner as on Kubernetes.
+    Local(LocalArgs),
+}
+
+#[derive(clap::Args)]
+struct LocalArgs {
+    /// The EtcdCluster YAML file; edits are applied while running.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Where members' configuration and data live [default: ./<file stem>.local].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Address of member 0; member i gets this address + i.
+    #[arg(long, default_value = "127.0.0.10")]
+    base_ip: Ipv4Addr,
+    /// Client port of every member.
+    #[arg(long, default_value_t = 2379)]
+    client_port: u16,
+    /// Peer port of every member.
+    #[arg(long, default_value_t = 2380)]
+    peer_port: u16,
+    /// The etcd-server binary [default: next to etcd-operator, else from PATH].
+    #[arg(long)]
+    etcd_server: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,7 +98,39 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(args).await,
+        Command::Local(args) => local(args).await,
     }
+}
+
+async fn local(args: LocalArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let mut options = local::Options::new(args.file);
+    if let Some(dir) = args.state_dir {
+        options.state_dir = dir;
+    }
+    options.addressing = LocalAddressing {
+        base_ip: args.base_ip,
+        client_port: args.client_port,
+        peer_port: args.peer_port,
+    };
+    if let Some(bin) = args.etcd_server {
+        options.server_bin = bin;
+    }
+    println!(
+        "state in {}; members from {} (client port {}, peer port {})",
+        options.state_dir.display(),
+        args.base_ip,
+        args.client_port,
+        args.peer_port
+    );
+    let (report, _) = tokio::sync::watch::channel(None);
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    local::run(options, ctrl_c, report)
+        .await
+        .context("the local runtime failed")
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! Names, labels, ports and paths of the objects the operator owns, shared by every stage.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use kube::ResourceExt;
 
@@ -52,6 +53,44 @@ pub const SPEC_HASH_ANNOTATION: &str = "etcd.rustops.dev/spec-hash";
 /// configuration files rolls the pods (kubelet would not restart them for a ConfigMap change).
 pub const CONFIG_HASH_ANNOTATION: &str = "etcd.rustops.dev/config-hash";
 
+/// Where members are reached: the only thing that differs between members run as pods and
+/// members run as local processes. The planner builds every peer and client URL through it,
+/// so it stays one pure function for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Addressing {
+    /// Pods of a StatefulSet: stable DNS names through the headless peer Service, the standard
+    /// ports, listeners on `0.0.0.0`.
+    #[default]
+    Dns,
+    /// Local processes: member `i` on its own loopback address `base_ip + i`, listening on
+    /// that address only.
+    Local(LocalAddressing),
+}
+
+/// Addresses of members run as local processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalAddressing {
+    /// Address of member 0; member `i` gets `base_ip + i`.
+    pub base_ip: Ipv4Addr,
+    /// Client port of every member.
+    pub client_port: u16,
+    /// Peer port of every member.
+    pub peer_port: u16,
+}
+
+impl LocalAddressing {
+    /// Member `i`'s address.
+    pub fn ip(&self, i: i32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base_ip).wrapping_add(i as u32))
+    }
+
+    /// The ordinal of the member at `ip`, if it is one of ours.
+    pub fn ordinal_of_ip(&self, ip: Ipv4Addr) -> Option<i32> {
+        let i = u32::from(ip).checked_sub(u32::from(self.base_ip))?;
+        i32::try_from(i).ok().filter(|i| *i < 256)
+    }
+}
+
 /// The cluster's name and namespace, with the names derived from them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterNames {
@@ -59,6 +98,8 @@ pub struct ClusterNames {
     pub cluster: String,
     /// Namespace.
     pub namespace: String,
+    /// How members are addressed.
+    pub addressing: Addressing,
 }
 
 impl ClusterNames {
@@ -68,6 +109,7 @@ impl ClusterNames {
         Some(Self {
             cluster: cluster.name_any(),
             namespace: cluster.namespace()?,
+            addressing: Addressing::Dns,
         })
     }
 
@@ -101,31 +143,62 @@ impl ClusterNames {
         format!("{}-{i}", self.cluster)
     }
 
-    /// The stable DNS name of member `i`, through the headless peer Service.
+    /// The stable host of member `i`: its DNS name through the headless peer Service, or its
+    /// own loopback address when run locally.
     pub fn member_host(&self, i: i32) -> String {
-        format!(
-            "{}.{}.{}.svc",
-            self.member(i),
-            self.peer_service(),
-            self.namespace
-        )
+        match self.addressing {
+            Addressing::Dns => format!(
+                "{}.{}.{}.svc",
+                self.member(i),
+                self.peer_service(),
+                self.namespace
+            ),
+            Addressing::Local(local) => local.ip(i).to_string(),
+        }
+    }
+
+    /// The peer port.
+    pub fn peer_port(&self) -> u16 {
+        match self.addressing {
+            Addressing::Dns => PEER_PORT as u16,
+            Addressing::Local(local) => local.peer_port,
+        }
+    }
+
+    /// The client port.
+    pub fn client_port(&self) -> u16 {
+        match self.addressing {
+            Addressing::Dns => CLIENT_PORT as u16,
+            Addressing::Local(local) => local.client_port,
+        }
+    }
+
+    /// The host member `i` listens on: every interface of its pod, or its own address.
+    pub fn listen_host(&self, i: i32) -> String {
+        match self.addressing {
+            Addressing::Dns => "0.0.0.0".to_owned(),
+            Addressing::Local(local) => local.ip(i).to_string(),
+        }
     }
 
     /// Member `i`'s peer URL.
     pub fn peer_url(&self, i: i32) -> String {
-        format!("http://{}:{PEER_PORT}", self.member_host(i))
+        format!("http://{}:{}", self.member_host(i), self.peer_port())
     }
 
     /// Member `i`'s client URL.
     pub fn client_url(&self, i: i32) -> String {
-        format!("http://{}:{CLIENT_PORT}", self.member_host(i))
+        format!("http://{}:{}", self.member_host(i), self.client_port())
     }
 
     /// The ordinal of the member whose peer URL is `url`, if it is one of ours.
     pub fn ordinal_of_peer_url(&self, url: &str) -> Option<i32> {
         let host = url
             .strip_prefix("http://")?
-            .strip_suffix(&format!(":{PEER_PORT}"))?;
+            .strip_suffix(&format!(":{}", self.peer_port()))?;
+        if let Addressing::Local(local) = self.addressing {
+            return local.ordinal_of_ip(host.parse().ok()?);
+        }
         let suffix = format!(".{}.{}.svc", self.peer_service(), self.namespace);
         let pod = host.strip_suffix(&suffix)?;
         let ordinal = pod.strip_prefix(&format!("{}-", self.cluster))?;
@@ -177,6 +250,7 @@ mod tests {
         let n = ClusterNames {
             cluster: "main".into(),
             namespace: "db".into(),
+            addressing: Addressing::Dns,
         };
         assert_eq!(n.peer_url(2), "http://main-2.main-peer.db.svc:2380");
         assert_eq!(n.ordinal_of_peer_url(&n.peer_url(2)), Some(2));
@@ -194,5 +268,19 @@ mod tests {
         );
         assert_eq!(n.ordinal_of_name("main-7"), Some(7));
         assert_eq!(n.ordinal_of_name("other-7"), None);
+
+        let local = ClusterNames {
+            addressing: Addressing::Local(LocalAddressing {
+                base_ip: Ipv4Addr::new(127, 0, 0, 10),
+                client_port: 2379,
+                peer_port: 2380,
+            }),
+            ..n
+        };
+        assert_eq!(local.peer_url(2), "http://127.0.0.12:2380");
+        assert_eq!(local.client_url(0), "http://127.0.0.10:2379");
+        assert_eq!(local.ordinal_of_peer_url("http://127.0.0.12:2380"), Some(2));
+        assert_eq!(local.ordinal_of_peer_url("http://127.0.0.9:2380"), None);
+        assert_eq!(local.ordinal_of_peer_url("http://127.0.0.12:2379"), None);
     }
 }

@@ -220,7 +220,8 @@ fn statefulset_state(sts: &StatefulSet) -> StatefulSetState {
     }
 }
 
-async fn observe_etcd(etcd: &dyn EtcdAdmin, names: &ClusterNames, replicas: i32) -> EtcdState {
+/// Asks etcd, through members `0..replicas`, for its member list and each member's health.
+pub async fn observe_etcd(etcd: &dyn EtcdAdmin, names: &ClusterNames, replicas: i32) -> EtcdState {
     let endpoints: Vec<String> = (0..replicas).map(|i| names.client_url(i)).collect();
     if endpoints.is_empty() {
         return EtcdState::Unreachable {

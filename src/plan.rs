@@ -16,8 +16,13 @@
 //! 7. a spec change: roll it out (the StatefulSet controller gates each pod on `/readyz`), then
 //!    wait for the rollout;
 //! 8. more replicas wanted: add the next member as a learner, then grow the StatefulSet;
-//! 9. fewer wanted: remove the highest member, then shrink the StatefulSet;
+//! 9. fewer wanted: move leadership away from the highest member if it leads, then remove it,
+//!    then shrink the StatefulSet; a scale-down that would leave fewer healthy voters than a
+//!    quorum is refused (`ScaleInRefused`) until the unhealthy members recover;
 //! 10. otherwise in sync.
+//!
+//! The same planner drives the Kubernetes controller and the local runtime: everything it
+//! needs to know about addresses comes from [`crate::names::ClusterNames`].
 
 use std::time::Duration;
 
@@ -120,6 +125,23 @@ pub enum Step {
         name: String,
         /// Member ID, `None` when it was already removed.
         id: Option<u64>,
+    },
+    /// The member to remove leads the cluster: hand leadership to another voter first.
+    MoveLeader {
+        /// The leading member (to be removed).
+        name: String,
+        /// The member that takes over.
+        to_name: String,
+        /// Its member ID.
+        to_id: u64,
+    },
+    /// A scale-down is wanted but removing the next member would leave fewer healthy voting
+    /// members than a quorum: nothing changes until the unhealthy members recover.
+    ScaleInRefused {
+        /// The member that would be removed.
+        name: String,
+        /// Why it is refused.
+        reason: String,
     },
     /// Apply a changed spec.
     RollOut,
@@ -237,6 +259,18 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
                 REQUEUE_BUSY,
             );
         }
+        if cluster.spec.replicas < current
+            && let Some(reason) = removal_breaks_quorum(view, current - 1)
+        {
+            return Plan::new(
+                Step::ScaleInRefused {
+                    name: cluster.names.member(current - 1),
+                    reason,
+                },
+                (!changed).then_some(keep),
+                REQUEUE_BLOCKED,
+            );
+        }
         if changed && highest_only && view.has_quorum() {
             return Plan::new(Step::RollOut, Some(keep), REQUEUE_BUSY);
         }
@@ -285,6 +319,27 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
     if cluster.spec.replicas < current {
         let last = current - 1;
         let id = view.by_ordinal(last).map(|m| m.id);
+        if id.is_some() && id == view.leader() {
+            let successor = view
+                .members
+                .iter()
+                .filter(|m| !m.is_learner && m.healthy() && Some(m.id) != id)
+                .min_by_key(|m| m.ordinal.unwrap_or(i32::MAX));
+            if let Some(to) = successor {
+                return Plan::new(
+                    Step::MoveLeader {
+                        name: cluster.names.member(last),
+                        to_name: to
+                            .ordinal
+                            .map(|i| cluster.names.member(i))
+                            .unwrap_or_else(|| to.name.clone()),
+                        to_id: to.id,
+                    },
+                    Some(keep),
+                    REQUEUE_BUSY,
+                );
+            }
+        }
         let shrunk = desired(cluster, observed, last);
         return Plan::new(
             Step::RemoveMember {
@@ -306,6 +361,25 @@ fn wait(reason: String, changed: bool, keep: Desired) -> Plan {
         (!changed).then_some(keep),
         REQUEUE_BLOCKED,
     )
+}
+
+/// Why removing member `ordinal` would leave fewer healthy voting members than a quorum of
+/// the voters that remain; `None` when the removal is safe for quorum.
+pub fn removal_breaks_quorum(view: &ClusterView, ordinal: i32) -> Option<String> {
+    let removed = view.by_ordinal(ordinal).map(|m| m.id);
+    let remaining = view
+        .members
+        .iter()
+        .filter(|m| !m.is_learner && Some(m.id) != removed);
+    let voters = remaining.clone().count();
+    let healthy = remaining.filter(|m| m.healthy()).count();
+    (healthy <= voters / 2).then(|| {
+        format!(
+            "removing member {ordinal} would leave {healthy} of {voters} voting members healthy, \
+             fewer than a quorum of {}",
+            voters / 2 + 1
+        )
+    })
 }
 
 /// Ordinals below `current` whose member is unhealthy or missing from the member list.

@@ -133,6 +133,12 @@ pub fn compute(
             format!("promoting {name} to a voting member"),
         ),
         Step::RemoveMember { name, .. } => (true, "ScalingDown", format!("removing {name}")),
+        Step::MoveLeader { name, to_name, .. } => (
+            true,
+            "ScalingDown",
+            format!("moving leadership from {name} to {to_name} before removing {name}"),
+        ),
+        Step::ScaleInRefused { reason, .. } => (false, "ScaleInRefused", reason.clone()),
         Step::RollOut | Step::WaitForRollout => (
             true,
             "RollingOut",
@@ -145,6 +151,7 @@ pub fn compute(
 
     let (degraded, d_reason, d_message) = match (&plan.step, &observed.etcd) {
         (Step::Invalid { problems }, _) => (true, "InvalidSpec", problems.join("; ")),
+        (Step::ScaleInRefused { reason, .. }, _) => (true, "QuorumAtRisk", reason.clone()),
         (_, EtcdState::Reachable(_)) if !unhealthy.is_empty() => (
             true,
             "MembersUnhealthy",

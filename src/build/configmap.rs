@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{Error, meta};
-use crate::names::{CLIENT_PORT, DATA_DIR, PEER_PORT};
+use crate::names::DATA_DIR;
 use crate::plan::{Desired, InitialState, MemberBootstrap};
 use crate::validate::ValidatedCluster;
 
@@ -50,12 +50,20 @@ pub fn render(
     put("data-dir", text(DATA_DIR.to_owned()));
     put(
         "listen-client-urls",
-        text(format!("http://0.0.0.0:{CLIENT_PORT}")),
+        text(format!(
+            "http://{}:{}",
+            n.listen_host(ordinal),
+            n.client_port()
+        )),
     );
     put("advertise-client-urls", text(n.client_url(ordinal)));
     put(
         "listen-peer-urls",
-        text(format!("http://0.0.0.0:{PEER_PORT}")),
+        text(format!(
+            "http://{}:{}",
+            n.listen_host(ordinal),
+            n.peer_port()
+        )),
     );
     put("initial-advertise-peer-urls", text(n.peer_url(ordinal)));
     put("initial-cluster", text(member.initial_cluster_value()));
@@ -101,7 +109,8 @@ pub fn parse_member_files(cm: &ConfigMap) -> BTreeMap<String, MemberBootstrap> {
     out
 }
 
-fn parse_member(text: &str) -> Option<MemberBootstrap> {
+/// Reads back the bootstrap part of one member file; `None` when it is not one.
+pub fn parse_member(text: &str) -> Option<MemberBootstrap> {
     let m: Mapping = serde_yaml_ng::from_str(text).ok()?;
     let get = |k: &str| m.get(k).and_then(Value::as_str);
     let state = match get("initial-cluster-state")? {

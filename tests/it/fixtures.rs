@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use etcd_operator::build::{configmap, spec_hash};
 use etcd_operator::crd::EtcdCluster;
 use etcd_operator::etcd::{Error as EtcdError, EtcdAdmin, EtcdStatus, ListedMember, MemberList};
-use etcd_operator::names::ClusterNames;
+use etcd_operator::names::{Addressing, ClusterNames};
 use etcd_operator::observe::{
     ClusterView, EtcdState, MemberHealth, MemberView, Observed, StatefulSetState,
 };
@@ -47,6 +47,7 @@ pub fn names() -> ClusterNames {
     ClusterNames {
         cluster: "main".into(),
         namespace: "db".into(),
+        addressing: Addressing::Dns,
     }
 }
 
@@ -129,7 +130,7 @@ pub struct FakeEtcd {
     pub members: Option<Vec<ListedMember>>,
     /// Endpoints that answer status requests (others are unreachable).
     pub statuses: HashMap<String, EtcdStatus>,
-    /// Calls made: `add <peer url>`, `promote <id>`, `remove <id>`.
+    /// Calls made: `add <peer url>`, `promote <id>`, `remove <id>`, `move-leader <id>`.
     pub calls: Mutex<Vec<String>>,
 }
 
@@ -227,6 +228,13 @@ impl EtcdAdmin for FakeEtcd {
     fn remove<'a>(&'a self, _: &'a [String], id: u64) -> BoxFuture<'a, Result<(), EtcdError>> {
         Box::pin(async move {
             self.record(format!("remove {id:x}"));
+            Ok(())
+        })
+    }
+
+    fn move_leader<'a>(&'a self, _: &'a str, to: u64) -> BoxFuture<'a, Result<(), EtcdError>> {
+        Box::pin(async move {
+            self.record(format!("move-leader {to:x}"));
             Ok(())
         })
     }

@@ -1,5 +1,6 @@
 //! Integration tests of the operator crate: planner tables, builders, reconciles against a mock
-//! apiserver, the generated CRD, the rendered Helm chart and (ignored) a real cluster.
+//! apiserver, the generated CRD, the rendered Helm chart, the built objects forming a cluster
+//! of real etcd-server processes, the local runtime, and (ignored) a real cluster.
 
 mod build;
 mod chart;
@@ -7,5 +8,6 @@ mod crd;
 mod e2e;
 mod fixtures;
 mod formation;
+mod local;
 mod plan;
 mod reconcile;

@@ -1,7 +1,7 @@
 //! Planner tables: each row is an observed state and the step (and objects) the planner must
 //! choose for it.
 
-use etcd_operator::observe::{EtcdState, Observed, StatefulSetState};
+use etcd_operator::observe::{EtcdState, MemberHealth, Observed, StatefulSetState};
 use etcd_operator::plan::{InitialState, Step, plan};
 
 use crate::fixtures::*;
@@ -203,6 +203,42 @@ fn rows() -> Vec<Row> {
                 id: None,
             },
             apply: Some(1),
+        },
+        Row {
+            name: "scale down while a lower member is down: refused, quorum is at risk",
+            spec: "  replicas: 2\n",
+            observed: Box::new(|c| settled(c, 3, vec![healthy(0), unhealthy(1), healthy(2)])),
+            step: Step::ScaleInRefused {
+                name: n.member(2),
+                reason: "removing member 2 would leave 1 of 2 voting members healthy, \
+                         fewer than a quorum of 2"
+                    .into(),
+            },
+            apply: Some(3),
+        },
+        Row {
+            name: "scale down, the highest member leads: move leadership away first",
+            spec: "  replicas: 2\n",
+            observed: Box::new(|c| {
+                let members = all_healthy(3)
+                    .into_iter()
+                    .map(|mut m| {
+                        m.health = MemberHealth::Healthy {
+                            leader: member_id(2),
+                            version: "3.5.17".into(),
+                            raft_index: 10,
+                        };
+                        m
+                    })
+                    .collect();
+                settled(c, 3, members)
+            }),
+            step: Step::MoveLeader {
+                name: n.member(2),
+                to_name: n.member(0),
+                to_id: member_id(0),
+            },
+            apply: Some(3),
         },
     ]
 }

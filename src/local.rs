@@ -1,0 +1,759 @@
+//! The local runtime (`etcd-operator local`): the same planner and membership steps as the
+//! Kubernetes controller, with members run as local `etcd-server` processes instead of a
+//! StatefulSet's pods.
+//!
+//! Member `i` gets its own loopback address (`--base-ip` + `i`) on the standard ports, so the
+//! peer URLs look like a real cluster's. Everything lives in the state directory, so a
+//! restarted `etcd-operator local` adopts the members it finds there:
+//!
+//! - `cluster.json`: the cluster's identity (the token's UID), the number of members and the
+//!   hash of the spec they were configured from (what a StatefulSet's annotations hold);
+//! - `<member>/etcd.yaml`: the member's configuration file (as in the ConfigMap, with local
+//!   addresses and data directory);
+//! - `<member>/data`: its data directory; `<member>/etcd.log` and `<member>/etcd.pid`.
+//!
+//! Roles, as in Kubernetes: the reconcile loop observes, plans and executes exactly as the
+//! controller does; [`LocalMembers::supervise`] plays the kubelet, restarting a member whose
+//! process exited (with a doubling backoff, as CrashLoopBackOff does).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::BoxFuture;
+use k8s_openapi::jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::build::{configmap, spec_hash};
+use crate::crd::{EtcdCluster, EtcdClusterStatus};
+use crate::etcd::{self, EtcdAdmin, EtcdClient};
+use crate::names::{Addressing, ClusterNames, LocalAddressing};
+use crate::observe::{self, EtcdState, Observed, StatefulSetState};
+use crate::plan::{self, Desired, MemberBootstrap, Plan, Step};
+use crate::runtime::{self, MemberRuntime};
+use crate::status;
+use crate::validate::{self, ValidatedCluster};
+
+/// Why the local runtime failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or directory could not be read or written.
+    #[error("failed to {what} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cluster file is not an EtcdCluster.
+    #[error("failed to parse {path} as an EtcdCluster: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    /// `cluster.json` is unreadable.
+    #[error("failed to read the state in {path}: {source}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The cluster lacks what validation needs.
+    #[error(transparent)]
+    Malformed(validate::Error),
+    /// A member's configuration file could not be rendered.
+    #[error("failed to render the configuration of {member}: {source}")]
+    Render {
+        /// Member name.
+        member: String,
+        /// The cause.
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    /// `etcd-server` could not be started.
+    #[error("failed to start {binary} for {member}: {source}")]
+    Spawn {
+        /// The binary.
+        binary: PathBuf,
+        /// Member name.
+        member: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A membership change failed.
+    #[error(transparent)]
+    Etcd(#[from] etcd::Error),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
+    let path = path.to_owned();
+    move |source| Error::Io { what, path, source }
+}
+
+/// How the local runtime runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The EtcdCluster YAML file; re-read when its modification time changes.
+    pub spec_file: PathBuf,
+    /// Where members' configuration and data live.
+    pub state_dir: PathBuf,
+    /// Members' addresses and ports.
+    pub addressing: LocalAddressing,
+    /// The `etcd-server` binary.
+    pub server_bin: PathBuf,
+    /// How often the loop observes and plans (and checks the file).
+    pub poll_interval: Duration,
+    /// First delay before restarting a member whose process exited; doubles up to a minute.
+    pub restart_backoff: Duration,
+    /// How long a member gets to stop after SIGTERM before it is killed.
+    pub stop_timeout: Duration,
+}
+
+impl Options {
+    /// Defaults: `127.0.0.10`, ports 2379/2380, state in `./<file stem>.local`, `etcd-server`
+    /// next to this binary (or on `PATH`).
+    pub fn new(spec_file: PathBuf) -> Self {
+        let stem = spec_file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "cluster".to_owned());
+        Self {
+            state_dir: PathBuf::from(format!("{stem}.local")),
+            spec_file,
+            addressing: LocalAddressing {
+                base_ip: std::net::Ipv4Addr::new(127, 0, 0, 10),
+                client_port: 2379,
+                peer_port: 2380,
+            },
+            server_bin: default_server_bin(),
+            poll_interval: Duration::from_secs(1),
+            restart_backoff: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `etcd-server` beside the running binary, else from `PATH`.
+pub fn default_server_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("etcd-server")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("etcd-server"))
+}
+
+/// What the loop last saw and decided; published after every pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The step the planner chose.
+    pub step: Step,
+    /// Members that exist (the StatefulSet's replicas, locally).
+    pub replicas: i32,
+    /// The status the controller would write.
+    pub status: EtcdClusterStatus,
+    /// The last error, if the pass failed.
+    pub error: Option<String>,
+}
+
+/// `cluster.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct State {
+    /// Stands in for the object's UID: it makes the `initial-cluster-token` unique.
+    uid: String,
+    /// Members that exist.
+    replicas: i32,
+    /// Hash of the spec members were configured from.
+    spec_hash: String,
+}
+
+/// A running member process.
+struct Running {
+    child: Child,
+    /// The configuration file it started with.
+    config: String,
+    started: Instant,
+}
+
+/// Members as local `etcd-server` processes.
+pub struct LocalMembers {
+    options: Options,
+    running: BTreeMap<i32, Running>,
+    /// Members waiting to be (re)started: when, and the backoff used.
+    pending: BTreeMap<i32, (Instant, Duration)>,
+    state: Option<State>,
+    /// Whether the last observation found every member healthy; a stale member is only
+    /// replaced then, as a StatefulSet waits for each pod to be Ready.
+    all_healthy: bool,
+    cluster_name: String,
+}
+
+impl LocalMembers {
+    fn new(options: Options, cluster_name: String) -> Result<Self, Error> {
+        std::fs::create_dir_all(&options.state_dir).map_err(io("create", &options.state_dir))?;
+        let path = options.state_dir.join("cluster.json");
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => Some(
+                serde_json::from_slice(&bytes).map_err(|source| Error::State {
+                    path: path.clone(),
+                    source,
+                })?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io("read", &path)(e)),
+        };
+        let mut members = Self {
+            options,
+            running: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            state,
+            all_healthy: false,
+            cluster_name,
+        };
+        // Adopt what is on disk: every existing member starts now, as pods would.
+        if let Some(state) = &members.state {
+            info!(replicas = state.replicas, "adopting existing members");
+            for i in 0..state.replicas {
+                members.pending.insert(i, (Instant::now(), Duration::ZERO));
+            }
+        }
+        Ok(members)
+    }
+
+    fn member_name(&self, i: i32) -> String {
+        format!("{}-{i}", self.cluster_name)
+    }
+
+    fn member_dir(&self, i: i32) -> PathBuf {
+        self.options.state_dir.join(self.member_name(i))
+    }
+
+    fn config_path(&self, i: i32) -> PathBuf {
+        self.member_dir(i).join("etcd.yaml")
+    }
+
+    fn uid(&self) -> String {
+        self.state
+            .as_ref()
+            .map(|s| s.uid.clone())
+            .unwrap_or_else(|| {
+                let nanos = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default();
+                format!("local-{:x}-{:x}", nanos, std::process::id())
+            })
+    }
+
+    fn save_state(&self) -> Result<(), Error> {
+        let path = self.options.state_dir.join("cluster.json");
+        if let Some(state) = &self.state {
+            let text = serde_json::to_vec_pretty(state).unwrap_or_default();
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, text).map_err(io("write", &tmp))?;
+            std::fs::rename(&tmp, &path).map_err(io("write", &path))?;
+        }
+        Ok(())
+    }
+
+    /// The member's configuration file: the ConfigMap's rendering, with the local data
+    /// directory.
+    fn render(
+        &self,
+        cluster: &ValidatedCluster,
+        i: i32,
+        member: &MemberBootstrap,
+    ) -> Result<String, Error> {
+        let err = |source| Error::Render {
+            member: member.name.clone(),
+            source,
+        };
+        let text = configmap::render(cluster, i, member).map_err(err)?;
+        let mut map: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&text).map_err(err)?;
+        let data = std::path::absolute(self.member_dir(i).join("data"))
+            .unwrap_or_else(|_| self.member_dir(i).join("data"));
+        map.insert(
+            "data-dir".into(),
+            serde_yaml_ng::Value::String(data.display().to_string()),
+        );
+        serde_yaml_ng::to_string(&map).map_err(err)
+    }
+
+    /// What exists, in the planner's terms (without etcd).
+    fn observe_members(&self) -> (Option<StatefulSetState>, BTreeMap<String, MemberBootstrap>) {
+        let Some(state) = &self.state else {
+            return (None, BTreeMap::new());
+        };
+        let mut configs = BTreeMap::new();
+        let mut stale = false;
+        for i in 0..state.replicas {
+            let Ok(text) = std::fs::read_to_string(self.config_path(i)) else {
+                continue;
+            };
+            if self.running.get(&i).is_some_and(|r| r.config != text) {
+                stale = true;
+            }
+            if let Some(m) = configmap::parse_member(&text) {
+                configs.insert(m.name.clone(), m);
+            }
+        }
+        let sts = StatefulSetState {
+            replicas: state.replicas,
+            ready_replicas: 0,
+            spec_hash: Some(state.spec_hash.clone()),
+            rollout_complete: !stale,
+        };
+        (Some(sts), configs)
+    }
+
+    /// Restarts members whose process exited, after their backoff; the kubelet's job.
+    pub async fn supervise(&mut self) {
+        let replicas = self.state.as_ref().map_or(0, |s| s.replicas);
+        let exited: Vec<(i32, String, Duration)> = self
+            .running
+            .iter_mut()
+            .filter_map(|(i, r)| match r.child.try_wait() {
+                Ok(Some(status)) => Some((*i, status.to_string(), r.started.elapsed())),
+                _ => None,
+            })
+            .collect();
+        for (i, status, ran) in exited {
+            self.running.remove(&i);
+            let previous = self.pending.get(&i).map(|p| p.1).unwrap_or(Duration::ZERO);
+            let backoff = if ran > Duration::from_secs(60) || previous.is_zero() {
+                self.options.restart_backoff
+            } else {
+                (previous * 2).min(Duration::from_secs(60))
+            };
+            warn!(member = %self.member_name(i), %status, restart_in = ?backoff, "member exited");
+            println!(
+                "{} exited ({status}); restarting in {backoff:?}",
+                self.member_name(i)
+            );
+            self.pending.insert(i, (Instant::now() + backoff, backoff));
+        }
+        let due: Vec<i32> = self
+            .pending
+            .iter()
+            .filter(|(i, (at, _))| **i < replicas && *at <= Instant::now())
+            .map(|(i, _)| *i)
+            .collect();
+        for i in due {
+            if let Err(error) = self.start(i) {
+                warn!(%error, "failed to start a member");
+                println!("{error}");
+            }
+        }
+    }
+
+    /// Starts member `i` from its configuration file.
+    fn start(&mut self, i: i32) -> Result<(), Error> {
+        let dir = self.member_dir(i);
+        let config_path = self.config_path(i);
+        let config = std::fs::read_to_string(&config_path).map_err(io("read", &config_path))?;
+        let log_path = dir.join("etcd.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io("open", &log_path))?;
+        let log_err = log.try_clone().map_err(io("open", &log_path))?;
+        let name = self.member_name(i);
+        let child = Command::new(&self.options.server_bin)
+            .arg(format!("--config-file={}", config_path.display()))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            // Its own process group: Ctrl-C reaches the runtime only, which stops members
+            // in order; and a runtime that dies without stopping them does not leave them
+            // running (kill_on_drop).
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                binary: self.options.server_bin.clone(),
+                member: name.clone(),
+                source,
+            })?;
+        if let Some(pid) = child.id() {
+            let pid_path = dir.join("etcd.pid");
+            std::fs::write(&pid_path, format!("{pid}\n")).map_err(io("write", &pid_path))?;
+        }
+        info!(member = %name, "started member");
+        println!("started {name} ({})", self.options.addressing.ip(i));
+        self.pending.remove(&i);
+        self.running.insert(
+            i,
+            Running {
+                child,
+                config,
+                started: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops member `i`: SIGTERM, then SIGKILL after the stop timeout.
+    async fn stop(&mut self, i: i32) {
+        self.pending.remove(&i);
+        if let Some(r) = self.running.remove(&i) {
+            stop_all(vec![(self.member_name(i), r)], self.options.stop_timeout).await;
+            let _ = std::fs::remove_file(self.member_dir(i).join("etcd.pid"));
+        }
+    }
+
+    /// Stops every member (all at once: a member stopping alone would see the others go).
+    pub async fn shutdown(&mut self) {
+        let running: Vec<(String, Running)> = std::mem::take(&mut self.running)
+            .into_iter()
+            .map(|(i, r)| (self.member_name(i), r))
+            .collect();
+        stop_all(running, self.options.stop_timeout).await;
+        for i in 0..self.state.as_ref().map_or(0, |s| s.replicas) {
+            let _ = std::fs::remove_file(self.member_dir(i).join("etcd.pid"));
+        }
+        self.pending.clear();
+    }
+
+    /// Ordinals with a directory in the state directory.
+    fn ordinals_on_disk(&self) -> Vec<i32> {
+        let prefix = format!("{}-", self.cluster_name);
+        std::fs::read_dir(&self.options.state_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let i: i32 = name.strip_prefix(&prefix)?.parse().ok()?;
+                (self.member_name(i) == name && e.path().is_dir()).then_some(i)
+            })
+            .collect()
+    }
+
+    async fn apply_desired(
+        &mut self,
+        cluster: &ValidatedCluster,
+        desired: &Desired,
+    ) -> Result<(), Error> {
+        let n = desired.replicas;
+        // Members beyond: the planner has removed them from etcd already.
+        let mut beyond: Vec<i32> = self.running.keys().copied().filter(|i| *i >= n).collect();
+        beyond.extend(self.ordinals_on_disk().into_iter().filter(|i| *i >= n));
+        beyond.sort_unstable();
+        beyond.dedup();
+        for i in beyond {
+            self.stop(i).await;
+            let dir = self.member_dir(i);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(io("delete", &dir))?;
+            }
+            println!("deleted {} and its data", self.member_name(i));
+        }
+
+        for (i, member) in desired.members.iter().enumerate() {
+            let i = i as i32;
+            let text = self.render(cluster, i, member)?;
+            let dir = self.member_dir(i);
+            let path = self.config_path(i);
+            let existing = std::fs::read_to_string(&path).ok();
+            if existing.is_none() {
+                // A new member must start from an empty data directory to join.
+                let data = dir.join("data");
+                if data.exists() {
+                    std::fs::remove_dir_all(&data).map_err(io("delete", &data))?;
+                }
+                std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+            }
+            if existing.as_deref() != Some(text.as_str()) {
+                std::fs::write(&path, &text).map_err(io("write", &path))?;
+            }
+        }
+
+        self.state = Some(State {
+            uid: self.uid(),
+            replicas: n,
+            spec_hash: spec_hash(cluster),
+        });
+        self.save_state()?;
+
+        for i in 0..n {
+            if !self.running.contains_key(&i) && !self.pending.contains_key(&i) {
+                self.start(i)?;
+            }
+        }
+
+        // A changed configuration: replace one member at a time, highest first, and only
+        // while every member is healthy.
+        if self.all_healthy {
+            let stale = (0..n).rev().find(|i| {
+                self.running.get(i).is_some_and(|r| {
+                    std::fs::read_to_string(self.config_path(*i)).ok().as_ref() != Some(&r.config)
+                })
+            });
+            if let Some(i) = stale {
+                println!(
+                    "restarting {} with its new configuration",
+                    self.member_name(i)
+                );
+                self.stop(i).await;
+                self.start(i)?;
+                self.all_healthy = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SIGTERMs every member, then waits for each until `timeout`, killing what is left.
+async fn stop_all(members: Vec<(String, Running)>, timeout: Duration) {
+    for (name, r) in &members {
+        if let Some(pid) = r
+            .child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+            && let Err(error) = rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+        {
+            warn!(member = %name, %error, "failed to send SIGTERM");
+        }
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    for (name, mut r) in members {
+        match tokio::time::timeout_at(deadline, r.child.wait()).await {
+            Ok(_) => println!("stopped {name}"),
+            Err(_) => {
+                warn!(member = %name, "did not stop in time; killing it");
+                let _ = r.child.kill().await;
+                println!("killed {name} (it did not stop within {timeout:?})");
+            }
+        }
+    }
+}
+
+impl MemberRuntime for LocalMembers {
+    type Error = Error;
+
+    fn apply<'a>(
+        &'a mut self,
+        cluster: &'a ValidatedCluster,
+        desired: &'a Desired,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.apply_desired(cluster, desired))
+    }
+}
+
+/// Reads the cluster file, filling in what an apiserver would (namespace, UID, generation).
+fn load_spec(path: &Path, uid: &str, generation: i64) -> Result<EtcdCluster, Error> {
+    let text = std::fs::read_to_string(path).map_err(io("read", path))?;
+    let mut cluster: EtcdCluster =
+        serde_yaml_ng::from_str(&text).map_err(|source| Error::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+    let meta = &mut cluster.metadata;
+    meta.namespace.get_or_insert_with(|| "default".to_owned());
+    meta.uid = Some(uid.to_owned());
+    meta.generation = Some(generation);
+    if meta.name.is_none() {
+        meta.name = Some("etcd".to_owned());
+    }
+    Ok(cluster)
+}
+
+fn modified(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// A one-line-per-member rendering of a status, for the terminal.
+pub fn describe(step: &Step, status: &EtcdClusterStatus) -> String {
+    let mut out = String::new();
+    let progressing = status::find(status, status::PROGRESSING);
+    let step_text = progressing
+        .map(|c| format!("{}: {}", c.reason, c.message))
+        .unwrap_or_else(|| format!("{step:?}"));
+    out.push_str(&format!("step: {step_text}\n"));
+    if let Some(c) = status::find(status, status::DEGRADED).filter(|c| c.status == "True") {
+        out.push_str(&format!("degraded: {}: {}\n", c.reason, c.message));
+    }
+    for m in &status.members {
+        out.push_str(&format!(
+            "  {:<16} {} {:<8} {:<9} {}\n",
+            m.name,
+            m.id,
+            if m.is_learner { "learner" } else { "voter" },
+            if m.healthy { "healthy" } else { "unhealthy" },
+            if m.is_leader { "leader" } else { "" },
+        ));
+    }
+    out
+}
+
+/// Runs the cluster described by `options.spec_file` until `shutdown` completes, then stops
+/// every member. Publishes a [`Report`] after every pass.
+pub async fn run(
+    options: Options,
+    shutdown: impl Future<Output = ()>,
+    report: watch::Sender<Option<Report>>,
+) -> Result<(), Error> {
+    let etcd = EtcdClient {
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(3),
+    };
+    let mut generation = 1;
+    let mut seen = modified(&options.spec_file);
+    let first = load_spec(&options.spec_file, "pending", generation)?;
+    let cluster_name = first.metadata.name.clone().unwrap_or_default();
+    let mut members = LocalMembers::new(options.clone(), cluster_name.clone())?;
+    let uid = members.uid();
+    let mut cluster = load_spec(&options.spec_file, &uid, generation)?;
+    let mut last_printed = String::new();
+    let mut last_status: Option<EtcdClusterStatus> = None;
+    let mut last_error: Option<String> = None;
+    tokio::pin!(shutdown);
+
+    loop {
+        // The file: reload when it changes; a broken edit keeps the last good spec.
+        let now_seen = modified(&options.spec_file);
+        if now_seen != seen {
+            seen = now_seen;
+            match load_spec(&options.spec_file, &uid, generation + 1) {
+                Ok(c) if c.metadata.name.as_deref() == Some(cluster_name.as_str()) => {
+                    generation += 1;
+                    cluster = c;
+                    println!("{} changed: reconciling", options.spec_file.display());
+                }
+                Ok(_) => println!(
+                    "{}: renaming the cluster is not supported; keeping {cluster_name}",
+                    options.spec_file.display()
+                ),
+                Err(error) => println!("{error}; keeping the last good spec"),
+            }
+        }
+        cluster.status = last_status.clone();
+
+        members.supervise().await;
+        let pass = reconcile(&etcd, &mut members, &cluster).await;
+        let error = pass.error.as_ref().map(ToString::to_string);
+        if let (Some(plan), Some(names)) = (&pass.plan, &pass.names) {
+            let status = status::compute(&cluster, names, &pass.observed, plan, Timestamp::now());
+            let text = describe(&plan.step, &status);
+            if text != last_printed {
+                print!("{text}");
+                last_printed = text;
+            }
+            if let Step::ScaleInRefused { name, reason } = &plan.step {
+                warn!(member = %name, %reason, "refusing to scale in");
+            }
+            report.send_replace(Some(Report {
+                step: plan.step.clone(),
+                replicas: pass.observed.statefulset.as_ref().map_or(0, |s| s.replicas),
+                status: status.clone(),
+                error: error.clone(),
+            }));
+            last_status = Some(status);
+        }
+        // Errors repeat while a step is retried (a learner catching up): print changes only.
+        if let Some(error) = &error
+            && last_error.as_ref() != Some(error)
+        {
+            warn!(%error, "reconcile failed");
+            println!("error: {error}");
+        }
+        last_error = error;
+
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(options.poll_interval) => {}
+        }
+    }
+    println!("stopping members");
+    members.shutdown().await;
+    Ok(())
+}
+
+/// What one pass saw, decided and ran into.
+struct Pass {
+    observed: Observed,
+    /// The cluster's names with local addressing; `None` when the object is malformed.
+    names: Option<ClusterNames>,
+    plan: Option<Plan>,
+    error: Option<Error>,
+}
+
+/// One pass: observe, validate, plan, execute — the controller's pipeline, with the local
+/// members in place of the StatefulSet.
+async fn reconcile(etcd: &EtcdClient, members: &mut LocalMembers, cluster: &EtcdCluster) -> Pass {
+    let mut pass = Pass {
+        observed: Observed::default(),
+        names: None,
+        plan: None,
+        error: None,
+    };
+    let addressing = Addressing::Local(members.options.addressing);
+    let validated = match validate::validate(cluster) {
+        Ok(mut v) => {
+            v.names.addressing = addressing;
+            Ok(v)
+        }
+        Err(validate::Error::InvalidSpec(problems)) => Err(problems),
+        Err(e) => {
+            pass.error = Some(Error::Malformed(e));
+            return pass;
+        }
+    };
+    let Some(mut names) = ClusterNames::of(cluster) else {
+        pass.error = Some(Error::Malformed(validate::Error::MissingNamespace));
+        return pass;
+    };
+    names.addressing = addressing;
+
+    let (statefulset, member_configs) = members.observe_members();
+    let etcd_state = match &statefulset {
+        None => EtcdState::NotChecked,
+        Some(sts) => observe::observe_etcd(etcd, &names, sts.replicas).await,
+    };
+    let mut observed = Observed {
+        statefulset,
+        member_configs,
+        pdb_exists: false,
+        etcd: etcd_state,
+    };
+    if let (Some(sts), EtcdState::Reachable(view)) = (&mut observed.statefulset, &observed.etcd) {
+        sts.ready_replicas = view.members.iter().filter(|m| m.healthy()).count() as i32;
+        members.all_healthy =
+            view.members.iter().all(|m| m.healthy()) && view.members.len() as i32 == sts.replicas;
+    } else {
+        members.all_healthy = false;
+    }
+
+    let plan = plan::plan(validated.as_ref().map_err(Vec::as_slice), &observed);
+    if let Ok(v) = &validated {
+        let current = observed.statefulset.as_ref().map_or(0, |s| s.replicas);
+        match runtime::execute(etcd as &dyn EtcdAdmin, members, v, current, &plan).await {
+            Ok(Some(change)) => {
+                info!(change = ?change, "membership changed");
+                println!("{}", change.message());
+            }
+            Ok(None) => {}
+            Err(e) => pass.error = Some(e),
+        }
+    }
+    pass.observed = observed;
+    pass.names = Some(names);
+    pass.plan = Some(plan);
+    pass
+}
