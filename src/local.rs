@@ -196,6 +196,8 @@ pub struct LocalMembers {
     /// Members waiting to be (re)started: when, and the backoff used.
     pending: BTreeMap<i32, (Instant, Duration)>,
     state: Option<State>,
+    /// The cluster's identity: from `cluster.json`, or made once for a new cluster.
+    uid: String,
     /// Whether the last observation found every member healthy; a stale member is only
     /// replaced then, as a StatefulSet waits for each pod to be Ready.
     all_healthy: bool,
@@ -216,11 +218,22 @@ impl LocalMembers {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io("read", &path)(e)),
         };
+        let uid = match &state {
+            Some(State { uid, .. }) => uid.clone(),
+            None => {
+                let nanos = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default();
+                format!("local-{nanos:x}-{:x}", std::process::id())
+            }
+        };
         let mut members = Self {
             options,
             running: BTreeMap::new(),
             pending: BTreeMap::new(),
             state,
+            uid,
             all_healthy: false,
             cluster_name,
         };
@@ -247,16 +260,7 @@ impl LocalMembers {
     }
 
     fn uid(&self) -> String {
-        self.state
-            .as_ref()
-            .map(|s| s.uid.clone())
-            .unwrap_or_else(|| {
-                let nanos = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or_default();
-                format!("local-{:x}-{:x}", nanos, std::process::id())
-            })
+        self.uid.clone()
     }
 
     fn save_state(&self) -> Result<(), Error> {
@@ -589,7 +593,9 @@ pub fn describe(step: &Step, status: &EtcdClusterStatus) -> String {
     if let Some(c) = status::find(status, status::DEGRADED).filter(|c| c.status == "True") {
         out.push_str(&format!("degraded: {}: {}\n", c.reason, c.message));
     }
-    for m in &status.members {
+    let mut members: Vec<_> = status.members.iter().collect();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    for m in members {
         out.push_str(&format!(
             "  {:<16} {} {:<8} {:<9} {}\n",
             m.name,

@@ -325,10 +325,17 @@ async fn scale_under_load(base_ip: Ipv4Addr, peak: i32) {
         .collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
 
-    // Restart: the runtime adopts the member and its data.
+    // Restart: the runtime adopts the member and its data, with the same configuration
+    // (the same cluster token: nothing to roll out).
+    let config = std::fs::read_to_string(setup.member_dir(0).join("etcd.yaml")).expect("config");
     rt.shutdown().await;
     let mut rt = Runtime::start(setup.options(Duration::from_secs(1)));
     let again = rt.wait("1 adopted member in sync", step, in_sync(1)).await;
+    assert_eq!(
+        std::fs::read_to_string(setup.member_dir(0).join("etcd.yaml")).expect("config"),
+        config,
+        "the adopted member keeps its configuration"
+    );
     assert_eq!(
         again.status.cluster_id, cluster_id,
         "the same cluster after a restart"
