@@ -1,6 +1,7 @@
 //! The local runtime with real `etcd-server` processes: scaling 1 → 3 → 1 under a steady write
 //! load without losing an acknowledged write, HashKV equal across members at each size, state
-//! adopted after a restart, and a scale-in refused when it would break quorum.
+//! adopted after a restart, a scale-in refused when it would break quorum, and Ctrl-C on the
+//! `etcd-operator local` binary stopping every member.
 //!
 //! Each test has its own loopback range and free ports, so they run beside each other and
 //! beside the formation tests.
@@ -438,4 +439,88 @@ async fn refuses_a_scale_in_that_would_break_quorum() {
         "local-2 keeps its data"
     );
     rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_every_member() {
+    let setup = Setup::new(Ipv4Addr::new(127, 0, 0, 80));
+    setup.set_replicas(1);
+    let out = setup.dir.path().join("out.txt");
+    let a = setup.addressing;
+    let operator = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
+        .arg("local")
+        .arg("-f")
+        .arg(&setup.spec)
+        .arg("--state-dir")
+        .arg(setup.dir.path().join("state"))
+        .args(["--base-ip", &a.base_ip.to_string()])
+        .args(["--client-port", &a.client_port.to_string()])
+        .args(["--peer-port", &a.peer_port.to_string()])
+        .arg("--etcd-server")
+        .arg(server_binary())
+        .stdout(std::fs::File::create(&out).expect("out"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start etcd-operator local");
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = operator.id();
+    let mut guard = Guard(operator);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_millis(500))
+            .with_timeout(Duration::from_secs(1));
+        if let Ok(mut c) = etcd_client::Client::connect([setup.endpoint(0)], Some(options)).await
+            && c.put("ctrl-c", "before", None).await.is_ok()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the member never served; output:\n{}",
+            std::fs::read_to_string(&out).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let member: i32 = std::fs::read_to_string(setup.member_dir(0).join("etcd.pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).expect("pid"),
+        rustix::process::Signal::INT,
+    )
+    .expect("SIGINT");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "etcd-operator local did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let output = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(status.success(), "exit {status}; output:\n{output}");
+    assert!(output.contains("stopped local-0"), "{output}");
+    assert!(
+        rustix::process::test_kill_process(rustix::process::Pid::from_raw(member).expect("pid"))
+            .is_err(),
+        "the member process is gone"
+    );
+    assert!(
+        !setup.member_dir(0).join("etcd.pid").exists(),
+        "the pid file is removed"
+    );
 }
