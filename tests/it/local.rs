@@ -368,8 +368,6 @@ async fn scales_one_two_one_under_load_and_adopts_its_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "etcd-server bug: a second new learner is sent the snapshot prepared for the first, \
-            whose ConfState lacks it, and never catches up (raft/storage.rs ignores `to`)"]
 async fn scales_one_three_one_under_load_and_adopts_its_state() {
     scale_under_load(Ipv4Addr::new(127, 0, 0, 60), 3).await;
 }

@@ -220,12 +220,20 @@ impl raft::Storage for LogStorage {
         Ok(self.last())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         // Snapshots carry the metadata only; the backend file travels beside the message. The
-        // apply loop prepares one on request, at its applied index.
+        // apply loop prepares one on request, at its applied index. A prepared snapshot older
+        // than the recipient's own membership would be ignored by it (it is not in that
+        // configuration), so such a recipient gets a fresh one.
         let mut c = self.wl();
+        let names_to = |meta: &SnapshotMetadata| {
+            let cs = meta.get_conf_state();
+            cs.voters.contains(&to) || cs.learners.contains(&to)
+        };
         match &c.prepared {
-            Some(meta) if meta.index >= request_index && meta.index >= c.snap.index => {
+            Some(meta)
+                if meta.index >= request_index && meta.index >= c.snap.index && names_to(meta) =>
+            {
                 let mut s = Snapshot::default();
                 s.set_metadata(meta.clone());
                 Ok(s)
@@ -250,6 +258,19 @@ mod tests {
         e.index = index;
         e.term = term;
         e
+    }
+
+    #[test]
+    fn prepared_snapshot_must_name_its_recipient() {
+        let s = LogStorage::default();
+        let mut meta = SnapshotMetadata::default();
+        meta.index = 5;
+        meta.set_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
+        s.set_prepared(meta);
+        assert!(s.snapshot(0, 2).is_ok());
+        // Member 4 joined after the snapshot was prepared: it needs a newer one.
+        assert!(s.snapshot(0, 4).is_err());
+        assert!(s.take_wanted());
     }
 
     #[test]
