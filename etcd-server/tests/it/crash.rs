@@ -13,7 +13,9 @@ const WRITERS: usize = 16;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_writes_survive_sigkill() {
-    let mut server = tokio::task::spawn_blocking(|| Proc::start(Kind::Ours, &[])).await.unwrap();
+    let mut server = tokio::task::spawn_blocking(|| Proc::start(Kind::Ours, &[]))
+        .await
+        .unwrap();
     // key -> revision the server acknowledged.
     let acked: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
     for round in 0..3 {
@@ -51,7 +53,10 @@ async fn acknowledged_writes_survive_sigkill() {
         .await
         .unwrap();
         let mut client = server.client().await;
-        let all = client.get("r", Some(GetOptions::new().with_prefix())).await.unwrap();
+        let all = client
+            .get("r", Some(GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
         let current = all.header().unwrap().revision();
         let stored: BTreeMap<String, i64> = all
             .kvs()
@@ -59,14 +64,25 @@ async fn acknowledged_writes_survive_sigkill() {
             .map(|kv| (kv.key_str().unwrap().to_owned(), kv.mod_revision()))
             .collect();
         let acked = acked.lock().unwrap().clone();
-        assert!(acked.len() > WRITERS, "round {round}: too few writes acknowledged ({})", acked.len());
+        assert!(
+            acked.len() > WRITERS,
+            "round {round}: too few writes acknowledged ({})",
+            acked.len()
+        );
         for (k, rev) in &acked {
-            assert_eq!(stored.get(k), Some(rev), "round {round}: acknowledged write {k}@{rev} lost or changed");
+            assert_eq!(
+                stored.get(k),
+                Some(rev),
+                "round {round}: acknowledged write {k}@{rev} lost or changed"
+            );
         }
         // Each key was put once, so the revisions 2..=current are exactly the stored keys'.
         let mut revs: Vec<i64> = stored.values().copied().collect();
         revs.sort_unstable();
         let expected: Vec<i64> = (2..=current).collect();
-        assert_eq!(revs, expected, "round {round}: revision history has gaps or repeats");
+        assert_eq!(
+            revs, expected,
+            "round {round}: revision history has gaps or repeats"
+        );
     }
 }

@@ -18,13 +18,16 @@ pub enum Kind {
 
 /// Path of the reference etcd, if installed.
 pub fn reference_etcd() -> Option<PathBuf> {
-    let p = PathBuf::from(std::env::var("REFERENCE_ETCD").unwrap_or_else(|_| "/usr/bin/etcd".into()));
+    let p =
+        PathBuf::from(std::env::var("REFERENCE_ETCD").unwrap_or_else(|_| "/usr/bin/etcd".into()));
     p.exists().then_some(p)
 }
 
 /// Path of etcdctl 3.4, if installed.
 pub fn etcdctl() -> Option<PathBuf> {
-    let p = PathBuf::from(std::env::var("REFERENCE_ETCDCTL").unwrap_or_else(|_| "/usr/bin/etcdctl".into()));
+    let p = PathBuf::from(
+        std::env::var("REFERENCE_ETCDCTL").unwrap_or_else(|_| "/usr/bin/etcdctl".into()),
+    );
     p.exists().then_some(p)
 }
 
@@ -203,17 +206,28 @@ impl Proc {
     /// Waits until a linearizable read succeeds.
     pub fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("{:?} exited early with {status}:\n{}", self.kind, self.log());
+                    panic!(
+                        "{:?} exited early with {status}:\n{}",
+                        self.kind,
+                        self.log()
+                    );
                 }
             }
             let ok = rt.block_on(async {
                 let Ok(mut c) = etcd_client::Client::connect(
                     [self.endpoint()],
-                    Some(etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_millis(500)).with_timeout(Duration::from_secs(1))),
+                    Some(
+                        etcd_client::ConnectOptions::new()
+                            .with_connect_timeout(Duration::from_millis(500))
+                            .with_timeout(Duration::from_secs(1)),
+                    ),
                 )
                 .await
                 else {
@@ -224,14 +238,21 @@ impl Proc {
             if ok {
                 return;
             }
-            assert!(Instant::now() < deadline, "{:?} not ready in {timeout:?}:\n{}", self.kind, self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{:?} not ready in {timeout:?}:\n{}",
+                self.kind,
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// Connects an `etcd-client` client.
     pub async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([self.endpoint()], None).await.expect("connect")
+        etcd_client::Client::connect([self.endpoint()], None)
+            .await
+            .expect("connect")
     }
 
     /// SIGKILLs the process (no chance to flush anything).
@@ -245,7 +266,10 @@ impl Proc {
     /// SIGTERMs the process and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -260,7 +284,9 @@ impl Proc {
 
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Data dir path.
@@ -284,12 +310,21 @@ pub fn etcdctl_run(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (bool,
         .arg(format!("--endpoints={endpoint}"))
         .arg("--command-timeout=10s")
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn etcdctl");
     if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
     }
     let out = child.wait_with_output().expect("etcdctl output");
     (
@@ -311,8 +346,13 @@ impl Cluster {
     /// Starts `n` members with `extra` flags and waits until every one serves.
     pub fn start(n: usize, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let peers: Vec<String> = (0..n).map(|_| format!("http://127.0.0.1:{}", free_port())).collect();
-        let initial = (0..n).map(|i| format!("m{i}={}", peers[i])).collect::<Vec<_>>().join(",");
+        let peers: Vec<String> = (0..n)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let initial = (0..n)
+            .map(|i| format!("m{i}={}", peers[i]))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut members: Vec<Proc> = (0..n)
             .map(|i| {
                 Proc::launch(
@@ -347,7 +387,9 @@ impl Cluster {
             if !m.is_running() {
                 continue;
             }
-            let Ok(mut c) = etcd_client::Client::connect([m.endpoint()], None).await else { continue };
+            let Ok(mut c) = etcd_client::Client::connect([m.endpoint()], None).await else {
+                continue;
+            };
             if let Ok(s) = c.status().await {
                 if s.leader() == s.header().map(|h| h.member_id()).unwrap_or(0) {
                     return Some(i);

@@ -29,7 +29,9 @@ const STEP: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 
 async fn start(kind: Kind, flags: &'static [&'static str]) -> Proc {
-    tokio::task::spawn_blocking(move || Proc::start(kind, flags)).await.unwrap()
+    tokio::task::spawn_blocking(move || Proc::start(kind, flags))
+        .await
+        .unwrap()
 }
 
 /// Runs `scenario` on our server and on the reference etcd in parallel, and asserts that both
@@ -41,8 +43,9 @@ where
 {
     let only = std::env::var("WL_TEST_ONLY").ok();
     let ours = (only.as_deref() != Some("Reference")).then(|| tokio::spawn(scenario(Kind::Ours)));
-    let theirs = (only.as_deref() != Some("Ours") && require(reference_etcd(), "reference etcd").is_some())
-        .then(|| tokio::spawn(scenario(Kind::Reference)));
+    let theirs = (only.as_deref() != Some("Ours")
+        && require(reference_etcd(), "reference etcd").is_some())
+    .then(|| tokio::spawn(scenario(Kind::Reference)));
     let ours = match ours {
         Some(h) => Some(h.await.unwrap_or_else(|e| panic!("Ours: {e}"))),
         None => None,
@@ -56,10 +59,16 @@ where
         for i in 0..ours.len().max(theirs.len()) {
             let (a, b) = (ours.get(i), theirs.get(i));
             if a != b {
-                let _ = write!(diffs, "\n  line {i}:\n    ours:      {a:?}\n    reference: {b:?}");
+                let _ = write!(
+                    diffs,
+                    "\n  line {i}:\n    ours:      {a:?}\n    reference: {b:?}"
+                );
             }
         }
-        assert!(diffs.is_empty(), "our transcript differs from the reference etcd's:{diffs}");
+        assert!(
+            diffs.is_empty(),
+            "our transcript differs from the reference etcd's:{diffs}"
+        );
     }
 }
 
@@ -88,7 +97,11 @@ fn err_str(e: &Error) -> String {
 }
 
 fn show(r: &WatchResponse) -> String {
-    let mut s = format!("id={} rev={}", r.watch_id(), r.header().map_or(0, |h| h.revision()));
+    let mut s = format!(
+        "id={} rev={}",
+        r.watch_id(),
+        r.header().map_or(0, |h| h.revision())
+    );
     if r.created() {
         s += " created";
     }
@@ -96,7 +109,11 @@ fn show(r: &WatchResponse) -> String {
         s += " canceled";
     }
     for e in r.events() {
-        let t = if e.event_type() == EventType::Put { "PUT" } else { "DELETE" };
+        let t = if e.event_type() == EventType::Put {
+            "PUT"
+        } else {
+            "DELETE"
+        };
         let _ = write!(s, " | {t} {}", e.kv().map(kv_str).unwrap_or_default());
     }
     s
@@ -112,19 +129,28 @@ async fn next(s: &mut WatchStream) -> WatchResponse {
 
 async fn quiet(s: &mut WatchStream, d: Duration) {
     if let Ok(r) = tokio::time::timeout(d, s.message()).await {
-        panic!("unexpected watch message: {:?}", r.map(|o| o.map(|r| show(&r))));
+        panic!(
+            "unexpected watch message: {:?}",
+            r.map(|o| o.map(|r| show(&r)))
+        );
     }
 }
 
 async fn grant(c: &mut Client, id: i64, ttl: i64) -> i64 {
-    let r = c.lease_grant(ttl, Some(LeaseGrantOptions::new().with_id(id))).await.unwrap();
+    let r = c
+        .lease_grant(ttl, Some(LeaseGrantOptions::new().with_id(id)))
+        .await
+        .unwrap();
     assert_eq!(r.id(), id);
     r.ttl()
 }
 
 /// (granted TTL, remaining TTL, sorted keys) of lease `id`.
 async fn ttl(c: &mut Client, id: i64) -> (i64, i64, Vec<String>) {
-    let r = c.lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys())).await.unwrap();
+    let r = c
+        .lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
+        .await
+        .unwrap();
     assert_eq!(r.id(), id);
     let mut keys: Vec<String> = r.keys().iter().map(|k| esc(k)).collect();
     keys.sort();
@@ -132,14 +158,23 @@ async fn ttl(c: &mut Client, id: i64) -> (i64, i64, Vec<String>) {
 }
 
 async fn lease_ids(c: &mut Client) -> Vec<i64> {
-    let mut ids: Vec<i64> = c.leases().await.unwrap().leases().iter().map(|l| l.id()).collect();
+    let mut ids: Vec<i64> = c
+        .leases()
+        .await
+        .unwrap()
+        .leases()
+        .iter()
+        .map(|l| l.id())
+        .collect();
     ids.sort_unstable();
     ids
 }
 
 async fn get_str(c: &mut Client, key: &str) -> String {
     let r = c.get(key, None).await.unwrap();
-    r.kvs().first().map_or_else(|| format!("{key}: none"), kv_str)
+    r.kvs()
+        .first()
+        .map_or_else(|| format!("{key}: none"), kv_str)
 }
 
 fn v(lines: &[&str]) -> Vec<String> {
@@ -155,37 +190,82 @@ async fn grant_and_errors(kind: Kind) -> Vec<String> {
     let mut c = p.client().await;
     let mut t = Vec::new();
 
-    let r = c.lease_grant(10, Some(LeaseGrantOptions::new().with_id(0x1234))).await.unwrap();
-    t.push(format!("given id: id={:x} ttl={} error={:?}", r.id(), r.ttl(), r.error()));
+    let r = c
+        .lease_grant(10, Some(LeaseGrantOptions::new().with_id(0x1234)))
+        .await
+        .unwrap();
+    t.push(format!(
+        "given id: id={:x} ttl={} error={:?}",
+        r.id(),
+        r.ttl(),
+        r.error()
+    ));
     let r = c.lease_grant(10, None).await.unwrap();
     let generated = r.id();
-    t.push(format!("generated id: positive={} ttl={}", generated > 0, r.ttl()));
+    t.push(format!(
+        "generated id: positive={} ttl={}",
+        generated > 0,
+        r.ttl()
+    ));
     // Below the minimum (ceil(1.5 × 1 s election timeout) = 2 s) is raised to it.
     t.push(format!("ttl 1 -> {}", grant(&mut c, 0x1, 1).await));
     t.push(format!("ttl 0 -> {}", grant(&mut c, 0x2, 0).await));
     t.push(format!("ttl -5 -> {}", grant(&mut c, 0x3, -5).await));
-    t.push(format!("ttl max -> {}", grant(&mut c, 0x4, 9_000_000_000).await));
-    let e = c.lease_grant(9_000_000_001, Some(LeaseGrantOptions::new().with_id(0x5))).await.unwrap_err();
+    t.push(format!(
+        "ttl max -> {}",
+        grant(&mut c, 0x4, 9_000_000_000).await
+    ));
+    let e = c
+        .lease_grant(9_000_000_001, Some(LeaseGrantOptions::new().with_id(0x5)))
+        .await
+        .unwrap_err();
     t.push(format!("ttl max+1: {}", err_str(&e)));
-    let e = c.lease_grant(30, Some(LeaseGrantOptions::new().with_id(0x1234))).await.unwrap_err();
+    let e = c
+        .lease_grant(30, Some(LeaseGrantOptions::new().with_id(0x1234)))
+        .await
+        .unwrap_err();
     t.push(format!("existing id: {}", err_str(&e)));
     let e = c.lease_revoke(0x999).await.unwrap_err();
     t.push(format!("revoke unknown: {}", err_str(&e)));
-    let e = c.put("x", "1", Some(PutOptions::new().with_lease(0x999))).await.unwrap_err();
+    let e = c
+        .put("x", "1", Some(PutOptions::new().with_lease(0x999)))
+        .await
+        .unwrap_err();
     t.push(format!("put with unknown lease: {}", err_str(&e)));
-    let r = c.lease_time_to_live(0x999, Some(LeaseTimeToLiveOptions::new().with_keys())).await.unwrap();
-    t.push(format!("ttl unknown: id={:x} ttl={} granted={} keys={:?}", r.id(), r.ttl(), r.granted_ttl(), r.keys()));
+    let r = c
+        .lease_time_to_live(0x999, Some(LeaseTimeToLiveOptions::new().with_keys()))
+        .await
+        .unwrap();
+    t.push(format!(
+        "ttl unknown: id={:x} ttl={} granted={} keys={:?}",
+        r.id(),
+        r.ttl(),
+        r.granted_ttl(),
+        r.keys()
+    ));
     // etcd-client turns the keep-alive reply with TTL 0 into an error.
     let e = c.lease_keep_alive(0x999).await.map(|_| ()).unwrap_err();
     t.push(format!("keep-alive unknown: {e}"));
     let ids: Vec<String> = lease_ids(&mut c)
         .await
         .into_iter()
-        .map(|id| if id == generated { "generated".to_owned() } else { format!("{id:x}") })
+        .map(|id| {
+            if id == generated {
+                "generated".to_owned()
+            } else {
+                format!("{id:x}")
+            }
+        })
         .collect();
     t.push(format!("leases: {ids:?}"));
     // Revoke, then the lease is gone everywhere.
-    let rev = c.lease_revoke(0x1234).await.unwrap().header().unwrap().revision();
+    let rev = c
+        .lease_revoke(0x1234)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
     t.push(format!("revoke: rev={rev}"));
     let e = c.lease_revoke(0x1234).await.unwrap_err();
     t.push(format!("revoke again: {}", err_str(&e)));
@@ -230,7 +310,10 @@ async fn attach_and_revoke(kind: Kind) -> Vec<String> {
     let mut t = Vec::new();
     grant(&mut c, 0xa, 30).await;
     grant(&mut c, 0xb, 30).await;
-    let mut w = c.watch("l/", Some(WatchOptions::new().with_prefix())).await.unwrap();
+    let mut w = c
+        .watch("l/", Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
     t.push(show(&next(&mut w).await));
     let la = Some(PutOptions::new().with_lease(0xa));
     let lb = Some(PutOptions::new().with_lease(0xb));
@@ -304,7 +387,9 @@ async fn keep_alive(kind: Kind) -> Vec<String> {
     let mut c = p.client().await;
     let mut t = Vec::new();
     grant(&mut c, 0xc, 3).await;
-    c.put("ka", "1", Some(PutOptions::new().with_lease(0xc))).await.unwrap();
+    c.put("ka", "1", Some(PutOptions::new().with_lease(0xc)))
+        .await
+        .unwrap();
     // etcd reports the remaining TTL in whole seconds, rounded down.
     t.push(format!("just granted: {:?}", ttl(&mut c, 0xc).await));
     tokio::time::sleep(Duration::from_millis(1300)).await;
@@ -316,7 +401,11 @@ async fn keep_alive(kind: Kind) -> Vec<String> {
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_secs(1)).await;
         keeper.keep_alive().await.unwrap();
-        let r = tokio::time::timeout(STEP, stream.message()).await.unwrap().unwrap().unwrap();
+        let r = tokio::time::timeout(STEP, stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         t.push(format!("keep-alive: id={:x} ttl={}", r.id(), r.ttl()));
     }
     t.push(format!("just renewed: {:?}", ttl(&mut c, 0xc).await));
@@ -324,8 +413,16 @@ async fn keep_alive(kind: Kind) -> Vec<String> {
     // Keep-alive of a revoked lease: TTL 0 on the same stream.
     c.lease_revoke(0xc).await.unwrap();
     keeper.keep_alive().await.unwrap();
-    let r = tokio::time::timeout(STEP, stream.message()).await.unwrap().unwrap().unwrap();
-    t.push(format!("keep-alive after revoke: id={:x} ttl={}", r.id(), r.ttl()));
+    let r = tokio::time::timeout(STEP, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    t.push(format!(
+        "keep-alive after revoke: id={:x} ttl={}",
+        r.id(),
+        r.ttl()
+    ));
     assert_eq!(
         t,
         v(&[
@@ -357,7 +454,10 @@ async fn expiry(kind: Kind) -> Vec<String> {
     let p = start(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
-    let mut w = c.watch("e/", Some(WatchOptions::new().with_prefix())).await.unwrap();
+    let mut w = c
+        .watch("e/", Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
     t.push(show(&next(&mut w).await));
     let granted = Instant::now();
     grant(&mut c, 0xe, 2).await;
@@ -376,19 +476,33 @@ async fn expiry(kind: Kind) -> Vec<String> {
     let mut expired = vec![next(&mut w).await, next(&mut w).await];
     let took = granted.elapsed();
     expired.sort_by_key(|r| r.events()[0].kv().unwrap().key().to_vec());
-    let revs: Vec<i64> = expired.iter().map(|r| r.header().unwrap().revision()).collect();
-    assert!(revs == [7, 8] || revs == [8, 7], "{kind:?}: revisions {revs:?}");
+    let revs: Vec<i64> = expired
+        .iter()
+        .map(|r| r.header().unwrap().revision())
+        .collect();
+    assert!(
+        revs == [7, 8] || revs == [8, 7],
+        "{kind:?}: revisions {revs:?}"
+    );
     for r in &expired {
         let rev = r.header().unwrap().revision();
-        let s = show(r).replace(&format!("rev={rev}"), "rev=R").replace(&format!("m{rev}"), "mR");
+        let s = show(r)
+            .replace(&format!("rev={rev}"), "rev=R")
+            .replace(&format!("m{rev}"), "mR");
         t.push(s);
     }
-    assert!(took > Duration::from_millis(1500) && took < Duration::from_secs(5), "{kind:?}: leases expired after {took:?}");
+    assert!(
+        took > Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "{kind:?}: leases expired after {took:?}"
+    );
     quiet(&mut w, Duration::from_millis(300)).await;
     t.push(format!("e after expiry: {:?}", ttl(&mut c, 0xe).await));
     t.push(format!("leases: {:?}", lease_ids(&mut c).await));
     t.push(get_str(&mut c, "e/5").await);
-    let e = c.put("e/6", "x", Some(PutOptions::new().with_lease(0xe))).await.unwrap_err();
+    let e = c
+        .put("e/6", "x", Some(PutOptions::new().with_lease(0xe)))
+        .await
+        .unwrap_err();
     t.push(format!("put with expired lease: {}", err_str(&e)));
     assert_eq!(
         t,
@@ -421,14 +535,23 @@ async fn right_after_startup(kind: Kind) -> Vec<String> {
     let mut t = Vec::new();
     // As soon as the server serves, every lease call works...
     let r = c.lease_time_to_live(0x999, None).await;
-    t.push(format!("ttl unknown: {}", r.map_or_else(|e| err_str(&e), |r| format!("ttl={}", r.ttl()))));
+    t.push(format!(
+        "ttl unknown: {}",
+        r.map_or_else(|e| err_str(&e), |r| format!("ttl={}", r.ttl()))
+    ));
     let granted = Instant::now();
     t.push(format!("grant: ttl={}", grant(&mut c, 0x1, 5).await));
     grant(&mut c, 0x2, 30).await;
     let r = c.lease_keep_alive(0x2).await;
-    t.push(format!("keep-alive: {}", r.map_or_else(|e| e.to_string(), |(k, _)| format!("id={:x}", k.id()))));
+    t.push(format!(
+        "keep-alive: {}",
+        r.map_or_else(|e| e.to_string(), |(k, _)| format!("id={:x}", k.id()))
+    ));
     let r = c.lease_time_to_live(0x2, None).await;
-    t.push(format!("ttl: {}", r.map_or_else(|e| err_str(&e), |r| format!("granted={}", r.granted_ttl()))));
+    t.push(format!(
+        "ttl: {}",
+        r.map_or_else(|e| err_str(&e), |r| format!("granted={}", r.granted_ttl()))
+    ));
     // ...and a lease's clock starts at its grant: 5 s later it is gone (etcd checks for expired
     // leases every 500 ms).
     loop {
@@ -437,13 +560,29 @@ async fn right_after_startup(kind: Kind) -> Vec<String> {
             break;
         }
         let since = granted.elapsed();
-        assert!(since < Duration::from_millis(5800), "{kind:?}: a 5 s lease granted right after startup still has {left} s left after {since:?}");
+        assert!(
+            since < Duration::from_millis(5800),
+            "{kind:?}: a 5 s lease granted right after startup still has {left} s left after {since:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let since = granted.elapsed();
-    assert!(since > Duration::from_millis(4900), "{kind:?}: a 5 s lease expired after {since:?}");
+    assert!(
+        since > Duration::from_millis(4900),
+        "{kind:?}: a 5 s lease expired after {since:?}"
+    );
     t.push("expired on time".to_owned());
-    assert_eq!(t, v(&["ttl unknown: ttl=-1", "grant: ttl=5", "keep-alive: id=2", "ttl: granted=30", "expired on time"]), "{kind:?}");
+    assert_eq!(
+        t,
+        v(&[
+            "ttl unknown: ttl=-1",
+            "grant: ttl=5",
+            "keep-alive: id=2",
+            "ttl: granted=30",
+            "expired on time"
+        ]),
+        "{kind:?}"
+    );
     t
 }
 
@@ -464,13 +603,24 @@ async fn restart(kind: Kind) -> Vec<String> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     grant(&mut c, 0x10, 10).await;
     grant(&mut c, 0x11, 2).await;
-    c.put("r/1", "x", Some(PutOptions::new().with_lease(0x10))).await.unwrap(); // 2
-    c.put("r/2", "x", Some(PutOptions::new().with_lease(0x11))).await.unwrap(); // 3
+    c.put("r/1", "x", Some(PutOptions::new().with_lease(0x10)))
+        .await
+        .unwrap(); // 2
+    c.put("r/2", "x", Some(PutOptions::new().with_lease(0x11)))
+        .await
+        .unwrap(); // 3
     // Run lease 0x10 down to about 7 s left (0x11 expires meanwhile), then restart.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, before, _) = ttl(&mut c, 0x10).await;
-    assert!((6..=7).contains(&before), "{kind:?}: remaining before restart {before}");
-    t.push(format!("before restart: leases {:?}, {}", lease_ids(&mut c).await, get_str(&mut c, "r/2").await));
+    assert!(
+        (6..=7).contains(&before),
+        "{kind:?}: remaining before restart {before}"
+    );
+    t.push(format!(
+        "before restart: leases {:?}, {}",
+        lease_ids(&mut c).await,
+        get_str(&mut c, "r/2").await
+    ));
     drop(c);
     let p = tokio::task::spawn_blocking(move || {
         let mut p = p;
@@ -484,15 +634,27 @@ async fn restart(kind: Kind) -> Vec<String> {
     // The remaining TTL is refreshed: a full TTL again (etcd also adds the election timeout).
     let (granted, left, keys) = ttl(&mut c, 0x10).await;
     eprintln!("{kind:?}: remaining TTL {before} s before the restart, {left} s after");
-    assert!((9..=11).contains(&left), "{kind:?}: remaining after restart {left}, expected about 10");
+    assert!(
+        (9..=11).contains(&left),
+        "{kind:?}: remaining after restart {left}, expected about 10"
+    );
     t.push(format!("after restart: granted={granted} keys={keys:?}"));
     t.push(format!("leases {:?}", lease_ids(&mut c).await));
     t.push(get_str(&mut c, "r/1").await);
     // It still works as a lease: keep-alive, then revoke deletes its key.
     let (keeper, _stream) = c.lease_keep_alive(0x10).await.unwrap();
     assert_eq!(keeper.id(), 0x10);
-    let rev = c.lease_revoke(0x10).await.unwrap().header().unwrap().revision();
-    t.push(format!("revoke: rev={rev} {}", get_str(&mut c, "r/1").await));
+    let rev = c
+        .lease_revoke(0x10)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    t.push(format!(
+        "revoke: rev={rev} {}",
+        get_str(&mut c, "r/1").await
+    ));
     assert_eq!(
         t,
         v(&[
@@ -527,8 +689,15 @@ async fn lock(kind: Kind) -> Vec<String> {
         let mut c = c.clone();
         tokio::spawn(async move {
             let began = Instant::now();
-            let r = c.lock("L", Some(LockOptions::new().with_lease(lease))).await.unwrap();
-            (esc(r.key()), r.header().unwrap().revision(), began.elapsed())
+            let r = c
+                .lock("L", Some(LockOptions::new().with_lease(lease)))
+                .await
+                .unwrap();
+            (
+                esc(r.key()),
+                r.header().unwrap().revision(),
+                began.elapsed(),
+            )
         })
     };
 
@@ -543,7 +712,10 @@ async fn lock(kind: Kind) -> Vec<String> {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     t.push(format!("b waiting: {}", !b.is_finished()));
     let r = c.unlock("L/100").await.unwrap();
-    t.push(format!("a unlocked: rev={}", r.header().unwrap().revision()));
+    t.push(format!(
+        "a unlocked: rev={}",
+        r.header().unwrap().revision()
+    ));
     let (key, rev, _) = tokio::time::timeout(STEP, b).await.unwrap().unwrap();
     t.push(format!("b locked: key={key} rev={rev}"));
     t.push(get_str(&mut c, "L/100").await);
@@ -556,10 +728,19 @@ async fn lock(kind: Kind) -> Vec<String> {
     let d = lock(&c, 0x400);
     let (key, _, waited) = tokio::time::timeout(STEP, d).await.unwrap().unwrap();
     t.push(format!("d locked: key={key}"));
-    assert!(waited > Duration::from_millis(1500) && waited < Duration::from_secs(5), "{kind:?}: d waited {waited:?}");
+    assert!(
+        waited > Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "{kind:?}: d waited {waited:?}"
+    );
     t.push(get_str(&mut c, "L/300").await);
-    let held: Vec<String> =
-        c.get("L/", Some(GetOptions::new().with_prefix())).await.unwrap().kvs().iter().map(kv_str).collect();
+    let held: Vec<String> = c
+        .get("L/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap()
+        .kvs()
+        .iter()
+        .map(kv_str)
+        .collect();
     t.push(format!("held: {held:?}"));
     assert_eq!(
         t,
@@ -591,7 +772,13 @@ async fn lock_contention_unlock_and_lease_expiry() {
 // ---------------------------------------------------------------------------------------------
 
 fn leader_str(l: &LeaderKey) -> String {
-    format!("name={} key={} rev={} lease={:x}", esc(l.name()), esc(l.key()), l.rev(), l.lease())
+    format!(
+        "name={} key={} rev={} lease={:x}",
+        esc(l.name()),
+        esc(l.key()),
+        l.rev(),
+        l.lease()
+    )
 }
 
 async fn election(kind: Kind) -> Vec<String> {
@@ -625,7 +812,11 @@ async fn election(kind: Kind) -> Vec<String> {
         tokio::spawn(async move { c.observe("E").await.unwrap() })
     };
     async fn observed(ob: &mut etcd_client::ObserveStream) -> String {
-        let r = tokio::time::timeout(STEP, ob.message()).await.expect("no observe message").unwrap().unwrap();
+        let r = tokio::time::timeout(STEP, ob.message())
+            .await
+            .expect("no observe message")
+            .unwrap()
+            .unwrap();
         format!("observe: {}", r.kv().map(kv_str).unwrap_or_default())
     }
 
@@ -637,17 +828,26 @@ async fn election(kind: Kind) -> Vec<String> {
     let b = campaign(&c, "b1", 0x200);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     t.push(format!("b waiting: {}", !b.is_finished()));
-    c.proclaim("a2", Some(ProclaimOptions::new().with_leader(a.clone()))).await.unwrap();
+    c.proclaim("a2", Some(ProclaimOptions::new().with_leader(a.clone())))
+        .await
+        .unwrap();
     t.push(observed(&mut ob).await);
     t.push(leader(&c).await);
-    c.resign(Some(ResignOptions::new().with_leader(a.clone()))).await.unwrap();
+    c.resign(Some(ResignOptions::new().with_leader(a.clone())))
+        .await
+        .unwrap();
     let b = tokio::time::timeout(STEP, b).await.unwrap().unwrap();
     t.push(format!("b leads: {}", leader_str(&b)));
     t.push(observed(&mut ob).await);
     // The old leader can no longer proclaim.
-    let e = c.proclaim("a3", Some(ProclaimOptions::new().with_leader(a.clone()))).await.unwrap_err();
+    let e = c
+        .proclaim("a3", Some(ProclaimOptions::new().with_leader(a.clone())))
+        .await
+        .unwrap_err();
     t.push(format!("stale proclaim: {}", err_str(&e)));
-    c.resign(Some(ResignOptions::new().with_leader(b))).await.unwrap();
+    c.resign(Some(ResignOptions::new().with_leader(b)))
+        .await
+        .unwrap();
     t.push(leader(&c).await);
 
     // c leads on a 2 s lease that nobody keeps alive; its leadership ends when it expires, and
@@ -660,14 +860,22 @@ async fn election(kind: Kind) -> Vec<String> {
     let d = campaign(&c, "d1", 0x400);
     let d = tokio::time::timeout(STEP, d).await.unwrap().unwrap();
     let waited = began.elapsed();
-    assert!(waited > Duration::from_millis(1500) && waited < Duration::from_secs(5), "{kind:?}: d waited {waited:?}");
+    assert!(
+        waited > Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "{kind:?}: d waited {waited:?}"
+    );
     t.push(format!("d leads: {}", leader_str(&d)));
     t.push(observed(&mut ob).await);
     t.push(leader(&c).await);
     t.push(get_str(&mut c, "E/300").await);
-    c.resign(Some(ResignOptions::new().with_leader(d))).await.unwrap();
+    c.resign(Some(ResignOptions::new().with_leader(d)))
+        .await
+        .unwrap();
     t.push(leader(&c).await);
-    let e = c.delete("E/", Some(DeleteOptions::new().with_prefix())).await.unwrap();
+    let e = c
+        .delete("E/", Some(DeleteOptions::new().with_prefix()))
+        .await
+        .unwrap();
     t.push(format!("left under E/: {}", e.deleted()));
     let no_leader = format!("leader: Unknown: {NO_LEADER}");
     assert_eq!(

@@ -2,12 +2,12 @@
 //! `etcd-client` crate, etcdctl 3.4.23 and side by side with the reference etcd 3.4.23.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod harness;
-mod compaction;
 mod cluster;
+mod compaction;
 mod crash;
 mod differential;
 mod etcdctl;
+mod harness;
 mod kv;
 mod lease;
 mod ops;
