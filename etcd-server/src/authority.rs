@@ -52,7 +52,9 @@ pub struct AuthorityFix<S> {
 
 impl<S> std::fmt::Debug for AuthorityFix<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthorityFix").field("mode", &self.mode).finish()
+        f.debug_struct("AuthorityFix")
+            .field("mode", &self.mode)
+            .finish()
     }
 }
 
@@ -122,7 +124,8 @@ impl<S> AuthorityFix<S> {
             match ty {
                 FRAME_HEADERS => match strip(flags, &payload) {
                     Some(fragment) => {
-                        self.block = Some((stream, flags & FLAG_END_STREAM != 0, fragment.to_vec()));
+                        self.block =
+                            Some((stream, flags & FLAG_END_STREAM != 0, fragment.to_vec()));
                     }
                     None => {
                         self.input.drain(..pos);
@@ -151,7 +154,9 @@ impl<S> AuthorityFix<S> {
     }
 
     fn reencode(&mut self, stream: u32, end_stream: bool, block: &[u8]) -> bool {
-        let Ok(mut headers) = self.decoder.decode(block) else { return false };
+        let Ok(mut headers) = self.decoder.decode(block) else {
+            return false;
+        };
         for (name, value) in &mut headers {
             if name.as_slice() == b":authority" {
                 if let Some(i) = value.windows(3).position(|w| w == b"://") {
@@ -162,7 +167,9 @@ impl<S> AuthorityFix<S> {
                 }
             }
         }
-        let encoded = self.encoder.encode(headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+        let encoded = self
+            .encoder
+            .encode(headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
         let mut chunks = encoded.chunks(MAX_FRAME).peekable();
         let mut first = true;
         if encoded.is_empty() {
@@ -173,7 +180,11 @@ impl<S> AuthorityFix<S> {
         while let Some(chunk) = chunks.next() {
             let last = chunks.peek().is_none();
             let mut flags = if last { FLAG_END_HEADERS } else { 0 };
-            let ty = if first { FRAME_HEADERS } else { FRAME_CONTINUATION };
+            let ty = if first {
+                FRAME_HEADERS
+            } else {
+                FRAME_CONTINUATION
+            };
             if first && end_stream {
                 flags |= FLAG_END_STREAM;
             }
@@ -207,7 +218,11 @@ fn frame(out: &mut Vec<u8>, ty: u8, flags: u8, stream: u32, payload: &[u8]) {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
             if this.out_pos < this.output.len() {
@@ -244,7 +259,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -276,7 +295,11 @@ impl tonic::transport::server::Connected for AuthorityFix<tokio::net::TcpStream>
 mod tests {
     use super::*;
 
-    fn headers_frame(enc: &mut loona_hpack::Encoder<'static>, authority: &[u8], stream: u32) -> Vec<u8> {
+    fn headers_frame(
+        enc: &mut loona_hpack::Encoder<'static>,
+        authority: &[u8],
+        stream: u32,
+    ) -> Vec<u8> {
         let block = enc.encode([
             (b":method".as_slice(), b"POST".as_slice()),
             (b":scheme", b"http"),
@@ -310,8 +333,15 @@ mod tests {
             let h = &server_view[pos..pos + 9];
             let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
             if h[3] == FRAME_HEADERS {
-                let headers = dec.decode(&server_view[pos + 9..pos + 9 + len]).expect("valid block");
-                out.extend(headers.into_iter().filter(|(n, _)| n == b":authority").map(|(_, v)| v));
+                let headers = dec
+                    .decode(&server_view[pos + 9..pos + 9 + len])
+                    .expect("valid block");
+                out.extend(
+                    headers
+                        .into_iter()
+                        .filter(|(n, _)| n == b":authority")
+                        .map(|(_, v)| v),
+                );
             }
             pos += 9 + len;
         }

@@ -168,7 +168,10 @@ pub async fn run(
             .routes()
             .into_axum_router()
             .merge(http::router(s.clone()))
-            .layer(axum::middleware::from_fn_with_state(s.clone(), http::learner_guard))
+            .layer(axum::middleware::from_fn_with_state(
+                s.clone(),
+                http::learner_guard,
+            ))
             .layer(axum::middleware::from_fn(http::grpc_metrics));
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
@@ -188,7 +191,10 @@ pub async fn run(
             server.clone(),
         ))
         .max_decoding_message_size(64 * 1024 * 1024);
-        let router = tonic::transport::Server::builder().add_service(svc);
+        let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_millis(500)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(2)))
+            .add_service(svc);
         tasks.push(tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(nodelay(listener), async move {

@@ -181,7 +181,11 @@ impl Cluster {
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(BackendError::from(e).into()),
         }
-        Ok(Some(Self { id, members, removed }))
+        Ok(Some(Self {
+            id,
+            members,
+            removed,
+        }))
     }
 
     /// Saves the whole cluster durably.

@@ -163,7 +163,11 @@ fn join_existing(cfg: &Config) -> Result<Cluster, StartError> {
             });
             if let Some(resp) = got {
                 let members = resp.members.into_iter().map(|m| (m.id, m)).collect();
-                return Ok(Cluster { id: resp.cluster_id, members, removed: Default::default() });
+                return Ok(Cluster {
+                    id: resp.cluster_id,
+                    members,
+                    removed: Default::default(),
+                });
             }
         }
         if Instant::now() > deadline {

@@ -76,7 +76,13 @@ pub async fn promote_on_leader(server: &EtcdServer, id: u64) -> Result<Vec<Membe
     if progress.leader != server.member_id() {
         return Err(EtcdError::NotLeader);
     }
-    let matched = |who: u64| progress.peers.iter().find(|p| p.0 == who).map_or(0, |p| p.1);
+    let matched = |who: u64| {
+        progress
+            .peers
+            .iter()
+            .find(|p| p.0 == who)
+            .map_or(0, |p| p.1)
+    };
     if (matched(id) as f64) < (matched(server.member_id()) as f64) * LEARNER_READY {
         return Err(EtcdError::LearnerNotReady);
     }
@@ -85,7 +91,9 @@ pub async fn promote_on_leader(server: &EtcdServer, id: u64) -> Result<Vec<Membe
     }
     let mut promoted = m.clone();
     promoted.is_learner = false;
-    server.propose_conf_change(ConfChangeType::AddNode, id, Some(promoted)).await
+    server
+        .propose_conf_change(ConfChangeType::AddNode, id, Some(promoted))
+        .await
 }
 
 impl ClusterService {
@@ -104,7 +112,9 @@ impl ClusterService {
     /// Voters this member is connected to (itself included), as etcd's `numConnectedSince`.
     fn active_voters(&self, c: &Members) -> usize {
         let active = self.server.transport().active_peers(HEALTH_INTERVAL);
-        voters(c).filter(|m| m.id == self.server.member_id() || active.contains(&m.id)).count()
+        voters(c)
+            .filter(|m| m.id == self.server.member_id() || active.contains(&m.id))
+            .count()
     }
 
     fn sorted(members: Vec<Member>) -> Vec<Member> {
@@ -138,7 +148,11 @@ impl Cluster for ClusterService {
         let r = req.into_inner();
         let urls = check_urls(&r.peer_ur_ls)?;
         let cluster = self.server.cluster();
-        if cluster.members.values().any(|m| m.peer_ur_ls.iter().any(|u| urls.contains(u))) {
+        if cluster
+            .members
+            .values()
+            .any(|m| m.peer_ur_ls.iter().any(|u| urls.contains(u)))
+        {
             return Err(EtcdError::PeerUrlExist.into());
         }
         if r.is_learner {
@@ -154,7 +168,9 @@ impl Cluster for ClusterService {
             tracing::warn!("rejecting member add: not connected to every voting member");
             return Err(EtcdError::Unhealthy.into());
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         let id = member_id(&urls, "", Some(now));
         if cluster.members.contains_key(&id) {
             return Err(EtcdError::MemberExist.into());
@@ -166,11 +182,20 @@ impl Cluster for ClusterService {
             client_ur_ls: vec![],
             is_learner: r.is_learner,
         };
-        let change =
-            if r.is_learner { ConfChangeType::AddLearnerNode } else { ConfChangeType::AddNode };
-        let members = self.server.propose_conf_change(change, id, Some(member.clone())).await?;
-        let mut resp =
-            MemberAddResponse { header: None, member: Some(member), members: Self::sorted(members) };
+        let change = if r.is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        let members = self
+            .server
+            .propose_conf_change(change, id, Some(member.clone()))
+            .await?;
+        let mut resp = MemberAddResponse {
+            header: None,
+            member: Some(member),
+            members: Self::sorted(members),
+        };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -190,15 +215,28 @@ impl Cluster for ClusterService {
             // A member that is down is safe to remove; otherwise the remaining active voters
             // must still be a quorum (etcd's mayRemoveMember).
             let target_up = id == self.server.member_id()
-                || self.server.transport().active_peers(Duration::ZERO).contains(&id);
+                || self
+                    .server
+                    .transport()
+                    .active_peers(Duration::ZERO)
+                    .contains(&id);
             let n = voters(&cluster).count();
             if target_up && self.active_voters(&cluster).saturating_sub(1) < 1 + (n - 1) / 2 {
-                tracing::warn!(id = format!("{id:x}"), "rejecting member remove: it breaks the active quorum");
+                tracing::warn!(
+                    id = format!("{id:x}"),
+                    "rejecting member remove: it breaks the active quorum"
+                );
                 return Err(EtcdError::Unhealthy.into());
             }
         }
-        let members = self.server.propose_conf_change(ConfChangeType::RemoveNode, id, None).await?;
-        let mut resp = MemberRemoveResponse { header: None, members: Self::sorted(members) };
+        let members = self
+            .server
+            .propose_conf_change(ConfChangeType::RemoveNode, id, None)
+            .await?;
+        let mut resp = MemberRemoveResponse {
+            header: None,
+            members: Self::sorted(members),
+        };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -225,7 +263,10 @@ impl Cluster for ClusterService {
             ApplyResponse::Members(m) => m,
             other => return Err(EtcdError::Internal(format!("unexpected {other:?}")).into()),
         };
-        let mut resp = MemberUpdateResponse { header: None, members: Self::sorted(members) };
+        let mut resp = MemberUpdateResponse {
+            header: None,
+            members: Self::sorted(members),
+        };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -236,7 +277,10 @@ impl Cluster for ClusterService {
             self.server.read_barrier().await?;
         }
         let members = Self::sorted(self.server.cluster().members.into_values().collect());
-        let mut resp = MemberListResponse { header: None, members };
+        let mut resp = MemberListResponse {
+            header: None,
+            members,
+        };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -256,9 +300,15 @@ impl Cluster for ClusterService {
                 return Err(EtcdError::MemberNotLearner.into());
             }
             let mut c = self.server.leader_client().await?;
-            c.promote(crate::proto::peerpb::PromoteRequest { id }).await?.into_inner().members
+            c.promote(crate::proto::peerpb::PromoteRequest { id })
+                .await?
+                .into_inner()
+                .members
         };
-        let mut resp = MemberPromoteResponse { header: None, members: Self::sorted(members) };
+        let mut resp = MemberPromoteResponse {
+            header: None,
+            members: Self::sorted(members),
+        };
         self.server.fill_header_no_revision(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -272,28 +322,61 @@ mod tests {
         let members = members
             .iter()
             .map(|(id, name, learner)| {
-                let m = Member { id: *id, name: (*name).into(), is_learner: *learner, ..Default::default() };
+                let m = Member {
+                    id: *id,
+                    name: (*name).into(),
+                    is_learner: *learner,
+                    ..Default::default()
+                };
                 (*id, m)
             })
             .collect();
-        Members { id: 1, members, removed: Default::default() }
+        Members {
+            id: 1,
+            members,
+            removed: Default::default(),
+        }
     }
 
     #[test]
     fn readiness_rules_match_etcd() {
         // Three started voters: adding a fourth leaves 3 of 4 started: fine.
-        assert!(ready_to_add_voter(&cluster(&[(1, "a", false), (2, "b", false), (3, "c", false)])));
+        assert!(ready_to_add_voter(&cluster(&[
+            (1, "a", false),
+            (2, "b", false),
+            (3, "c", false)
+        ])));
         // Two of three never started: adding a voter would leave 1 of 4.
-        assert!(!ready_to_add_voter(&cluster(&[(1, "a", false), (2, "", false), (3, "", false)])));
+        assert!(!ready_to_add_voter(&cluster(&[
+            (1, "a", false),
+            (2, "", false),
+            (3, "", false)
+        ])));
         // One started member: adding a second is the restore case.
         assert!(ready_to_add_voter(&cluster(&[(1, "a", false)])));
         // Removing 3 leaves a, b started.
-        assert!(ready_to_remove_voter(&cluster(&[(1, "a", false), (2, "b", false), (3, "", false)]), 3));
-        assert!(!ready_to_remove_voter(&cluster(&[(1, "a", false), (2, "", false), (3, "", false)]), 1));
+        assert!(ready_to_remove_voter(
+            &cluster(&[(1, "a", false), (2, "b", false), (3, "", false)]),
+            3
+        ));
+        assert!(!ready_to_remove_voter(
+            &cluster(&[(1, "a", false), (2, "", false), (3, "", false)]),
+            1
+        ));
         // Promoting an unstarted learner into 2 started of 3 voters: 2 of 4 is not a quorum.
-        let c = cluster(&[(1, "a", false), (2, "b", false), (3, "", false), (4, "", true)]);
+        let c = cluster(&[
+            (1, "a", false),
+            (2, "b", false),
+            (3, "", false),
+            (4, "", true),
+        ]);
         assert!(!ready_to_promote(&c, 4));
-        let c = cluster(&[(1, "a", false), (2, "b", false), (3, "", false), (4, "d", true)]);
+        let c = cluster(&[
+            (1, "a", false),
+            (2, "b", false),
+            (3, "", false),
+            (4, "d", true),
+        ]);
         assert!(ready_to_promote(&c, 4));
     }
 }

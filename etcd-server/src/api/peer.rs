@@ -14,7 +14,8 @@ use super::GrpcResult;
 use crate::error::EtcdError;
 use crate::proto::peerpb::{
     Ack, LeaseRenewRequest, LeaseRenewResponse, LeaseTtlRequest, LeaseTtlResponse, MembersRequest,
-    MembersResponse, RaftEnvelope, SnapshotChunk, peer_server::Peer, PromoteRequest, PromoteResponse,
+    MembersResponse, PromoteRequest, PromoteResponse, RaftEnvelope, SnapshotChunk,
+    peer_server::Peer,
 };
 use crate::raft::Input;
 use crate::raft::transport::incoming_snapshot;
@@ -61,7 +62,9 @@ impl Peer for PeerService {
             let env = env?;
             self.check_cluster(env.cluster_id)?;
             if self.server.cluster().removed.contains(&env.from) {
-                return Err(Status::permission_denied(crate::membership::REMOVED_MESSAGE));
+                return Err(Status::permission_denied(
+                    crate::membership::REMOVED_MESSAGE,
+                ));
             }
             let m = decode(&env.message)?;
             if self.server.raft_input(Input::Step(Box::new(m))).is_err() {

@@ -472,7 +472,11 @@ mod tests {
         assert_eq!(l.renew(99), Err(EtcdError::LeaseNotFound));
         assert_eq!(l.renew(7), Ok(2));
         let ttl = l.time_to_live(7).expect("exists");
-        assert_eq!((ttl.granted_ttl, ttl.remaining), (2, 1), "remaining TTL rounds down");
+        assert_eq!(
+            (ttl.granted_ttl, ttl.remaining),
+            (2, 1),
+            "remaining TTL rounds down"
+        );
         l.remove(&tx, 7).expect("remove");
         assert!(!l.exists(7));
     }

@@ -20,6 +20,10 @@ use super::Input;
 use crate::proto::peerpb::{RaftEnvelope, SnapshotChunk, peer_client::PeerClient};
 
 const QUEUE: usize = 4096;
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 const SNAPSHOT_CHUNK: usize = 512 * 1024;
 
 struct Peer {
@@ -193,9 +197,14 @@ impl Transport {
             let Ok(ep) = tonic::transport::Endpoint::from_shared(url) else {
                 continue;
             };
+            // HTTP/2 keepalives notice a connection that died silently (a partition drops
+            // packets without closing anything), so the stream is rebuilt instead of wedging.
             let ep = ep
                 .connect_timeout(Duration::from_secs(1))
                 .tcp_nodelay(true)
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true)
                 .local_address(self.local_ip);
             if let Ok(ch) = ep.connect().await {
                 return Some(
@@ -214,21 +223,21 @@ impl Transport {
         _urls: Vec<String>,
         mut rx: mpsc::Receiver<RaftEnvelope>,
     ) {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = MIN_BACKOFF;
         loop {
             let Some(mut client) = self.connect(id).await else {
                 // Down: drop what is queued (Raft will resend) and tell Raft.
                 while rx.try_recv().is_ok() {}
                 self.report(Input::Unreachable(id));
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             };
-            backoff = Duration::from_millis(50);
             let (ctx, crx) = mpsc::channel(QUEUE);
             let call = client.send(ReceiverStream::new(crx));
             tokio::pin!(call);
-            lock(&self.state).active_since.insert(id, Instant::now());
+            let opened = Instant::now();
+            lock(&self.state).active_since.insert(id, opened);
             loop {
                 tokio::select! {
                     res = &mut call => {
@@ -248,12 +257,25 @@ impl Transport {
                     }
                     msg = rx.recv() => match msg {
                         None => return,
-                        Some(m) => if ctx.send(m).await.is_err() { break },
+                        // Never wait here: `call` must keep being polled, or a stalled
+                        // connection would wedge this loop for good. A full stream drops the
+                        // message and Raft resends.
+                        Some(m) => match ctx.try_send(m) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => self.report(Input::Unreachable(id)),
+                            Err(mpsc::error::TrySendError::Closed(_)) => break,
+                        },
                     }
                 }
             }
             lock(&self.state).active_since.remove(&id);
             self.report(Input::Unreachable(id));
+            // A stream that died right away counts as a failed attempt: keep backing off.
+            if opened.elapsed() > Duration::from_secs(1) {
+                backoff = MIN_BACKOFF;
+            } else {
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
             tokio::time::sleep(backoff).await;
         }
     }

@@ -8,6 +8,8 @@ mod crash;
 mod differential;
 mod etcdctl;
 mod harness;
+mod faults;
+mod linearizability;
 mod kv;
 mod lease;
 mod ops;
