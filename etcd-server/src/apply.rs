@@ -425,8 +425,14 @@ pub fn txn_write(
 /// Attaches `prev_kv` to watch events: the key's value just before each event's revision.
 /// Left empty when that revision has been compacted, as etcd does.
 pub fn fill_prev_kvs(r: &impl KvRead, events: &mut [Event]) {
+    use crate::proto::mvccpb::event::EventType;
     for ev in events {
         let Some(kv) = &ev.kv else { continue };
+        // A create event has no previous value, even if the key existed earlier in the same
+        // revision (deleted and re-put in one txn): etcd skips it.
+        if ev.r#type == EventType::Put as i32 && kv.create_revision == kv.mod_revision {
+            continue;
+        }
         let ro = RangeOptions {
             rev: kv.mod_revision - 1,
             ..Default::default()

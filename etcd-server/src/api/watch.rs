@@ -72,8 +72,8 @@ async fn forward(
                 apply::fill_prev_kvs(&view, &mut resp.events);
             }
         }
-        if resp.compact_revision != 0 {
-            // etcd leaves the revision out of a canceled-by-compaction reply.
+        if out.no_revision {
+            // etcd leaves the revision out of a compaction notice.
             server.fill_header_no_revision(&mut resp.header);
         } else {
             server.fill_header(&mut resp.header);

@@ -39,6 +39,8 @@ pub struct Outgoing {
     pub prev_kv: bool,
     /// The client accepts fragmented responses.
     pub fragment: bool,
+    /// Leave the header revision at 0 (etcd's compaction notice has none).
+    pub no_revision: bool,
 }
 
 #[derive(Debug)]
@@ -56,6 +58,9 @@ struct Watcher {
     synced: bool,
     /// False until the "created" reply is queued, so no event can overtake it.
     ready: bool,
+    /// Canceled by compaction: gets nothing more, but keeps its ID on the stream until the
+    /// client cancels it, as in etcd.
+    dead: bool,
     tx: mpsc::Sender<Outgoing>,
 }
 
@@ -82,6 +87,7 @@ impl Watcher {
             resp,
             prev_kv: self.prev_kv,
             fragment: self.fragment,
+            no_revision: false,
         }
     }
 }
@@ -181,7 +187,7 @@ impl WatchHub {
         let mut inner = self.lock();
         let mut fell_behind = false;
         for ((_, watch_id), w) in inner.watchers.iter_mut() {
-            if !w.synced || !w.ready || rev < w.next_rev {
+            if !w.synced || !w.ready || w.dead || rev < w.next_rev {
                 continue;
             }
             let evs: Vec<Event> = events.iter().filter(|e| w.wants(e)).cloned().collect();
@@ -213,7 +219,7 @@ impl WatchHub {
     /// Marks every watcher unsynced (after the store was replaced by a snapshot): each catches
     /// up from the new store, or is canceled if its revision was compacted away.
     pub fn resync_all(&self) {
-        for w in self.lock().watchers.values_mut() {
+        for w in self.lock().watchers.values_mut().filter(|w| !w.dead) {
             w.synced = false;
         }
         self.wake();
@@ -225,7 +231,7 @@ impl WatchHub {
         let behind: Vec<(u64, i64)> = inner
             .watchers
             .iter()
-            .filter(|(_, w)| !w.synced && w.ready)
+            .filter(|(_, w)| !w.synced && w.ready && !w.dead)
             .map(|(k, _)| *k)
             .collect();
         if behind.is_empty() {
@@ -238,6 +244,7 @@ impl WatchHub {
             .iter()
             .filter_map(|k| inner.watchers.get(k))
             .map(|w| w.next_rev)
+            .filter(|r| *r > 0)
             .min()
             .unwrap_or(current + 1);
         let from = min_rev.max(compact).max(1);
@@ -254,16 +261,30 @@ impl WatchHub {
                 continue;
             };
             if w.next_rev < compact {
+                // etcd's reply: header revision 0, and "canceled" only when the compaction
+                // revision is non-zero (after `Compact(0)` it is a bare notice).
                 let resp = WatchResponse {
                     header: header(0),
                     watch_id: key.1,
                     compact_revision: compact,
-                    canceled: true,
+                    canceled: compact != 0,
                     ..Default::default()
                 };
-                if w.tx.try_send(w.out(resp)).is_ok() {
-                    inner.watchers.remove(&key);
+                let notice = Outgoing {
+                    no_revision: true,
+                    ..w.out(resp)
+                };
+                if w.tx.try_send(notice).is_ok() {
+                    w.dead = true;
+                    w.synced = true;
                 }
+                continue;
+            }
+            if w.next_rev <= 0 {
+                // A negative start at or above the compaction point (-1 before any) reads no
+                // history in etcd: the watcher starts from now.
+                w.next_rev = current + 1;
+                w.synced = true;
                 continue;
             }
             let mut evs = Vec::new();
@@ -308,7 +329,7 @@ impl WatchHub {
         let current = self.store.current_rev();
         let inner = self.lock();
         for ((_, id), w) in &inner.watchers {
-            if w.synced && w.ready && w.progress_notify {
+            if w.synced && w.ready && !w.dead && w.progress_notify {
                 let resp = WatchResponse {
                     header: header(current),
                     watch_id: *id,
@@ -340,6 +361,7 @@ impl WatchStream {
                 resp: reply,
                 prev_kv: false,
                 fragment: false,
+                no_revision: false,
             })
             .await
             .is_err()
@@ -405,6 +427,7 @@ impl WatchStream {
                 next_rev: start,
                 synced: false,
                 ready: false,
+                dead: false,
                 tx: self.tx.clone(),
             },
         );
@@ -427,6 +450,7 @@ impl WatchStream {
                     resp,
                     prev_kv: false,
                     fragment: false,
+                    no_revision: false,
                 })
                 .await;
         }
@@ -455,6 +479,7 @@ impl WatchStream {
                     resp,
                     prev_kv: false,
                     fragment: false,
+                    no_revision: false,
                 })
                 .await;
         }
