@@ -995,13 +995,13 @@ async fn sleep_until_at_most(d: Duration, deadline: Instant) {
 
 /// Several clients run puts, gets and CAS txns against a 3-member cluster while the leader is
 /// SIGKILLed and restarted and members are partitioned and healed; the recorded history must
-/// be linearizable. `LIN_SECS` sets the chaos duration (default 40 s), `LIN_SEED` the seed.
+/// be linearizable. `LIN_SECS` sets the chaos duration (default 90 s), `LIN_SEED` the seed.
 #[tokio::test(flavor = "multi_thread")]
 async fn linearizable_under_leader_kills_and_partitions() {
     let secs: u64 = std::env::var("LIN_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(90);
     let seed: u64 = std::env::var("LIN_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
