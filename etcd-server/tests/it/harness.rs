@@ -44,6 +44,9 @@ pub fn require(p: Option<PathBuf>, what: &str) -> Option<PathBuf> {
     p
 }
 
+/// How often a start is retried when a picked port was taken before the server bound it.
+const PORT_RETRIES: usize = 5;
+
 /// A free TCP port on 127.0.0.1, chosen below Linux's ephemeral range (32768+): the servers
 /// under test open many outgoing connections, and an ephemeral port handed out by the kernel
 /// for one of them must not collide with a port a test is about to listen on.
@@ -108,24 +111,34 @@ pub struct Spec {
 impl Proc {
     /// Starts a single-member server of `kind` with `extra` flags, and waits until it serves.
     pub fn start(kind: Kind, extra: &[&str]) -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let data_dir = tmp.path().join("data");
-        let peer_url = format!("http://127.0.0.1:{}", free_port());
-        let mut p = Self {
-            kind,
-            client_url: format!("http://127.0.0.1:{}", free_port()),
-            advertise_peer_url: peer_url.clone(),
-            initial_cluster: format!("default={peer_url}"),
-            initial_cluster_state: "new".into(),
-            peer_url,
-            name: "default".into(),
-            data_dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-            _tmp: Some(tmp),
-        };
-        p.spawn();
-        p
+        // Ports are picked before the server binds them; another test may take one in
+        // between. That shows up as "Address already in use": pick new ports and try again.
+        let mut last = String::new();
+        for _ in 0..PORT_RETRIES {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let data_dir = tmp.path().join("data");
+            let peer_url = format!("http://127.0.0.1:{}", free_port());
+            let mut p = Self {
+                kind,
+                client_url: format!("http://127.0.0.1:{}", free_port()),
+                advertise_peer_url: peer_url.clone(),
+                initial_cluster: format!("default={peer_url}"),
+                initial_cluster_state: "new".into(),
+                peer_url,
+                name: "default".into(),
+                data_dir,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                child: None,
+                _tmp: Some(tmp),
+            };
+            p.spawn_no_wait();
+            match p.try_wait_ready(Duration::from_secs(20)) {
+                Ok(()) => return p,
+                Err(e) if e.contains("Address already in use") => last = e,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("ports kept colliding: {last}");
     }
 
     /// Launches a cluster member from `spec` without waiting for it to serve (members of a
@@ -205,6 +218,13 @@ impl Proc {
 
     /// Waits until a linearizable read succeeds.
     pub fn wait_ready(&mut self, timeout: Duration) {
+        if let Err(e) = self.try_wait_ready(timeout) {
+            panic!("{e}");
+        }
+    }
+
+    /// Like [`Proc::wait_ready`], but returns what went wrong instead of panicking.
+    pub fn try_wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -213,11 +233,12 @@ impl Proc {
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!(
+                    self.child = None;
+                    return Err(format!(
                         "{:?} exited early with {status}:\n{}",
                         self.kind,
                         self.log()
-                    );
+                    ));
                 }
             }
             let ok = rt.block_on(async {
@@ -236,14 +257,15 @@ impl Proc {
                 c.get("health-probe", None).await.is_ok()
             });
             if ok {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "{:?} not ready in {timeout:?}:\n{}",
-                self.kind,
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{:?} not ready in {timeout:?}:\n{}",
+                    self.kind,
+                    self.log()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -345,35 +367,47 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` members with `extra` flags and waits until every one serves.
     pub fn start(n: usize, extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let peers: Vec<String> = (0..n)
-            .map(|_| format!("http://127.0.0.1:{}", free_port()))
-            .collect();
-        let initial = (0..n)
-            .map(|i| format!("m{i}={}", peers[i]))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut members: Vec<Proc> = (0..n)
-            .map(|i| {
-                Proc::launch(
-                    Kind::Ours,
-                    Spec {
-                        name: format!("m{i}"),
-                        client_url: format!("http://127.0.0.1:{}", free_port()),
-                        peer_url: peers[i].clone(),
-                        advertise_peer_url: peers[i].clone(),
-                        initial_cluster: initial.clone(),
-                        initial_cluster_state: "new".into(),
-                        data_dir: dir.path().join(format!("m{i}")),
-                        extra: extra.iter().map(|s| s.to_string()).collect(),
-                    },
-                )
-            })
-            .collect();
-        for m in &mut members {
-            m.wait_ready(Duration::from_secs(30));
+        let mut last = String::new();
+        'attempt: for _ in 0..PORT_RETRIES {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let peers: Vec<String> = (0..n)
+                .map(|_| format!("http://127.0.0.1:{}", free_port()))
+                .collect();
+            let initial = (0..n)
+                .map(|i| format!("m{i}={}", peers[i]))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut members: Vec<Proc> = (0..n)
+                .map(|i| {
+                    Proc::launch(
+                        Kind::Ours,
+                        Spec {
+                            name: format!("m{i}"),
+                            client_url: format!("http://127.0.0.1:{}", free_port()),
+                            peer_url: peers[i].clone(),
+                            advertise_peer_url: peers[i].clone(),
+                            initial_cluster: initial.clone(),
+                            initial_cluster_state: "new".into(),
+                            data_dir: dir.path().join(format!("m{i}")),
+                            extra: extra.iter().map(|s| s.to_string()).collect(),
+                        },
+                    )
+                })
+                .collect();
+            for m in &mut members {
+                match m.try_wait_ready(Duration::from_secs(30)) {
+                    Ok(()) => {}
+                    // Another test took a port between our pick and the bind: start over.
+                    Err(e) if e.contains("Address already in use") => {
+                        last = e;
+                        continue 'attempt;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            return Self { members, dir };
         }
-        Self { members, dir }
+        panic!("ports kept colliding: {last}");
     }
 
     /// Client endpoints of the running members.

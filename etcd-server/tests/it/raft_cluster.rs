@@ -715,6 +715,15 @@ async fn learner_joins_by_snapshot_is_promoted_and_another_member_is_removed() {
     c.members.push(Proc::launch(Kind::Ours, spec));
     let learner_ep = c.members[3].endpoint();
     wait_serializable(&learner_ep, "mc/after-add", "1", &c).await;
+    // The data is readable as soon as the backend is swapped in; the log line follows.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c.members[3]
+        .log()
+        .contains("installed snapshot from leader")
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         c.members[3]
             .log()
@@ -1400,8 +1409,9 @@ async fn etcdctl_member_add_promote_remove_list_move_leader_and_endpoint_status(
         &c,
     )
     .await;
+    // etcdctl prints IDs with `%16x`: space-padded when the top nibble is zero.
     assert!(
-        out.starts_with(&format!("Member {id_hex} promoted in cluster ")),
+        out.starts_with(&format!("Member {:>16} promoted in cluster ", id_hex)),
         "{out}"
     );
     // Once promoted it publishes its name and client URL.
