@@ -344,7 +344,7 @@ impl Drop for Cluster {
 async fn probe(url: &str) -> bool {
     let opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_millis(200))
-        .with_timeout(Duration::from_secs(2));
+        .with_timeout(Duration::from_millis(250));
     let Ok(mut c) = Client::connect([url], Some(opts)).await else {
         return false;
     };
