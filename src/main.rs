@@ -125,10 +125,16 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
         args.peer_port
     );
     let (report, _) = tokio::sync::watch::channel(None);
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // Ctrl-C or SIGTERM (what `kill` and `timeout` send) stops the members cleanly.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("failed to install the SIGTERM handler")?;
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
     };
-    local::run(options, ctrl_c, report)
+    local::run(options, stop, report)
         .await
         .context("the local runtime failed")
 }
