@@ -538,31 +538,6 @@ impl Flags {
     }
 }
 
-impl Config {
-    /// A configuration for tests and embedding: one member named `name` in `data_dir`, with
-    /// the given advertised client URL and etcd's defaults otherwise.
-    pub fn single(name: &str, data_dir: PathBuf, client_url: &str, peer_url: &str) -> Self {
-        let flags = Flags::parse_from([
-            "etcd-server",
-            "--name",
-            name,
-            "--advertise-client-urls",
-            client_url,
-            "--listen-client-urls",
-            client_url,
-            "--initial-advertise-peer-urls",
-            peer_url,
-            "--listen-peer-urls",
-            peer_url,
-        ]);
-        let mut c = flags
-            .into_config()
-            .expect("static test configuration is valid");
-        c.data_dir = data_dir;
-        c
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

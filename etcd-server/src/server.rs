@@ -443,10 +443,8 @@ impl EtcdServer {
 
     /// A response header for this member, at `revision` (or the current one if 0).
     pub fn fill_header(&self, header: &mut Option<ResponseHeader>) {
+        self.fill_header_no_revision(header);
         let h = header.get_or_insert_with(ResponseHeader::default);
-        h.cluster_id = self.cluster.read().unwrap_or_else(|p| p.into_inner()).id;
-        h.member_id = self.member_id;
-        h.raft_term = self.status.term.load(Ordering::SeqCst);
         if h.revision == 0 {
             h.revision = self.store.current_rev();
         }
@@ -878,11 +876,7 @@ impl Applier {
     /// finds the lessor already in charge.
     fn follow_leadership(&self) {
         let leader = self.status.leader.load(Ordering::SeqCst) == self.member_id;
-        match (leader, self.lessor.is_primary()) {
-            (true, false) => self.lessor.promote(self.election),
-            (false, true) => self.lessor.demote(),
-            _ => {}
-        }
+        self.lessor.follow_leadership(leader, self.election);
     }
 
     fn apply_entries(

@@ -341,6 +341,15 @@ impl Lessor {
         }
     }
 
+    /// Promotes or demotes the lessor to match leadership (no-op when it already matches).
+    pub fn follow_leadership(&self, is_leader: bool, extend: Duration) {
+        match (is_leader, self.is_primary()) {
+            (true, false) => self.promote(extend),
+            (false, true) => self.demote(),
+            _ => {}
+        }
+    }
+
     /// Whether this member runs the expiry clocks.
     pub fn is_primary(&self) -> bool {
         self.lock().primary
@@ -389,11 +398,7 @@ pub async fn run_expiry(server: std::sync::Arc<crate::server::EtcdServer>) {
             return;
         }
         let lessor = server.lessor();
-        match (server.is_leader(), lessor.is_primary()) {
-            (true, false) => lessor.promote(election),
-            (false, true) => lessor.demote(),
-            _ => {}
-        }
+        lessor.follow_leadership(server.is_leader(), election);
         if !lessor.is_primary() {
             continue;
         }

@@ -16,8 +16,6 @@ use raft::eraftpb::{Entry, HardState, SnapshotMetadata};
 const REC_ENTRY: u8 = 1;
 const REC_HARD_STATE: u8 = 2;
 const REC_SNAPSHOT: u8 = 3;
-/// Start a new segment once the current one is this large.
-const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// WAL errors. Any of them stops the member: it cannot promise durability any more.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +65,6 @@ pub struct Wal {
     dir: PathBuf,
     file: File,
     seq: u64,
-    size: u64,
 }
 
 fn segment_name(seq: u64, index: u64) -> String {
@@ -150,12 +147,11 @@ impl Wal {
             .read(true)
             .open(path)
             .map_err(io_err(path))?;
-        let size = file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
+        file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
         Ok(Self {
             dir: dir.to_owned(),
             file,
             seq,
-            size,
         })
     }
 
@@ -275,13 +271,7 @@ impl Wal {
         self.file.write_all(&buf).map_err(io_err(&path))?;
         crate::metrics::time(&crate::metrics::WAL_FSYNC, || self.file.sync_data())
             .map_err(io_err(&path))?;
-        self.size += buf.len() as u64;
         Ok(())
-    }
-
-    /// Whether the current segment is due for [`Wal::rotate`].
-    pub fn wants_rotation(&self) -> bool {
-        self.size >= SEGMENT_BYTES
     }
 
     /// Starts a new segment holding `snap`, `hs` and the entries after the snapshot, then

@@ -445,3 +445,54 @@ impl Cluster {
         }
     }
 }
+
+/// Starts a single-member server of `kind` from async code.
+pub async fn start_async(kind: Kind, flags: &'static [&'static str]) -> Proc {
+    tokio::task::spawn_blocking(move || Proc::start(kind, flags))
+        .await
+        .expect("start server")
+}
+
+/// Runs `scenario` on our server and on the reference etcd in parallel, and asserts that both
+/// transcripts are identical. `WL_TEST_ONLY=Ours|Reference` runs one side only.
+pub async fn side_by_side<F, Fut>(scenario: F)
+where
+    F: Fn(Kind) -> Fut,
+    Fut: std::future::Future<Output = Vec<String>> + Send + 'static,
+{
+    let only = std::env::var("WL_TEST_ONLY").ok();
+    let ours = (only.as_deref() != Some("Reference")).then(|| tokio::spawn(scenario(Kind::Ours)));
+    let theirs = (only.as_deref() != Some("Ours")
+        && require(reference_etcd(), "reference etcd").is_some())
+    .then(|| tokio::spawn(scenario(Kind::Reference)));
+    let ours = match ours {
+        Some(h) => Some(h.await.unwrap_or_else(|e| panic!("Ours: {e}"))),
+        None => None,
+    };
+    let theirs = match theirs {
+        Some(h) => Some(h.await.unwrap_or_else(|e| panic!("Reference: {e}"))),
+        None => None,
+    };
+    if let (Some(ours), Some(theirs)) = (ours, theirs) {
+        assert_same_transcript(&ours, &theirs);
+    }
+}
+
+/// Asserts two transcripts are identical, listing every differing line.
+pub fn assert_same_transcript(ours: &[String], theirs: &[String]) {
+    use std::fmt::Write as _;
+    let mut diffs = String::new();
+    for i in 0..ours.len().max(theirs.len()) {
+        let (a, b) = (ours.get(i), theirs.get(i));
+        if a != b {
+            let _ = write!(
+                diffs,
+                "\n  line {i}:\n    ours:      {a:?}\n    reference: {b:?}"
+            );
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "our transcript differs from the reference etcd's:{diffs}"
+    );
+}

@@ -4,7 +4,6 @@
 //! etcd 3.4.23, and the two transcripts must be identical.
 
 use std::fmt::Write as _;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
@@ -13,7 +12,7 @@ use etcd_client::{
     WatchResponse, WatchStream,
 };
 
-use crate::harness::{Kind, Proc, reference_etcd, require};
+use crate::harness::{Kind, side_by_side, start_async};
 
 const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
 const LEASE_EXISTS: &str = "etcdserver: lease already exists";
@@ -27,50 +26,6 @@ const STEP: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-async fn start(kind: Kind, flags: &'static [&'static str]) -> Proc {
-    tokio::task::spawn_blocking(move || Proc::start(kind, flags))
-        .await
-        .unwrap()
-}
-
-/// Runs `scenario` on our server and on the reference etcd in parallel, and asserts that both
-/// transcripts are identical. `WL_TEST_ONLY=Ours|Reference` runs one side only.
-async fn differential<F, Fut>(scenario: F)
-where
-    F: Fn(Kind) -> Fut,
-    Fut: Future<Output = Vec<String>> + Send + 'static,
-{
-    let only = std::env::var("WL_TEST_ONLY").ok();
-    let ours = (only.as_deref() != Some("Reference")).then(|| tokio::spawn(scenario(Kind::Ours)));
-    let theirs = (only.as_deref() != Some("Ours")
-        && require(reference_etcd(), "reference etcd").is_some())
-    .then(|| tokio::spawn(scenario(Kind::Reference)));
-    let ours = match ours {
-        Some(h) => Some(h.await.unwrap_or_else(|e| panic!("Ours: {e}"))),
-        None => None,
-    };
-    let theirs = match theirs {
-        Some(h) => Some(h.await.unwrap_or_else(|e| panic!("Reference: {e}"))),
-        None => None,
-    };
-    if let (Some(ours), Some(theirs)) = (ours, theirs) {
-        let mut diffs = String::new();
-        for i in 0..ours.len().max(theirs.len()) {
-            let (a, b) = (ours.get(i), theirs.get(i));
-            if a != b {
-                let _ = write!(
-                    diffs,
-                    "\n  line {i}:\n    ours:      {a:?}\n    reference: {b:?}"
-                );
-            }
-        }
-        assert!(
-            diffs.is_empty(),
-            "our transcript differs from the reference etcd's:{diffs}"
-        );
-    }
-}
 
 fn esc(b: &[u8]) -> String {
     b.escape_ascii().to_string()
@@ -186,7 +141,7 @@ fn v(lines: &[&str]) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 
 async fn grant_and_errors(kind: Kind) -> Vec<String> {
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
 
@@ -297,7 +252,7 @@ async fn grant_and_errors(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lease_grant_revoke_and_errors() {
-    differential(grant_and_errors).await;
+    side_by_side(grant_and_errors).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,7 +260,7 @@ async fn lease_grant_revoke_and_errors() {
 // ---------------------------------------------------------------------------------------------
 
 async fn attach_and_revoke(kind: Kind) -> Vec<String> {
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
     grant(&mut c, 0xa, 30).await;
@@ -375,7 +330,7 @@ async fn attach_and_revoke(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lease_attach_detach_and_revoke_in_one_revision() {
-    differential(attach_and_revoke).await;
+    side_by_side(attach_and_revoke).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -383,7 +338,7 @@ async fn lease_attach_detach_and_revoke_in_one_revision() {
 // ---------------------------------------------------------------------------------------------
 
 async fn keep_alive(kind: Kind) -> Vec<String> {
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
     grant(&mut c, 0xc, 3).await;
@@ -443,7 +398,7 @@ async fn keep_alive(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lease_keep_alive_renews_and_ttl() {
-    differential(keep_alive).await;
+    side_by_side(keep_alive).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -451,7 +406,7 @@ async fn lease_keep_alive_renews_and_ttl() {
 // ---------------------------------------------------------------------------------------------
 
 async fn expiry(kind: Kind) -> Vec<String> {
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
     let mut w = c
@@ -522,7 +477,7 @@ async fn expiry(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lease_expiry_deletes_keys_one_revision_per_lease() {
-    differential(expiry).await;
+    side_by_side(expiry).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -530,7 +485,7 @@ async fn lease_expiry_deletes_keys_one_revision_per_lease() {
 // ---------------------------------------------------------------------------------------------
 
 async fn right_after_startup(kind: Kind) -> Vec<String> {
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
     // As soon as the server serves, every lease call works...
@@ -588,7 +543,7 @@ async fn right_after_startup(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lease_clock_right_after_startup() {
-    differential(right_after_startup).await;
+    side_by_side(right_after_startup).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -596,7 +551,7 @@ async fn lease_clock_right_after_startup() {
 // ---------------------------------------------------------------------------------------------
 
 async fn restart(kind: Kind) -> Vec<String> {
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
     // Stay clear of the first moments after startup (see lease_clock_right_after_startup).
@@ -671,7 +626,7 @@ async fn restart(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lease_survives_restart_with_refreshed_ttl() {
-    differential(restart).await;
+    side_by_side(restart).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -679,7 +634,7 @@ async fn lease_survives_restart_with_refreshed_ttl() {
 // ---------------------------------------------------------------------------------------------
 
 async fn lock(kind: Kind) -> Vec<String> {
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
     grant(&mut c, 0x100, 30).await;
@@ -764,7 +719,7 @@ async fn lock(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lock_contention_unlock_and_lease_expiry() {
-    differential(lock).await;
+    side_by_side(lock).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -782,7 +737,7 @@ fn leader_str(l: &LeaderKey) -> String {
 }
 
 async fn election(kind: Kind) -> Vec<String> {
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
     grant(&mut c, 0x100, 30).await;
@@ -908,5 +863,5 @@ async fn election(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn election_campaign_proclaim_observe_resign_and_expiry() {
-    differential(election).await;
+    side_by_side(election).await;
 }

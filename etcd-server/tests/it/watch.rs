@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
@@ -13,7 +12,7 @@ use etcd_client::{
     WatchResponse, WatchStream,
 };
 
-use crate::harness::{Kind, Proc, reference_etcd, require};
+use crate::harness::{Kind, side_by_side, start_async};
 
 /// How long any single expected watch response may take.
 const STEP: Duration = Duration::from_secs(10);
@@ -24,55 +23,6 @@ const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-async fn start(kind: Kind, flags: &'static [&'static str]) -> Proc {
-    tokio::task::spawn_blocking(move || Proc::start(kind, flags))
-        .await
-        .unwrap()
-}
-
-/// Runs `scenario` on our server and on the reference etcd in parallel, and asserts that both
-/// transcripts are identical. `WL_TEST_ONLY=Ours|Reference` runs one side only.
-async fn differential<F, Fut>(scenario: F)
-where
-    F: Fn(Kind) -> Fut,
-    Fut: Future<Output = Vec<String>> + Send + 'static,
-{
-    let only = std::env::var("WL_TEST_ONLY").ok();
-    let ours = (only.as_deref() != Some("Reference")).then(|| tokio::spawn(scenario(Kind::Ours)));
-    let theirs = (only.as_deref() != Some("Ours")
-        && require(reference_etcd(), "reference etcd").is_some())
-    .then(|| tokio::spawn(scenario(Kind::Reference)));
-    let ours = match ours {
-        Some(h) => Some(h.await.unwrap_or_else(|e| panic!("Ours: {e}"))),
-        None => None,
-    };
-    let theirs = match theirs {
-        Some(h) => Some(h.await.unwrap_or_else(|e| panic!("Reference: {e}"))),
-        None => None,
-    };
-    if let (Some(ours), Some(theirs)) = (ours, theirs) {
-        assert_same(&ours, &theirs);
-    }
-}
-
-/// Asserts two transcripts agree, listing every line where they differ.
-fn assert_same(ours: &[String], theirs: &[String]) {
-    let mut diffs = String::new();
-    for i in 0..ours.len().max(theirs.len()) {
-        let (a, b) = (ours.get(i), theirs.get(i));
-        if a != b {
-            let _ = write!(
-                diffs,
-                "\n  line {i}:\n    ours:      {a:?}\n    reference: {b:?}"
-            );
-        }
-    }
-    assert!(
-        diffs.is_empty(),
-        "our transcript differs from the reference etcd's:{diffs}"
-    );
-}
 
 fn esc(b: &[u8]) -> String {
     b.escape_ascii().to_string()
@@ -211,7 +161,7 @@ fn prefix() -> Option<WatchOptions> {
 // ---------------------------------------------------------------------------------------------
 
 async fn many_watchers(kind: Kind) -> Vec<String> {
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
     // Client-chosen id 7, then server-assigned ids (0, 1), client-chosen 2, and server-assigned
@@ -308,7 +258,7 @@ async fn many_watchers(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_many_watchers_on_one_stream() {
-    differential(many_watchers).await;
+    side_by_side(many_watchers).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -316,7 +266,7 @@ async fn watch_many_watchers_on_one_stream() {
 // ---------------------------------------------------------------------------------------------
 
 async fn history_and_compaction(kind: Kind) -> Vec<String> {
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
     for i in 1..=5 {
@@ -417,7 +367,7 @@ async fn history_and_compaction(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_history_replay_and_compacted_start() {
-    differential(history_and_compaction).await;
+    side_by_side(history_and_compaction).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -425,7 +375,7 @@ async fn watch_history_replay_and_compacted_start() {
 // ---------------------------------------------------------------------------------------------
 
 async fn prev_kv_and_filters(kind: Kind) -> Vec<String> {
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
     let mut s = c
@@ -532,7 +482,7 @@ async fn prev_kv_and_filters(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_prev_kv_and_filters() {
-    differential(prev_kv_and_filters).await;
+    side_by_side(prev_kv_and_filters).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -540,7 +490,7 @@ async fn watch_prev_kv_and_filters() {
 // ---------------------------------------------------------------------------------------------
 
 async fn progress(kind: Kind) -> Vec<String> {
-    let p = start(
+    let p = start_async(
         kind,
         &["--experimental-watch-progress-notify-interval", "1s"],
     )
@@ -595,7 +545,7 @@ async fn progress(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_progress_notify_and_progress_request() {
-    differential(progress).await;
+    side_by_side(progress).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -603,7 +553,7 @@ async fn watch_progress_notify_and_progress_request() {
 // ---------------------------------------------------------------------------------------------
 
 async fn cancel(kind: Kind) -> Vec<String> {
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
     let mut s = c.watch("a", None).await.unwrap();
@@ -640,7 +590,7 @@ async fn cancel(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_cancel() {
-    differential(cancel).await;
+    side_by_side(cancel).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -680,7 +630,7 @@ async fn read_revision(
 }
 
 async fn fragment(kind: Kind) -> Vec<String> {
-    let p = start(kind, &["--max-request-bytes", "1048576"]).await;
+    let p = start_async(kind, &["--max-request-bytes", "1048576"]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
     for i in 0..20u8 {
@@ -800,7 +750,7 @@ async fn fragment(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_fragmented_replies_reassemble() {
-    differential(fragment).await;
+    side_by_side(fragment).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -808,7 +758,7 @@ async fn watch_fragmented_replies_reassemble() {
 // ---------------------------------------------------------------------------------------------
 
 async fn ordering(kind: Kind) -> Vec<String> {
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
     let mut s = c.watch("o/", prefix()).await.unwrap();
@@ -870,7 +820,7 @@ async fn ordering(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_events_in_revision_order_txn_together() {
-    differential(ordering).await;
+    side_by_side(ordering).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -878,7 +828,7 @@ async fn watch_events_in_revision_order_txn_together() {
 // ---------------------------------------------------------------------------------------------
 
 async fn bad_input(kind: Kind) -> Vec<String> {
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let mut c = p.client().await;
     let mut t = Vec::new();
     // An empty key watches the key "\0".
@@ -937,7 +887,7 @@ async fn bad_input(kind: Kind) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_bad_input() {
-    differential(bad_input).await;
+    side_by_side(bad_input).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1001,7 +951,7 @@ async fn collect(s: &mut WatchStream, n: usize) -> (Vec<(i64, String)>, usize) {
 
 async fn slow_watcher(kind: Kind) {
     const N: usize = 4000;
-    let p = start(kind, &[]).await;
+    let p = start_async(kind, &[]).await;
     let c = p.client().await;
     let value = vec![b'v'; 2048];
     // Baseline write speed, with no watchers at all.
