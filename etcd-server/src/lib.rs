@@ -72,6 +72,12 @@ pub enum RunError {
     /// Serving gRPC failed.
     #[error("failed to serve client requests: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The cluster removed this member.
+    #[error(
+        "{}; remove its data directory before adding it again",
+        membership::REMOVED_MESSAGE
+    )]
+    Removed,
     /// Serving the metrics listener failed.
     #[error("failed to serve metrics: {0}")]
     Http(#[source] std::io::Error),
@@ -224,9 +230,13 @@ pub async fn run(
             }
         }
     };
+    let mut result = Ok(());
     tokio::select! {
         _ = shutdown => {}
-        _ = removed => tracing::error!("this member was removed from the cluster; shutting down"),
+        _ = removed => {
+            tracing::error!("this member was removed from the cluster; shutting down");
+            result = Err(RunError::Removed);
+        }
     }
     compactor.abort();
     leases.abort();
@@ -234,10 +244,9 @@ pub async fn run(
     let _ = stop_tx.send(());
     // Graceful shutdown waits for open connections (watch streams never end on their own):
     // give them a moment, then close them.
-    let mut result = Ok(());
     for mut t in tasks {
         match tokio::time::timeout(std::time::Duration::from_secs(3), &mut t).await {
-            Ok(Ok(Err(e))) => result = Err(e),
+            Ok(Ok(Err(e))) if result.is_ok() => result = Err(e),
             Ok(_) => {}
             Err(_) => t.abort(),
         }

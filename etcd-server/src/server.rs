@@ -76,6 +76,16 @@ pub enum StartError {
     /// The WAL or Raft failed.
     #[error(transparent)]
     Raft(#[from] raft::RaftError),
+    /// The data dir is empty but the cluster says this member already started: its data was
+    /// lost. Starting would make it vote with an empty log; it must be removed and added again.
+    #[error("member {id:x} has already been bootstrapped")]
+    AlreadyBootstrapped {
+        /// This member's ID.
+        id: u64,
+    },
+    /// The data dir is empty and the running cluster no longer lists this member.
+    #[error("{}", crate::membership::REMOVED_MESSAGE)]
+    Removed,
     /// Something else about the data directory.
     #[error("failed to prepare data dir {path}: {reason}")]
     DataDir {
@@ -128,17 +138,70 @@ fn recover_aux(store: &KvStore, lessor: &Lessor, alarms: &Alarms) -> Result<(), 
     Ok(())
 }
 
-/// Asks the members named in `--initial-cluster` (other than this one) for the cluster, as a
-/// member started with `--initial-cluster-state=existing` must.
-fn join_existing(cfg: &Config) -> Result<Cluster, StartError> {
-    use crate::proto::peerpb::{MembersRequest, peer_client::PeerClient};
+/// The peer URLs in `--initial-cluster` other than this member's.
+fn other_peer_urls(cfg: &Config) -> Vec<String> {
     let own = sorted(&cfg.advertise_peer_urls);
-    let urls: Vec<String> = cfg
-        .initial_cluster
+    cfg.initial_cluster
         .split(',')
         .filter_map(|p| p.split_once('=').map(|(_, u)| u.trim().to_owned()))
         .filter(|u| !own.contains(u))
-        .collect();
+        .collect()
+}
+
+/// Asks one peer for the cluster's members.
+async fn ask_members(url: String) -> Option<crate::proto::peerpb::MembersResponse> {
+    use crate::proto::peerpb::{MembersRequest, peer_client::PeerClient};
+    let ep = tonic::transport::Endpoint::from_shared(url)
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(1));
+    let mut client = PeerClient::new(ep.connect().await.ok()?);
+    client
+        .members(MembersRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+/// Before bootstrapping a new cluster from an empty data dir: if a peer that already runs
+/// this cluster says this member started before (it has published its client URLs) or was
+/// removed,
+/// its data was lost and bootstrapping again would make it vote with an empty log. As etcd
+/// does, refuse. Peers that do not answer (the usual case: they are bootstrapping too) are
+/// not waited for.
+fn check_not_bootstrapped(cfg: &Config, cluster: &Cluster, id: u64) -> Result<(), StartError> {
+    let urls = other_peer_urls(cfg);
+    if urls.is_empty() {
+        return Ok(());
+    }
+    let rt = tokio::runtime::Handle::current();
+    let answers = rt.block_on(async {
+        let asks = urls.into_iter().map(ask_members);
+        tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(asks))
+            .await
+            .unwrap_or_default()
+    });
+    for resp in answers.into_iter().flatten() {
+        if resp.cluster_id != cluster.id {
+            continue;
+        }
+        match resp.members.iter().find(|m| m.id == id) {
+            // Client URLs are published once the member has started (initial members carry
+            // their names from the start, so the name says nothing).
+            Some(m) if !m.client_ur_ls.is_empty() => {
+                return Err(StartError::AlreadyBootstrapped { id });
+            }
+            Some(_) => {}
+            None => return Err(StartError::Removed),
+        }
+    }
+    Ok(())
+}
+
+/// Asks the members named in `--initial-cluster` (other than this one) for the cluster, as a
+/// member started with `--initial-cluster-state=existing` must.
+fn join_existing(cfg: &Config) -> Result<Cluster, StartError> {
+    let urls = other_peer_urls(cfg);
     if urls.is_empty() {
         return Err(StartError::DataDir {
             path: cfg.data_dir.display().to_string(),
@@ -150,18 +213,7 @@ fn join_existing(cfg: &Config) -> Result<Cluster, StartError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for url in &urls {
-            let got = rt.block_on(async {
-                let ep = tonic::transport::Endpoint::from_shared(url.clone())
-                    .ok()?
-                    .connect_timeout(Duration::from_secs(1));
-                let mut client = PeerClient::new(ep.connect().await.ok()?);
-                client
-                    .members(MembersRequest {})
-                    .await
-                    .ok()
-                    .map(|r| r.into_inner())
-            });
-            if let Some(resp) = got {
+            if let Some(resp) = rt.block_on(ask_members(url.clone())) {
                 let members = resp.members.into_iter().map(|m| (m.id, m)).collect();
                 return Ok(Cluster {
                     id: resp.cluster_id,
@@ -235,6 +287,13 @@ impl EtcdServer {
                                 name: cfg.name.clone(),
                             })
                     })?;
+                // Listed with client URLs: it started before, and its data is gone.
+                if c.members
+                    .get(&id)
+                    .is_some_and(|m| !m.client_ur_ls.is_empty())
+                {
+                    return Err(StartError::AlreadyBootstrapped { id });
+                }
                 c.save(&backend)?;
                 tracing::info!(
                     cluster_id = format!("{:x}", c.id),
@@ -246,6 +305,7 @@ impl EtcdServer {
             _ => {
                 let c = Cluster::from_initial(&cfg.initial_cluster, &cfg.initial_cluster_token)?;
                 let id = c.local_member(&cfg.name, &cfg.advertise_peer_urls)?;
+                check_not_bootstrapped(&cfg, &c, id)?;
                 c.save(&backend)?;
                 let voters = c.voters();
                 (c, id, voters)
@@ -308,8 +368,19 @@ impl EtcdServer {
         let raft_thread = std::thread::Builder::new()
             .name("raft".into())
             .spawn(move || {
-                if let Err(e) = driver.run(raft_rx) {
-                    tracing::error!(error = %e, "raft stopped; the member can no longer serve writes");
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run(raft_rx)));
+                match run {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "raft stopped; the member can no longer serve writes");
+                    }
+                    // raft-rs panics on a log it cannot trust (a commit index beyond the last
+                    // entry: the log was lost). A member without Raft only pretends to serve,
+                    // so exit, as etcd does, and let the supervisor see it.
+                    Err(_) => {
+                        tracing::error!("raft panicked; exiting");
+                        std::process::exit(1);
+                    }
                 }
             })
             .map_err(|e| StartError::DataDir { path: String::new(), reason: e.to_string() })?;

@@ -305,10 +305,16 @@ impl Proc {
     }
 
     /// Whether the process is running.
+    /// An exited process is reaped, so it can be spawned again.
     pub fn is_running(&mut self) -> bool {
-        self.child
+        let running = self
+            .child
             .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        if !running {
+            self.child = None;
+        }
+        running
     }
 
     /// Data dir path.

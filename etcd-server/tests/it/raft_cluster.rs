@@ -1173,6 +1173,102 @@ async fn strict_reconfig_refuses_removing_a_healthy_member_but_allows_removing_a
     );
 }
 
+/// A member whose data dir was wiped must not come back as if nothing happened: it would vote
+/// with an empty log. Restarted with `new` or `existing`, it refuses with etcd's "has already
+/// been bootstrapped"; once removed, it refuses with the removed message; removed, wiped and
+/// added again as a learner under the same name and peer URL, it catches up and is promoted.
+#[tokio::test(flavor = "multi_thread")]
+async fn member_with_lost_data_refuses_to_start_until_removed_and_added_again() {
+    let started = Instant::now();
+    let mut c = start(3, &[]).await;
+    let leader = wait_agreed_leader(&c, &[0, 1, 2], STEP).await;
+    let lost = (0..3).find(|i| *i != leader).unwrap();
+    let lost_ep = c.members[lost].endpoint();
+    let lost_id = member_id(&lost_ep).await;
+    let mut lc = client(&c.members[leader].endpoint()).await;
+    for i in 0..50 {
+        lc.put(format!("lost/{i:02}"), format!("v{i}"), None)
+            .await
+            .unwrap();
+    }
+    let ready = started + HEALTH_INTERVAL + Duration::from_secs(1);
+    tokio::time::sleep(ready.saturating_duration_since(Instant::now())).await;
+
+    c.members[lost].kill();
+    std::fs::remove_dir_all(c.members[lost].data_dir()).unwrap();
+    let bootstrapped = format!("member {lost_id:x} has already been bootstrapped");
+    for state in ["new", "existing"] {
+        c.members[lost].initial_cluster_state = state.into();
+        c.members[lost].spawn_no_wait();
+        assert!(
+            wait_exit(&mut c.members[lost], STEP).await,
+            "a member with lost data started with {state}{}",
+            logs(&c)
+        );
+        assert!(
+            c.members[lost].log().contains(&bootstrapped),
+            "restarted with {state}: no refusal in its log:\n{}",
+            c.members[lost].log()
+        );
+    }
+    // The rest of the cluster never noticed.
+    lc.put("lost/during", "x", None).await.unwrap();
+
+    // Removed: it refuses with the removed message, whatever its flags say.
+    let r = lc
+        .member_remove(lost_id)
+        .await
+        .unwrap_or_else(|e| panic!("removing the lost member: {e}{}", logs(&c)));
+    assert_eq!(r.members().len(), 2);
+    std::fs::remove_dir_all(c.members[lost].data_dir()).unwrap();
+    c.members[lost].initial_cluster_state = "new".into();
+    c.members[lost].spawn_no_wait();
+    assert!(
+        wait_exit(&mut c.members[lost], STEP).await,
+        "a removed member started{}",
+        logs(&c)
+    );
+    assert!(
+        c.members[lost]
+            .log()
+            .contains("the member has been permanently removed from the cluster"),
+        "{}",
+        c.members[lost].log()
+    );
+
+    // Wiped and added again as a learner under the same peer URL: it joins and is promoted.
+    std::fs::remove_dir_all(c.members[lost].data_dir()).unwrap();
+    let peer_url = c.members[lost].advertise_peer_url.clone();
+    let added = retry(STEP, &[UNHEALTHY], "add the learner again", || {
+        let mut lc = lc.clone();
+        let url = peer_url.clone();
+        async move {
+            lc.member_add(
+                [url.as_str()],
+                Some(MemberAddOptions::new().with_is_learner()),
+            )
+            .await
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("add learner: {e}{}", logs(&c)));
+    let new_id = added.member().unwrap().id();
+    assert_ne!(new_id, lost_id, "a re-added member gets a new ID");
+    c.members[lost].initial_cluster_state = "existing".into();
+    c.members[lost].spawn_no_wait();
+    wait_serializable(&lost_ep, "lost/during", "x", &c).await;
+    retry(STEP, &[LEARNER_NOT_READY, UNHEALTHY], "promote", || {
+        let mut lc = lc.clone();
+        async move { lc.member_promote(new_id).await }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("promote: {e}{}", logs(&c)));
+    assert_eq!(member_id(&lost_ep).await, new_id);
+    let n = assert_converged(&c.endpoints(), "after replacing the lost member").await;
+    assert!(n > 0);
+    assert_eq!(dump(&lost_ep, "lost/", false).await.unwrap().len(), 51);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. MoveLeader
 // ---------------------------------------------------------------------------------------------
