@@ -3,11 +3,19 @@
 //!
 //! Go's gRPC server takes any authority; h2 rejects one that is not `host:port` with
 //! PROTOCOL_ERROR, which breaks `etcdctl endpoint status --cluster`. This adapter sits between
-//! the TCP stream and the HTTP/2 server on client connections: it passes every frame through
-//! unchanged except header blocks, which it decodes (mirroring the client's HPACK table),
-//! fixes (`:authority` loses its `scheme://`), and re-encodes (mirroring the server's table).
-//! Plain HTTP/1.1 connections (`/health`, `/metrics`) pass through untouched.
+//! the TCP stream and the HTTP/2 server on client connections and passes every frame through
+//! unchanged except header blocks that carry such an authority.
+//!
+//! To tell, it mirrors the client's HPACK dynamic table and reads each header block just far
+//! enough to find `:authority` (values of other headers are skipped, not decoded). As long as no
+//! block needed a fix, blocks go through byte for byte, so the server's table stays identical
+//! to the client's. The first block that needs a fix switches the connection to rewriting: from
+//! then on every block is decoded, fixed (`:authority` loses its `scheme://`) and re-encoded
+//! against the server's table, which the first rewritten block resets. Plain HTTP/1.1
+//! connections (`/health`, `/metrics`) pass through untouched.
 
+use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -25,15 +33,309 @@ const FLAG_PRIORITY: u8 = 0x20;
 const MAX_FRAME: usize = 16_384;
 /// The HPACK table size h2 advertises (and the client must respect).
 const TABLE_SIZE: usize = 4096;
+/// Bytes read from the connection at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The HPACK static table (RFC 7541, Appendix A); index `i` is at `i - 1`.
+const STATIC: [(&[u8], &[u8]); 61] = [
+    (b":authority", b""),
+    (b":method", b"GET"),
+    (b":method", b"POST"),
+    (b":path", b"/"),
+    (b":path", b"/index.html"),
+    (b":scheme", b"http"),
+    (b":scheme", b"https"),
+    (b":status", b"200"),
+    (b":status", b"204"),
+    (b":status", b"206"),
+    (b":status", b"304"),
+    (b":status", b"400"),
+    (b":status", b"404"),
+    (b":status", b"500"),
+    (b"accept-charset", b""),
+    (b"accept-encoding", b"gzip, deflate"),
+    (b"accept-language", b""),
+    (b"accept-ranges", b""),
+    (b"accept", b""),
+    (b"access-control-allow-origin", b""),
+    (b"age", b""),
+    (b"allow", b""),
+    (b"authorization", b""),
+    (b"cache-control", b""),
+    (b"content-disposition", b""),
+    (b"content-encoding", b""),
+    (b"content-language", b""),
+    (b"content-length", b""),
+    (b"content-location", b""),
+    (b"content-range", b""),
+    (b"content-type", b""),
+    (b"cookie", b""),
+    (b"date", b""),
+    (b"etag", b""),
+    (b"expect", b""),
+    (b"expires", b""),
+    (b"from", b""),
+    (b"host", b""),
+    (b"if-match", b""),
+    (b"if-modified-since", b""),
+    (b"if-none-match", b""),
+    (b"if-range", b""),
+    (b"if-unmodified-since", b""),
+    (b"last-modified", b""),
+    (b"link", b""),
+    (b"location", b""),
+    (b"max-forwards", b""),
+    (b"proxy-authenticate", b""),
+    (b"proxy-authorization", b""),
+    (b"range", b""),
+    (b"referer", b""),
+    (b"refresh", b""),
+    (b"retry-after", b""),
+    (b"server", b""),
+    (b"set-cookie", b""),
+    (b"strict-transport-security", b""),
+    (b"transfer-encoding", b""),
+    (b"user-agent", b""),
+    (b"vary", b""),
+    (b"via", b""),
+    (b"www-authenticate", b""),
+];
+
+const AUTHORITY: &[u8] = b":authority";
+
+/// Whether `fix_authority` would change `value`.
+fn authority_needs_fix(value: &[u8]) -> bool {
+    value.windows(3).any(|w| w == b"://") || value.last() == Some(&b'/')
+}
+
+/// Drops a `scheme://` prefix and trailing slashes.
+fn fix_authority(value: &mut Vec<u8>) {
+    if let Some(i) = value.windows(3).position(|w| w == b"://") {
+        value.drain(..i + 3);
+    }
+    while value.last() == Some(&b'/') {
+        value.pop();
+    }
+}
+
+type Entry = (Vec<u8>, Vec<u8>);
+
+/// What one header block did to the dynamic table, so it can be taken back.
+#[derive(Debug, Default)]
+struct Undo {
+    /// Entries the block added that are still in the table (at its front).
+    added: usize,
+    /// Entries that were in the table before the block and got evicted, oldest first.
+    evicted: Vec<Entry>,
+    /// The maximum size before the block's first size update.
+    old_max: Option<usize>,
+}
+
+/// A mirror of the client's HPACK dynamic table (newest entry first).
+#[derive(Debug)]
+struct Table {
+    entries: VecDeque<Entry>,
+    size: usize,
+    max: usize,
+}
+
+fn entry_size(name: &[u8], value: &[u8]) -> usize {
+    name.len() + value.len() + 32
+}
+
+impl Table {
+    fn new() -> Self {
+        Self {
+            entries: VecDeque::new(),
+            size: 0,
+            max: TABLE_SIZE,
+        }
+    }
+
+    fn get(&self, index: usize) -> Option<(&[u8], &[u8])> {
+        match index {
+            0 => None,
+            i if i <= STATIC.len() => Some(STATIC[i - 1]),
+            i => self
+                .entries
+                .get(i - STATIC.len() - 1)
+                .map(|(n, v)| (n.as_slice(), v.as_slice())),
+        }
+    }
+
+    fn evict_to(&mut self, limit: usize, undo: &mut Undo) {
+        while self.size > limit {
+            let Some(e) = self.entries.pop_back() else {
+                break;
+            };
+            self.size -= entry_size(&e.0, &e.1);
+            if self.entries.len() < undo.added {
+                // One the block added itself.
+                undo.added -= 1;
+            } else {
+                undo.evicted.push(e);
+            }
+        }
+    }
+
+    fn insert(&mut self, name: Vec<u8>, value: Vec<u8>, undo: &mut Undo) {
+        let size = entry_size(&name, &value);
+        self.evict_to(self.max.saturating_sub(size), undo);
+        if size <= self.max {
+            self.entries.push_front((name, value));
+            self.size += size;
+            undo.added += 1;
+        }
+    }
+
+    fn resize(&mut self, max: usize, undo: &mut Undo) {
+        undo.old_max.get_or_insert(self.max);
+        self.max = max;
+        self.evict_to(max, undo);
+    }
+
+    /// Puts the table back as it was before the block that produced `undo`.
+    fn revert(&mut self, undo: Undo) {
+        for _ in 0..undo.added {
+            self.entries.pop_front();
+        }
+        self.entries.extend(undo.evicted.into_iter().rev());
+        if let Some(max) = undo.old_max {
+            self.max = max;
+        }
+        self.size = self.entries.iter().map(|(n, v)| entry_size(n, v)).sum();
+    }
+}
+
+/// HPACK integer with an `n`-bit prefix (RFC 7541, 5.1).
+fn read_int(buf: &[u8], pos: &mut usize, n: u8) -> Option<usize> {
+    let mask = (1usize << n) - 1;
+    let mut value = usize::from(*buf.get(*pos)?) & mask;
+    *pos += 1;
+    if value < mask {
+        return Some(value);
+    }
+    let mut shift = 0u32;
+    loop {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        if shift > 28 {
+            return None;
+        }
+        value += usize::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+}
+
+/// An HPACK string literal as sent: (Huffman-coded, bytes).
+fn read_raw_string<'b>(buf: &'b [u8], pos: &mut usize) -> Option<(bool, &'b [u8])> {
+    let huffman = *buf.get(*pos)? & 0x80 != 0;
+    let len = read_int(buf, pos, 7)?;
+    let s = buf.get(*pos..pos.checked_add(len)?)?;
+    *pos += len;
+    Some((huffman, s))
+}
+
+/// The Huffman decoder, built on first use (most connections never need it once the client's
+/// table is warm).
+#[derive(Default)]
+struct Huffman(Option<loona_hpack::huffman::HuffmanDecoder>);
+
+impl Huffman {
+    fn read_string<'b>(&mut self, buf: &'b [u8], pos: &mut usize) -> Option<Cow<'b, [u8]>> {
+        let (huffman, s) = read_raw_string(buf, pos)?;
+        if !huffman {
+            return Some(Cow::Borrowed(s));
+        }
+        let decoder = self
+            .0
+            .get_or_insert_with(loona_hpack::huffman::HuffmanDecoder::new);
+        decoder.decode(s).ok().map(Cow::Owned)
+    }
+}
+
+/// Reads one header block against `table`, updating it as the client's encoder did. Returns
+/// whether an `:authority` in it needs a fix, or `None` if the block is malformed. With
+/// `out`, collects every header; without, decodes only what the table and the check need.
+fn read_block(
+    table: &mut Table,
+    huffman: &mut Huffman,
+    block: &[u8],
+    undo: &mut Undo,
+    mut out: Option<&mut Vec<Entry>>,
+) -> Option<bool> {
+    let mut pos = 0;
+    let mut needs_fix = false;
+    let mut last_was_size_update = false;
+    while pos < block.len() {
+        let b = block[pos];
+        last_was_size_update = false;
+        if b & 0x80 != 0 {
+            let index = read_int(block, &mut pos, 7)?;
+            let (name, value) = table.get(index)?;
+            needs_fix |= name == AUTHORITY && authority_needs_fix(value);
+            if let Some(out) = out.as_deref_mut() {
+                out.push((name.to_vec(), value.to_vec()));
+            }
+        } else if b & 0xe0 == 0x20 {
+            let max = read_int(block, &mut pos, 5)?;
+            if max > TABLE_SIZE {
+                return None;
+            }
+            table.resize(max, undo);
+            last_was_size_update = true;
+        } else {
+            // Literal: with incremental indexing (01), without (0000) or never indexed (0001).
+            let indexing = b & 0xc0 == 0x40;
+            let name_index = read_int(block, &mut pos, if indexing { 6 } else { 4 })?;
+            let name: Cow<'_, [u8]> = if name_index == 0 {
+                huffman.read_string(block, &mut pos)?
+            } else {
+                Cow::Owned(table.get(name_index)?.0.to_vec())
+            };
+            let is_authority = name.as_ref() == AUTHORITY;
+            if indexing || is_authority || out.is_some() {
+                let value = huffman.read_string(block, &mut pos)?;
+                needs_fix |= is_authority && authority_needs_fix(&value);
+                if let Some(out) = out.as_deref_mut() {
+                    out.push((name.to_vec(), value.to_vec()));
+                }
+                if indexing {
+                    table.insert(name.into_owned(), value.into_owned(), undo);
+                }
+            } else {
+                read_raw_string(block, &mut pos)?;
+            }
+        }
+    }
+    if last_was_size_update {
+        // A size update must precede the headers it applies to.
+        return None;
+    }
+    Some(needs_fix)
+}
 
 #[derive(Debug, PartialEq, Eq)]
 enum Mode {
     /// Waiting to see whether this is HTTP/2 (the client preface).
     Preface,
-    /// Rewriting HTTP/2 header blocks.
+    /// Checking, and if needed rewriting, HTTP/2 header blocks.
     Frames,
     /// Not HTTP/2, or the header stream could not be decoded: bytes pass through.
     Passthrough,
+}
+
+/// A header block spread over HEADERS and CONTINUATION frames, being collected.
+struct PendingBlock {
+    stream: u32,
+    end_stream: bool,
+    /// The header block fragments, concatenated.
+    fragment: Vec<u8>,
+    /// The frames as received.
+    raw: Vec<u8>,
 }
 
 /// A client connection with `:authority` normalization on the way in.
@@ -44,9 +346,14 @@ pub struct AuthorityFix<S> {
     output: Vec<u8>,
     out_pos: usize,
     eof: bool,
-    /// A header block being collected: (stream ID, END_STREAM, fragments).
-    block: Option<(u32, bool, Vec<u8>)>,
-    decoder: loona_hpack::Decoder<'static>,
+    /// Reused for every read from `inner` (so it is zeroed once, not per read).
+    read_buf: Box<[u8]>,
+    block: Option<PendingBlock>,
+    /// The client's dynamic table, as its encoder sees it.
+    table: Table,
+    huffman: Huffman,
+    /// Set once a block was rewritten: every later block is re-encoded with `encoder`.
+    rewriting: bool,
     encoder: loona_hpack::Encoder<'static>,
 }
 
@@ -54,6 +361,7 @@ impl<S> std::fmt::Debug for AuthorityFix<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthorityFix")
             .field("mode", &self.mode)
+            .field("rewriting", &self.rewriting)
             .finish()
     }
 }
@@ -61,8 +369,6 @@ impl<S> std::fmt::Debug for AuthorityFix<S> {
 impl<S> AuthorityFix<S> {
     /// Wraps a freshly accepted connection.
     pub fn new(inner: S) -> Self {
-        let mut decoder = loona_hpack::Decoder::new();
-        decoder.set_max_allowed_table_size(TABLE_SIZE);
         Self {
             inner,
             mode: Mode::Preface,
@@ -70,8 +376,11 @@ impl<S> AuthorityFix<S> {
             output: Vec::new(),
             out_pos: 0,
             eof: false,
+            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             block: None,
-            decoder,
+            table: Table::new(),
+            huffman: Huffman::default(),
+            rewriting: false,
             encoder: loona_hpack::Encoder::new(),
         }
     }
@@ -81,14 +390,14 @@ impl<S> AuthorityFix<S> {
         &self.inner
     }
 
-    fn passthrough_rest(&mut self) {
+    fn passthrough_rest(&mut self, input: &[u8]) {
         self.mode = Mode::Passthrough;
-        if let Some((_, _, partial)) = self.block.take() {
+        if let Some(pending) = self.block.take() {
             // Unreachable in practice: a block is only pending between frames we already
             // consumed; give up on rewriting and let the server see the damage.
-            self.output.extend_from_slice(&partial);
+            self.output.extend_from_slice(&pending.raw);
         }
-        self.output.append(&mut self.input);
+        self.output.extend_from_slice(input);
     }
 
     /// Moves every complete unit of `input` to `output`, rewriting header blocks.
@@ -96,7 +405,8 @@ impl<S> AuthorityFix<S> {
         if self.mode == Mode::Preface {
             let n = self.input.len().min(PREFACE.len());
             if self.input[..n] != PREFACE[..n] {
-                self.passthrough_rest();
+                let input = std::mem::take(&mut self.input);
+                self.passthrough_rest(&input);
                 return;
             }
             if self.input.len() < PREFACE.len() {
@@ -110,66 +420,134 @@ impl<S> AuthorityFix<S> {
             self.output.append(&mut self.input);
             return;
         }
+        let input = std::mem::take(&mut self.input);
         let mut pos = 0;
-        while self.input.len() - pos >= 9 {
-            let h = &self.input[pos..pos + 9];
+        // Start of a run of frames that go through as they are.
+        let mut run = 0;
+        while input.len() - pos >= 9 {
+            let h = &input[pos..pos + 9];
             let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
-            if self.input.len() - pos < 9 + len {
+            if input.len() - pos < 9 + len {
                 break;
             }
             let (ty, flags) = (h[3], h[4]);
             let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-            let payload = self.input[pos + 9..pos + 9 + len].to_vec();
             let frame_end = pos + 9 + len;
-            match ty {
-                FRAME_HEADERS => match strip(flags, &payload) {
-                    Some(fragment) => {
-                        self.block =
-                            Some((stream, flags & FLAG_END_STREAM != 0, fragment.to_vec()));
-                    }
-                    None => {
-                        self.input.drain(..pos);
-                        self.passthrough_rest();
-                        return;
-                    }
-                },
-                FRAME_CONTINUATION => match self.block.as_mut() {
-                    Some((_, _, buf)) => buf.extend_from_slice(&payload),
-                    None => self.output.extend_from_slice(&self.input[pos..frame_end]),
-                },
-                _ => self.output.extend_from_slice(&self.input[pos..frame_end]),
+            let is_block =
+                ty == FRAME_HEADERS || (ty == FRAME_CONTINUATION && self.block.is_some());
+            if !is_block {
+                pos = frame_end;
+                continue;
             }
-            if matches!(ty, FRAME_HEADERS | FRAME_CONTINUATION) && flags & FLAG_END_HEADERS != 0 {
-                if let Some((stream, end_stream, block)) = self.block.take() {
-                    if !self.reencode(stream, end_stream, &block) {
-                        self.input.drain(..frame_end);
-                        self.passthrough_rest();
-                        return;
+            self.output.extend_from_slice(&input[run..pos]);
+            run = frame_end;
+            let raw = &input[pos..frame_end];
+            let payload = &input[pos + 9..frame_end];
+            let end_headers = flags & FLAG_END_HEADERS != 0;
+            let ok = if ty == FRAME_HEADERS {
+                let end_stream = flags & FLAG_END_STREAM != 0;
+                self.block = None;
+                match strip(flags, payload) {
+                    None => {
+                        self.output.extend_from_slice(raw);
+                        false
+                    }
+                    // The usual case: the whole block in one frame.
+                    Some(fragment) if end_headers => {
+                        self.on_block(stream, end_stream, fragment, raw)
+                    }
+                    Some(fragment) => {
+                        self.block = Some(PendingBlock {
+                            stream,
+                            end_stream,
+                            fragment: fragment.to_vec(),
+                            raw: raw.to_vec(),
+                        });
+                        true
                     }
                 }
-            }
+            } else {
+                if let Some(b) = self.block.as_mut() {
+                    b.fragment.extend_from_slice(payload);
+                    b.raw.extend_from_slice(raw);
+                }
+                match self.block.take_if(|_| end_headers) {
+                    Some(b) => self.on_block(b.stream, b.end_stream, &b.fragment, &b.raw),
+                    None => true,
+                }
+            };
             pos = frame_end;
+            if !ok {
+                self.passthrough_rest(&input[pos..]);
+                return;
+            }
         }
+        self.output.extend_from_slice(&input[run..pos]);
+        self.input = input;
         self.input.drain(..pos);
     }
 
-    fn reencode(&mut self, stream: u32, end_stream: bool, block: &[u8]) -> bool {
-        let Ok(mut headers) = self.decoder.decode(block) else {
-            return false;
-        };
-        for (name, value) in &mut headers {
-            if name.as_slice() == b":authority" {
-                if let Some(i) = value.windows(3).position(|w| w == b"://") {
-                    value.drain(..i + 3);
+    /// Handles one complete header block: `fragment` is its HPACK data, `raw` its frames as
+    /// received. Returns false (after passing `raw` on) if the block cannot be decoded.
+    fn on_block(&mut self, stream: u32, end_stream: bool, fragment: &[u8], raw: &[u8]) -> bool {
+        let mut reset_server_table = false;
+        if !self.rewriting {
+            let mut undo = Undo::default();
+            match read_block(
+                &mut self.table,
+                &mut self.huffman,
+                fragment,
+                &mut undo,
+                None,
+            ) {
+                Some(false) => {
+                    // Nothing to fix: the server decodes exactly what the client encoded.
+                    self.output.extend_from_slice(raw);
+                    return true;
                 }
-                while value.last() == Some(&b'/') {
-                    value.pop();
+                Some(true) => {
+                    self.table.revert(undo);
+                    self.rewriting = true;
+                    reset_server_table = true;
+                }
+                None => {
+                    self.output.extend_from_slice(raw);
+                    return false;
                 }
             }
         }
-        let encoded = self
-            .encoder
-            .encode(headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+        let mut headers = Vec::new();
+        if read_block(
+            &mut self.table,
+            &mut self.huffman,
+            fragment,
+            &mut Undo::default(),
+            Some(&mut headers),
+        )
+        .is_none()
+        {
+            self.output.extend_from_slice(raw);
+            return false;
+        }
+        for (name, value) in &mut headers {
+            if name.as_slice() == AUTHORITY {
+                fix_authority(value);
+            }
+        }
+        let mut encoded = Vec::new();
+        if reset_server_table {
+            // The server's table holds the client's entries; empty it so that it matches
+            // `encoder`'s, which starts out empty.
+            encoded.push(0x20);
+            encoded.extend(loona_hpack::encoder::encode_integer(TABLE_SIZE, 5));
+            if let Some(b) = encoded.get_mut(1) {
+                *b |= 0x20;
+            }
+        }
+        encoded.extend(
+            self.encoder
+                .encode(headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice()))),
+        );
         let mut chunks = encoded.chunks(MAX_FRAME).peekable();
         let mut first = true;
         if encoded.is_empty() {
@@ -238,18 +616,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            let mut tmp = [0u8; 16 * 1024];
-            let mut rb = ReadBuf::new(&mut tmp);
+            let mut rb = ReadBuf::new(&mut this.read_buf);
             match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {
-                    if rb.filled().is_empty() {
+                    let n = rb.filled().len();
+                    if n == 0 {
                         this.eof = true;
                         // Whatever is left is an incomplete frame: hand it over as it is.
                         this.output.append(&mut this.input);
                     } else {
-                        this.input.extend_from_slice(rb.filled());
+                        this.input.extend_from_slice(&this.read_buf[..n]);
                         this.process();
                     }
                 }
@@ -360,6 +738,161 @@ mod tests {
         client.extend(headers_frame(&mut enc, b"127.0.0.1:2379", 5));
         let seen = run(&client);
         assert_eq!(authorities(&seen), vec![b"127.0.0.1:2379".to_vec(); 3]);
+    }
+
+    /// Every header list the server sees, in order.
+    fn header_lists(server_view: &[u8]) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut dec = loona_hpack::Decoder::new();
+        let mut out = Vec::new();
+        let mut pos = PREFACE.len();
+        while pos + 9 <= server_view.len() {
+            let h = &server_view[pos..pos + 9];
+            let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+            if h[3] == FRAME_HEADERS {
+                let payload = &server_view[pos + 9..pos + 9 + len];
+                let block = strip(h[4], payload).expect("valid frame");
+                out.push(dec.decode(block).expect("valid block"));
+            }
+            pos += 9 + len;
+        }
+        out
+    }
+
+    fn request(path: &str, authority: &str, extra: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", authority),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            ("x-extra", extra),
+        ]
+        .iter()
+        .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect()
+    }
+
+    fn client_stream(
+        enc: &mut loona_hpack::Encoder<'static>,
+        reqs: &[Vec<(Vec<u8>, Vec<u8>)>],
+    ) -> Vec<u8> {
+        let mut client = PREFACE.to_vec();
+        frame(&mut client, 0x4, 0, 0, &[]); // SETTINGS
+        for (i, r) in reqs.iter().enumerate() {
+            let block = enc.encode(r.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+            let stream = 2 * i as u32 + 1;
+            frame(&mut client, FRAME_HEADERS, FLAG_END_HEADERS, stream, &block);
+            frame(&mut client, 0x0, 0x1, stream, b"\0\0\0\0\0"); // DATA
+        }
+        client
+    }
+
+    #[test]
+    fn static_table_matches_hpack() {
+        for (i, entry) in STATIC.iter().enumerate() {
+            let mut dec = loona_hpack::Decoder::new();
+            let got = dec.decode(&[0x80 | (i as u8 + 1)]).expect("static index");
+            assert_eq!(
+                got,
+                vec![(entry.0.to_vec(), entry.1.to_vec())],
+                "index {}",
+                i + 1
+            );
+        }
+    }
+
+    #[test]
+    fn clean_connections_pass_through_byte_for_byte() {
+        let mut enc = loona_hpack::Encoder::new();
+        let reqs: Vec<_> = (0..50)
+            .map(|i| {
+                request(
+                    &format!("/svc/M{}", i % 3),
+                    "127.0.0.1:2379",
+                    &"v".repeat(i * 7),
+                )
+            })
+            .collect();
+        let client = client_stream(&mut enc, &reqs);
+        assert_eq!(run(&client), client);
+    }
+
+    #[test]
+    fn switch_to_rewriting_keeps_the_server_table_in_step() {
+        // Clean requests fill (and overflow) the client's dynamic table, then the client
+        // starts sending a scheme-prefixed authority; indexes into entries from before the
+        // switch must still decode to the right headers.
+        let mut enc = loona_hpack::Encoder::new();
+        let mut reqs: Vec<_> = (0..40)
+            .map(|i| {
+                request(
+                    "/etcdserverpb.KV/Put",
+                    "127.0.0.1:2379",
+                    &format!("{i}{}", "x".repeat(i * 13)),
+                )
+            })
+            .collect();
+        reqs.push(request(
+            "/etcdserverpb.KV/Put",
+            "http://127.0.0.1:2379/",
+            &"y".repeat(300),
+        ));
+        for i in 0..40 {
+            let authority = if i % 2 == 0 {
+                "127.0.0.1:2379"
+            } else {
+                "http://127.0.0.1:2379"
+            };
+            reqs.push(request(
+                "/etcdserverpb.KV/Range",
+                authority,
+                &"z".repeat(i * 31),
+            ));
+        }
+        let client = client_stream(&mut enc, &reqs);
+        let seen = run(&client);
+        let want: Vec<_> = reqs
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                for (n, v) in &mut r {
+                    if n.as_slice() == AUTHORITY {
+                        fix_authority(v);
+                    }
+                }
+                r
+            })
+            .collect();
+        assert_eq!(header_lists(&seen), want);
+        // Up to the first block with a fix, the bytes are the client's.
+        let mut pos = PREFACE.len();
+        let mut headers = 0;
+        while headers < 40 || client[pos + 3] != FRAME_HEADERS {
+            headers += usize::from(client[pos + 3] == FRAME_HEADERS);
+            pos += 9 + ((usize::from(client[pos + 1]) << 8) | usize::from(client[pos + 2]));
+        }
+        assert_eq!(seen[..pos], client[..pos]);
+        assert_ne!(seen[pos..], client[pos..]);
+    }
+
+    #[test]
+    fn undo_restores_the_table() {
+        let mut t = Table::new();
+        let mut undo = Undo::default();
+        for i in 0..20u8 {
+            t.insert(vec![b'n', i], vec![b'v'; 100], &mut undo);
+        }
+        let before: Vec<_> = t.entries.iter().cloned().collect();
+        let (size, max) = (t.size, t.max);
+        let mut undo = Undo::default();
+        t.insert(b"a".to_vec(), vec![b'a'; 1000], &mut undo);
+        t.resize(2000, &mut undo);
+        t.insert(b"b".to_vec(), vec![b'b'; 1500], &mut undo);
+        t.insert(b"c".to_vec(), vec![b'c'; 100], &mut undo);
+        t.revert(undo);
+        assert_eq!(t.entries.iter().cloned().collect::<Vec<_>>(), before);
+        assert_eq!((t.size, t.max), (size, max));
     }
 
     #[test]
