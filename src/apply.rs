@@ -2,6 +2,7 @@
 //! fixed order.
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -91,12 +92,34 @@ where
 }
 
 async fn delete_pdb(client: &Client, ns: &str, name: &str) -> Result<(), Error> {
-    let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    delete::<PodDisruptionBudget>(client, ns, name).await
+}
+
+/// Deletes a member's pod, so the StatefulSet recreates it from the current template (the
+/// update strategy is `OnDelete`: this is how the operator orders a rolling update). Already
+/// gone is fine.
+pub async fn delete_pod(client: &Client, ns: &str, name: &str) -> Result<(), Error> {
+    delete::<Pod>(client, ns, name).await
+}
+
+/// Deletes a member's PersistentVolumeClaim (its data). Already gone is fine.
+pub async fn delete_claim(client: &Client, ns: &str, name: &str) -> Result<(), Error> {
+    delete::<PersistentVolumeClaim>(client, ns, name).await
+}
+
+async fn delete<K>(client: &Client, ns: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(source) => Err(Error::Delete {
-            kind: "PodDisruptionBudget".into(),
+            kind: K::kind(&()).into_owned(),
             name: name.into(),
             source,
         }),

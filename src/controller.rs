@@ -186,14 +186,11 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
 
     // Membership calls go to the members that exist now.
     let existing = observed.statefulset.as_ref().map_or(0, |s| s.replicas);
-    execute(&ctx, &cluster, &names, existing, &plan).await?;
-    if let Some(desired) = &plan.desired {
-        let mut members = StatefulSetRuntime {
-            client: ctx.client.clone(),
-            pdb_exists: observed.pdb_exists,
-        };
-        members.apply(&validated, desired).await?;
-    }
+    let mut members = StatefulSetRuntime {
+        client: ctx.client.clone(),
+        pdb_exists: observed.pdb_exists,
+    };
+    execute(&ctx, &cluster, &validated, &mut members, existing, &plan).await?;
     let status = status::compute(&cluster, &names, &observed, &plan, Timestamp::now());
     status::patch(&ctx.client, &cluster, &status).await?;
     ctx.failures().remove(&key(&cluster));
@@ -205,7 +202,8 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
 async fn execute(
     ctx: &Context,
     cluster: &EtcdCluster,
-    names: &ClusterNames,
+    validated: &ValidatedCluster,
+    members: &mut StatefulSetRuntime,
     current: i32,
     plan: &Plan,
 ) -> Result<(), Error> {
@@ -223,7 +221,7 @@ async fn execute(
         .await;
     }
     if let Some(change) =
-        runtime::change_membership(ctx.etcd.as_ref(), names, current, &plan.step).await?
+        runtime::execute(ctx.etcd.as_ref(), members, validated, current, plan).await?
     {
         info!(change = ?change, "membership changed");
         publish(
@@ -264,6 +262,38 @@ impl MemberRuntime for StatefulSetRuntime {
                 self.pdb_exists,
             )
             .await?;
+            Ok(())
+        })
+    }
+
+    fn restart<'a>(
+        &'a mut self,
+        cluster: &'a ValidatedCluster,
+        ordinal: i32,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let names = &cluster.names;
+            apply::delete_pod(&self.client, &names.namespace, &names.member(ordinal)).await?;
+            Ok(())
+        })
+    }
+
+    fn wipe<'a>(
+        &'a mut self,
+        cluster: &'a ValidatedCluster,
+        ordinal: i32,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let names = &cluster.names;
+            let pod = names.member(ordinal);
+            // The claim first: it stays (protected) until the pod is gone, and the
+            // StatefulSet then recreates the pod with a new, empty claim. An emptyDir volume
+            // goes with the pod.
+            if !cluster.spec.storage.empty_dir {
+                let claim = format!("{}-{pod}", crate::names::DATA_VOLUME);
+                apply::delete_claim(&self.client, &names.namespace, &claim).await?;
+            }
+            apply::delete_pod(&self.client, &names.namespace, &pod).await?;
             Ok(())
         })
     }

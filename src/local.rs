@@ -33,7 +33,7 @@ use crate::build::{configmap, spec_hash};
 use crate::crd::{EtcdCluster, EtcdClusterStatus};
 use crate::etcd::{self, EtcdAdmin, EtcdClient};
 use crate::names::{Addressing, ClusterNames, LocalAddressing};
-use crate::observe::{self, EtcdState, Observed, StatefulSetState};
+use crate::observe::{self, EtcdState, Observed, PodState, StatefulSetState};
 use crate::plan::{self, Desired, MemberBootstrap, Plan, Step};
 use crate::runtime::{self, MemberRuntime};
 use crate::status;
@@ -183,10 +183,60 @@ struct State {
 
 /// A running member process.
 struct Running {
-    child: Child,
+    /// The process, when this runtime started it; `None` for one adopted from an earlier run
+    /// of the runtime (it keeps running when the runtime dies, as pods outlive an operator).
+    child: Option<Child>,
+    pid: u32,
     /// The configuration file it started with.
     config: String,
     started: Instant,
+}
+
+impl Running {
+    /// Whether the process has exited, and how, if known.
+    fn exited(&mut self) -> Option<String> {
+        match &mut self.child {
+            Some(child) => match child.try_wait() {
+                Ok(Some(status)) => Some(status.to_string()),
+                _ => None,
+            },
+            None => (!alive(self.pid)).then(|| "exited".to_owned()),
+        }
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) -> Result<(), rustix::io::Errno> {
+        match rustix::process::Pid::from_raw(self.pid as i32) {
+            Some(pid) => rustix::process::kill_process(pid, signal),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the process is gone.
+    async fn wait(&mut self) {
+        match &mut self.child {
+            Some(child) => {
+                let _ = child.wait().await;
+            }
+            None => {
+                while alive(self.pid) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Whether process `pid` exists.
+fn alive(pid: u32) -> bool {
+    rustix::process::Pid::from_raw(pid as i32)
+        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}
+
+/// The last part of a member's log.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = text.len().saturating_sub(4096);
+    String::from_utf8_lossy(&text[start..]).into_owned()
 }
 
 /// Members as local `etcd-server` processes.
@@ -198,9 +248,9 @@ pub struct LocalMembers {
     state: Option<State>,
     /// The cluster's identity: from `cluster.json`, or made once for a new cluster.
     uid: String,
-    /// Whether the last observation found every member healthy; a stale member is only
-    /// replaced then, as a StatefulSet waits for each pod to be Ready.
-    all_healthy: bool,
+    /// Members whose last exit said their data is lost (what a pod's termination message
+    /// says in Kubernetes), with that line.
+    lost: BTreeMap<i32, String>,
     cluster_name: String,
 }
 
@@ -234,17 +284,55 @@ impl LocalMembers {
             pending: BTreeMap::new(),
             state,
             uid,
-            all_healthy: false,
+            lost: BTreeMap::new(),
             cluster_name,
         };
-        // Adopt what is on disk: every existing member starts now, as pods would.
-        if let Some(state) = &members.state {
-            info!(replicas = state.replicas, "adopting existing members");
-            for i in 0..state.replicas {
-                members.pending.insert(i, (Instant::now(), Duration::ZERO));
+        // Adopt what is on disk: a member process still running from an earlier run is
+        // adopted as it is; every other member starts now, as pods would.
+        if let Some(replicas) = members.state.as_ref().map(|s| s.replicas) {
+            info!(replicas, "adopting existing members");
+            for i in 0..replicas {
+                match members.adopt(i) {
+                    Some(running) => {
+                        println!("adopted {} (pid {})", members.member_name(i), running.pid);
+                        members.running.insert(i, running);
+                    }
+                    None => {
+                        members.pending.insert(i, (Instant::now(), Duration::ZERO));
+                    }
+                }
             }
         }
         Ok(members)
+    }
+
+    /// Member `i`'s process from an earlier run, if it still runs: the PID in `etcd.pid`
+    /// names a live process started with this member's configuration file.
+    fn adopt(&self, i: i32) -> Option<Running> {
+        let dir = self.member_dir(i);
+        let pid: u32 = std::fs::read_to_string(dir.join("etcd.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let config_path = self.config_path(i);
+        let wanted = format!("--config-file={}", config_path.display());
+        let ours = cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == wanted.as_bytes());
+        if !ours || !alive(pid) {
+            return None;
+        }
+        let config = std::fs::read_to_string(dir.join("etcd.started.yaml"))
+            .or_else(|_| std::fs::read_to_string(&config_path))
+            .ok()?;
+        Some(Running {
+            child: None,
+            pid,
+            config,
+            started: Instant::now(),
+        })
     }
 
     fn member_name(&self, i: i32) -> String {
@@ -297,20 +385,32 @@ impl LocalMembers {
         serde_yaml_ng::to_string(&map).map_err(err)
     }
 
-    /// What exists, in the planner's terms (without etcd).
-    fn observe_members(&self) -> (Option<StatefulSetState>, BTreeMap<String, MemberBootstrap>) {
+    /// What exists, in the planner's terms (without etcd): the "StatefulSet", the members'
+    /// configuration files and their "pods".
+    fn observe_members(
+        &self,
+    ) -> (
+        Option<StatefulSetState>,
+        BTreeMap<String, MemberBootstrap>,
+        BTreeMap<i32, PodState>,
+    ) {
         let Some(state) = &self.state else {
-            return (None, BTreeMap::new());
+            return (None, BTreeMap::new(), BTreeMap::new());
         };
         let mut configs = BTreeMap::new();
-        let mut stale = false;
+        let mut pods = BTreeMap::new();
         for i in 0..state.replicas {
             let Ok(text) = std::fs::read_to_string(self.config_path(i)) else {
                 continue;
             };
-            if self.running.get(&i).is_some_and(|r| r.config != text) {
-                stale = true;
-            }
+            pods.insert(
+                i,
+                PodState {
+                    stale: self.running.get(&i).is_some_and(|r| r.config != text),
+                    terminating: false,
+                    data_lost: self.lost.get(&i).cloned(),
+                },
+            );
             if let Some(m) = configmap::parse_member(&text) {
                 configs.insert(m.name.clone(), m);
             }
@@ -319,9 +419,9 @@ impl LocalMembers {
             replicas: state.replicas,
             ready_replicas: 0,
             spec_hash: Some(state.spec_hash.clone()),
-            rollout_complete: !stale,
+            rollout_complete: pods.values().all(|p| !p.stale),
         };
-        (Some(sts), configs)
+        (Some(sts), configs, pods)
     }
 
     /// Restarts members whose process exited, after their backoff; the kubelet's job.
@@ -330,13 +430,21 @@ impl LocalMembers {
         let exited: Vec<(i32, String, Duration)> = self
             .running
             .iter_mut()
-            .filter_map(|(i, r)| match r.child.try_wait() {
-                Ok(Some(status)) => Some((*i, status.to_string(), r.started.elapsed())),
-                _ => None,
-            })
+            .filter_map(|(i, r)| Some((*i, r.exited()?, r.started.elapsed())))
             .collect();
         for (i, status, ran) in exited {
             self.running.remove(&i);
+            let _ = std::fs::remove_file(self.member_dir(i).join("etcd.pid"));
+            // What a pod's termination message would say: does its data still work?
+            match observe::data_lost_reason(&log_tail(&self.member_dir(i).join("etcd.log"))) {
+                Some(reason) => {
+                    println!("{} cannot run on its data: {reason}", self.member_name(i));
+                    self.lost.insert(i, reason);
+                }
+                None => {
+                    self.lost.remove(&i);
+                }
+            }
             let previous = self.pending.get(&i).map(|p| p.1).unwrap_or(Duration::ZERO);
             let backoff = if ran > Duration::from_secs(60) || previous.is_zero() {
                 self.options.restart_backoff
@@ -393,17 +501,19 @@ impl LocalMembers {
                 member: name.clone(),
                 source,
             })?;
-        if let Some(pid) = child.id() {
-            let pid_path = dir.join("etcd.pid");
-            std::fs::write(&pid_path, format!("{pid}\n")).map_err(io("write", &pid_path))?;
-        }
+        let pid = child.id().unwrap_or_default();
+        let pid_path = dir.join("etcd.pid");
+        std::fs::write(&pid_path, format!("{pid}\n")).map_err(io("write", &pid_path))?;
+        let started_path = dir.join("etcd.started.yaml");
+        std::fs::write(&started_path, &config).map_err(io("write", &started_path))?;
         info!(member = %name, "started member");
         println!("started {name} ({})", self.options.addressing.ip(i));
         self.pending.remove(&i);
         self.running.insert(
             i,
             Running {
-                child,
+                child: Some(child),
+                pid,
                 config,
                 started: Instant::now(),
             },
@@ -494,53 +604,51 @@ impl LocalMembers {
         });
         self.save_state()?;
 
+        // Running members keep running: restarts are the planner's (RestartMembers).
         for i in 0..n {
             if !self.running.contains_key(&i) && !self.pending.contains_key(&i) {
                 self.start(i)?;
             }
         }
-
-        // A changed configuration: replace one member at a time, highest first, and only
-        // while every member is healthy.
-        if self.all_healthy {
-            let stale = (0..n).rev().find(|i| {
-                self.running.get(i).is_some_and(|r| {
-                    std::fs::read_to_string(self.config_path(*i)).ok().as_ref() != Some(&r.config)
-                })
-            });
-            if let Some(i) = stale {
-                println!(
-                    "restarting {} with its new configuration",
-                    self.member_name(i)
-                );
-                self.stop(i).await;
-                self.start(i)?;
-                self.all_healthy = false;
-            }
-        }
         Ok(())
+    }
+
+    async fn restart_member(&mut self, i: i32) -> Result<(), Error> {
+        println!(
+            "restarting {} with its current configuration",
+            self.member_name(i)
+        );
+        self.stop(i).await;
+        self.start(i)
+    }
+
+    async fn wipe_member(&mut self, i: i32) -> Result<(), Error> {
+        self.stop(i).await;
+        let data = self.member_dir(i).join("data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data).map_err(io("delete", &data))?;
+        }
+        println!("wiped the data of {}", self.member_name(i));
+        self.lost.remove(&i);
+        self.start(i)
     }
 }
 
 /// SIGTERMs every member, then waits for each until `timeout`, killing what is left.
 async fn stop_all(members: Vec<(String, Running)>, timeout: Duration) {
     for (name, r) in &members {
-        if let Some(pid) = r
-            .child
-            .id()
-            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-            && let Err(error) = rustix::process::kill_process(pid, rustix::process::Signal::TERM)
-        {
+        if let Err(error) = r.signal(rustix::process::Signal::TERM) {
             warn!(member = %name, %error, "failed to send SIGTERM");
         }
     }
     let deadline = tokio::time::Instant::now() + timeout;
     for (name, mut r) in members {
-        match tokio::time::timeout_at(deadline, r.child.wait()).await {
-            Ok(_) => println!("stopped {name}"),
+        match tokio::time::timeout_at(deadline, r.wait()).await {
+            Ok(()) => println!("stopped {name}"),
             Err(_) => {
                 warn!(member = %name, "did not stop in time; killing it");
-                let _ = r.child.kill().await;
+                let _ = r.signal(rustix::process::Signal::KILL);
+                r.wait().await;
                 println!("killed {name} (it did not stop within {timeout:?})");
             }
         }
@@ -556,6 +664,22 @@ impl MemberRuntime for LocalMembers {
         desired: &'a Desired,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(self.apply_desired(cluster, desired))
+    }
+
+    fn restart<'a>(
+        &'a mut self,
+        _cluster: &'a ValidatedCluster,
+        ordinal: i32,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.restart_member(ordinal))
+    }
+
+    fn wipe<'a>(
+        &'a mut self,
+        _cluster: &'a ValidatedCluster,
+        ordinal: i32,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.wipe_member(ordinal))
     }
 }
 
@@ -727,7 +851,7 @@ async fn reconcile(etcd: &EtcdClient, members: &mut LocalMembers, cluster: &Etcd
     };
     names.addressing = addressing;
 
-    let (statefulset, member_configs) = members.observe_members();
+    let (statefulset, member_configs, pods) = members.observe_members();
     let etcd_state = match &statefulset {
         None => EtcdState::NotChecked,
         Some(sts) => observe::observe_etcd(etcd, &names, sts.replicas).await,
@@ -737,13 +861,10 @@ async fn reconcile(etcd: &EtcdClient, members: &mut LocalMembers, cluster: &Etcd
         member_configs,
         pdb_exists: false,
         etcd: etcd_state,
+        pods,
     };
     if let (Some(sts), EtcdState::Reachable(view)) = (&mut observed.statefulset, &observed.etcd) {
         sts.ready_replicas = view.members.iter().filter(|m| m.healthy()).count() as i32;
-        members.all_healthy =
-            view.members.iter().all(|m| m.healthy()) && view.members.len() as i32 == sts.replicas;
-    } else {
-        members.all_healthy = false;
     }
 
     let plan = plan::plan(validated.as_ref().map_err(Vec::as_slice), &observed);

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::ListParams;
 use kube::{Api, Client};
 
 use crate::build::configmap::parse_member_files;
@@ -41,6 +42,40 @@ pub struct Observed {
     pub pdb_exists: bool,
     /// What etcd says.
     pub etcd: EtcdState,
+    /// Each member's pod (locally: its process), by ordinal. A member without an entry has
+    /// no pod yet.
+    pub pods: BTreeMap<i32, PodState>,
+}
+
+/// One member's pod, or locally its process.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodState {
+    /// It runs an older template (locally: an older configuration file) than the current one.
+    pub stale: bool,
+    /// It is being deleted.
+    pub terminating: bool,
+    /// Its last exit said that its data is lost or belongs to a removed member (one of
+    /// [`DATA_LOST_MARKERS`]): restarting it cannot help.
+    pub data_lost: Option<String>,
+}
+
+/// What `etcd-server` (and etcd) print when a member cannot run on the data it has: its data
+/// directory was emptied while the cluster still lists it as started; the cluster removed it;
+/// its Raft log is behind what the cluster says it committed.
+pub const DATA_LOST_MARKERS: &[&str] = &[
+    "has already been bootstrapped",
+    "the member has been permanently removed from the cluster",
+    "is out of range [last_index",
+    "is out of range [lastIndex",
+];
+
+/// The line of `text` (a log tail or a termination message) that says the member's data is
+/// lost, if any.
+pub fn data_lost_reason(text: &str) -> Option<String> {
+    text.lines()
+        .rev()
+        .find(|line| DATA_LOST_MARKERS.iter().any(|m| line.contains(m)))
+        .map(|line| line.trim().to_owned())
 }
 
 /// The parts of the StatefulSet the planner uses.
@@ -182,6 +217,26 @@ pub async fn observe(
             source,
         })?;
 
+    let pods = match &statefulset {
+        None => BTreeMap::new(),
+        Some(sts) => {
+            let selector: Vec<String> = names
+                .selector_labels()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let list = Api::<Pod>::namespaced(client.clone(), ns)
+                .list(&ListParams::default().labels(&selector.join(",")))
+                .await
+                .map_err(|source| Error::Read {
+                    kind: "Pod",
+                    name: names.statefulset(),
+                    source,
+                })?;
+            let revision = sts.status.as_ref().and_then(|s| s.update_revision.clone());
+            pod_states(names, revision.as_deref(), &list.items)
+        }
+    };
     let statefulset = statefulset.as_ref().map(statefulset_state);
     let etcd = match &statefulset {
         None => EtcdState::NotChecked,
@@ -195,7 +250,55 @@ pub async fn observe(
         statefulset,
         pdb_exists: pdb.is_some(),
         etcd,
+        pods,
     })
+}
+
+/// The StatefulSet's pods by ordinal: stale when their `controller-revision-hash` is not the
+/// StatefulSet's update revision; data lost when the etcd container's last termination
+/// message (the log tail, with `FallbackToLogsOnError`) says so.
+pub fn pod_states(
+    names: &ClusterNames,
+    update_revision: Option<&str>,
+    pods: &[Pod],
+) -> BTreeMap<i32, PodState> {
+    let prefix = format!("{}-", names.statefulset());
+    pods.iter()
+        .filter_map(|pod| {
+            let name = pod.metadata.name.as_deref()?;
+            let ordinal: i32 = name.strip_prefix(&prefix)?.parse().ok()?;
+            let revision = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("controller-revision-hash"))
+                .map(String::as_str);
+            let stale = matches!((revision, update_revision), (Some(a), Some(b)) if a != b);
+            let data_lost = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|c| c.name == crate::names::CONTAINER)
+                .flat_map(|c| {
+                    [
+                        c.state.as_ref().and_then(|s| s.terminated.as_ref()),
+                        c.last_state.as_ref().and_then(|s| s.terminated.as_ref()),
+                    ]
+                })
+                .flatten()
+                .find_map(|t| t.message.as_deref().and_then(data_lost_reason));
+            Some((
+                ordinal,
+                PodState {
+                    stale,
+                    terminating: pod.metadata.deletion_timestamp.is_some(),
+                    data_lost,
+                },
+            ))
+        })
+        .collect()
 }
 
 fn statefulset_state(sts: &StatefulSet) -> StatefulSetState {

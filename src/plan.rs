@@ -27,7 +27,9 @@
 use std::time::Duration;
 
 use crate::build::spec_hash;
-use crate::observe::{ClusterView, EtcdState, MemberView, Observed, StatefulSetState};
+use crate::observe::{
+    ClusterView, EtcdState, MemberHealth, MemberView, Observed, StatefulSetState,
+};
 use crate::validate::ValidatedCluster;
 
 /// How long to wait before looking again while something is in progress.
@@ -126,9 +128,10 @@ pub enum Step {
         /// Member ID, `None` when it was already removed.
         id: Option<u64>,
     },
-    /// The member to remove leads the cluster: hand leadership to another voter first.
+    /// Hand leadership from `name` to another voter: before removing `name`, or before
+    /// restarting it in a rolling update.
     MoveLeader {
-        /// The leading member (to be removed).
+        /// The leading member.
         name: String,
         /// The member that takes over.
         to_name: String,
@@ -143,10 +146,37 @@ pub enum Step {
         /// Why it is refused.
         reason: String,
     },
-    /// Apply a changed spec.
+    /// Apply a changed spec. The StatefulSet updates pods only when they are deleted
+    /// (`OnDelete`), so this restarts nothing; [`Step::RestartMembers`] does, in order.
     RollOut,
-    /// The StatefulSet is replacing pods.
-    WaitForRollout,
+    /// Restart members onto the current template: one healthy follower at a time in a rolling
+    /// update, or every member that is down anyway.
+    RestartMembers {
+        /// Member names.
+        names: Vec<String>,
+    },
+    /// First half of replacing a member whose data is lost: remove it from etcd. Its pod
+    /// stays; the next steps wipe its volume and add it again.
+    RemoveLostMember {
+        /// Member name.
+        name: String,
+        /// Member ID.
+        id: u64,
+    },
+    /// Second half of replacing a lost member: add it again as a learner under the same name
+    /// and peer URL, then wipe its volume so it joins from scratch.
+    ReAddMember {
+        /// Member name.
+        name: String,
+        /// Its peer URL.
+        peer_url: String,
+    },
+    /// A learner that has not started yet runs on data that cannot join (left from before
+    /// it was removed): wipe its volume.
+    WipeMember {
+        /// Member name.
+        name: String,
+    },
     /// Blocked: nothing may safely change now.
     Wait {
         /// Why.
@@ -177,6 +207,10 @@ impl Plan {
     }
 }
 
+/// How far (in Raft entries) a member may trail the leader and still count as caught up. Status
+/// answers are gathered concurrently under load, so a little skew is normal.
+pub const MAX_LAG: u64 = 1000;
+
 /// Decides the next step for `cluster` (or its validation problems) given `observed`.
 pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) -> Plan {
     let cluster = match cluster {
@@ -194,9 +228,15 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
     let Some(sts) = &observed.statefulset else {
         return Plan::new(Step::Bootstrap, Some(bootstrap(cluster)), REQUEUE_BUSY);
     };
+    let names = &cluster.names;
     let current = sts.replicas;
     let keep = desired(cluster, observed, current);
     let changed = sts.spec_hash.as_deref() != Some(spec_hash(cluster).as_str());
+    let pod = |i: i32| observed.pods.get(&i).cloned().unwrap_or_default();
+    // Applying a changed spec restarts nothing (OnDelete), so it is safe in any state.
+    if changed {
+        return Plan::new(Step::RollOut, Some(keep), REQUEUE_BUSY);
+    }
     let view = match &observed.etcd {
         EtcdState::Reachable(view) => view,
         EtcdState::NotChecked | EtcdState::Unreachable { .. } => {
@@ -204,21 +244,31 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
                 EtcdState::Unreachable { error } => error.as_str(),
                 _ => "not checked",
             };
-            if changed && sts.ready_replicas == 0 {
-                return Plan::new(Step::RollOut, Some(keep), REQUEUE_BUSY);
+            // No quorum to protect: every stale member is down; let the new template (a
+            // fix) reach all of them at once.
+            let stale: Vec<String> = (0..current)
+                .filter(|i| pod(*i).stale && !pod(*i).terminating)
+                .map(|i| names.member(i))
+                .collect();
+            if sts.ready_replicas == 0 && !stale.is_empty() {
+                return Plan::new(
+                    Step::RestartMembers { names: stale },
+                    Some(keep),
+                    REQUEUE_BUSY,
+                );
             }
-            return wait(format!("no member is reachable: {error}"), changed, keep);
+            return wait(format!("no member is reachable: {error}"), keep);
         }
     };
 
-    // 4. A member beyond the StatefulSet: a scale-up interrupted between MemberAdd and growing
+    // A member beyond the StatefulSet: a scale-up interrupted between MemberAdd and growing
     // the StatefulSet.
     if let Some(extra) = view
         .members
         .iter()
         .find(|m| m.ordinal.is_some_and(|i| i >= current))
     {
-        let name = cluster.names.member(extra.ordinal.unwrap_or(current));
+        let name = names.member(extra.ordinal.unwrap_or(current));
         if extra.ordinal == Some(current) && cluster.spec.replicas > current {
             return Plan::new(
                 Step::StartMember { name },
@@ -236,23 +286,75 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
         );
     }
 
-    // 5. Unhealthy or missing members.
+    // Lost members (wanted ordinals only; a scale-in removes the others): remove, then add
+    // again as a learner and wipe, while the rest keeps a quorum.
+    for i in 0..current.min(cluster.spec.replicas) {
+        let name = names.member(i);
+        let lost = pod(i).data_lost.is_some();
+        match view.by_ordinal(i) {
+            Some(m) if m.healthy() || !lost => {}
+            Some(m) if m.is_learner && m.name.is_empty() => {
+                return Plan::new(Step::WipeMember { name }, Some(keep), REQUEUE_BUSY);
+            }
+            Some(m) => {
+                // etcd commits a removal only with a quorum of the current voters.
+                if !ready_quorum(view) {
+                    return wait(
+                        format!("{name} lost its data, but the cluster has no quorum to remove it"),
+                        keep,
+                    );
+                }
+                if let Some(reason) = removal_breaks_quorum(view, i) {
+                    return wait(format!("{name} lost its data, but {reason}"), keep);
+                }
+                return Plan::new(
+                    Step::RemoveLostMember { name, id: m.id },
+                    Some(keep),
+                    REQUEUE_BUSY,
+                );
+            }
+            None if ready_quorum(view) && !view.members.iter().any(|m| m.is_learner) => {
+                let mut d = keep;
+                d.members[i as usize] = joining(cluster, i, current);
+                return Plan::new(
+                    Step::ReAddMember {
+                        name,
+                        peer_url: names.peer_url(i),
+                    },
+                    Some(d),
+                    REQUEUE_BUSY,
+                );
+            }
+            None => {}
+        }
+    }
+
+    // Unhealthy or missing members.
     let unhealthy = unhealthy_ordinals(view, current);
     if !unhealthy.is_empty() {
-        let names: Vec<String> = unhealthy.iter().map(|i| cluster.names.member(*i)).collect();
-        let highest_only = unhealthy
+        let member_names: Vec<String> = unhealthy.iter().map(|i| names.member(*i)).collect();
+        // Down already: moving them to the current template costs nothing and may be the fix.
+        let stale_down: Vec<String> = unhealthy
             .iter()
-            .enumerate()
-            .all(|(k, i)| *i == current - unhealthy.len() as i32 + k as i32);
+            .filter(|i| pod(**i).stale && !pod(**i).terminating)
+            .map(|i| names.member(*i))
+            .collect();
+        if !stale_down.is_empty() {
+            return Plan::new(
+                Step::RestartMembers { names: stale_down },
+                Some(keep),
+                REQUEUE_BUSY,
+            );
+        }
         // Scaling down past the one unhealthy member: removing it only helps quorum. This also
         // finishes a scale-down interrupted between MemberRemove and shrinking the StatefulSet.
-        if cluster.spec.replicas < current && unhealthy == [current - 1] && view.has_quorum() {
+        if cluster.spec.replicas < current && unhealthy == [current - 1] && ready_quorum(view) {
             let last = current - 1;
             let id = view.by_ordinal(last).map(|m| m.id);
             let shrunk = desired(cluster, observed, last);
             return Plan::new(
                 Step::RemoveMember {
-                    name: cluster.names.member(last),
+                    name: names.member(last),
                     id,
                 },
                 Some(shrunk),
@@ -264,32 +366,41 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
         {
             return Plan::new(
                 Step::ScaleInRefused {
-                    name: cluster.names.member(current - 1),
+                    name: names.member(current - 1),
                     reason,
                 },
-                (!changed).then_some(keep),
+                Some(keep),
                 REQUEUE_BLOCKED,
             );
         }
-        if changed && highest_only && view.has_quorum() {
-            return Plan::new(Step::RollOut, Some(keep), REQUEUE_BUSY);
-        }
         return wait(
-            format!("members {} are not healthy", names.join(", ")),
-            changed,
+            format!("members {} are not healthy", member_names.join(", ")),
             keep,
         );
     }
 
-    // 6. A started learner.
+    // Every member is healthy; each must also have caught up before anything else changes.
+    let lagging: Vec<String> = view
+        .members
+        .iter()
+        .filter(|m| !caught_up(view, m))
+        .map(|m| display_name(cluster, m))
+        .collect();
+    if !lagging.is_empty() {
+        return wait(
+            format!(
+                "members {} are catching up with the leader",
+                lagging.join(", ")
+            ),
+            keep,
+        );
+    }
+
+    // A started learner.
     if let Some(learner) = view.members.iter().find(|m| m.is_learner) {
-        let name = learner
-            .ordinal
-            .map(|i| cluster.names.member(i))
-            .unwrap_or_else(|| learner.name.clone());
         return Plan::new(
             Step::PromoteLearner {
-                name,
+                name: display_name(cluster, learner),
                 id: learner.id,
             },
             Some(keep),
@@ -297,20 +408,57 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
         );
     }
 
-    // 7. A spec change, then its rollout.
-    if changed {
-        return Plan::new(Step::RollOut, Some(keep), REQUEUE_BUSY);
+    // A rolling update: one member at a time, followers first (lowest ordinal first), the
+    // leader last after handing leadership to an updated follower.
+    if let Some(i) = (0..current).find(|i| pod(*i).terminating) {
+        return wait(format!("{} is restarting", names.member(i)), keep);
     }
-    if !sts.rollout_complete {
-        return Plan::new(Step::WaitForRollout, Some(keep), REQUEUE_BUSY);
+    let stale: Vec<i32> = (0..current).filter(|i| pod(*i).stale).collect();
+    if !stale.is_empty() {
+        let leader = view.leader();
+        let is_leader = |i: i32| view.by_ordinal(i).map(|m| m.id) == leader && leader.is_some();
+        if let Some(follower) = stale.iter().copied().find(|i| !is_leader(*i)) {
+            return Plan::new(
+                Step::RestartMembers {
+                    names: vec![names.member(follower)],
+                },
+                Some(keep),
+                REQUEUE_BUSY,
+            );
+        }
+        let old_leader = stale[0];
+        let successor = view
+            .members
+            .iter()
+            .filter(|m| !m.is_learner && m.ordinal.is_some_and(|o| !pod(o).stale))
+            .min_by_key(|m| m.ordinal.unwrap_or(i32::MAX));
+        return match successor {
+            Some(to) => Plan::new(
+                Step::MoveLeader {
+                    name: names.member(old_leader),
+                    to_name: display_name(cluster, to),
+                    to_id: to.id,
+                },
+                Some(keep),
+                REQUEUE_BUSY,
+            ),
+            // A single member: no one to hand over to.
+            None => Plan::new(
+                Step::RestartMembers {
+                    names: vec![names.member(old_leader)],
+                },
+                Some(keep),
+                REQUEUE_BUSY,
+            ),
+        };
     }
 
-    // 8, 9. Scaling, one member at a time.
+    // Scaling, one member at a time.
     if cluster.spec.replicas > current {
         return Plan::new(
             Step::AddLearner {
-                name: cluster.names.member(current),
-                peer_url: cluster.names.peer_url(current),
+                name: names.member(current),
+                peer_url: names.peer_url(current),
             },
             Some(grow(cluster, observed, current)),
             REQUEUE_BUSY,
@@ -328,11 +476,8 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
             if let Some(to) = successor {
                 return Plan::new(
                     Step::MoveLeader {
-                        name: cluster.names.member(last),
-                        to_name: to
-                            .ordinal
-                            .map(|i| cluster.names.member(i))
-                            .unwrap_or_else(|| to.name.clone()),
+                        name: names.member(last),
+                        to_name: display_name(cluster, to),
                         to_id: to.id,
                     },
                     Some(keep),
@@ -343,7 +488,7 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
         let shrunk = desired(cluster, observed, last);
         return Plan::new(
             Step::RemoveMember {
-                name: cluster.names.member(last),
+                name: names.member(last),
                 id,
             },
             Some(shrunk),
@@ -353,14 +498,45 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
     Plan::new(Step::InSync, Some(keep), REQUEUE_IN_SYNC)
 }
 
-/// Waiting still re-applies the objects when the spec is unchanged: that repairs drift (a
-/// deleted Service) without touching pods. A changed spec waits.
-fn wait(reason: String, changed: bool, keep: Desired) -> Plan {
-    Plan::new(
-        Step::Wait { reason },
-        (!changed).then_some(keep),
-        REQUEUE_BLOCKED,
-    )
+/// The operator's name for a member: from its ordinal, else the name it reports.
+fn display_name(cluster: &ValidatedCluster, m: &MemberView) -> String {
+    m.ordinal
+        .map(|i| cluster.names.member(i))
+        .unwrap_or_else(|| m.name.clone())
+}
+
+/// Whether more than half of the voting members are healthy and caught up: what any
+/// membership change needs (a lagging member counts as unhealthy until it catches up).
+pub fn ready_quorum(view: &ClusterView) -> bool {
+    let voters: Vec<&MemberView> = view.members.iter().filter(|m| !m.is_learner).collect();
+    let ready = voters
+        .iter()
+        .filter(|m| m.healthy() && caught_up(view, m))
+        .count();
+    !voters.is_empty() && ready > voters.len() / 2
+}
+
+/// Whether `m` is within [`MAX_LAG`] entries of the leader's Raft index.
+pub fn caught_up(view: &ClusterView, m: &MemberView) -> bool {
+    let index = |m: &MemberView| match m.health {
+        MemberHealth::Healthy { raft_index, .. } => Some(raft_index),
+        MemberHealth::Unhealthy { .. } => None,
+    };
+    let leader = view
+        .leader()
+        .and_then(|id| view.members.iter().find(|m| m.id == id))
+        .and_then(index);
+    match (leader, index(m)) {
+        (Some(l), Some(x)) => l.saturating_sub(x) <= MAX_LAG,
+        (None, Some(_)) => true,
+        (_, None) => false,
+    }
+}
+
+/// Waiting still re-applies the objects: that repairs drift (a deleted Service) without
+/// touching pods.
+fn wait(reason: String, keep: Desired) -> Plan {
+    Plan::new(Step::Wait { reason }, Some(keep), REQUEUE_BLOCKED)
 }
 
 /// Why removing member `ordinal` would leave fewer healthy voting members than a quorum of
@@ -372,7 +548,9 @@ pub fn removal_breaks_quorum(view: &ClusterView, ordinal: i32) -> Option<String>
         .iter()
         .filter(|m| !m.is_learner && Some(m.id) != removed);
     let voters = remaining.clone().count();
-    let healthy = remaining.filter(|m| m.healthy()).count();
+    let healthy = remaining
+        .filter(|m| m.healthy() && caught_up(view, m))
+        .count();
     (healthy <= voters / 2).then(|| {
         format!(
             "removing member {ordinal} would leave {healthy} of {voters} voting members healthy, \
@@ -418,7 +596,7 @@ fn desired(cluster: &ValidatedCluster, observed: &Observed, replicas: i32) -> De
                 .member_configs
                 .get(&name)
                 .cloned()
-                .unwrap_or_else(|| joining(cluster, i))
+                .unwrap_or_else(|| joining(cluster, i, replicas))
         })
         .collect();
     Desired { replicas, members }
@@ -427,16 +605,19 @@ fn desired(cluster: &ValidatedCluster, observed: &Observed, replicas: i32) -> De
 /// Grows the StatefulSet by one: the new member joins the members below it.
 fn grow(cluster: &ValidatedCluster, observed: &Observed, current: i32) -> Desired {
     let mut d = desired(cluster, observed, current);
-    d.members.push(joining(cluster, current));
+    d.members.push(joining(cluster, current, current + 1));
     d.replicas = current + 1;
     d
 }
 
-fn joining(cluster: &ValidatedCluster, ordinal: i32) -> MemberBootstrap {
+/// Member `ordinal` joining a running cluster of `replicas` members: `initial-cluster` names
+/// every member (etcd-server asks the others for the member list and finds itself by its
+/// peer URL).
+fn joining(cluster: &ValidatedCluster, ordinal: i32, replicas: i32) -> MemberBootstrap {
     MemberBootstrap {
         name: cluster.names.member(ordinal),
         state: InitialState::Existing,
-        initial_cluster: (0..=ordinal)
+        initial_cluster: (0..replicas.max(ordinal + 1))
             .map(|i| (cluster.names.member(i), cluster.names.peer_url(i)))
             .collect(),
     }

@@ -1,7 +1,7 @@
 //! Carrying out a plan, shared by the Kubernetes controller and the local runtime: the
 //! etcd-facing part of a step (MemberAdd as a learner, MemberPromote, MoveLeader,
-//! MemberRemove) is the same everywhere; only running the members differs, behind
-//! [`MemberRuntime`] (a StatefulSet, or local `etcd-server` processes).
+//! MemberRemove) is the same everywhere; only "apply, restart or wipe member N" differs,
+//! behind [`MemberRuntime`] (a StatefulSet and its pods, or local `etcd-server` processes).
 //!
 //! Order within one step: the etcd change first, then the members. A new member is added
 //! to etcd before its process starts (so it joins with `existing`), and a removed member is
@@ -14,18 +14,34 @@ use crate::names::ClusterNames;
 use crate::plan::{Desired, Plan, Step};
 use crate::validate::ValidatedCluster;
 
-/// Runs members. Members `0..desired.replicas` run with their bootstrap configuration from
-/// `desired`; members beyond are stopped and their data deleted (after the planner removed
-/// them from etcd); members whose configuration changed are replaced one at a time.
+/// Runs members: the only part that differs between Kubernetes and the local runtime.
 pub trait MemberRuntime: Send {
     /// The runtime's error.
     type Error: From<etcd::Error> + Send;
 
-    /// Makes the running members match `desired`.
+    /// Makes the members match `desired`: members `0..desired.replicas` exist with their
+    /// bootstrap configuration (a member that is not running is started); members beyond are
+    /// stopped and their data deleted (after the planner removed them from etcd). Running
+    /// members are not restarted, even when their configuration changed.
     fn apply<'a>(
         &'a mut self,
         cluster: &'a ValidatedCluster,
         desired: &'a Desired,
+    ) -> BoxFuture<'a, Result<(), Self::Error>>;
+
+    /// Restarts member `ordinal` on its current configuration (Kubernetes: deletes its pod).
+    fn restart<'a>(
+        &'a mut self,
+        cluster: &'a ValidatedCluster,
+        ordinal: i32,
+    ) -> BoxFuture<'a, Result<(), Self::Error>>;
+
+    /// Deletes member `ordinal`'s data and starts it again on an empty data directory
+    /// (Kubernetes: deletes its PersistentVolumeClaim, then its pod).
+    fn wipe<'a>(
+        &'a mut self,
+        cluster: &'a ValidatedCluster,
+        ordinal: i32,
     ) -> BoxFuture<'a, Result<(), Self::Error>>;
 }
 
@@ -62,6 +78,30 @@ pub enum Change {
         /// Member ID.
         id: u64,
     },
+    /// A member whose data is lost was removed, to be added again.
+    LostRemoved {
+        /// Member name.
+        name: String,
+        /// Its old ID.
+        id: u64,
+    },
+    /// A lost member was added again as a learner and its volume wiped.
+    Readded {
+        /// Member name.
+        name: String,
+        /// Its new ID.
+        id: u64,
+    },
+    /// Members were restarted onto the current template.
+    Restarted {
+        /// Member names.
+        names: Vec<String>,
+    },
+    /// A member's volume was wiped.
+    Wiped {
+        /// Member name.
+        name: String,
+    },
 }
 
 impl Change {
@@ -72,6 +112,10 @@ impl Change {
             Self::Promoted { .. } => "MemberPromoted",
             Self::LeaderMoved { .. } => "LeaderMoved",
             Self::Removed { .. } => "MemberRemoved",
+            Self::LostRemoved { .. } => "LostMemberRemoved",
+            Self::Readded { .. } => "MemberReadded",
+            Self::Restarted { .. } => "MemberRestarted",
+            Self::Wiped { .. } => "MemberWiped",
         }
     }
 
@@ -80,6 +124,8 @@ impl Change {
         match self {
             Self::LearnerAdded { .. } | Self::Promoted { .. } => "ScaleUp",
             Self::LeaderMoved { .. } | Self::Removed { .. } => "ScaleDown",
+            Self::LostRemoved { .. } | Self::Readded { .. } | Self::Wiped { .. } => "Replace",
+            Self::Restarted { .. } => "RollingUpdate",
         }
     }
 
@@ -90,6 +136,14 @@ impl Change {
             Self::Promoted { name, id } => format!("promoted {name} ({id:x}) to a voting member"),
             Self::LeaderMoved { from, to, .. } => format!("moved leadership from {from} to {to}"),
             Self::Removed { name, id } => format!("removed {name} ({id:x})"),
+            Self::LostRemoved { name, id } => {
+                format!("removed {name} ({id:x}): its data is lost; it will be added again")
+            }
+            Self::Readded { name, id } => {
+                format!("added {name} again as a learner ({id:x}) and wiped its volume")
+            }
+            Self::Restarted { names } => format!("restarted {}", names.join(", ")),
+            Self::Wiped { name } => format!("wiped the volume of {name}"),
         }
     }
 }
@@ -144,8 +198,34 @@ pub async fn change_membership(
                 id: *id,
             })
         }
+        Step::RemoveLostMember { name, id } => {
+            etcd.remove(&endpoints, *id).await?;
+            Some(Change::LostRemoved {
+                name: name.clone(),
+                id: *id,
+            })
+        }
+        Step::ReAddMember { name, peer_url } => {
+            let id = etcd.add_learner(&endpoints, peer_url).await?;
+            Some(Change::Readded {
+                name: name.clone(),
+                id,
+            })
+        }
         _ => None,
     })
+}
+
+/// The environment variable that makes the operator exit right after a membership change
+/// whose event reason it names (`MemberAdded`, `MemberReadded`, …), before touching the
+/// members: a failpoint for the crash-resumption tests.
+pub const EXIT_AFTER_ENV: &str = "ETCD_OPERATOR_EXIT_AFTER";
+
+fn failpoint(change: &Change) {
+    if std::env::var(EXIT_AFTER_ENV).is_ok_and(|v| v == change.reason()) {
+        eprintln!("{EXIT_AFTER_ENV}={}: exiting", change.reason());
+        std::process::exit(86);
+    }
 }
 
 /// Carries out `plan`: its membership change in etcd, then the members through `runtime`.
@@ -157,9 +237,39 @@ pub async fn execute<R: MemberRuntime>(
     current: i32,
     plan: &Plan,
 ) -> Result<Option<Change>, R::Error> {
-    let change = change_membership(etcd, &cluster.names, current, &plan.step).await?;
+    let mut change = change_membership(etcd, &cluster.names, current, &plan.step).await?;
+    if let Some(change) = &change {
+        failpoint(change);
+    }
     if let Some(desired) = &plan.desired {
         runtime.apply(cluster, desired).await?;
+    }
+    let ordinal = |name: &str| {
+        cluster
+            .names
+            .ordinal_of_name(name)
+            .ok_or_else(|| etcd::Error::Rejected {
+                op: "find the member",
+                message: format!("{name} is not a member the operator created"),
+            })
+    };
+    match &plan.step {
+        Step::RestartMembers { names } => {
+            for name in names {
+                runtime.restart(cluster, ordinal(name)?).await?;
+            }
+            change = Some(Change::Restarted {
+                names: names.clone(),
+            });
+        }
+        // Added again first, wiped second: a pod that restarts in between still has its old
+        // member ID, which the cluster refuses, so it cannot rejoin on the old data.
+        Step::ReAddMember { name, .. } => runtime.wipe(cluster, ordinal(name)?).await?,
+        Step::WipeMember { name } => {
+            runtime.wipe(cluster, ordinal(name)?).await?;
+            change = Some(Change::Wiped { name: name.clone() });
+        }
+        _ => {}
     }
     Ok(change)
 }

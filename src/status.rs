@@ -135,14 +135,34 @@ pub fn compute(
         Step::RemoveMember { name, .. } => (true, "ScalingDown", format!("removing {name}")),
         Step::MoveLeader { name, to_name, .. } => (
             true,
-            "ScalingDown",
-            format!("moving leadership from {name} to {to_name} before removing {name}"),
+            "MovingLeader",
+            format!("moving leadership from {name} to {to_name}"),
         ),
         Step::ScaleInRefused { reason, .. } => (false, "ScaleInRefused", reason.clone()),
-        Step::RollOut | Step::WaitForRollout => (
+        Step::RollOut => (
             true,
             "RollingOut",
-            "replacing members with the current spec".to_owned(),
+            "applying the current spec; members restart one at a time".to_owned(),
+        ),
+        Step::RestartMembers { names } => (
+            true,
+            "RollingOut",
+            format!("restarting {} with the current spec", names.join(", ")),
+        ),
+        Step::RemoveLostMember { name, .. } => (
+            true,
+            "ReplacingMember",
+            format!("removing {name}, whose data is lost, to add it again"),
+        ),
+        Step::ReAddMember { name, .. } => (
+            true,
+            "ReplacingMember",
+            format!("adding {name} again as a learner on an empty volume"),
+        ),
+        Step::WipeMember { name } => (
+            true,
+            "ReplacingMember",
+            format!("wiping the volume of {name}, whose data cannot join"),
         ),
         Step::Wait { reason } if !formed => (true, "Bootstrapping", reason.clone()),
         Step::Wait { reason } => (false, "Blocked", reason.clone()),
@@ -152,6 +172,11 @@ pub fn compute(
     let (degraded, d_reason, d_message) = match (&plan.step, &observed.etcd) {
         (Step::Invalid { problems }, _) => (true, "InvalidSpec", problems.join("; ")),
         (Step::ScaleInRefused { reason, .. }, _) => (true, "QuorumAtRisk", reason.clone()),
+        (Step::RemoveLostMember { name, .. } | Step::ReAddMember { name, .. }, _) => (
+            true,
+            "MemberLost",
+            format!("{name} lost its data and is being replaced"),
+        ),
         (_, EtcdState::Reachable(_)) if !unhealthy.is_empty() => (
             true,
             "MembersUnhealthy",

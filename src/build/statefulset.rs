@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
@@ -71,6 +72,13 @@ pub fn build(cluster: &ValidatedCluster, desired: &Desired) -> StatefulSet {
             // Bootstrap needs every initial member running before any can become Ready (Ready
             // means quorum), so pods must not wait for each other.
             pod_management_policy: Some("Parallel".to_owned()),
+            // The operator orders updates itself (followers first, the leader last after a
+            // leader transfer, each member healthy and caught up before the next): the
+            // StatefulSet replaces a pod only when the operator deletes it.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_owned()),
+                rolling_update: None,
+            }),
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
                     when_deleted: Some(spec.pvc_retention_policy.when_deleted.as_str().to_owned()),
@@ -209,6 +217,9 @@ fn container(cluster: &ValidatedCluster) -> Container {
         name: CONTAINER.to_owned(),
         image: Some(cluster.spec.image().to_owned()),
         command: Some(vec!["etcd-server".to_owned()]),
+        // A member that cannot run on its data says why in its last log lines; this puts them
+        // in the pod's status, where the operator looks for a lost member.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         // Kubernetes expands $(POD_NAME) from the env below: each pod reads its own file.
         args: Some(vec![format!("--config-file={CONFIG_DIR}/$(POD_NAME).yaml")]),
         env: Some(vec![EnvVar {

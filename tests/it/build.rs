@@ -135,8 +135,20 @@ fn members_run_their_own_config_file_with_probes_and_ports() {
     assert_eq!(sts.replicas, Some(3));
     assert_eq!(sts.service_name.as_deref(), Some("main-peer"));
     assert_eq!(sts.pod_management_policy.as_deref(), Some("Parallel"));
+    // The operator orders restarts itself: the StatefulSet replaces only deleted pods.
+    assert_eq!(
+        sts.update_strategy
+            .as_ref()
+            .and_then(|u| u.type_.as_deref()),
+        Some("OnDelete")
+    );
     let pod = sts.template.spec.as_ref().expect("pod spec");
     assert_eq!(pod.termination_grace_period_seconds, Some(60));
+    // A member that cannot run on its data says so in the pod's status.
+    assert_eq!(
+        pod.containers[0].termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
+    );
     assert_eq!(
         pod.priority_class_name.as_deref(),
         Some("system-cluster-critical")

@@ -8,7 +8,7 @@ use etcd_operator::crd::EtcdCluster;
 use etcd_operator::etcd::{Error as EtcdError, EtcdAdmin, EtcdStatus, ListedMember, MemberList};
 use etcd_operator::names::{Addressing, ClusterNames};
 use etcd_operator::observe::{
-    ClusterView, EtcdState, MemberHealth, MemberView, Observed, StatefulSetState,
+    ClusterView, EtcdState, MemberHealth, MemberView, Observed, PodState, StatefulSetState,
 };
 use etcd_operator::plan::{InitialState, MemberBootstrap};
 use etcd_operator::validate::{ValidatedCluster, validate};
@@ -114,6 +114,47 @@ pub fn settled(cluster: &ValidatedCluster, n: i32, members: Vec<MemberView>) -> 
             cluster_id: 0xc1,
             members,
         }),
+        pods: (0..n).map(|i| (i, PodState::default())).collect(),
+    }
+}
+
+/// Marks the pods of `ordinals` as running an older template.
+pub fn with_stale(mut o: Observed, ordinals: &[i32]) -> Observed {
+    for i in ordinals {
+        o.pods.entry(*i).or_default().stale = true;
+    }
+    o
+}
+
+/// Marks the pod of `ordinal` as having exited because its data is lost.
+pub fn with_lost(mut o: Observed, ordinal: i32) -> Observed {
+    o.pods.entry(ordinal).or_default().data_lost =
+        Some("member 101 has already been bootstrapped".into());
+    o
+}
+
+/// Members following `leader` instead of member 0.
+pub fn led_by(members: Vec<MemberView>, leader: i32) -> Vec<MemberView> {
+    members
+        .into_iter()
+        .map(|mut m| {
+            if let MemberHealth::Healthy { leader: l, .. } = &mut m.health {
+                *l = member_id(leader);
+            }
+            m
+        })
+        .collect()
+}
+
+/// A healthy member view for ordinal `i` at Raft index `raft_index`.
+pub fn at_index(i: i32, raft_index: u64) -> MemberView {
+    MemberView {
+        health: MemberHealth::Healthy {
+            leader: member_id(0),
+            version: "3.5.17".into(),
+            raft_index,
+        },
+        ..healthy(i)
     }
 }
 

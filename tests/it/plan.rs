@@ -44,15 +44,178 @@ fn rows() -> Vec<Row> {
             apply: Some(3),
         },
         Row {
-            name: "the rollout is still running",
+            name: "rolling update: restart the lowest stale follower first",
             spec: "  replicas: 3\n",
             observed: Box::new(|c| {
-                let mut o = settled(c, 3, all_healthy(3));
-                o.statefulset.as_mut().expect("sts").rollout_complete = false;
+                with_stale(settled(c, 3, led_by(all_healthy(3), 1)), &[0, 1, 2])
+            }),
+            step: Step::RestartMembers {
+                names: vec![n.member(0)],
+            },
+            apply: Some(3),
+        },
+        Row {
+            name: "rolling update: only the leader left: move leadership to an updated member",
+            spec: "  replicas: 3\n",
+            observed: Box::new(|c| with_stale(settled(c, 3, led_by(all_healthy(3), 1)), &[1])),
+            step: Step::MoveLeader {
+                name: n.member(1),
+                to_name: n.member(0),
+                to_id: member_id(0),
+            },
+            apply: Some(3),
+        },
+        Row {
+            name: "rolling update: the leader moved away: restart the old leader",
+            spec: "  replicas: 3\n",
+            observed: Box::new(|c| with_stale(settled(c, 3, all_healthy(3)), &[1])),
+            step: Step::RestartMembers {
+                names: vec![n.member(1)],
+            },
+            apply: Some(3),
+        },
+        Row {
+            name: "rolling update: a restarted member is still terminating: wait",
+            spec: "  replicas: 3\n",
+            observed: Box::new(|c| {
+                let mut o = with_stale(settled(c, 3, all_healthy(3)), &[1, 2]);
+                o.pods.get_mut(&1).expect("pod").terminating = true;
                 o
             }),
-            step: Step::WaitForRollout,
+            step: Step::Wait {
+                reason: "main-1 is restarting".into(),
+            },
             apply: Some(3),
+        },
+        Row {
+            name: "rolling update: a member lags behind the leader: wait for it",
+            spec: "  replicas: 3\n",
+            observed: Box::new(|c| {
+                let members = vec![at_index(0, 50_000), at_index(1, 10), at_index(2, 50_000)];
+                with_stale(settled(c, 3, members), &[2])
+            }),
+            step: Step::Wait {
+                reason: "members main-1 are catching up with the leader".into(),
+            },
+            apply: Some(3),
+        },
+        Row {
+            name: "rolling update of a single member: restart it (no one to hand over to)",
+            spec: "  replicas: 1\n",
+            observed: Box::new(|c| with_stale(settled(c, 1, all_healthy(1)), &[0])),
+            step: Step::RestartMembers {
+                names: vec![n.member(0)],
+            },
+            apply: Some(1),
+        },
+        Row {
+            name: "a down member on an older template: restart it onto the current one",
+            spec: "  replicas: 3\n",
+            observed: Box::new(|c| {
+                with_stale(
+                    settled(c, 3, vec![healthy(0), healthy(1), unhealthy(2)]),
+                    &[0, 1, 2],
+                )
+            }),
+            step: Step::RestartMembers {
+                names: vec![n.member(2)],
+            },
+            apply: Some(3),
+        },
+        Row {
+            name: "unreachable, no pod ready, stale pods: restart them all (no quorum to keep)",
+            spec: "  replicas: 3\n",
+            observed: Box::new(|c| {
+                let mut o = with_stale(settled(c, 3, vec![]), &[0, 1, 2]);
+                o.etcd = EtcdState::Unreachable {
+                    error: "timeout".into(),
+                };
+                o.statefulset.as_mut().expect("sts").ready_replicas = 0;
+                o
+            }),
+            step: Step::RestartMembers {
+                names: vec![n.member(0), n.member(1), n.member(2)],
+            },
+            apply: Some(3),
+        },
+        Row {
+            name: "a started member lost its data: remove it first",
+            spec: "  replicas: 3\n",
+            observed: Box::new(|c| {
+                with_lost(settled(c, 3, vec![healthy(0), unhealthy(1), healthy(2)]), 1)
+            }),
+            step: Step::RemoveLostMember {
+                name: n.member(1),
+                id: member_id(1),
+            },
+            apply: Some(3),
+        },
+        Row {
+            name: "a lost member with another member down: no quorum to spare, wait",
+            spec: "  replicas: 3\n",
+            observed: Box::new(|c| {
+                with_lost(
+                    settled(c, 3, vec![unhealthy(0), unhealthy(1), healthy(2)]),
+                    1,
+                )
+            }),
+            step: Step::Wait {
+                reason: "main-1 lost its data, but the cluster has no quorum to remove it".into(),
+            },
+            apply: Some(3),
+        },
+        Row {
+            name: "a lost member was removed: add it again as a learner and wipe it",
+            spec: "  replicas: 3\n",
+            observed: Box::new(|c| with_lost(settled(c, 3, vec![healthy(0), healthy(2)]), 1)),
+            step: Step::ReAddMember {
+                name: n.member(1),
+                peer_url: n.peer_url(1),
+            },
+            apply: Some(3),
+        },
+        Row {
+            name: "a member missing from etcd (removed, then the operator stopped): add it again",
+            spec: "  replicas: 3\n",
+            observed: Box::new(|c| settled(c, 3, vec![healthy(0), healthy(2)])),
+            step: Step::ReAddMember {
+                name: n.member(1),
+                peer_url: n.peer_url(1),
+            },
+            apply: Some(3),
+        },
+        Row {
+            name: "re-added but its pod still has the old data: wipe it",
+            spec: "  replicas: 3\n",
+            observed: Box::new(|c| {
+                let readded = etcd_operator::observe::MemberView {
+                    is_learner: true,
+                    name: String::new(),
+                    id: 0x999,
+                    ..unhealthy(1)
+                };
+                with_lost(settled(c, 3, vec![healthy(0), readded, healthy(2)]), 1)
+            }),
+            step: Step::WipeMember { name: n.member(1) },
+            apply: Some(3),
+        },
+        Row {
+            name: "a lagging learner is not promoted yet",
+            spec: "  replicas: 4\n",
+            observed: Box::new(|c| {
+                let mut members = vec![
+                    at_index(0, 50_000),
+                    at_index(1, 50_000),
+                    at_index(2, 50_000),
+                    at_index(3, 5),
+                ];
+                members[3].is_learner = true;
+                settled(c, 4, members)
+            }),
+            step: Step::Wait {
+                reason: "members main-3 are catching up with the leader".into(),
+            },
+            apply: Some(4),
         },
         Row {
             name: "members unreachable, nothing pending: wait, repairing drift only",
@@ -69,7 +232,7 @@ fn rows() -> Vec<Row> {
             apply: Some(3),
         },
         Row {
-            name: "members unreachable with a change pending and pods still ready: wait",
+            name: "members unreachable with a change pending: apply it (nothing restarts)",
             spec: "  replicas: 3\n",
             observed: Box::new(|c| {
                 let mut o = Observed {
@@ -86,10 +249,8 @@ fn rows() -> Vec<Row> {
                 });
                 o
             }),
-            step: Step::Wait {
-                reason: "no member is reachable: timeout".into(),
-            },
-            apply: None,
+            step: Step::RollOut,
+            apply: Some(3),
         },
         Row {
             name: "no pod ready at all and a change pending: let the fix through",
@@ -113,20 +274,18 @@ fn rows() -> Vec<Row> {
             apply: Some(3),
         },
         Row {
-            name: "lowest member unhealthy with a change pending: wait (a rollout would take a healthy one down)",
+            name: "lowest member unhealthy with a change pending: apply it (OnDelete restarts nothing)",
             spec: "  replicas: 3\n",
             observed: Box::new(|c| {
                 let mut o = settled(c, 3, vec![unhealthy(0), healthy(1), healthy(2)]);
                 o.statefulset.as_mut().expect("sts").spec_hash = Some("older".into());
                 o
             }),
-            step: Step::Wait {
-                reason: "members main-0 are not healthy".into(),
-            },
-            apply: None,
+            step: Step::RollOut,
+            apply: Some(3),
         },
         Row {
-            name: "highest member unhealthy with a change pending: roll out (it replaces the broken pod first)",
+            name: "highest member unhealthy with a change pending: apply it",
             spec: "  replicas: 3\n",
             observed: Box::new(|c| {
                 let mut o = settled(c, 3, vec![healthy(0), healthy(1), unhealthy(2)]);
@@ -311,4 +470,180 @@ fn bootstrap_members_start_new_and_later_members_join_existing() {
         new.initial_cluster_value(),
         format!("{all3},main-3={}", n.peer_url(3))
     );
+}
+
+/// What a member is in the exhaustive enumeration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Healthy,
+    Down,
+    /// Answers, but trails the leader's Raft index by far more than `MAX_LAG`.
+    Lagging,
+    /// Down, and its pod says its data is lost.
+    Lost,
+}
+
+const HEALTHS: [Health; 4] = [Health::Healthy, Health::Down, Health::Lagging, Health::Lost];
+
+/// Every combination of member states over clusters of 1 to 7 voting members, each with the
+/// leader at the lowest or the highest live member, wanting one member fewer, the same or one
+/// more, with every pod current or every pod stale: no planned step may take the healthy,
+/// caught-up voting members below a quorum of the voters left (a lagging member counts as
+/// unhealthy here). Only clusters of fewer than 3 voters may restart a healthy member: they
+/// have no fault tolerance, so applying a changed spec to them cannot avoid a brief outage.
+/// Without a quorum, nothing but restarts of members that are down anyway may happen. And a
+/// lost member is always replaced when the others keep a quorum and nothing else is pending.
+#[test]
+fn no_planned_step_ever_takes_healthy_voters_below_quorum() {
+    let mut checked = 0usize;
+    for n in 1..=7i32 {
+        let combos = 4usize.pow(n as u32);
+        for code in 0..combos {
+            let states: Vec<Health> = (0..n)
+                .map(|i| HEALTHS[(code / 4usize.pow(i as u32)) % 4])
+                .collect();
+            // Lagging is relative to a leader that answers: the leader is a healthy member.
+            let live: Vec<i32> = (0..n)
+                .filter(|i| states[*i as usize] == Health::Healthy)
+                .collect();
+            if live.is_empty() && states.contains(&Health::Lagging) {
+                continue;
+            }
+            let mut leaders: Vec<Option<i32>> = live
+                .iter()
+                .take(1)
+                .chain(live.iter().rev().take(1))
+                .map(|i| Some(*i))
+                .collect();
+            leaders.dedup();
+            if leaders.is_empty() {
+                leaders.push(None);
+            }
+            for leader in leaders {
+                for target in [n - 1, n, n + 1] {
+                    if !(1..=7).contains(&target) {
+                        continue;
+                    }
+                    for all_stale in [false, true] {
+                        check_one(&states, leader, target, all_stale);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 100_000, "enumerated {checked} situations");
+}
+
+fn check_one(states: &[Health], leader: Option<i32>, target: i32, all_stale: bool) {
+    let n = states.len() as i32;
+    let c = validated(&cluster(&format!("  replicas: {target}\n")));
+    // A lagging member sits 5000 entries behind; a healthy one (and the leader) at 10000.
+    let members: Vec<_> = (0..n)
+        .map(|i| {
+            let mut m = match states[i as usize] {
+                Health::Healthy => at_index(i, 10_000),
+                Health::Lagging => at_index(i, 5_000),
+                Health::Down | Health::Lost => unhealthy(i),
+            };
+            if let MemberHealth::Healthy { leader: l, .. } = &mut m.health {
+                *l = leader.map(member_id).unwrap_or(0);
+            }
+            m
+        })
+        .collect();
+    let mut observed = settled(&c, n, members);
+    if leader.is_none() {
+        observed.statefulset.as_mut().expect("sts").ready_replicas = 0;
+    }
+    for (i, s) in states.iter().enumerate() {
+        if *s == Health::Lost {
+            observed = with_lost(observed, i as i32);
+        }
+    }
+    if all_stale {
+        observed = with_stale(observed, &(0..n).collect::<Vec<_>>());
+    }
+    let p = plan(Ok(&c), &observed);
+    let what = format!(
+        "{states:?} leader {leader:?} want {target} stale {all_stale}: {:?}",
+        p.step
+    );
+
+    let names = names();
+    let ordinal = |name: &str| names.ordinal_of_name(name).expect("a member name");
+    let ok = |i: i32| states[i as usize] == Health::Healthy;
+    let voters = n;
+    let healthy = (0..n).filter(|i| ok(*i)).count() as i32;
+    let quorum = |healthy: i32, voters: i32| healthy > voters / 2;
+    let (voters_after, healthy_after) = match &p.step {
+        Step::RemoveMember { id: Some(id), .. } => {
+            let i = (*id - member_id(0)) as i32;
+            (voters - 1, healthy - ok(i) as i32)
+        }
+        Step::RemoveLostMember { name, .. } => {
+            let i = ordinal(name);
+            assert_eq!(states[i as usize], Health::Lost, "{what}");
+            (voters - 1, healthy - ok(i) as i32)
+        }
+        Step::RestartMembers { names: restarted } => {
+            let healthy_restarted = restarted.iter().filter(|m| ok(ordinal(m))).count() as i32;
+            if healthy_restarted > 0 {
+                assert_eq!(restarted.len(), 1, "{what}: one healthy member at a time");
+            }
+            if healthy_restarted > 0 && voters < 3 {
+                // A 1- or 2-voter cluster: allowed only when everything is healthy.
+                assert_eq!(healthy, voters, "{what}");
+                return;
+            }
+            (voters, healthy - healthy_restarted)
+        }
+        Step::MoveLeader { to_name, .. } => {
+            assert!(
+                ok(ordinal(to_name)),
+                "{what}: leadership moved to an unready member"
+            );
+            (voters, healthy)
+        }
+        Step::WipeMember { .. } | Step::ReAddMember { .. } => {
+            panic!("{what}: every member is listed, nothing to wipe or add again")
+        }
+        Step::PromoteLearner { .. } => panic!("{what}: there is no learner"),
+        _ => (voters, healthy),
+    };
+    if quorum(healthy, voters) {
+        assert!(
+            quorum(healthy_after, voters_after),
+            "{what}: {healthy_after} healthy of {voters_after} voters after the step"
+        );
+    } else {
+        assert!(
+            !matches!(
+                p.step,
+                Step::RemoveMember { id: Some(_), .. }
+                    | Step::RemoveLostMember { .. }
+                    | Step::AddLearner { .. }
+                    | Step::MoveLeader { .. }
+            ),
+            "{what}: a membership change without a quorum"
+        );
+    }
+    // Liveness for lost members: the only trouble is lost members, the rest keeps a quorum
+    // after removing one, and the size is right: a replacement starts.
+    let lost: Vec<i32> = (0..n)
+        .filter(|i| states[*i as usize] == Health::Lost)
+        .collect();
+    let only_lost = (0..n).all(|i| ok(i) || states[i as usize] == Health::Lost);
+    if !lost.is_empty()
+        && only_lost
+        && target == n
+        && !all_stale
+        && quorum(healthy, voters)
+        && quorum(healthy, voters - 1)
+    {
+        assert!(
+            matches!(&p.step, Step::RemoveLostMember { name, .. } if lost.contains(&ordinal(name))),
+            "{what}: a lost member is not being replaced"
+        );
+    }
 }

@@ -71,6 +71,40 @@ const PEER: &str = "/api/v1/namespaces/db/services/main-peer";
 const CLIENT: &str = "/api/v1/namespaces/db/services/main-client";
 const STATUS: &str = "/apis/etcd.rustops.dev/v1alpha1/namespaces/db/etcdclusters/main/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/db/events";
+const PODS: &str = "/api/v1/namespaces/db/pods";
+
+/// A member's pod as the apiserver lists it: on template revision `revision`, and, when
+/// `message` is given, with the etcd container's last termination message.
+fn pod(i: i32, revision: &str, message: Option<&str>) -> Value {
+    let mut p = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("main-{i}"), "namespace": "db",
+                     "labels": {"controller-revision-hash": revision}},
+        "status": {"containerStatuses": [{
+            "name": "etcd", "image": "etcd-server", "imageID": "", "ready": message.is_none(),
+            "restartCount": 0, "state": {"running": {}}
+        }]}
+    });
+    if let Some(m) = message {
+        p["status"]["containerStatuses"][0]["lastState"] =
+            json!({"terminated": {"exitCode": 1, "message": m}});
+    }
+    p
+}
+
+fn pod_list(pods: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods})
+}
+
+/// The reads of a reconcile of an existing cluster.
+fn reads(sts: Value, cm: Value, pdb: Value, pods: Value) -> Vec<Step> {
+    vec![
+        step(Method::GET, STS, Reply::Object(sts)),
+        step(Method::GET, CM, Reply::Object(cm)),
+        step(Method::GET, PDB, Reply::Object(pdb)),
+        checked(Method::GET, PODS, Reply::Object(pods), |_| {}),
+    ]
+}
 
 /// The scenarios.
 enum Scenario {
@@ -85,6 +119,14 @@ enum Scenario {
     ScaleUp { sts: Value, cm: Value, pdb: Value },
     /// The apiserver fails the first read.
     ReadFails,
+    /// An existing cluster whose reads return these objects and pods, then `then`.
+    Existing {
+        sts: Value,
+        cm: Value,
+        pdb: Value,
+        pods: Value,
+        then: Vec<Step>,
+    },
 }
 
 fn condition(status: &Value, type_: &str) -> (String, String) {
@@ -184,11 +226,8 @@ impl Scenario {
                 s
             }
             Scenario::InSync { sts, cm, pdb } => {
-                let mut s = vec![
-                    step(Method::GET, STS, Reply::Object(sts)),
-                    step(Method::GET, CM, Reply::Object(cm)),
-                    step(Method::GET, PDB, Reply::Object(pdb)),
-                ];
+                let pods = pod_list((0..3).map(|i| pod(i, "r1", None)).collect());
+                let mut s = reads(sts, cm, pdb, pods);
                 s.extend(applies(3));
                 s.push(checked(Method::PATCH, STATUS, Reply::Echo, |b| {
                     let st = &b["status"];
@@ -212,14 +251,8 @@ impl Scenario {
                 s
             }
             Scenario::ScaleUp { sts, cm, pdb } => {
-                let mut s = vec![
-                    step(Method::GET, STS, Reply::Object(sts)),
-                    step(Method::GET, CM, Reply::Object(cm)),
-                    step(Method::GET, PDB, Reply::Object(pdb)),
-                ];
-                s.push(checked(Method::POST, EVENTS, Reply::Echo, |b| {
-                    assert_eq!(b["reason"], "MemberAdded")
-                }));
+                let pods = pod_list((0..3).map(|i| pod(i, "r1", None)).collect());
+                let mut s = reads(sts, cm, pdb, pods);
                 let mut a = applies(4);
                 a[0] = checked(Method::PATCH, CM, Reply::Echo, |b| {
                     let f = b["data"]["main-3.yaml"]
@@ -228,6 +261,9 @@ impl Scenario {
                     assert!(f.contains("initial-cluster-state: existing"), "{f}");
                 });
                 s.extend(a);
+                s.push(checked(Method::POST, EVENTS, Reply::Echo, |b| {
+                    assert_eq!(b["reason"], "MemberAdded")
+                }));
                 s.push(checked(Method::PATCH, STATUS, Reply::Echo, |b| {
                     assert_eq!(
                         condition(b, "Progressing"),
@@ -237,6 +273,17 @@ impl Scenario {
                 s
             }
             Scenario::ReadFails => vec![step(Method::GET, STS, Reply::ServerError)],
+            Scenario::Existing {
+                sts,
+                cm,
+                pdb,
+                pods,
+                then,
+            } => {
+                let mut s = reads(sts, cm, pdb, pods);
+                s.extend(then);
+                s
+            }
         }
     }
 
@@ -439,4 +486,132 @@ async fn failures_back_off_per_cluster_and_are_counted() {
             .encode()
             .contains("etcd_operator_reconcile_errors_total{error=\"observe\"} 3")
     );
+}
+
+/// `reason` Event, then a status whose Progressing condition has `progressing`.
+fn event_and_status(reason: &'static str, progressing: &'static str) -> Vec<Step> {
+    vec![
+        checked(Method::POST, EVENTS, Reply::Echo, move |b| {
+            assert_eq!(b["reason"], reason, "{b}")
+        }),
+        checked(Method::PATCH, STATUS, Reply::Echo, move |b| {
+            assert_eq!(
+                condition(b, "Progressing"),
+                ("True".into(), progressing.into())
+            );
+        }),
+    ]
+}
+
+#[tokio::test]
+async fn rolling_update_deletes_one_stale_follower_pod() {
+    // Pods 0 (the leader) and 1 run the old revision: follower 1 goes first.
+    let etcd = FakeEtcd::healthy(3);
+    let (ctx, handle) = context(etcd.clone());
+    let cluster = seen(default_cluster());
+    let (mut sts, cm, pdb) = existing(&cluster);
+    sts["status"]["updateRevision"] = json!("r2");
+    let pods = pod_list(vec![
+        pod(0, "r1", None),
+        pod(1, "r1", None),
+        pod(2, "r2", None),
+    ]);
+    let mut then = applies(3);
+    then.push(step(
+        Method::DELETE,
+        "/api/v1/namespaces/db/pods/main-1",
+        Reply::Echo,
+    ));
+    then.extend(event_and_status("MemberRestarted", "RollingOut"));
+    let server = Scenario::Existing {
+        sts,
+        cm,
+        pdb,
+        pods,
+        then,
+    }
+    .run(handle);
+    reconcile(Arc::new(cluster), ctx).await.expect("reconciles");
+    finish(server).await;
+    assert!(etcd.calls().is_empty(), "{:?}", etcd.calls());
+}
+
+#[tokio::test]
+async fn a_member_whose_data_is_lost_is_removed_first() {
+    let mut etcd = FakeEtcd::healthy(3);
+    Arc::get_mut(&mut etcd)
+        .expect("unshared")
+        .statuses
+        .remove(&names().client_url(1));
+    let (ctx, handle) = context(etcd.clone());
+    let cluster = seen(default_cluster());
+    let (sts, cm, pdb) = existing(&cluster);
+    let lost =
+        "Error: etcd-server failed\n\nCaused by:\n    member 101 has already been bootstrapped";
+    let pods = pod_list(vec![
+        pod(0, "r1", None),
+        pod(1, "r1", Some(lost)),
+        pod(2, "r1", None),
+    ]);
+    let mut then = applies(3);
+    then.extend(event_and_status("LostMemberRemoved", "ReplacingMember"));
+    let server = Scenario::Existing {
+        sts,
+        cm,
+        pdb,
+        pods,
+        then,
+    }
+    .run(handle);
+    reconcile(Arc::new(cluster), ctx).await.expect("reconciles");
+    finish(server).await;
+    assert_eq!(etcd.calls(), vec![format!("remove {:x}", member_id(1))]);
+}
+
+#[tokio::test]
+async fn a_removed_lost_member_is_added_again_and_its_claim_and_pod_deleted() {
+    let mut etcd = FakeEtcd::healthy(3);
+    {
+        let e = Arc::get_mut(&mut etcd).expect("unshared");
+        e.statuses.remove(&names().client_url(1));
+        e.members.as_mut().expect("members").remove(1);
+    }
+    let (ctx, handle) = context(etcd.clone());
+    let cluster = seen(default_cluster());
+    let (sts, cm, pdb) = existing(&cluster);
+    let removed = "the member has been permanently removed from the cluster";
+    let pods = pod_list(vec![
+        pod(0, "r1", None),
+        pod(1, "r1", Some(removed)),
+        pod(2, "r1", None),
+    ]);
+    let mut then = applies(3);
+    then[0] = checked(Method::PATCH, CM, Reply::Echo, |b| {
+        let f = b["data"]["main-1.yaml"].as_str().expect("main-1's file");
+        assert!(f.contains("initial-cluster-state: existing"), "{f}");
+        let f0 = b["data"]["main-0.yaml"].as_str().expect("main-0's file");
+        assert!(f0.contains("initial-cluster-state: new"), "{f0}");
+    });
+    then.push(step(
+        Method::DELETE,
+        "/api/v1/namespaces/db/persistentvolumeclaims/data-main-1",
+        Reply::Echo,
+    ));
+    then.push(step(
+        Method::DELETE,
+        "/api/v1/namespaces/db/pods/main-1",
+        Reply::Echo,
+    ));
+    then.extend(event_and_status("MemberReadded", "ReplacingMember"));
+    let server = Scenario::Existing {
+        sts,
+        cm,
+        pdb,
+        pods,
+        then,
+    }
+    .run(handle);
+    reconcile(Arc::new(cluster), ctx).await.expect("reconciles");
+    finish(server).await;
+    assert_eq!(etcd.calls(), vec![format!("add {}", names().peer_url(1))]);
 }
