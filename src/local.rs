@@ -35,7 +35,7 @@ use crate::etcd::{self, EtcdAdmin, EtcdClient};
 use crate::names::{Addressing, ClusterNames, LocalAddressing};
 use crate::observe::{self, EtcdState, Observed, PodState, StatefulSetState};
 use crate::plan::{self, Desired, MemberBootstrap, Plan, Step};
-use crate::runtime::{self, MemberRuntime};
+use crate::runtime::{self, Change, MemberRuntime};
 use crate::status;
 use crate::validate::{self, ValidatedCluster};
 
@@ -167,6 +167,9 @@ pub struct Report {
     pub status: EtcdClusterStatus,
     /// The last error, if the pass failed.
     pub error: Option<String>,
+    /// Every change made since the runtime started (the Events a controller would record),
+    /// oldest first; the last 500.
+    pub changes: Vec<Change>,
 }
 
 /// `cluster.json`.
@@ -235,7 +238,7 @@ fn alive(pid: u32) -> bool {
 /// The last part of a member's log.
 fn log_tail(path: &Path) -> String {
     let text = std::fs::read(path).unwrap_or_default();
-    let start = text.len().saturating_sub(4096);
+    let start = text.len().saturating_sub(16 * 1024);
     String::from_utf8_lossy(&text[start..]).into_owned()
 }
 
@@ -753,6 +756,7 @@ pub async fn run(
     let mut last_printed = String::new();
     let mut last_status: Option<EtcdClusterStatus> = None;
     let mut last_error: Option<String> = None;
+    let mut changes: Vec<Change> = Vec::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -778,6 +782,12 @@ pub async fn run(
         members.supervise().await;
         let pass = reconcile(&etcd, &mut members, &cluster).await;
         let error = pass.error.as_ref().map(ToString::to_string);
+        if let Some(change) = &pass.change {
+            changes.push(change.clone());
+            if changes.len() > 500 {
+                changes.remove(0);
+            }
+        }
         if let (Some(plan), Some(names)) = (&pass.plan, &pass.names) {
             let status = status::compute(&cluster, names, &pass.observed, plan, Timestamp::now());
             let text = describe(&plan.step, &status);
@@ -793,6 +803,7 @@ pub async fn run(
                 replicas: pass.observed.statefulset.as_ref().map_or(0, |s| s.replicas),
                 status: status.clone(),
                 error: error.clone(),
+                changes: changes.clone(),
             }));
             last_status = Some(status);
         }
@@ -821,6 +832,7 @@ struct Pass {
     /// The cluster's names with local addressing; `None` when the object is malformed.
     names: Option<ClusterNames>,
     plan: Option<Plan>,
+    change: Option<Change>,
     error: Option<Error>,
 }
 
@@ -831,6 +843,7 @@ async fn reconcile(etcd: &EtcdClient, members: &mut LocalMembers, cluster: &Etcd
         observed: Observed::default(),
         names: None,
         plan: None,
+        change: None,
         error: None,
     };
     let addressing = Addressing::Local(members.options.addressing);
@@ -874,6 +887,7 @@ async fn reconcile(etcd: &EtcdClient, members: &mut LocalMembers, cluster: &Etcd
             Ok(Some(change)) => {
                 info!(change = ?change, "membership changed");
                 println!("{}", change.message());
+                pass.change = Some(change);
             }
             Ok(None) => {}
             Err(e) => pass.error = Some(e),

@@ -179,7 +179,9 @@ fn main() -> anyhow::Result<()> {
             }
             tracing::info!("shutting down");
         };
-        run(
+        // One line per cause and no backtrace: supervisors (a pod's termination message, the
+        // local runtime) read the last lines to learn why a member stopped.
+        if let Err(e) = run(
             Listeners {
                 client,
                 metrics,
@@ -189,6 +191,10 @@ fn main() -> anyhow::Result<()> {
             shutdown,
         )
         .await
-        .context("etcd-server failed")
+        {
+            eprintln!("etcd-server: {e}");
+            std::process::exit(1);
+        }
+        Ok(())
     })
 }
