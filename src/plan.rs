@@ -1,28 +1,39 @@
 //! Plan (pure): from the validated spec and the observed state to the next safe step.
 //!
-//! One step per reconcile, and membership changes one member at a time, each only while every
-//! member is healthy:
+//! One step per reconcile; membership changes one member at a time, each only while a quorum
+//! of the voting members is healthy and caught up with the leader (within [`MAX_LAG`] Raft
+//! entries):
 //!
 //! 1. an invalid spec: apply nothing;
 //! 2. no StatefulSet: bootstrap every member with `initial-cluster-state: new`;
-//! 3. etcd unreachable: wait (or, when no pod is ready at all, apply a changed spec, because
-//!    there is no quorum left to protect and a fix must be able to get through);
-//! 4. a member beyond the StatefulSet (a scale-up interrupted after `MemberAdd`): start its pod,
-//!    or remove it if the scale-up was cancelled;
-//! 5. unhealthy members: wait — except that a pending spec change is applied when the unhealthy
-//!    members are the highest ordinals, because the StatefulSet replaces pods from the highest
-//!    ordinal down and waits for each to be Ready, so it only touches pods that are already down;
-//! 6. a started learner: promote it;
-//! 7. a spec change: roll it out (the StatefulSet controller gates each pod on `/readyz`), then
-//!    wait for the rollout;
-//! 8. more replicas wanted: add the next member as a learner, then grow the StatefulSet;
-//! 9. fewer wanted: move leadership away from the highest member if it leads, then remove it,
-//!    then shrink the StatefulSet; a scale-down that would leave fewer healthy voters than a
-//!    quorum is refused (`ScaleInRefused`) until the unhealthy members recover;
-//! 10. otherwise in sync.
+//! 3. a changed spec: apply it. The StatefulSet's update strategy is `OnDelete`, so this
+//!    restarts nothing; the operator restarts members itself (7, 10);
+//! 4. etcd unreachable: wait, except that members on an older template are restarted when no
+//!    pod is ready at all (there is no quorum left to protect, and the new template may be the
+//!    fix);
+//! 5. a member beyond the StatefulSet (a scale-up interrupted after `MemberAdd`): start its
+//!    pod, or remove it if the scale-up was cancelled;
+//! 6. a lost member (its pod says its data is gone or belongs to a removed member): remove it
+//!    from etcd; once it is missing from the member list, add it again as a learner under the
+//!    same name and peer URL and wipe its volume; a re-added learner whose pod still has old
+//!    data is wiped again. All of it only with a quorum;
+//! 7. unhealthy members: restart those on an older template (they are down anyway); finish a
+//!    scale-down past the one unhealthy highest member; refuse a scale-down that would leave
+//!    fewer healthy voters than a quorum (`ScaleInRefused`); otherwise wait;
+//! 8. members trailing the leader: wait for them;
+//! 9. a started learner: promote it;
+//! 10. a rolling update: restart one member on an older template at a time, followers first
+//!     (lowest ordinal first), the leader last after `MoveLeader` to an updated member;
+//! 11. more replicas wanted: add the next member as a learner, then grow the StatefulSet;
+//! 12. fewer wanted: move leadership away from the highest member if it leads, then remove
+//!     it, then shrink the StatefulSet;
+//! 13. otherwise in sync.
 //!
-//! The same planner drives the Kubernetes controller and the local runtime: everything it
-//! needs to know about addresses comes from [`crate::names::ClusterNames`].
+//! Everything the planner decides from is observed (etcd's member list and statuses, the
+//! StatefulSet, the pods), never remembered, so an operator restarted at any point continues
+//! from what it finds. The same planner drives the Kubernetes controller and the local
+//! runtime: everything it needs to know about addresses comes from
+//! [`crate::names::ClusterNames`].
 
 use std::time::Duration;
 

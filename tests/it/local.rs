@@ -665,6 +665,44 @@ async fn refuses_a_scale_in_that_would_break_quorum() {
         setup.member_dir(2).join("data").exists(),
         "local-2 keeps its data"
     );
+
+    // 2 of 3 down: nothing is removed, whatever the spec asks.
+    signal(pid_of(&setup, 2), rustix::process::Signal::KILL);
+    setup.set_replicas(1);
+    rt.wait("local-2 down too", Duration::from_secs(10), |r| {
+        r.status
+            .members
+            .iter()
+            .any(|m| m.name == "local-2" && !m.healthy)
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        let r = rt.report.borrow_and_update().clone().expect("report");
+        assert!(
+            !matches!(
+                r.step,
+                Step::RemoveMember { .. } | Step::RemoveLostMember { .. } | Step::MoveLeader { .. }
+            ),
+            "a membership change with 2 of 3 down: {:?}",
+            r.step
+        );
+        assert_eq!(r.replicas, 3, "nothing shrinks with 2 of 3 down");
+        assert!(
+            !r.changes
+                .iter()
+                .any(|c| matches!(c, Change::Removed { .. })),
+            "{:?}",
+            r.changes
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(200), rt.report.changed()).await;
+    }
+    for i in 0..3 {
+        assert!(
+            setup.member_dir(i).join("data").exists(),
+            "local-{i} keeps its data"
+        );
+    }
     rt.shutdown().await;
 }
 
