@@ -159,3 +159,58 @@ fn rendered_chart_is_kubernetes_objects() {
         }
     }
 }
+
+/// The verbs a ClusterRole in `text` grants on core-group `resource`.
+fn core_verbs(text: &str, resource: &str) -> Vec<String> {
+    let mut verbs = Vec::new();
+    for doc in text.split("\n---") {
+        let Ok(role) = serde_yaml_ng::from_str::<ClusterRole>(doc) else {
+            continue;
+        };
+        for rule in role.rules.unwrap_or_default() {
+            let core = rule
+                .api_groups
+                .as_ref()
+                .is_some_and(|g| g.iter().any(|g| g.is_empty()));
+            let covers = rule
+                .resources
+                .as_ref()
+                .is_some_and(|r| r.iter().any(|r| r == resource));
+            if core && covers {
+                verbs.extend(rule.verbs);
+            }
+        }
+    }
+    verbs
+}
+
+/// The operator lists pods, deletes a pod to restart a member and deletes a claim to wipe a
+/// lost one: both the plain manifests and the chart must allow it.
+#[test]
+fn rbac_allows_restarting_and_wiping_members() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for file in [
+        "deploy/02-rbac.yaml",
+        "charts/etcd-operator/templates/rbac.yaml",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).expect("read");
+        // The chart's template lines ({{ … }}) are not YAML values; the rules are plain.
+        let text: String = text
+            .lines()
+            .filter(|l| !l.contains("{{"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let pods = core_verbs(&text, "pods");
+        for verb in ["list", "delete"] {
+            assert!(
+                pods.iter().any(|v| v == verb),
+                "{file}: pods {verb}: {pods:?}"
+            );
+        }
+        let claims = core_verbs(&text, "persistentvolumeclaims");
+        assert!(
+            claims.iter().any(|v| v == "delete"),
+            "{file}: persistentvolumeclaims delete: {claims:?}"
+        );
+    }
+}
