@@ -17,6 +17,7 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -346,8 +347,6 @@ pub struct AuthorityFix<S> {
     output: Vec<u8>,
     out_pos: usize,
     eof: bool,
-    /// Reused for every read from `inner` (so it is zeroed once, not per read).
-    read_buf: Box<[u8]>,
     block: Option<PendingBlock>,
     /// The client's dynamic table, as its encoder sees it.
     table: Table,
@@ -376,7 +375,6 @@ impl<S> AuthorityFix<S> {
             output: Vec::new(),
             out_pos: 0,
             eof: false,
-            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             block: None,
             table: Table::new(),
             huffman: Huffman::default(),
@@ -616,18 +614,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            let mut rb = ReadBuf::new(&mut this.read_buf);
+            // Uninitialized, so no 16 KiB memset per read; ReadBuf tracks what was filled.
+            let mut tmp = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut rb = ReadBuf::uninit(&mut tmp);
             match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n == 0 {
+                    let filled = rb.filled();
+                    if filled.is_empty() {
                         this.eof = true;
                         // Whatever is left is an incomplete frame: hand it over as it is.
                         this.output.append(&mut this.input);
                     } else {
-                        this.input.extend_from_slice(&this.read_buf[..n]);
+                        this.input.extend_from_slice(filled);
                         this.process();
                     }
                 }

@@ -68,12 +68,19 @@ impl KeyIndex {
                 g.revs.push(rev);
                 g.ver = ver;
             }
-            _ => self.generations.push(Generation {
-                revs: vec![rev],
-                tombstoned: false,
-                created,
-                ver,
-            }),
+            _ => {
+                if self.generations.is_empty() {
+                    // Most keys only ever have one generation: don't let the first push reserve
+                    // room for four (48 bytes each, for every key in the index).
+                    self.generations.reserve_exact(1);
+                }
+                self.generations.push(Generation {
+                    revs: vec![rev],
+                    tombstoned: false,
+                    created,
+                    ver,
+                })
+            }
         }
     }
 
