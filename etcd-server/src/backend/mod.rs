@@ -66,6 +66,19 @@ storage_from!(
     redb::CompactionError
 );
 
+/// redb's page cache. redb's default (1 GiB) lets the cache grow to hold every page ever
+/// written, so the member's RSS carried a copy of the whole backend file (about 35 MiB of the
+/// RSS after loading 200,000 keys of 256 B). The write path appends at the right edge of the
+/// revision-ordered tree and stays cached; pages that fall out are read back from the OS page
+/// cache.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+fn open_db(path: &Path) -> Result<redb::Database, redb::DatabaseError> {
+    redb::Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+}
+
 /// The redb database holding the member's state.
 #[derive(Debug)]
 pub struct Backend {
@@ -80,7 +93,7 @@ impl Backend {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| BackendError::Storage(e.to_string()))?;
         }
-        let db = redb::Database::create(path).map_err(|source| BackendError::Open {
+        let db = open_db(path).map_err(|source| BackendError::Open {
             path: path.to_owned(),
             source,
         })?;
@@ -111,7 +124,7 @@ impl Backend {
     /// Replaces the database with the file at `path` (a backend received with a snapshot).
     /// No transaction may be open: the caller holds the store exclusively.
     pub fn replace_with(&self, path: &Path) -> Result<(), BackendError> {
-        let new = redb::Database::create(path).map_err(|source| BackendError::Open {
+        let new = open_db(path).map_err(|source| BackendError::Open {
             path: path.to_owned(),
             source,
         })?;
