@@ -148,13 +148,26 @@ fn other_peer_urls(cfg: &Config) -> Vec<String> {
         .collect()
 }
 
-/// Asks one peer for the cluster's members.
-async fn ask_members(url: String) -> Option<crate::proto::peerpb::MembersResponse> {
+/// The address peer connections leave from: the first `--listen-peer-urls` IP, as the Raft
+/// transport binds (so peers and firewalls see the member's own address).
+fn peer_source(cfg: &Config) -> Option<std::net::IpAddr> {
+    cfg.listen_peer
+        .first()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
+}
+
+/// Asks one peer for the cluster's members, from `source`.
+async fn ask_members(
+    url: String,
+    source: Option<std::net::IpAddr>,
+) -> Option<crate::proto::peerpb::MembersResponse> {
     use crate::proto::peerpb::{MembersRequest, peer_client::PeerClient};
     let ep = tonic::transport::Endpoint::from_shared(url)
         .ok()?
         .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(1));
+        .timeout(Duration::from_secs(1))
+        .local_address(source);
     let mut client = PeerClient::new(ep.connect().await.ok()?);
     client
         .members(MembersRequest {})
@@ -176,7 +189,8 @@ fn check_not_bootstrapped(cfg: &Config, cluster: &Cluster, id: u64) -> Result<()
     }
     let rt = tokio::runtime::Handle::current();
     let answers = rt.block_on(async {
-        let asks = urls.into_iter().map(ask_members);
+        let source = peer_source(cfg);
+        let asks = urls.into_iter().map(|u| ask_members(u, source));
         tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(asks))
             .await
             .unwrap_or_default()
@@ -213,7 +227,7 @@ fn join_existing(cfg: &Config) -> Result<Cluster, StartError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for url in &urls {
-            if let Some(resp) = rt.block_on(ask_members(url.clone())) {
+            if let Some(resp) = rt.block_on(ask_members(url.clone(), peer_source(cfg))) {
                 let members = resp.members.into_iter().map(|m| (m.id, m)).collect();
                 return Ok(Cluster {
                     id: resp.cluster_id,
