@@ -964,6 +964,31 @@ impl Applier {
         self.lessor.follow_leadership(leader, self.election);
     }
 
+    /// Answers the key-value writes (put, delete, txn) of a batch once all of it is staged,
+    /// before the backend commit, so that the commit (and, every `BACKEND_SYNC_INTERVAL`, its
+    /// fsync) overlaps with sending the responses. Called inside `KvStore::write_batch`, which
+    /// locks readers out until its commit is done: a read that follows an answer sees the
+    /// batch. The entries' WAL records are already durable, so if the commit fails (the member
+    /// stops) a restart replays them to the same results. Everything else, membership changes
+    /// included, is still answered after the commit.
+    fn answer_kv_writes(&self, outcomes: &mut Vec<(u64, ApplyResult)>) {
+        let early = |o: &ApplyResult| {
+            matches!(
+                o,
+                Ok(ApplyResponse::Put(_) | ApplyResponse::DeleteRange(_) | ApplyResponse::Txn(_))
+            )
+        };
+        if !outcomes.iter().any(|(_, o)| early(o)) {
+            return;
+        }
+        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, outcome) in outcomes.extract_if(.., |(_, o)| early(o)) {
+            if let Some(tx) = w.remove(&id) {
+                let _ = tx.send(outcome);
+            }
+        }
+    }
+
     fn apply_entries(
         &self,
         mut entries: Vec<::raft::eraftpb::Entry>,
@@ -1051,6 +1076,7 @@ impl Applier {
                     }
                 }
             }
+            self.answer_kv_writes(&mut outcomes);
             Ok(outcomes)
         });
         let outcomes = match result {
