@@ -422,7 +422,6 @@ impl LocalMembers {
             replicas: state.replicas,
             ready_replicas: 0,
             spec_hash: Some(state.spec_hash.clone()),
-            rollout_complete: pods.values().all(|p| !p.stale),
         };
         (Some(sts), configs, pods)
     }

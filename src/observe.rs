@@ -87,8 +87,6 @@ pub struct StatefulSetState {
     pub ready_replicas: i32,
     /// The spec hash it was built from.
     pub spec_hash: Option<String>,
-    /// Whether every pod runs the current template.
-    pub rollout_complete: bool,
 }
 
 /// etcd as seen from the operator.
@@ -304,9 +302,6 @@ pub fn pod_states(
 fn statefulset_state(sts: &StatefulSet) -> StatefulSetState {
     let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = sts.status.clone().unwrap_or_default();
-    let observed_current = status.observed_generation >= sts.metadata.generation;
-    let same_revision =
-        status.update_revision.is_none() || status.update_revision == status.current_revision;
     StatefulSetState {
         replicas,
         ready_replicas: status.ready_replicas.unwrap_or(0),
@@ -316,10 +311,6 @@ fn statefulset_state(sts: &StatefulSet) -> StatefulSetState {
             .as_ref()
             .and_then(|a| a.get(SPEC_HASH_ANNOTATION))
             .cloned(),
-        rollout_complete: observed_current
-            && same_revision
-            && status.updated_replicas.unwrap_or(0) >= replicas
-            && status.replicas == replicas,
     }
 }
 

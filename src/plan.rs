@@ -38,9 +38,7 @@
 use std::time::Duration;
 
 use crate::build::spec_hash;
-use crate::observe::{
-    ClusterView, EtcdState, MemberHealth, MemberView, Observed, StatefulSetState,
-};
+use crate::observe::{ClusterView, EtcdState, MemberHealth, MemberView, Observed};
 use crate::validate::ValidatedCluster;
 
 /// How long to wait before looking again while something is in progress.
@@ -632,9 +630,4 @@ fn joining(cluster: &ValidatedCluster, ordinal: i32, replicas: i32) -> MemberBoo
             .map(|i| (cluster.names.member(i), cluster.names.peer_url(i)))
             .collect(),
     }
-}
-
-/// Whether the StatefulSet exists but the spec hash differs (exposed for status).
-pub fn spec_changed(cluster: &ValidatedCluster, sts: &StatefulSetState) -> bool {
-    sts.spec_hash.as_deref() != Some(spec_hash(cluster).as_str())
 }

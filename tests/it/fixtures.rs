@@ -106,7 +106,6 @@ pub fn settled(cluster: &ValidatedCluster, n: i32, members: Vec<MemberView>) -> 
             replicas: n,
             ready_replicas: members.iter().filter(|m| m.healthy()).count() as i32,
             spec_hash: Some(spec_hash(cluster)),
-            rollout_complete: true,
         }),
         member_configs: bootstrap_configs(n),
         pdb_exists: n >= 3,

@@ -245,7 +245,6 @@ fn rows() -> Vec<Row> {
                     replicas: 3,
                     ready_replicas: 2,
                     spec_hash: Some("older".into()),
-                    rollout_complete: true,
                 });
                 o
             }),
@@ -266,7 +265,6 @@ fn rows() -> Vec<Row> {
                     replicas: 3,
                     ready_replicas: 0,
                     spec_hash: Some("older".into()),
-                    rollout_complete: true,
                 });
                 o
             }),

@@ -488,6 +488,27 @@ async fn failures_back_off_per_cluster_and_are_counted() {
     );
 }
 
+/// Reconciles `cluster` once against the mock, which serves the reads of `objects`
+/// (StatefulSet, ConfigMap, budget, pods) and then `then`.
+async fn run_existing(
+    cluster: EtcdCluster,
+    ctx: Arc<Context>,
+    handle: Handle<Request<Body>, Response<Body>>,
+    (sts, cm, pdb, pods): (Value, Value, Value, Value),
+    then: Vec<Step>,
+) {
+    let server = Scenario::Existing {
+        sts,
+        cm,
+        pdb,
+        pods,
+        then,
+    }
+    .run(handle);
+    reconcile(Arc::new(cluster), ctx).await.expect("reconciles");
+    finish(server).await;
+}
+
 /// `reason` Event, then a status whose Progressing condition has `progressing`.
 fn event_and_status(reason: &'static str, progressing: &'static str) -> Vec<Step> {
     vec![
@@ -523,16 +544,7 @@ async fn rolling_update_deletes_one_stale_follower_pod() {
         Reply::Echo,
     ));
     then.extend(event_and_status("MemberRestarted", "RollingOut"));
-    let server = Scenario::Existing {
-        sts,
-        cm,
-        pdb,
-        pods,
-        then,
-    }
-    .run(handle);
-    reconcile(Arc::new(cluster), ctx).await.expect("reconciles");
-    finish(server).await;
+    run_existing(cluster, ctx, handle, (sts, cm, pdb, pods), then).await;
     assert!(etcd.calls().is_empty(), "{:?}", etcd.calls());
 }
 
@@ -554,16 +566,7 @@ async fn a_member_whose_data_is_lost_is_removed_first() {
     ]);
     let mut then = applies(3);
     then.extend(event_and_status("LostMemberRemoved", "ReplacingMember"));
-    let server = Scenario::Existing {
-        sts,
-        cm,
-        pdb,
-        pods,
-        then,
-    }
-    .run(handle);
-    reconcile(Arc::new(cluster), ctx).await.expect("reconciles");
-    finish(server).await;
+    run_existing(cluster, ctx, handle, (sts, cm, pdb, pods), then).await;
     assert_eq!(etcd.calls(), vec![format!("remove {:x}", member_id(1))]);
 }
 
@@ -602,15 +605,6 @@ async fn a_removed_lost_member_is_added_again_and_its_claim_and_pod_deleted() {
         Reply::Echo,
     ));
     then.extend(event_and_status("MemberReadded", "ReplacingMember"));
-    let server = Scenario::Existing {
-        sts,
-        cm,
-        pdb,
-        pods,
-        then,
-    }
-    .run(handle);
-    reconcile(Arc::new(cluster), ctx).await.expect("reconciles");
-    finish(server).await;
+    run_existing(cluster, ctx, handle, (sts, cm, pdb, pods), then).await;
     assert_eq!(etcd.calls(), vec![format!("add {}", names().peer_url(1))]);
 }
