@@ -17,7 +17,7 @@ pub mod wal;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
@@ -99,8 +99,14 @@ pub enum ApplyMsg {
     MakeSnapshot,
 }
 
-/// Committed entries on their way to the apply loop.
-pub type Committed = ApplyMsg;
+/// Where the driver hands what the apply loop must do, in log order. The receiving side may
+/// apply small batches of entries right away on the calling (Raft) thread.
+pub trait ApplySink: Send + Sync {
+    /// Hands over `msg`; messages are applied in the order they are sent.
+    fn send(&self, msg: ApplyMsg);
+    /// The driver has stopped: nothing more will be sent.
+    fn close(&self);
+}
 
 /// Counters and state the rest of the server reads without talking to the driver.
 #[derive(Debug, Default)]
@@ -212,7 +218,7 @@ pub struct Driver {
     storage: LogStorage,
     wal: Wal,
     status: Arc<RaftStatus>,
-    apply_tx: Sender<Committed>,
+    apply: Arc<dyn ApplySink>,
     transport: Arc<Transport>,
     snap_dir: std::path::PathBuf,
     tick: Duration,
@@ -228,7 +234,7 @@ impl Driver {
         wal: Wal,
         storage: LogStorage,
         status: Arc<RaftStatus>,
-        apply_tx: Sender<Committed>,
+        apply: Arc<dyn ApplySink>,
         transport: Arc<Transport>,
     ) -> Result<Self, RaftError> {
         let rc = raft::Config {
@@ -261,7 +267,7 @@ impl Driver {
             storage,
             wal,
             status,
-            apply_tx,
+            apply,
             transport,
             snap_dir: cfg.snap_dir.clone(),
             tick: cfg.tick,
@@ -306,6 +312,7 @@ impl Driver {
             }
         };
         self.status.stopped.store(true, Ordering::SeqCst);
+        self.apply.close();
         for (_, waiters) in self.pending_reads.drain() {
             for w in waiters {
                 let _ = w.send(Err(EtcdError::Stopped));
@@ -423,7 +430,7 @@ impl Driver {
         if let Some(last) = entries.last() {
             self.status.commit.fetch_max(last.index, Ordering::SeqCst);
         }
-        let _ = self.apply_tx.send(ApplyMsg::Entries(entries));
+        self.apply.send(ApplyMsg::Entries(entries));
     }
 
     /// Installs a snapshot received from the leader: the apply loop swaps in its backend
@@ -431,7 +438,7 @@ impl Driver {
     fn install_snapshot(&mut self, meta: SnapshotMetadata) -> Result<(), RaftError> {
         let path = transport::incoming_snapshot(&self.snap_dir, meta.index);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let _ = self.apply_tx.send(ApplyMsg::Install {
+        self.apply.send(ApplyMsg::Install {
             meta: meta.clone(),
             path,
             done: done_tx,
@@ -507,7 +514,7 @@ impl Driver {
         self.committed(light.take_committed_entries());
         self.node.advance_apply();
         if self.storage.take_wanted() {
-            let _ = self.apply_tx.send(ApplyMsg::MakeSnapshot);
+            self.apply.send(ApplyMsg::MakeSnapshot);
         }
         Ok(())
     }
