@@ -8,6 +8,11 @@ use etcd_server::config::{Flags, LogLevel};
 use etcd_server::{Listeners, run};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc malloc: the gRPC path allocates and frees many small buffers per
+/// request, which cost glibc ~17% of the server's CPU under a put load (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `etcd-server snapshot ...`: offline snapshot tools.
 #[derive(Debug, Parser)]
 #[command(name = "etcd-server snapshot")]
