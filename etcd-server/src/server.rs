@@ -37,6 +37,13 @@ const REQUEST_TIMEOUT_BASE: Duration = Duration::from_secs(5);
 const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// ... or after this many applied entries.
 const BACKEND_SYNC_ENTRIES: u64 = 10_000;
+/// Applied entries the in-memory Raft log keeps for followers that fall behind: twice etcd's
+/// `SnapshotCatchUpEntries`. The rest, durable in the backend, is dropped from memory every
+/// `LOG_TRIM_STEP` entries instead of waiting for `--snapshot-count` (which only decides when
+/// the WAL is rewritten); a follower further behind receives a snapshot.
+const LOG_KEEP: u64 = 10_000;
+/// How many applied entries beyond `LOG_KEEP` accumulate before the in-memory log is trimmed.
+const LOG_TRIM_STEP: u64 = 10_000;
 
 /// The result of applying one request.
 #[derive(Debug, Clone)]
@@ -821,6 +828,8 @@ struct ApplyState {
     durable_index: u64,
     last_sync: Instant,
     snap_index: u64,
+    /// Entries up to here were dropped from the in-memory Raft log.
+    trim_index: u64,
 }
 
 /// A decoded committed entry.
@@ -890,6 +899,7 @@ impl ApplyQueue {
                     durable_index,
                     last_sync: Instant::now(),
                     snap_index: durable_index,
+                    trim_index: durable_index,
                 }),
                 closed: false,
             }),
@@ -1033,6 +1043,7 @@ impl Applier {
                 if r.is_ok() {
                     st.durable_index = meta.index;
                     st.snap_index = meta.index;
+                    st.trim_index = meta.index;
                     let _ = self.applied_tx.send(meta.index);
                 }
                 let _ = done.send(r);
@@ -1231,16 +1242,23 @@ impl Applier {
                 }
             }
         }
-        if durable && st.durable_index >= st.snap_index + self.snapshot_count {
-            st.snap_index = st.durable_index;
+        let to_raft = |input: Input| {
             if let Some(tx) = self
                 .raft_tx
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .as_ref()
             {
-                let _ = tx.send(Input::Compact(st.durable_index));
+                let _ = tx.send(input);
             }
+        };
+        if durable && st.durable_index >= st.snap_index + self.snapshot_count {
+            st.snap_index = st.durable_index;
+            st.trim_index = st.durable_index;
+            to_raft(Input::Compact(st.durable_index));
+        } else if durable && st.durable_index >= st.trim_index + LOG_TRIM_STEP + LOG_KEEP {
+            st.trim_index = st.durable_index - LOG_KEEP;
+            to_raft(Input::TrimMemory(st.trim_index));
         }
         Ok(())
     }

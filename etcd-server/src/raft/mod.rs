@@ -47,6 +47,9 @@ pub enum Input {
     Step(Box<Message>),
     /// The backend durably holds everything up to this index: compact the log.
     Compact(u64),
+    /// The backend durably holds everything up to this index: drop those entries from memory
+    /// (the WAL keeps them until the next `Compact`). Followers further behind get a snapshot.
+    TrimMemory(u64),
     /// Propose a membership change. `failed` is told if Raft refused it outright.
     ProposeConfChange {
         /// The change (its context carries the member and the waiter).
@@ -336,6 +339,12 @@ impl Driver {
             Input::Step(m) => {
                 if let Err(e) = self.node.step(*m) {
                     tracing::debug!(error = %e, "dropped raft message");
+                }
+            }
+            Input::TrimMemory(index) => {
+                let index = index.min(self.storage.last());
+                if self.storage.compact(index).is_some() {
+                    tracing::debug!(index, "dropped applied raft entries from memory");
                 }
             }
             Input::Compact(index) => {
