@@ -679,7 +679,7 @@ impl EtcdServer {
             return Err(EtcdError::NoLeader);
         }
         self.transport
-            .connect(leader)
+            .rpc_client(leader)
             .await
             .ok_or(EtcdError::NoLeader)
     }

@@ -30,6 +30,9 @@ struct Peer {
     urls: Vec<String>,
     tx: mpsc::Sender<RaftEnvelope>,
     task: tokio::task::JoinHandle<()>,
+    /// The shared connection for request/response calls (forwarded lease renewals, member
+    /// queries), kept open: tonic reconnects it when it breaks.
+    rpc: Option<PeerClient<tonic::transport::Channel>>,
 }
 
 #[derive(Default)]
@@ -143,7 +146,15 @@ impl Transport {
             let (tx, rx) = mpsc::channel(QUEUE);
             let this = self.clone();
             let task = self.rt.spawn(this.clone().peer_loop(id, urls.clone(), rx));
-            st.peers.insert(id, Peer { urls, tx, task });
+            st.peers.insert(
+                id,
+                Peer {
+                    urls,
+                    tx,
+                    task,
+                    rpc: None,
+                },
+            );
         }
     }
 
@@ -191,6 +202,21 @@ impl Transport {
     }
 
     /// A client for peer `id`'s peer service.
+    /// A client for request/response calls to peer `id` over a connection shared by all such
+    /// calls (one TCP and HTTP/2 handshake per peer, not per call: a follower forwards every
+    /// lease keep-alive this way).
+    pub async fn rpc_client(&self, id: u64) -> Option<PeerClient<tonic::transport::Channel>> {
+        if let Some(c) = lock(&self.state).peers.get(&id).and_then(|p| p.rpc.clone()) {
+            return Some(c);
+        }
+        let client = self.connect(id).await?;
+        if let Some(p) = lock(&self.state).peers.get_mut(&id) {
+            p.rpc.get_or_insert_with(|| client.clone());
+        }
+        Some(client)
+    }
+
+    /// A client for peer `id` over a new connection.
     pub async fn connect(&self, id: u64) -> Option<PeerClient<tonic::transport::Channel>> {
         let urls = lock(&self.state).peers.get(&id).map(|p| p.urls.clone())?;
         for url in urls {
