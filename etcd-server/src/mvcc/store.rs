@@ -266,6 +266,7 @@ impl KvStore {
         }
         crate::metrics::time(&crate::metrics::BACKEND_COMMIT, || tx.commit())
             .map_err(BackendError::from)?;
+        self.backend.refresh_size();
         state.applied_index = index;
         state.applied_term = term;
         Ok(out)
