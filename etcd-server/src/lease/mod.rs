@@ -14,7 +14,7 @@ use redb::{ReadableTable, TableDefinition};
 use crate::apply::LeaseCheck;
 use crate::backend::BackendError;
 use crate::error::EtcdError;
-use crate::proto::mvccpb::{Event, KeyValue, event::EventType};
+use crate::proto::mvccpb::{Event, event::EventType};
 
 /// Leases by ID; the value is the granted TTL in seconds (8 bytes, big-endian).
 pub const LEASES: TableDefinition<i64, &[u8]> = TableDefinition::new("lease");
@@ -104,7 +104,7 @@ impl Lessor {
     pub fn recover(
         &self,
         tx: &redb::ReadTransaction,
-        live: &[KeyValue],
+        leased: &[(Vec<u8>, i64)],
     ) -> Result<(), BackendError> {
         let mut inner = self.lock();
         inner.leases.clear();
@@ -128,10 +128,10 @@ impl Lessor {
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        for kv in live.iter().filter(|kv| kv.lease != 0) {
-            if let Some(l) = inner.leases.get_mut(&kv.lease) {
-                l.keys.insert(kv.key.clone());
-                inner.key_lease.insert(kv.key.clone(), kv.lease);
+        for (key, lease) in leased {
+            if let Some(l) = inner.leases.get_mut(lease) {
+                l.keys.insert(key.clone());
+                inner.key_lease.insert(key.clone(), *lease);
             }
         }
         Ok(())
@@ -424,6 +424,7 @@ pub async fn run_expiry(server: std::sync::Arc<crate::server::EtcdServer>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::mvccpb::KeyValue;
 
     fn db() -> (tempfile::TempDir, redb::Database) {
         let d = tempfile::tempdir().expect("tempdir");

@@ -360,9 +360,27 @@ impl ReadTxn<'_> {
         Ok(h)
     }
 
-    /// Every live key-value at the current revision (used to rebuild lease attachments).
-    pub fn all_live(&self) -> Result<Vec<KeyValue>, MvccError> {
-        Ok(self.range(&[0], &[0], RangeOptions::default())?.kvs)
+    /// `(key, lease)` of every live key attached to a lease at the current revision (to rebuild
+    /// lease attachments on start). Values are read and dropped one at a time: materializing
+    /// every key-value made a restarted member's memory grow by the size of its data.
+    pub fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>, MvccError> {
+        let s = &self.state;
+        let mut out = Vec::new();
+        s.index.try_for_each_live(s.current_rev, |key, r| {
+            let bytes = self
+                .kv
+                .get((r.main, r.sub))
+                .map_err(BackendError::from)?
+                .ok_or_else(|| {
+                    BackendError::Corrupt(format!("revision {r:?} missing from backend"))
+                })?;
+            let (_, kv) = decode(bytes.value())?;
+            if kv.lease != 0 {
+                out.push((key.to_vec(), kv.lease));
+            }
+            Ok::<_, MvccError>(())
+        })?;
+        Ok(out)
     }
 }
 
