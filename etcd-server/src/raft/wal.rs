@@ -204,10 +204,7 @@ impl Wal {
         let last = segs.len().saturating_sub(1);
         let mut end = 0usize;
         for (i, (_, path)) in segs.iter().enumerate() {
-            let mut data = Vec::new();
-            File::open(path)
-                .and_then(|mut f| f.read_to_end(&mut data))
-                .map_err(io_err(path))?;
+            let (data, tail_end) = read_segment(path).map_err(io_err(path))?;
             let corrupt = |offset: usize, reason: String| WalError::Corrupt {
                 path: path.clone(),
                 offset: offset as u64,
@@ -217,7 +214,7 @@ impl Wal {
             while off < data.len() {
                 if is_end_marker(&data, off) {
                     // The zeros written in advance: nothing was ever written from here on.
-                    if data[off..].iter().all(|b| *b == 0) {
+                    if tail_end <= off {
                         break;
                     }
                     if i != last {
@@ -233,7 +230,7 @@ impl Wal {
                         // A torn write at the very end: the record was never acknowledged.
                         // Overwrite it with zeros (keeping the space written in advance).
                         tracing::warn!(path = %path.display(), offset = off, %reason, "clearing torn wal tail");
-                        let dirty = data.iter().rposition(|b| *b != 0).map_or(off, |p| p + 1);
+                        let dirty = tail_end.max(off);
                         let f = OpenOptions::new()
                             .write(true)
                             .open(path)
@@ -439,6 +436,49 @@ impl Wal {
             }
         }
     }
+}
+
+/// Reads a segment: the file from its start through the first zero length field at a record
+/// boundary (the end of what was ever written), without keeping the zeros written in advance
+/// after it in memory (up to 64 MiB per segment). Also returns the offset just past the file's
+/// last non-zero byte, so a torn tail can be told from the zeros.
+fn read_segment(path: &Path) -> std::io::Result<(Vec<u8>, usize)> {
+    let mut f = File::open(path)?;
+    let mut data = Vec::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    // Start of the first record not yet known to be complete.
+    let mut boundary = 0usize;
+    let mut read = 0usize;
+    let mut tail_end = 0usize;
+    let mut loading = true;
+    loop {
+        let n = match f.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let got = &chunk[..n];
+        if let Some(p) = got.iter().rposition(|b| *b != 0) {
+            tail_end = read + p + 1;
+        }
+        if loading {
+            data.extend_from_slice(got);
+            while let Some(h) = data.get(boundary..boundary + 4) {
+                let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+                if len == 0 {
+                    loading = false;
+                    break;
+                }
+                if data.len() < boundary + 8 + len {
+                    break;
+                }
+                boundary += 8 + len;
+            }
+        }
+        read += n;
+    }
+    Ok((data, tail_end))
 }
 
 /// Whether a record header at `off` has a zero length (the end of a segment's records).
@@ -660,5 +700,35 @@ mod tests {
         // A newer, empty prepared segment makes the damaged one an older segment.
         fs::write(wal_dir.join(segment_name(1, 3)), vec![0u8; data.len()]).expect("write");
         assert!(matches!(Wal::open(&wal_dir), Err(WalError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn read_segment_stops_at_the_end_marker_across_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("seg");
+        let mut buf = Vec::new();
+        // Records of 300 KiB, so they straddle the 1 MiB read chunks.
+        for i in 0..9u8 {
+            encode_record(&mut buf, REC_ENTRY, &vec![i + 1; 300 << 10]);
+        }
+        let records = buf.len();
+        buf.resize(records + (3 << 20), 0);
+        fs::write(&path, &buf).expect("write");
+        let (data, tail_end) = read_segment(&path).expect("read");
+        assert!(
+            data.len() >= records + 4,
+            "all records and the end marker are loaded"
+        );
+        assert!(
+            data.len() < buf.len() - (1 << 20),
+            "the zeros after them are not kept"
+        );
+        assert_eq!(tail_end, records);
+        // A stray byte far into the zeros is found, so it is not taken for the end.
+        let last = buf.len() - 1;
+        buf[last] = 7;
+        fs::write(&path, &buf).expect("write");
+        let (_, tail_end) = read_segment(&path).expect("read");
+        assert_eq!(tail_end, buf.len());
     }
 }
