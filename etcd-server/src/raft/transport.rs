@@ -1,8 +1,9 @@
 //! The peer transport: Raft messages to and from other members over gRPC (`peerpb.Peer`).
 //!
-//! Each peer gets a task holding one client-streaming `Send` call; messages queue in a bounded
-//! channel and are dropped (and the peer reported unreachable) when it is full or down — Raft
-//! retransmits. Snapshot messages travel on their own `Snapshot` call together with the
+//! Each peer gets a task holding one client-streaming `Send` call; while the call is open,
+//! messages go straight into its bounded stream, otherwise they queue for the task until it
+//! connects. They are dropped (and the peer reported unreachable) when the queue is full or the
+//! peer is down — Raft retransmits. Snapshot messages travel on their own `Snapshot` call together with the
 //! backend file they refer to.
 
 use std::collections::HashMap;
@@ -30,6 +31,9 @@ struct Peer {
     urls: Vec<String>,
     tx: mpsc::Sender<RaftEnvelope>,
     task: tokio::task::JoinHandle<()>,
+    /// The open `Send` stream, if any: messages go straight into it, without a hop through
+    /// the peer's task (each hop is a task wake-up on the replication path).
+    stream: Option<mpsc::Sender<RaftEnvelope>>,
     /// The shared connection for request/response calls (forwarded lease renewals, member
     /// queries), kept open: tonic reconnects it when it breaks.
     rpc: Option<PeerClient<tonic::transport::Channel>>,
@@ -152,6 +156,7 @@ impl Transport {
                     urls,
                     tx,
                     task,
+                    stream: None,
                     rpc: None,
                 },
             );
@@ -191,7 +196,11 @@ impl Transport {
             let full = {
                 let st = lock(&self.state);
                 match st.peers.get(&to) {
-                    Some(p) => p.tx.try_send(env).is_err(),
+                    Some(p) => match &p.stream {
+                        Some(stream) => stream.try_send(env).is_err(),
+                        // Not connected yet: the peer's task forwards it once it is.
+                        None => p.tx.try_send(env).is_err(),
+                    },
                     None => true,
                 }
             };
@@ -263,7 +272,13 @@ impl Transport {
             let call = client.send(ReceiverStream::new(crx));
             tokio::pin!(call);
             let opened = Instant::now();
-            lock(&self.state).active_since.insert(id, opened);
+            {
+                let mut st = lock(&self.state);
+                st.active_since.insert(id, opened);
+                if let Some(p) = st.peers.get_mut(&id) {
+                    p.stream = Some(ctx.clone());
+                }
+            }
             loop {
                 tokio::select! {
                     res = &mut call => {
@@ -294,7 +309,13 @@ impl Transport {
                     }
                 }
             }
-            lock(&self.state).active_since.remove(&id);
+            {
+                let mut st = lock(&self.state);
+                st.active_since.remove(&id);
+                if let Some(p) = st.peers.get_mut(&id) {
+                    p.stream = None;
+                }
+            }
             self.report(Input::Unreachable(id));
             // A stream that died right away counts as a failed attempt: keep backing off.
             if opened.elapsed() > Duration::from_secs(1) {
