@@ -1,5 +1,6 @@
 //! Durability: every acknowledged write survives SIGKILL and restart, with its revision, and
-//! the revision history has no gaps or repeats.
+//! the revision history has no gaps or repeats, also while the WAL writes into a segment of
+//! zeros prepared in advance.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,21 @@ use etcd_client::GetOptions;
 use crate::harness::{Kind, Proc};
 
 const WRITERS: usize = 16;
+/// The size of a prepared WAL segment (`raft::wal::SEGMENT_BYTES`).
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Whether the member's WAL is writing into a prepared segment (one of full size).
+fn writes_prepared_segment(server: &Proc) -> bool {
+    let dir = server.data_dir().join("member").join("wal");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_name().to_string_lossy().ends_with(".wal")
+                && e.metadata().is_ok_and(|m| m.len() == SEGMENT_BYTES)
+        })
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_writes_survive_sigkill() {
@@ -29,7 +45,10 @@ async fn acknowledged_writes_survive_sigkill() {
                 let mut i = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 100_000 {
                     let key = format!("r{round}/w{w:02}/{i:06}");
-                    match client.put(key.clone(), format!("v{i}"), None).await {
+                    // 4 KiB values: the WAL passes its first MiB quickly, so a segment is
+                    // prepared and later rounds are killed while writing into it.
+                    let value = format!("v{i}-{}", "x".repeat(4096));
+                    match client.put(key.clone(), value, None).await {
                         Ok(resp) => {
                             let rev = resp.header().unwrap().revision();
                             acked.lock().unwrap().insert(key, rev);
@@ -41,6 +60,18 @@ async fn acknowledged_writes_survive_sigkill() {
             }));
         }
         tokio::time::sleep(Duration::from_millis(700)).await;
+        // Round 0 runs until the WAL has moved into a prepared segment (bounded).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while round == 0
+            && !writes_prepared_segment(&server)
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            writes_prepared_segment(&server),
+            "round {round}: the WAL never moved into a prepared segment"
+        );
         server.kill();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in tasks {
@@ -54,7 +85,7 @@ async fn acknowledged_writes_survive_sigkill() {
         .unwrap();
         let mut client = server.client().await;
         let all = client
-            .get("r", Some(GetOptions::new().with_prefix()))
+            .get("r", Some(GetOptions::new().with_prefix().with_keys_only()))
             .await
             .unwrap();
         let current = all.header().unwrap().revision();
