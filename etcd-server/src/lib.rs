@@ -176,9 +176,8 @@ pub async fn run(
             .merge(http::router(s.clone()))
             .layer(axum::middleware::from_fn_with_state(
                 s.clone(),
-                http::learner_guard,
-            ))
-            .layer(axum::middleware::from_fn(http::grpc_metrics));
+                http::client_edge,
+            ));
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
             .add_routes(tonic::service::Routes::from(app));

@@ -968,24 +968,41 @@ fn plant_stale_read(ops: &[Op]) -> Option<Op> {
             by_key.entry(o.key.as_str()).or_default().push(o);
         }
     }
+    // Proving a violation means ruling out every order of the indeterminate operations, so
+    // plant on the eligible key with the fewest of them (then the fewest operations): the
+    // check stays about the checker's power, not about its step budget.
+    let cost = |key: &str| {
+        let on_key = ops.iter().filter(|o| o.key == key);
+        let unknown = on_key
+            .clone()
+            .filter(|o| matches!(o.ret, Ret::Unknown(_)))
+            .count();
+        (unknown, on_key.count())
+    };
+    let mut best: Option<((usize, usize), Op)> = None;
     for gets in by_key.values() {
-        for g1 in gets {
-            for g2 in gets {
-                if g1.complete < g2.invoke && g1.ret != g2.ret {
-                    let end = ops.iter().map(|o| o.complete).max().unwrap_or(0);
-                    return Some(Op {
-                        client: 999,
-                        key: g1.key.clone(),
-                        call: Call::Get,
-                        ret: g1.ret.clone(),
-                        invoke: end + 1,
-                        complete: end + 2,
-                    });
-                }
-            }
+        let found = gets.iter().find_map(|g1| {
+            gets.iter()
+                .any(|g2| g1.complete < g2.invoke && g1.ret != g2.ret)
+                .then_some(*g1)
+        });
+        let Some(g1) = found else { continue };
+        let c = cost(&g1.key);
+        if best.as_ref().is_some_and(|(b, _)| *b <= c) {
+            continue;
         }
+        let end = ops.iter().map(|o| o.complete).max().unwrap_or(0);
+        let planted = Op {
+            client: 999,
+            key: g1.key.clone(),
+            call: Call::Get,
+            ret: g1.ret.clone(),
+            invoke: end + 1,
+            complete: end + 2,
+        };
+        best = Some((c, planted));
     }
-    None
+    best.map(|(_, op)| op)
 }
 
 async fn sleep_until_at_most(d: Duration, deadline: Instant) {
