@@ -912,16 +912,22 @@ impl ApplyQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `entries` may be applied on the calling thread with `st`.
+    /// Whether `entries` may be applied on the calling thread with `st`: only puts (and empty
+    /// entries), whose cost is bounded by the request size limit. A delete-range, a txn, a
+    /// compaction or a lease revocation can touch any number of keys, and the Raft thread must
+    /// not stall behind it (its heartbeats keep followers from starting elections).
     fn inline_ok(entries: &[::raft::eraftpb::Entry], st: &ApplyState) -> bool {
         entries.len() <= INLINE_APPLY_MAX
-            && entries
-                .iter()
-                .all(|e| e.get_entry_type() == ::raft::eraftpb::EntryType::EntryNormal)
             && st.last_sync.elapsed() < BACKEND_SYNC_INTERVAL
             && entries
                 .last()
                 .is_none_or(|e| e.index < st.durable_index + BACKEND_SYNC_ENTRIES)
+            && entries.iter().all(|e| {
+                e.get_entry_type() == ::raft::eraftpb::EntryType::EntryNormal
+                    && (e.data.is_empty()
+                        || InternalRaftRequest::decode(e.data.as_ref())
+                            .is_ok_and(|r| matches!(r.request, Some(Request::Put(_)))))
+            })
     }
 
     /// The apply thread: applies what is queued, and fsyncs the backend every
@@ -1363,5 +1369,113 @@ fn apply_one(
             Err(MvccError::Backend(crate::backend::BackendError::Storage(e)))
         }
         other => Ok((other, events)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::etcdserverpb::{
+        CompactionRequest, DeleteRangeRequest, LeaseRevokeRequest, PutRequest, TxnRequest,
+    };
+
+    fn entry(index: u64, req: Option<Request>) -> ::raft::eraftpb::Entry {
+        let mut e = ::raft::eraftpb::Entry::default();
+        e.index = index;
+        if let Some(r) = req {
+            let msg = InternalRaftRequest {
+                id: index,
+                origin: 1,
+                request: Some(r),
+            };
+            e.data = msg.encode_to_vec().into();
+        }
+        e
+    }
+
+    fn put(index: u64) -> ::raft::eraftpb::Entry {
+        entry(
+            index,
+            Some(Request::Put(PutRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })),
+        )
+    }
+
+    /// Only puts (bounded work) are applied on the Raft thread; anything that can touch many
+    /// keys, a membership change, a batch that is too large, or a batch due for the backend
+    /// fsync goes to the apply thread.
+    #[test]
+    fn inline_apply_takes_only_small_batches_of_puts() {
+        let fresh = ApplyState {
+            durable_index: 0,
+            last_sync: Instant::now(),
+            snap_index: 0,
+            trim_index: 0,
+        };
+        let mut conf = entry(3, None);
+        conf.set_entry_type(::raft::eraftpb::EntryType::EntryConfChange);
+        let many: Vec<_> = (1..=INLINE_APPLY_MAX as u64 + 1).map(put).collect();
+        let cases: Vec<(&str, Vec<::raft::eraftpb::Entry>, bool)> = vec![
+            ("one put", vec![put(1)], true),
+            (
+                "empty entry and puts",
+                vec![entry(1, None), put(2), put(3)],
+                true,
+            ),
+            (
+                "INLINE_APPLY_MAX puts",
+                many[..INLINE_APPLY_MAX].to_vec(),
+                true,
+            ),
+            ("one put too many", many.clone(), false),
+            (
+                "delete-range",
+                vec![entry(
+                    1,
+                    Some(Request::DeleteRange(DeleteRangeRequest::default())),
+                )],
+                false,
+            ),
+            (
+                "txn",
+                vec![put(1), entry(2, Some(Request::Txn(TxnRequest::default())))],
+                false,
+            ),
+            (
+                "compaction",
+                vec![entry(
+                    1,
+                    Some(Request::Compaction(CompactionRequest::default())),
+                )],
+                false,
+            ),
+            (
+                "lease revoke",
+                vec![entry(
+                    1,
+                    Some(Request::LeaseRevoke(LeaseRevokeRequest::default())),
+                )],
+                false,
+            ),
+            ("conf change", vec![put(1), put(2), conf], false),
+            (
+                "due for the backend fsync",
+                vec![put(BACKEND_SYNC_ENTRIES)],
+                false,
+            ),
+        ];
+        for (what, entries, want) in cases {
+            assert_eq!(ApplyQueue::inline_ok(&entries, &fresh), want, "{what}");
+        }
+        let stale = ApplyState {
+            last_sync: Instant::now() - BACKEND_SYNC_INTERVAL * 2,
+            ..fresh
+        };
+        assert!(
+            !ApplyQueue::inline_ok(&[put(1)], &stale),
+            "backend fsync due by time"
+        );
     }
 }
