@@ -519,6 +519,19 @@ mod tests {
         e
     }
 
+    /// A new, empty WAL in a temporary directory (kept alive by the returned guard).
+    fn new_wal() -> (tempfile::TempDir, PathBuf, Wal) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal_dir = dir.path().join("wal");
+        let w = Wal::create(
+            &wal_dir,
+            &SnapshotMetadata::default(),
+            &HardState::default(),
+        )
+        .expect("create");
+        (dir, wal_dir, w)
+    }
+
     fn hs(term: u64, commit: u64) -> HardState {
         let mut h = HardState::default();
         h.term = term;
@@ -562,14 +575,7 @@ mod tests {
 
     #[test]
     fn corruption_before_the_tail_is_an_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let wal_dir = dir.path().join("wal");
-        let mut w = Wal::create(
-            &wal_dir,
-            &SnapshotMetadata::default(),
-            &HardState::default(),
-        )
-        .expect("create");
+        let (_dir, wal_dir, mut w) = new_wal();
         w.save(None, &[ent(1, 1, b"a")]).expect("save");
         let mut snap = SnapshotMetadata::default();
         snap.index = 1;
@@ -607,14 +613,7 @@ mod tests {
 
     #[test]
     fn writes_into_prepared_segments_and_replays_across_them() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let wal_dir = dir.path().join("wal");
-        let mut w = Wal::create(
-            &wal_dir,
-            &SnapshotMetadata::default(),
-            &HardState::default(),
-        )
-        .expect("create");
+        let (_dir, wal_dir, mut w) = new_wal();
         w.set_sizes(8192, 1024);
         let value = [7u8; 200];
         let mut index = 0;
@@ -681,14 +680,7 @@ mod tests {
 
     #[test]
     fn zero_length_record_before_data_in_an_older_segment_is_corruption() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let wal_dir = dir.path().join("wal");
-        let mut w = Wal::create(
-            &wal_dir,
-            &SnapshotMetadata::default(),
-            &HardState::default(),
-        )
-        .expect("create");
+        let (_dir, wal_dir, mut w) = new_wal();
         w.save(None, &[ent(1, 1, b"a"), ent(2, 1, b"b")])
             .expect("save");
         drop(w);
