@@ -123,7 +123,9 @@ impl Change {
     pub fn action(&self) -> &'static str {
         match self {
             Self::LearnerAdded { .. } | Self::Promoted { .. } => "ScaleUp",
-            Self::LeaderMoved { .. } | Self::Removed { .. } => "ScaleDown",
+            // Before removing the leader, and during a rolling update: name what was done.
+            Self::LeaderMoved { .. } => "MoveLeader",
+            Self::Removed { .. } => "ScaleDown",
             Self::LostRemoved { .. } | Self::Readded { .. } | Self::Wiped { .. } => "Replace",
             Self::Restarted { .. } => "RollingUpdate",
         }
@@ -272,4 +274,65 @@ pub async fn execute<R: MemberRuntime>(
         _ => {}
     }
     Ok(change)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every change has its own Event reason and an action that says what was done.
+    #[test]
+    fn event_reasons_and_actions() {
+        let id = 0x1234;
+        let name = || "m1".to_string();
+        let cases = [
+            (
+                Change::LearnerAdded { name: name(), id },
+                "MemberAdded",
+                "ScaleUp",
+            ),
+            (
+                Change::Promoted { name: name(), id },
+                "MemberPromoted",
+                "ScaleUp",
+            ),
+            (
+                Change::LeaderMoved {
+                    from: "m0".into(),
+                    to: name(),
+                    to_id: id,
+                },
+                "LeaderMoved",
+                "MoveLeader",
+            ),
+            (
+                Change::Removed { name: name(), id },
+                "MemberRemoved",
+                "ScaleDown",
+            ),
+            (
+                Change::LostRemoved { name: name(), id },
+                "LostMemberRemoved",
+                "Replace",
+            ),
+            (
+                Change::Readded { name: name(), id },
+                "MemberReadded",
+                "Replace",
+            ),
+            (Change::Wiped { name: name() }, "MemberWiped", "Replace"),
+            (
+                Change::Restarted {
+                    names: vec![name()],
+                },
+                "MemberRestarted",
+                "RollingUpdate",
+            ),
+        ];
+        for (change, reason, action) in cases {
+            assert_eq!(change.reason(), reason, "{change:?}");
+            assert_eq!(change.action(), action, "{change:?}");
+            assert!(change.message().contains("m1"), "{change:?}");
+        }
+    }
 }
