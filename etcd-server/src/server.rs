@@ -956,7 +956,15 @@ impl ApplyQueue {
                 let msgs: Vec<ApplyMsg> = g.msgs.drain(..n).collect();
                 (msgs, g.token.take().expect("checked above"))
             };
-            let ok = self.applier.apply_msgs(msgs, &mut st);
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.applier.apply_msgs(msgs, &mut st)
+            }));
+            let Ok(ok) = applied else {
+                // A member that can no longer apply only pretends to serve: exit, as the Raft
+                // thread does when it panics, and let the supervisor see it.
+                tracing::error!("the apply loop panicked; exiting");
+                std::process::exit(1);
+            };
             let mut g = self.lock();
             g.token = Some(st);
             if !ok {
@@ -987,10 +995,23 @@ impl ApplySink for ApplyQueue {
                 && g.token
                     .as_ref()
                     .is_some_and(|st| Self::inline_ok(entries, st));
-            if inline {
+            // Only if the store is free right now: a long read or a defragmentation holding
+            // it must not stall the Raft thread (and with it heartbeats and elections).
+            let store = if inline {
+                self.applier.store.try_lock()
+            } else {
+                None
+            };
+            if let Some(store) = store {
                 let mut st = g.token.take().expect("checked above");
                 drop(g);
-                let ok = self.applier.apply_msgs(vec![msg], &mut st);
+                let ApplyMsg::Entries(entries) = msg else {
+                    unreachable!("matched above")
+                };
+                let ok = self
+                    .applier
+                    .apply_entries_locked(Some(store), entries, &mut st)
+                    .is_ok();
                 let mut g = self.lock();
                 g.token = Some(st);
                 if !ok {
@@ -1132,11 +1153,26 @@ impl Applier {
 
     fn apply_entries(
         &self,
+        entries: Vec<::raft::eraftpb::Entry>,
+        st: &mut ApplyState,
+    ) -> Result<(), ()> {
+        self.apply_entries_locked(None, entries, st)
+    }
+
+    /// `apply_entries` under `held`, the store already locked by the caller (the inline path),
+    /// or under the lock taken when the batch is written.
+    fn apply_entries_locked(
+        &self,
+        held: Option<crate::mvcc::StoreLock<'_>>,
         mut entries: Vec<::raft::eraftpb::Entry>,
         st: &mut ApplyState,
     ) -> Result<(), ()> {
         self.follow_leadership();
-        let (applied, _) = self.store.applied();
+        let store_applied = match &held {
+            Some(l) => l.applied(),
+            None => self.store.applied(),
+        };
+        let (applied, _) = store_applied;
         entries.retain(|e| e.index > applied);
         let dirty = applied > st.durable_index;
         if entries.is_empty() && !(dirty && st.last_sync.elapsed() >= BACKEND_SYNC_INTERVAL) {
@@ -1145,7 +1181,7 @@ impl Applier {
         let last = entries
             .last()
             .map(|e| (e.index, e.term))
-            .unwrap_or(self.store.applied());
+            .unwrap_or(store_applied);
         let durable = st.last_sync.elapsed() >= BACKEND_SYNC_INTERVAL
             || last.0 - st.durable_index >= BACKEND_SYNC_ENTRIES;
         let mut published: Vec<(i64, Vec<Event>)> = Vec::new();
@@ -1155,71 +1191,73 @@ impl Applier {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut cluster_changed = false;
-        let result = self.store.write_batch(last.0, last.1, durable, |b| {
-            let mut outcomes = Vec::with_capacity(entries.len());
-            for e in &entries {
-                match decode_entry(e) {
-                    Decoded::Empty => {}
-                    Decoded::ConfChange(cc, ctx) => {
-                        cluster.apply_change(cc.get_change_type(), cc.node_id, ctx.member);
-                        cluster.save_in(b.backend_tx())?;
-                        cluster_changed = true;
-                        if ctx.origin == self.member_id {
-                            let members = cluster.members.values().cloned().collect();
-                            outcomes.push((ctx.id, Ok(ApplyResponse::Members(members))));
-                        }
-                    }
-                    Decoded::Request(req) => {
-                        if let Some(Request::MemberAttributes(a)) = &req.request {
-                            if let Some(m) = cluster.members.get_mut(&a.id) {
-                                m.name = a.name.clone();
-                                m.client_ur_ls = a.client_urls.clone();
-                                cluster.save_in(b.backend_tx())?;
-                                cluster_changed = true;
+        let result = self
+            .store
+            .write_batch_locked(held, last.0, last.1, durable, |b| {
+                let mut outcomes = Vec::with_capacity(entries.len());
+                for e in &entries {
+                    match decode_entry(e) {
+                        Decoded::Empty => {}
+                        Decoded::ConfChange(cc, ctx) => {
+                            cluster.apply_change(cc.get_change_type(), cc.node_id, ctx.member);
+                            cluster.save_in(b.backend_tx())?;
+                            cluster_changed = true;
+                            if ctx.origin == self.member_id {
+                                let members = cluster.members.values().cloned().collect();
+                                outcomes.push((ctx.id, Ok(ApplyResponse::Members(members))));
                             }
-                            if req.origin == self.member_id {
-                                outcomes.push((
-                                    req.id,
-                                    Ok(ApplyResponse::Members(
-                                        cluster.members.values().cloned().collect(),
-                                    )),
-                                ));
-                            }
-                            continue;
                         }
-                        if let Some(Request::MemberUpdate(u)) = &req.request {
-                            let r = match cluster.members.get_mut(&u.id) {
-                                Some(m) => {
-                                    m.peer_ur_ls = u.peer_ur_ls.clone();
-                                    m.peer_ur_ls.sort();
+                        Decoded::Request(req) => {
+                            if let Some(Request::MemberAttributes(a)) = &req.request {
+                                if let Some(m) = cluster.members.get_mut(&a.id) {
+                                    m.name = a.name.clone();
+                                    m.client_ur_ls = a.client_urls.clone();
                                     cluster.save_in(b.backend_tx())?;
                                     cluster_changed = true;
-                                    Ok(ApplyResponse::Members(
-                                        cluster.members.values().cloned().collect(),
-                                    ))
                                 }
-                                None => Err(EtcdError::MemberNotFound),
-                            };
-                            if req.origin == self.member_id {
-                                outcomes.push((req.id, r));
+                                if req.origin == self.member_id {
+                                    outcomes.push((
+                                        req.id,
+                                        Ok(ApplyResponse::Members(
+                                            cluster.members.values().cloned().collect(),
+                                        )),
+                                    ));
+                                }
+                                continue;
                             }
-                            continue;
-                        }
-                        let (outcome, events) =
-                            apply_one(b, req.request, &self.lessor, &self.alarms)?;
-                        if !events.is_empty() {
-                            self.lessor.on_events(&events);
-                            published.push((b.rev(), events));
-                        }
-                        if req.origin == self.member_id {
-                            outcomes.push((req.id, outcome));
+                            if let Some(Request::MemberUpdate(u)) = &req.request {
+                                let r = match cluster.members.get_mut(&u.id) {
+                                    Some(m) => {
+                                        m.peer_ur_ls = u.peer_ur_ls.clone();
+                                        m.peer_ur_ls.sort();
+                                        cluster.save_in(b.backend_tx())?;
+                                        cluster_changed = true;
+                                        Ok(ApplyResponse::Members(
+                                            cluster.members.values().cloned().collect(),
+                                        ))
+                                    }
+                                    None => Err(EtcdError::MemberNotFound),
+                                };
+                                if req.origin == self.member_id {
+                                    outcomes.push((req.id, r));
+                                }
+                                continue;
+                            }
+                            let (outcome, events) =
+                                apply_one(b, req.request, &self.lessor, &self.alarms)?;
+                            if !events.is_empty() {
+                                self.lessor.on_events(&events);
+                                published.push((b.rev(), events));
+                            }
+                            if req.origin == self.member_id {
+                                outcomes.push((req.id, outcome));
+                            }
                         }
                     }
                 }
-            }
-            self.answer_kv_writes(&mut outcomes);
-            Ok(outcomes)
-        });
+                self.answer_kv_writes(&mut outcomes);
+                Ok(outcomes)
+            });
         let outcomes = match result {
             Ok(o) => o,
             Err(e) => {

@@ -7,7 +7,7 @@
 pub mod index;
 mod store;
 
-pub use store::{Batch, KvStore, RangeOptions, RangeResult, ReadTxn, TxnWrite};
+pub use store::{Batch, KvStore, RangeOptions, RangeResult, ReadTxn, StoreLock, TxnWrite};
 
 use crate::backend::BackendError;
 use crate::error::EtcdError;

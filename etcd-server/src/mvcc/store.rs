@@ -223,6 +223,17 @@ impl KvStore {
         Ok(ReadTxn { state, kv, tx })
     }
 
+    /// Takes the store for a write batch without waiting: `None` while a reader holds it (a
+    /// long range) or an exclusive operation runs (defragmentation, a snapshot copy). For
+    /// callers that must not block, such as the Raft thread applying puts inline.
+    pub fn try_lock(&self) -> Option<StoreLock<'_>> {
+        match self.state.try_write() {
+            Ok(g) => Some(StoreLock(g)),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(StoreLock(p.into_inner())),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Runs `f` as one backend transaction, then records `(index, term)` as applied and
     /// commits. With `durable == false` the commit is not fsynced; the Raft WAL covers it.
     pub fn write_batch<R>(
@@ -232,7 +243,22 @@ impl KvStore {
         durable: bool,
         f: impl FnOnce(&mut Batch<'_>) -> Result<R, MvccError>,
     ) -> Result<R, MvccError> {
-        let mut state = self.state_mut();
+        self.write_batch_locked(None, index, term, durable, f)
+    }
+
+    /// `write_batch` under `held` (from `try_lock`), or under the lock taken now.
+    pub fn write_batch_locked<R>(
+        &self,
+        held: Option<StoreLock<'_>>,
+        index: u64,
+        term: u64,
+        durable: bool,
+        f: impl FnOnce(&mut Batch<'_>) -> Result<R, MvccError>,
+    ) -> Result<R, MvccError> {
+        let mut state = match held {
+            Some(StoreLock(g)) => g,
+            None => self.state_mut(),
+        };
         let mut tx = self
             .backend
             .db()
@@ -270,6 +296,16 @@ impl KvStore {
         state.applied_index = index;
         state.applied_term = term;
         Ok(out)
+    }
+}
+
+/// The store held for one write batch (see `KvStore::try_lock`).
+pub struct StoreLock<'a>(RwLockWriteGuard<'a, State>);
+
+impl StoreLock<'_> {
+    /// `(index, term)` of the last Raft entry applied to the store.
+    pub fn applied(&self) -> (u64, u64) {
+        (self.0.applied_index, self.0.applied_term)
     }
 }
 
@@ -584,6 +620,47 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let backend = Backend::open(&dir.path().join("db")).expect("open");
         (dir, KvStore::open(backend).expect("store"))
+    }
+
+    /// The Raft thread applies puts only under `try_lock`: it must fail, not wait, while a
+    /// reader or an exclusive operation (defragmentation) holds the store, and a batch written
+    /// under it must land like any other.
+    #[test]
+    fn try_lock_fails_while_the_store_is_held_and_writes_under_the_lock() {
+        let (_dir, s) = store();
+        put(&s, 1, &[("a", "1")]);
+        {
+            let _reader = s.read().expect("read");
+            assert!(s.try_lock().is_none(), "a reader holds the store");
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                s.exclusive(|_| {
+                    tx.send(()).expect("send");
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    Ok(())
+                })
+                .expect("exclusive");
+            });
+            rx.recv().expect("exclusive started");
+            assert!(s.try_lock().is_none(), "defragmentation holds the store");
+        });
+        let held = s.try_lock().expect("free again");
+        assert_eq!(held.applied(), (1, 1));
+        s.write_batch_locked(Some(held), 2, 1, false, |b| {
+            let mut t = b.txn();
+            t.put(b"b", b"2", 0)?;
+            t.end();
+            Ok(())
+        })
+        .expect("write under the lock");
+        assert_eq!(s.applied(), (2, 1));
+        let got = s
+            .read()
+            .expect("read")
+            .range(b"b", &[], RangeOptions::default());
+        assert_eq!(got.expect("range").kvs.len(), 1);
     }
 
     fn put(s: &KvStore, idx: u64, kvs: &[(&str, &str)]) {

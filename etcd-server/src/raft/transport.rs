@@ -218,8 +218,14 @@ impl Transport {
         if let Some(c) = lock(&self.state).peers.get(&id).and_then(|p| p.rpc.clone()) {
             return Some(c);
         }
+        let urls = lock(&self.state).peers.get(&id).map(|p| p.urls.clone())?;
         let client = self.connect(id).await?;
-        if let Some(p) = lock(&self.state).peers.get_mut(&id) {
+        // Keep it only if the peer's URLs did not change while connecting.
+        if let Some(p) = lock(&self.state)
+            .peers
+            .get_mut(&id)
+            .filter(|p| p.urls == urls)
+        {
             p.rpc.get_or_insert_with(|| client.clone());
         }
         Some(client)
