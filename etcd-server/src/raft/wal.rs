@@ -34,6 +34,8 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 const PREPARE_AFTER: u64 = 1 << 20;
 /// Name of the spare segment while it is prepared (not a `.wal` file, so replay ignores it).
 const SPARE_NAME: &str = "spare.tmp";
+/// Name of a rewritten segment while it is written, when no spare is ready.
+const ROTATE_NAME: &str = "rotate.tmp";
 
 /// WAL errors. Any of them stops the member: it cannot promise durability any more.
 #[derive(Debug, thiserror::Error)]
@@ -179,10 +181,12 @@ impl Wal {
             .open(path)
             .map_err(io_err(path))?;
         let len = file.metadata().map_err(io_err(path))?.len();
-        let spare = dir.join(SPARE_NAME);
-        if spare.exists() {
-            // Left over from a run that stopped while preparing it: it may be incomplete.
-            fs::remove_file(&spare).map_err(io_err(&spare))?;
+        for name in [SPARE_NAME, ROTATE_NAME] {
+            let tmp = dir.join(name);
+            if tmp.exists() {
+                // Left over from a run that stopped while writing it: it may be incomplete.
+                fs::remove_file(&tmp).map_err(io_err(&tmp))?;
+            }
         }
         Ok(Self {
             dir: dir.to_owned(),
@@ -374,9 +378,15 @@ impl Wal {
 
     /// Makes the prepared spare the newest segment, named for its first entry `index`.
     fn switch_to(&mut self, file: File, index: u64) -> Result<(), WalError> {
+        self.install_segment(file, SPARE_NAME, index)
+    }
+
+    /// Renames the file at `tmp_name` (open as `file`) to the next segment, named for its
+    /// first entry `index`, and writes from its start on.
+    fn install_segment(&mut self, file: File, tmp_name: &str, index: u64) -> Result<(), WalError> {
         let seq = self.seq + 1;
         let path = self.dir.join(segment_name(seq, index));
-        fs::rename(self.dir.join(SPARE_NAME), &path).map_err(io_err(&path))?;
+        fs::rename(self.dir.join(tmp_name), &path).map_err(io_err(&path))?;
         sync_dir(&self.dir)?;
         self.len = file.metadata().map_err(io_err(&path))?.len();
         self.file = file;
@@ -386,7 +396,10 @@ impl Wal {
     }
 
     /// Starts a new segment holding `snap`, `hs` and the entries after the snapshot, then
-    /// deletes the older segments: the backend now holds everything up to `snap.index`.
+    /// deletes the older segments: the backend now holds everything up to `snap.index`. The
+    /// new segment is written and made durable under a temporary name and only then renamed
+    /// into place, so a crash never leaves a partly written snapshot segment behind the older
+    /// ones (its torn tail would cut entries the older segments still hold).
     pub fn rotate(
         &mut self,
         snap: &SnapshotMetadata,
@@ -399,21 +412,27 @@ impl Wal {
         for e in tail {
             encode_record(&mut buf, REC_ENTRY, &pb_bytes(e));
         }
-        match self.take_spare()? {
-            Some(file) => self.switch_to(file, snap.index + 1)?,
+        let (file, tmp_name) = match self.take_spare()? {
+            Some(file) => (file, SPARE_NAME),
             None => {
-                let seq = self.seq + 1;
-                let path = self.dir.join(segment_name(seq, snap.index + 1));
-                let file = File::create(&path).map_err(io_err(&path))?;
-                sync_dir(&self.dir)?;
-                self.file = file;
-                self.seq = seq;
-                self.offset = 0;
-                self.len = 0;
+                let tmp = self.dir.join(ROTATE_NAME);
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&tmp)
+                    .map_err(io_err(&tmp))?;
+                (file, ROTATE_NAME)
             }
-        }
-        self.write(&buf)?;
-        self.file.sync_all().map_err(io_err(&self.dir))?;
+        };
+        file.write_all_at(&buf, 0)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err(&self.dir))?;
+        self.install_segment(file, tmp_name, snap.index + 1)?;
+        self.offset = buf.len() as u64;
+        self.len = self.len.max(self.offset);
+        self.written += buf.len() as u64;
         for (old, old_path) in segments(&self.dir)? {
             if old < self.seq {
                 fs::remove_file(&old_path).map_err(io_err(&old_path))?;
@@ -722,5 +741,41 @@ mod tests {
         fs::write(&path, &buf).expect("write");
         let (_, tail_end) = read_segment(&path).expect("read");
         assert_eq!(tail_end, buf.len());
+    }
+
+    /// A rewrite interrupted before its rename leaves only a temporary file, which is ignored
+    /// and removed: the older segments still hold everything.
+    #[test]
+    fn interrupted_rotation_leaves_the_older_segments_in_charge() {
+        let (_dir, wal_dir, mut w) = new_wal();
+        let entries: Vec<Entry> = (1..=5).map(|i| ent(i, 1, b"x")).collect();
+        w.save(Some(&hs(1, 5)), &entries).expect("save");
+        drop(w);
+        // What a crash in the middle of writing the rewritten segment leaves behind.
+        fs::write(wal_dir.join(ROTATE_NAME), [1u8, 0, 0, 0, 3]).expect("write");
+        fs::write(wal_dir.join(SPARE_NAME), [0u8; 16]).expect("write");
+        let (mut w, rec) = Wal::open(&wal_dir).expect("open");
+        assert_eq!(rec.entries.len(), 5);
+        assert!(!wal_dir.join(ROTATE_NAME).exists() && !wal_dir.join(SPARE_NAME).exists());
+        let mut snap = SnapshotMetadata::default();
+        snap.index = 3;
+        snap.term = 1;
+        w.rotate(&snap, &hs(1, 5), &rec.entries[3..])
+            .expect("rotate");
+        w.save(None, &[ent(6, 1, b"y")]).expect("save");
+        drop(w);
+        let names: Vec<String> = fs::read_dir(&wal_dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names.len(),
+            1,
+            "only the rewritten segment is left: {names:?}"
+        );
+        let (_, rec) = Wal::open(&wal_dir).expect("reopen");
+        assert_eq!(rec.snap.index, 3);
+        let got: Vec<u64> = rec.entries.iter().map(|e| e.index).collect();
+        assert_eq!(got, vec![4, 5, 6]);
     }
 }
