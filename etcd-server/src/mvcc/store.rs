@@ -72,6 +72,18 @@ fn decode(bytes: &[u8]) -> Result<(bool, KeyValue), BackendError> {
     Ok((*flag == TOMBSTONE, kv))
 }
 
+/// The key-value stored at revision `r`, which the index says exists.
+fn read_rev<T: ReadableTable<(i64, i64), &'static [u8]>>(
+    table: &T,
+    r: Revision,
+) -> Result<KeyValue, MvccError> {
+    let bytes = table
+        .get((r.main, r.sub))
+        .map_err(BackendError::from)?
+        .ok_or_else(|| BackendError::Corrupt(format!("revision {r:?} missing from backend")))?;
+    Ok(decode(bytes.value())?.1)
+}
+
 fn range_at<T: ReadableTable<(i64, i64), &'static [u8]>>(
     index: &TreeIndex,
     compact_rev: i64,
@@ -107,12 +119,7 @@ fn range_at<T: ReadableTable<(i64, i64), &'static [u8]>>(
     }
     out.kvs.reserve(found.revs.len());
     for (_, r) in found.revs {
-        let bytes = table
-            .get((r.main, r.sub))
-            .map_err(BackendError::from)?
-            .ok_or_else(|| BackendError::Corrupt(format!("revision {r:?} missing from backend")))?;
-        let (_, kv) = decode(bytes.value())?;
-        out.kvs.push(kv);
+        out.kvs.push(read_rev(table, r)?);
     }
     Ok(out)
 }
@@ -403,14 +410,7 @@ impl ReadTxn<'_> {
         let s = &self.state;
         let mut out = Vec::new();
         s.index.try_for_each_live(s.current_rev, |key, r| {
-            let bytes = self
-                .kv
-                .get((r.main, r.sub))
-                .map_err(BackendError::from)?
-                .ok_or_else(|| {
-                    BackendError::Corrupt(format!("revision {r:?} missing from backend"))
-                })?;
-            let (_, kv) = decode(bytes.value())?;
+            let kv = read_rev(&self.kv, r)?;
             if kv.lease != 0 {
                 out.push((key.to_vec(), kv.lease));
             }
