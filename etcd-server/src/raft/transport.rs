@@ -2,9 +2,9 @@
 //!
 //! Each peer gets a task holding one client-streaming `Send` call; while the call is open,
 //! messages go straight into its bounded stream, otherwise they queue for the task until it
-//! connects. They are dropped (and the peer reported unreachable) when the queue is full or the
-//! peer is down — Raft retransmits. Snapshot messages travel on their own `Snapshot` call together with the
-//! backend file they refer to.
+//! connects. They are dropped (and the peer reported unreachable) when the queue is full or
+//! the peer is down — Raft retransmits. Snapshot messages travel on their own `Snapshot` call
+//! together with the backend file they refer to.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,9 +31,10 @@ struct Peer {
     urls: Vec<String>,
     tx: mpsc::Sender<RaftEnvelope>,
     task: tokio::task::JoinHandle<()>,
-    /// The open `Send` stream, if any: messages go straight into it, without a hop through
-    /// the peer's task (each hop is a task wake-up on the replication path).
-    stream: Option<mpsc::Sender<RaftEnvelope>>,
+    /// The open `Send` stream and when it was established, if any: messages go straight into
+    /// it, without a hop through the peer's task (each hop is a task wake-up on the
+    /// replication path).
+    stream: Option<(mpsc::Sender<RaftEnvelope>, Instant)>,
     /// The shared connection for request/response calls (forwarded lease renewals, member
     /// queries), kept open: tonic reconnects it when it breaks.
     rpc: Option<PeerClient<tonic::transport::Channel>>,
@@ -42,8 +43,6 @@ struct Peer {
 #[derive(Default)]
 struct State {
     peers: HashMap<u64, Peer>,
-    /// When the outgoing stream to each peer was established (absent while down).
-    active_since: HashMap<u64, Instant>,
 }
 
 /// Sends Raft messages to peers.
@@ -114,7 +113,6 @@ impl Transport {
         for (_, p) in st.peers.drain() {
             p.task.abort();
         }
-        st.active_since.clear();
     }
 
     fn report(&self, input: Input) {
@@ -141,7 +139,6 @@ impl Transport {
             if let Some(p) = st.peers.remove(&id) {
                 p.task.abort();
             }
-            st.active_since.remove(&id);
         }
         for (id, urls) in wanted {
             if st.peers.contains_key(&id) {
@@ -166,9 +163,9 @@ impl Transport {
     /// Members whose outgoing stream has been up since at least `since` ago.
     pub fn active_peers(&self, since: Duration) -> Vec<u64> {
         let st = lock(&self.state);
-        st.active_since
+        st.peers
             .iter()
-            .filter(|(_, t)| t.elapsed() >= since)
+            .filter(|(_, p)| p.stream.as_ref().is_some_and(|(_, t)| t.elapsed() >= since))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -197,7 +194,7 @@ impl Transport {
                 let st = lock(&self.state);
                 match st.peers.get(&to) {
                     Some(p) => match &p.stream {
-                        Some(stream) => stream.try_send(env).is_err(),
+                        Some((stream, _)) => stream.try_send(env).is_err(),
                         // Not connected yet: the peer's task forwards it once it is.
                         None => p.tx.try_send(env).is_err(),
                     },
@@ -210,7 +207,6 @@ impl Transport {
         }
     }
 
-    /// A client for peer `id`'s peer service.
     /// A client for request/response calls to peer `id` over a connection shared by all such
     /// calls (one TCP and HTTP/2 handshake per peer, not per call: a follower forwards every
     /// lease keep-alive this way).
@@ -279,10 +275,8 @@ impl Transport {
             tokio::pin!(call);
             let opened = Instant::now();
             {
-                let mut st = lock(&self.state);
-                st.active_since.insert(id, opened);
-                if let Some(p) = st.peers.get_mut(&id) {
-                    p.stream = Some(ctx.clone());
+                if let Some(p) = lock(&self.state).peers.get_mut(&id) {
+                    p.stream = Some((ctx.clone(), opened));
                 }
             }
             loop {
@@ -316,9 +310,7 @@ impl Transport {
                 }
             }
             {
-                let mut st = lock(&self.state);
-                st.active_since.remove(&id);
-                if let Some(p) = st.peers.get_mut(&id) {
+                if let Some(p) = lock(&self.state).peers.get_mut(&id) {
                     p.stream = None;
                 }
             }

@@ -319,7 +319,7 @@ impl Wal {
         if self.offset + buf.len() as u64 > self.len {
             if let Some(file) = self.take_spare()? {
                 let next = entries.first().map_or(0, |e| e.index);
-                self.switch_to(file, next)?;
+                self.install_segment(file, SPARE_NAME, next)?;
             }
         }
         self.write(&buf)?;
@@ -376,11 +376,6 @@ impl Wal {
         }
     }
 
-    /// Makes the prepared spare the newest segment, named for its first entry `index`.
-    fn switch_to(&mut self, file: File, index: u64) -> Result<(), WalError> {
-        self.install_segment(file, SPARE_NAME, index)
-    }
-
     /// Renames the file at `tmp_name` (open as `file`) to the next segment, named for its
     /// first entry `index`, and writes from its start on.
     fn install_segment(&mut self, file: File, tmp_name: &str, index: u64) -> Result<(), WalError> {
@@ -416,14 +411,7 @@ impl Wal {
             Some(file) => (file, SPARE_NAME),
             None => {
                 let tmp = self.dir.join(ROTATE_NAME);
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&tmp)
-                    .map_err(io_err(&tmp))?;
-                (file, ROTATE_NAME)
+                (create_new(&tmp).map_err(io_err(&tmp))?, ROTATE_NAME)
             }
         };
         file.write_all_at(&buf, 0)
@@ -448,7 +436,7 @@ impl Wal {
     }
 
     #[cfg(test)]
-    fn wait_for_spare(&mut self) {
+    fn wait_for_spare(&self) {
         if let Some(h) = &self.spare {
             while !h.is_finished() {
                 std::thread::sleep(std::time::Duration::from_millis(1));
@@ -500,6 +488,16 @@ fn read_segment(path: &Path) -> std::io::Result<(Vec<u8>, usize)> {
     Ok((data, tail_end))
 }
 
+/// Creates (or empties) the file at `path` for reading and writing at offsets.
+fn create_new(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
 /// Whether a record header at `off` has a zero length (the end of a segment's records).
 fn is_end_marker(data: &[u8], off: usize) -> bool {
     data.get(off..off + 4).is_none_or(|h| h == [0; 4])
@@ -508,12 +506,7 @@ fn is_end_marker(data: &[u8], off: usize) -> bool {
 /// Writes a segment of `size` zero bytes at `path` and makes it durable, in 1 MiB steps with
 /// an fdatasync each, so the member's own WAL syncs never wait behind a flood of dirty pages.
 fn prepare_spare(path: &Path, size: u64) -> std::io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+    let file = create_new(path)?;
     let chunk = vec![0u8; (1 << 20).min(size as usize)];
     let mut at = 0;
     while at < size {
