@@ -138,8 +138,8 @@ fn peer_list(c: &Cluster) -> Vec<(u64, Vec<String>)> {
 
 /// Rebuilds the lessor's and alarms' in-memory state from the backend.
 fn recover_aux(store: &KvStore, lessor: &Lessor, alarms: &Alarms) -> Result<(), MvccError> {
+    let leased = store.take_loaded_leases();
     let view = store.read()?;
-    let leased = view.leased_keys()?;
     lessor.recover(view.backend_tx(), &leased)?;
     alarms.recover(view.backend_tx())?;
     Ok(())

@@ -276,21 +276,6 @@ impl TreeIndex {
         out
     }
 
-    /// Calls `f` with every key live at `at` and its revision, in key order, stopping at the
-    /// first error.
-    pub fn try_for_each_live<E>(
-        &self,
-        at: i64,
-        mut f: impl FnMut(&[u8], Revision) -> Result<(), E>,
-    ) -> Result<(), E> {
-        for (k, ki) in &self.keys {
-            if let Some(rev) = ki.get(at) {
-                f(k, rev)?;
-            }
-        }
-        Ok(())
-    }
-
     /// `(create_revision, version)` of `key` if it is live at `at`.
     pub fn live(&self, key: &[u8], at: i64) -> Option<(i64, i64)> {
         self.keys.get(key).and_then(|ki| ki.live(at))

@@ -46,6 +46,9 @@ struct State {
     compact_rev: i64,
     applied_index: u64,
     applied_term: u64,
+    /// `(key, lease)` of the live keys attached to a lease, found while loading; taken once
+    /// by `take_loaded_leases` to rebuild the lessor.
+    loaded_leases: Vec<(Vec<u8>, i64)>,
 }
 
 /// The MVCC store. Reads take a shared lock; the single apply loop writes under the exclusive
@@ -127,6 +130,8 @@ fn range_at<T: ReadableTable<(i64, i64), &'static [u8]>>(
 fn load_state(backend: &Backend) -> Result<State, MvccError> {
     let mut index = TreeIndex::default();
     let mut last_main = 1;
+    // Keys attached to a lease as of their newest revision, collected in the same pass.
+    let mut leases: std::collections::HashMap<Vec<u8>, i64> = Default::default();
     {
         let tx = backend.db().begin_read().map_err(BackendError::from)?;
         let kv = tx.open_table(KV).map_err(BackendError::from)?;
@@ -139,6 +144,11 @@ fn load_state(backend: &Backend) -> Result<State, MvccError> {
                 index.tombstone(&kv.key, rev);
             } else {
                 index.put(&kv.key, rev, kv.create_revision, kv.version);
+            }
+            if !tomb && kv.lease != 0 {
+                leases.insert(kv.key, kv.lease);
+            } else if !leases.is_empty() {
+                leases.remove(&kv.key);
             }
             last_main = main;
         }
@@ -154,6 +164,7 @@ fn load_state(backend: &Backend) -> Result<State, MvccError> {
         compact_rev,
         applied_index,
         applied_term,
+        loaded_leases: leases.into_iter().collect(),
     })
 }
 
@@ -173,6 +184,12 @@ impl KvStore {
         self.backend.replace_with(path)?;
         *state = load_state(&self.backend)?;
         Ok(())
+    }
+
+    /// `(key, lease)` of every live key attached to a lease when the store was opened or
+    /// installed (to rebuild lease attachments); empty after the first call.
+    pub fn take_loaded_leases(&self) -> Vec<(Vec<u8>, i64)> {
+        std::mem::take(&mut self.state_mut().loaded_leases)
     }
 
     fn state(&self) -> RwLockReadGuard<'_, State> {
@@ -401,22 +418,6 @@ impl ReadTxn<'_> {
             h = crc32c::crc32c_append(h, v.value());
         }
         Ok(h)
-    }
-
-    /// `(key, lease)` of every live key attached to a lease at the current revision (to rebuild
-    /// lease attachments on start). Values are read and dropped one at a time: materializing
-    /// every key-value made a restarted member's memory grow by the size of its data.
-    pub fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>, MvccError> {
-        let s = &self.state;
-        let mut out = Vec::new();
-        s.index.try_for_each_live(s.current_rev, |key, r| {
-            let kv = read_rev(&self.kv, r)?;
-            if kv.lease != 0 {
-                out.push((key.to_vec(), kv.lease));
-            }
-            Ok::<_, MvccError>(())
-        })?;
-        Ok(out)
     }
 }
 
