@@ -4,6 +4,8 @@
 //! - [`authority`]: accepts etcdctl 3.4's scheme-prefixed HTTP/2 `:authority`.
 //! - [`api`]: one module per etcd gRPC service; validates requests at the edge and converts
 //!   errors to etcd's exact gRPC statuses.
+//! - [`serve`]: client connections (HTTP/1.1 and HTTP/2 on one port; KV calls answered on
+//!   the connection's task, everything else through the tonic/axum router).
 //! - [`server`]: the member itself: proposes writes to Raft, waits for them to apply, serves
 //!   linearizable reads through ReadIndex.
 //! - [`apply`]: etcd's applier, executing KV requests on MVCC transactions.
@@ -39,6 +41,7 @@ pub mod metrics;
 pub mod mvcc;
 pub mod proto;
 pub mod raft;
+pub mod serve;
 pub mod server;
 pub mod snapshot;
 pub mod watch;
@@ -78,8 +81,8 @@ pub enum RunError {
         membership::REMOVED_MESSAGE
     )]
     Removed,
-    /// Serving the metrics listener failed.
-    #[error("failed to serve metrics: {0}")]
+    /// Serving a client or metrics listener failed.
+    #[error("failed to serve client or metrics connections: {0}")]
     Http(#[source] std::io::Error),
 }
 
@@ -94,14 +97,6 @@ fn nodelay(
             let _ = c.set_nodelay(true);
         })
     })
-}
-
-/// Client connections: Nagle off, and etcdctl 3.4's `:authority` made acceptable.
-fn client_conns(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<authority::AuthorityFix<tokio::net::TcpStream>>> {
-    use futures::StreamExt;
-    nodelay(listener).map(|conn| conn.map(authority::AuthorityFix::new))
 }
 
 /// Runs one member on already-bound listeners until `shutdown` resolves.
@@ -136,10 +131,10 @@ pub async fn run(
         tokio::spawn(async move { s.publish_attributes().await })
     };
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let (client_stop, _) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for listener in listeners.client {
         let s = server.clone();
-        let mut stop = stop_tx.subscribe();
         let mut routes = tonic::service::Routes::builder();
         routes
             .add_service(
@@ -178,16 +173,12 @@ pub async fn run(
                 s.clone(),
                 http::client_edge,
             ));
-        let router = tonic::transport::Server::builder()
-            .accept_http1(true)
-            .add_routes(tonic::service::Routes::from(app));
+        let service = serve::ClientService::new(app, s.clone(), max_msg);
+        let stop = client_stop.subscribe();
         tasks.push(tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(client_conns(listener), async move {
-                    let _ = stop.recv().await;
-                })
+            serve::serve(listener, service, stop)
                 .await
-                .map_err(RunError::Serve)
+                .map_err(RunError::Http)
         }));
     }
     for listener in listeners.peer {
@@ -241,6 +232,7 @@ pub async fn run(
     leases.abort();
     publish.abort();
     let _ = stop_tx.send(());
+    client_stop.send_replace(true);
     // Graceful shutdown waits for open connections (watch streams never end on their own):
     // give them a moment, then close them.
     for mut t in tasks {

@@ -195,11 +195,10 @@ impl KvService {
     }
 }
 
-#[tonic::async_trait]
-impl Kv for KvService {
-    #[instrument(skip_all, fields(key = ?String::from_utf8_lossy(&req.get_ref().key)))]
-    async fn range(&self, req: Request<RangeRequest>) -> GrpcResult<RangeResponse> {
-        let r = req.into_inner();
+impl KvService {
+    /// Range, called by the tonic service and by the connection's direct path.
+    #[instrument(skip_all, fields(key = ?String::from_utf8_lossy(&r.key)))]
+    pub async fn handle_range(&self, r: RangeRequest) -> Result<RangeResponse, tonic::Status> {
         check_range(&r)?;
         if !r.serializable {
             self.server.read_barrier().await?;
@@ -208,42 +207,42 @@ impl Kv for KvService {
         let mut resp = apply::range(&view, &r)?;
         drop(view);
         self.server.fill_header(&mut resp.header);
-        Ok(Response::new(resp))
+        Ok(resp)
     }
 
-    #[instrument(skip_all, fields(key = ?String::from_utf8_lossy(&req.get_ref().key)))]
-    async fn put(&self, req: Request<PutRequest>) -> GrpcResult<PutResponse> {
-        let r = req.into_inner();
+    /// Put, called by the tonic service and by the connection's direct path.
+    #[instrument(skip_all, fields(key = ?String::from_utf8_lossy(&r.key)))]
+    pub async fn handle_put(&self, r: PutRequest) -> Result<PutResponse, tonic::Status> {
         check_put(&r)?;
         self.server.check_quota(crate::alarm::put_cost(&r)).await?;
         match self.server.propose(Internal::Put(r)).await? {
             ApplyResponse::Put(mut resp) => {
                 self.server.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
+                Ok(resp)
             }
             other => Err(Self::unexpected(other)),
         }
     }
 
-    #[instrument(skip_all, fields(key = ?String::from_utf8_lossy(&req.get_ref().key)))]
-    async fn delete_range(
+    /// DeleteRange, called by the tonic service and by the connection's direct path.
+    #[instrument(skip_all, fields(key = ?String::from_utf8_lossy(&r.key)))]
+    pub async fn handle_delete_range(
         &self,
-        req: Request<DeleteRangeRequest>,
-    ) -> GrpcResult<DeleteRangeResponse> {
-        let r = req.into_inner();
+        r: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, tonic::Status> {
         check_delete(&r)?;
         match self.server.propose(Internal::DeleteRange(r)).await? {
             ApplyResponse::DeleteRange(mut resp) => {
                 self.server.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
+                Ok(resp)
             }
             other => Err(Self::unexpected(other)),
         }
     }
 
+    /// Txn, called by the tonic service and by the connection's direct path.
     #[instrument(skip_all)]
-    async fn txn(&self, req: Request<TxnRequest>) -> GrpcResult<TxnResponse> {
-        let r = req.into_inner();
+    pub async fn handle_txn(&self, r: TxnRequest) -> Result<TxnResponse, tonic::Status> {
         check_txn(&r, self.server.config().max_txn_ops)?;
         if apply::is_txn_readonly(&r) {
             let serializable = r
@@ -258,7 +257,7 @@ impl Kv for KvService {
             let mut resp = apply::txn_read(&view, &r)?;
             drop(view);
             self.server.fill_header(&mut resp.header);
-            return Ok(Response::new(resp));
+            return Ok(resp);
         }
         let cost = crate::alarm::txn_cost(&r);
         if cost > 0 {
@@ -267,22 +266,55 @@ impl Kv for KvService {
         match self.server.propose(Internal::Txn(r)).await? {
             ApplyResponse::Txn(mut resp) => {
                 self.server.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
+                Ok(resp)
             }
             other => Err(Self::unexpected(other)),
         }
     }
 
-    #[instrument(skip_all, fields(revision = req.get_ref().revision))]
-    async fn compact(&self, req: Request<CompactionRequest>) -> GrpcResult<CompactionResponse> {
-        let r = req.into_inner();
+    /// Compact, called by the tonic service and by the connection's direct path.
+    #[instrument(skip_all, fields(revision = r.revision))]
+    pub async fn handle_compact(
+        &self,
+        r: CompactionRequest,
+    ) -> Result<CompactionResponse, tonic::Status> {
         match self.server.propose(Internal::Compaction(r)).await? {
             ApplyResponse::Compaction(mut resp) => {
                 self.server.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
+                Ok(resp)
             }
             other => Err(Self::unexpected(other)),
         }
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, req: Request<RangeRequest>) -> GrpcResult<RangeResponse> {
+        self.handle_range(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> GrpcResult<PutResponse> {
+        self.handle_put(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<DeleteRangeRequest>,
+    ) -> GrpcResult<DeleteRangeResponse> {
+        self.handle_delete_range(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn txn(&self, req: Request<TxnRequest>) -> GrpcResult<TxnResponse> {
+        self.handle_txn(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn compact(&self, req: Request<CompactionRequest>) -> GrpcResult<CompactionResponse> {
+        self.handle_compact(req.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 
