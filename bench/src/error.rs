@@ -19,6 +19,14 @@ pub enum Error {
         #[source]
         source: etcd_client::Error,
     },
+    /// No HTTP/2 connection could be made to an endpoint (the bench's own gRPC client).
+    #[error("failed to connect to {endpoint}: {reason}")]
+    ConnectH2 {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A request needed to set up or tear down a run failed.
     #[error("failed to {action}")]
     Request {

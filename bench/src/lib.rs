@@ -14,6 +14,7 @@
 
 pub mod compare;
 pub mod error;
+pub mod grpc;
 pub mod options;
 pub mod pool;
 pub mod report;

@@ -36,9 +36,22 @@ pub struct Common {
     /// Per-request deadline; a request that exceeds it counts as an error.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub request_timeout: Duration,
+    /// The client library for `put`, `range` and `txn-put`: `h2`, the bench's own minimal gRPC
+    /// client, or `etcd-client` (tonic). `watch` and `lease-keepalive` always use etcd-client.
+    #[arg(long, value_enum, default_value_t = ClientLib::H2)]
+    pub client: ClientLib,
     /// Print a progress line to stderr this often; `0s` turns progress off.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub progress: Duration,
+}
+
+/// Which client library sends the unary workloads' requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum ClientLib {
+    /// The bench's own gRPC client straight over h2 (`grpc.rs`).
+    H2,
+    /// The `etcd-client` crate (tonic).
+    EtcdClient,
 }
 
 impl Common {
@@ -54,6 +67,7 @@ impl Common {
             rate: 0.0,
             target_leader: false,
             request_timeout: Duration::from_secs(30),
+            client: ClientLib::H2,
             progress: Duration::ZERO,
         }
     }

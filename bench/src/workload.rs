@@ -4,14 +4,17 @@
 use etcd_client::{
     GetOptions, KvClient, LeaseClient, LeaseKeepAliveStream, LeaseKeeper, Txn, TxnOp,
 };
+use etcd_server::proto::etcdserverpb as pb;
+use http::Uri;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
+use crate::grpc::Channel;
 use crate::options::{
-    Common, Consistency, LeaseOptions, PutOptions, RangeOptions, TxnPutOptions, Workload,
+    ClientLib, Common, Consistency, LeaseOptions, PutOptions, RangeOptions, TxnPutOptions, Workload,
 };
-use crate::pool::Pool;
+use crate::pool::{Pool, find_leader};
 use crate::report::Report;
 use crate::runner::{ClientOp, drive};
 
@@ -21,32 +24,35 @@ pub async fn run(common: &Common, workload: &Workload) -> Result<Report> {
     let description = workload.describe(common);
     match workload {
         Workload::Watch(o) => crate::watch::run(common, o, description).await,
+        Workload::Put(o) => {
+            let kvs = KvPool::connect(common).await?;
+            let states = (0..common.clients)
+                .map(|i| PutClient::new(kvs.for_client(i), i, o))
+                .collect();
+            drive(common, "put", description, states).await
+        }
+        Workload::Range(o) => {
+            let kvs = KvPool::connect(common).await?;
+            let states = (0..common.clients)
+                .map(|i| RangeClient::new(kvs.for_client(i), o))
+                .collect();
+            drive(common, "range", description, states).await
+        }
+        Workload::TxnPut(o) => {
+            if o.key_space_size < o.txn_ops as u64 || o.txn_ops == 0 {
+                return Err(Error::InvalidOptions(
+                    "txn-put needs 1 ≤ --txn-ops ≤ --key-space-size".into(),
+                ));
+            }
+            let kvs = KvPool::connect(common).await?;
+            let states = (0..common.clients)
+                .map(|i| TxnClient::new(kvs.for_client(i), i, o))
+                .collect();
+            drive(common, "txn-put", description, states).await
+        }
         _ => {
             let pool = Pool::connect(common).await?;
             match workload {
-                Workload::Put(o) => {
-                    let states = (0..common.clients)
-                        .map(|i| PutClient::new(&pool, i, o))
-                        .collect();
-                    drive(common, "put", description, states).await
-                }
-                Workload::Range(o) => {
-                    let states = (0..common.clients)
-                        .map(|i| RangeClient::new(&pool, i, o))
-                        .collect();
-                    drive(common, "range", description, states).await
-                }
-                Workload::TxnPut(o) => {
-                    if o.key_space_size < o.txn_ops as u64 || o.txn_ops == 0 {
-                        return Err(Error::InvalidOptions(
-                            "txn-put needs 1 ≤ --txn-ops ≤ --key-space-size".into(),
-                        ));
-                    }
-                    let states = (0..common.clients)
-                        .map(|i| TxnClient::new(&pool, i, o))
-                        .collect();
-                    drive(common, "txn-put", description, states).await
-                }
                 Workload::LeaseKeepalive(o) => {
                     let states = futures::future::try_join_all(
                         (0..common.clients).map(|i| LeaseClientOp::start(&pool, i, o)),
@@ -54,7 +60,7 @@ pub async fn run(common: &Common, workload: &Workload) -> Result<Report> {
                     .await?;
                     drive(common, "lease-keepalive", description, states).await
                 }
-                Workload::Watch(_) => unreachable!("handled above"),
+                _ => unreachable!("handled above"),
             }
         }
     }
@@ -70,19 +76,167 @@ pub fn random_value(size: usize, rng: &mut impl Rng) -> Vec<u8> {
     (0..size).map(|_| rng.random_range(b'a'..=b'z')).collect()
 }
 
+/// The connections of a unary workload, in the client library `--client` chose.
+enum KvPool {
+    H2(Vec<Channel>),
+    EtcdClient(Pool),
+}
+
+impl KvPool {
+    async fn connect(common: &Common) -> Result<Self> {
+        match common.client {
+            ClientLib::EtcdClient => Ok(Self::EtcdClient(Pool::connect(common).await?)),
+            ClientLib::H2 => {
+                let endpoints = if common.target_leader {
+                    vec![find_leader(&common.endpoints).await?]
+                } else {
+                    common.endpoints.clone()
+                };
+                let mut conns = Vec::with_capacity(common.conns);
+                for i in 0..common.conns {
+                    conns.push(Channel::connect(&endpoints[i % endpoints.len()]).await?);
+                }
+                Ok(Self::H2(conns))
+            }
+        }
+    }
+
+    /// Client `i`'s handle on connection `i mod conns`.
+    fn for_client(&self, i: usize) -> Kv {
+        match self {
+            Self::H2(conns) => {
+                let ch = conns[i % conns.len()].clone();
+                Kv::H2 {
+                    put: ch.uri("/etcdserverpb.KV/Put"),
+                    range: ch.uri("/etcdserverpb.KV/Range"),
+                    txn: ch.uri("/etcdserverpb.KV/Txn"),
+                    ch,
+                }
+            }
+            Self::EtcdClient(pool) => Kv::EtcdClient(pool.for_client(i).kv_client()),
+        }
+    }
+}
+
+/// One client's KV handle.
+enum Kv {
+    H2 {
+        ch: Channel,
+        put: Uri,
+        range: Uri,
+        txn: Uri,
+    },
+    EtcdClient(KvClient),
+}
+
+impl Kv {
+    async fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), etcd_client::Error> {
+        match self {
+            Self::H2 { ch, put, .. } => {
+                let req = pb::PutRequest {
+                    key,
+                    value,
+                    ..Default::default()
+                };
+                ch.unary::<_, pb::PutResponse>(put, &req)
+                    .await
+                    .map(drop)
+                    .map_err(etcd_client::Error::GRpcStatus)
+            }
+            Self::EtcdClient(kv) => kv.put(key, value, None).await.map(drop),
+        }
+    }
+
+    async fn range(
+        &mut self,
+        key: &[u8],
+        prefix: bool,
+        serializable: bool,
+    ) -> Result<(), etcd_client::Error> {
+        match self {
+            Self::H2 { ch, range, .. } => {
+                let req = pb::RangeRequest {
+                    key: key.to_vec(),
+                    range_end: if prefix { prefix_end(key) } else { Vec::new() },
+                    serializable,
+                    ..Default::default()
+                };
+                ch.unary::<_, pb::RangeResponse>(range, &req)
+                    .await
+                    .map(drop)
+                    .map_err(etcd_client::Error::GRpcStatus)
+            }
+            Self::EtcdClient(kv) => {
+                let mut opts = GetOptions::new();
+                if prefix {
+                    opts = opts.with_prefix();
+                }
+                if serializable {
+                    opts = opts.with_serializable();
+                }
+                kv.get(key.to_vec(), Some(opts)).await.map(drop)
+            }
+        }
+    }
+
+    async fn txn_puts(&mut self, puts: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), etcd_client::Error> {
+        match self {
+            Self::H2 { ch, txn, .. } => {
+                let success = puts
+                    .into_iter()
+                    .map(|(key, value)| pb::RequestOp {
+                        request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                            key,
+                            value,
+                            ..Default::default()
+                        })),
+                    })
+                    .collect();
+                let req = pb::TxnRequest {
+                    success,
+                    ..Default::default()
+                };
+                ch.unary::<_, pb::TxnResponse>(txn, &req)
+                    .await
+                    .map(drop)
+                    .map_err(etcd_client::Error::GRpcStatus)
+            }
+            Self::EtcdClient(kv) => {
+                let ops: Vec<TxnOp> = puts
+                    .into_iter()
+                    .map(|(k, v)| TxnOp::put(k, v, None))
+                    .collect();
+                kv.txn(Txn::new().and_then(ops)).await.map(drop)
+            }
+        }
+    }
+}
+
+/// The end of the range of keys starting with `key` (etcd's `WithPrefix`).
+fn prefix_end(key: &[u8]) -> Vec<u8> {
+    let mut end = key.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 struct PutClient {
-    kv: KvClient,
+    kv: Kv,
     rng: StdRng,
     value: Vec<u8>,
     opts: PutOptions,
 }
 
 impl PutClient {
-    fn new(pool: &Pool, i: usize, opts: &PutOptions) -> Self {
+    fn new(kv: Kv, i: usize, opts: &PutOptions) -> Self {
         let mut rng = StdRng::seed_from_u64(i as u64);
         let value = random_value(opts.val_size, &mut rng);
         Self {
-            kv: pool.for_client(i).kv_client(),
+            kv,
             rng,
             value,
             opts: opts.clone(),
@@ -99,29 +253,24 @@ impl ClientOp for PutClient {
             self.rng.random_range(0..space)
         };
         let key = key_for(n, self.opts.key_size);
-        self.kv.put(key, self.value.clone(), None).await.map(drop)
+        self.kv.put(key, self.value.clone()).await
     }
 }
 
 struct RangeClient {
-    kv: KvClient,
+    kv: Kv,
     key: Vec<u8>,
-    opts: GetOptions,
+    prefix: bool,
+    serializable: bool,
 }
 
 impl RangeClient {
-    fn new(pool: &Pool, i: usize, o: &RangeOptions) -> Self {
-        let mut opts = GetOptions::new();
-        if o.prefix {
-            opts = opts.with_prefix();
-        }
-        if o.consistency == Consistency::Serializable {
-            opts = opts.with_serializable();
-        }
+    fn new(kv: Kv, o: &RangeOptions) -> Self {
         Self {
-            kv: pool.for_client(i).kv_client(),
+            kv,
             key: o.key.clone().into_bytes(),
-            opts,
+            prefix: o.prefix,
+            serializable: o.consistency == Consistency::Serializable,
         }
     }
 }
@@ -129,24 +278,23 @@ impl RangeClient {
 impl ClientOp for RangeClient {
     async fn call(&mut self, _index: u64) -> Result<(), etcd_client::Error> {
         self.kv
-            .get(self.key.clone(), Some(self.opts.clone()))
+            .range(&self.key, self.prefix, self.serializable)
             .await
-            .map(drop)
     }
 }
 
 struct TxnClient {
-    kv: KvClient,
+    kv: Kv,
     value: Vec<u8>,
     opts: TxnPutOptions,
 }
 
 impl TxnClient {
-    fn new(pool: &Pool, i: usize, opts: &TxnPutOptions) -> Self {
+    fn new(kv: Kv, i: usize, opts: &TxnPutOptions) -> Self {
         let mut rng = StdRng::seed_from_u64(i as u64);
         let value = random_value(opts.val_size, &mut rng);
         Self {
-            kv: pool.for_client(i).kv_client(),
+            kv,
             value,
             opts: opts.clone(),
         }
@@ -158,13 +306,13 @@ impl ClientOp for TxnClient {
         let ops = self.opts.txn_ops as u64;
         // Consecutive numbers modulo a key space of at least `ops` keys are distinct, so a
         // transaction never names one key twice (etcd would reject it).
-        let puts: Vec<TxnOp> = (0..ops)
+        let puts = (0..ops)
             .map(|j| {
                 let n = (index * ops + j) % self.opts.key_space_size;
-                TxnOp::put(key_for(n, self.opts.key_size), self.value.clone(), None)
+                (key_for(n, self.opts.key_size), self.value.clone())
             })
             .collect();
-        self.kv.txn(Txn::new().and_then(puts)).await.map(drop)
+        self.kv.txn_puts(puts).await
     }
 }
 

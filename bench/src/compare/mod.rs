@@ -29,8 +29,8 @@ use table::{Row, Target};
 
 use crate::error::{Error, Result};
 use crate::options::{
-    Common, Consistency, LeaseOptions, PutOptions, RangeOptions, TxnPutOptions, WatchOptions,
-    Workload, parse_duration,
+    ClientLib, Common, Consistency, LeaseOptions, PutOptions, RangeOptions, TxnPutOptions,
+    WatchOptions, Workload, parse_duration,
 };
 use crate::pool::connect_one;
 use crate::report::Report;
@@ -139,6 +139,10 @@ pub struct CompareOptions {
     /// fdatasync'd 4 KiB writes of the disk probe.
     #[arg(long, default_value_t = 1000)]
     pub fsync_writes: usize,
+    /// The client library of the unary workloads (`put`, `range`, `txn-put`), the same for
+    /// both servers: `h2` (the bench's own) or `etcd-client`.
+    #[arg(long, value_enum, default_value_t = ClientLib::H2)]
+    pub client: ClientLib,
     /// Also write the summary as Markdown to this file.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
@@ -340,6 +344,7 @@ fn clear(dir: &Path) {
 /// The load options and workload of one suite workload against `endpoints`.
 fn suite_item(o: &CompareOptions, w: SuiteWorkload, endpoints: &[String]) -> (Common, Workload) {
     let mut c = Common::new(endpoints.to_vec());
+    c.client = o.client;
     c.duration = Some(o.duration);
     c.request_timeout = Duration::from_secs(30);
     c.progress = if o.duration >= Duration::from_secs(30) {
@@ -486,6 +491,7 @@ async fn resource_run(
     let mut cluster = Cluster::start(kind, bin, 1, dir, logs, settings).await?;
     let endpoints = cluster.endpoints();
     let mut common = Common::new(endpoints.clone());
+    common.client = o.client;
     (common.conns, common.clients, common.total) = (o.conns, o.clients, Some(o.keys));
     common.request_timeout = Duration::from_secs(60);
     common.progress = Duration::from_secs(10);
@@ -742,7 +748,7 @@ impl Comparison {
             "Machine: {} cores ({}), {:.1} GiB memory, Linux {}, load average at start {}\n\
              Disk: {} × {} B write + fdatasync in {}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n\
              Settings (both servers): --quota-backend-bytes {} --snapshot-count {} --log-level {}\n\
-             Suite: cluster sizes {:?}, {} round(s), {} s per workload, heavy load {} conns / {} clients; \
+             Suite: cluster sizes {:?}, {} round(s), {} s per workload, heavy load {} conns / {} clients, client library {:?}; \
              resources: {} key(s), {} round(s)\n\
              Values are medians over rounds; runs alternated etcd-server, etcd, etcd-server, etcd, …\n",
             m.cores,
@@ -764,6 +770,7 @@ impl Comparison {
             o.duration.as_secs_f64(),
             o.conns,
             o.clients,
+            o.client,
             o.keys,
             o.resource_rounds,
         )

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use etcd_bench::compare::{Cluster, ServerKind, Settings};
 use etcd_bench::options::{
-    Common, Consistency, LeaseOptions, PutOptions, RangeOptions, TxnPutOptions, WatchOptions,
-    Workload,
+    ClientLib, Common, Consistency, LeaseOptions, PutOptions, RangeOptions, TxnPutOptions,
+    WatchOptions, Workload,
 };
 use etcd_bench::{Report, run};
 
@@ -35,8 +35,18 @@ fn server_bin() -> PathBuf {
 }
 
 fn common(endpoints: &[String], total: u64, conns: usize, clients: usize) -> Common {
+    common_with(ClientLib::H2, endpoints, total, conns, clients)
+}
+
+fn common_with(
+    lib: ClientLib,
+    endpoints: &[String],
+    total: u64,
+    conns: usize,
+    clients: usize,
+) -> Common {
     let mut c = Common::new(endpoints.to_vec());
-    (c.total, c.conns, c.clients) = (Some(total), conns, clients);
+    (c.total, c.conns, c.clients, c.client) = (Some(total), conns, clients, lib);
     c.request_timeout = Duration::from_secs(20);
     c
 }
@@ -74,45 +84,61 @@ async fn every_workload_completes_against_etcd_server() {
     .unwrap();
     let eps = cluster.endpoints();
 
-    let mut c = common(&eps, 200, 2, 10);
-    c.target_leader = true;
-    let put = PutOptions {
-        val_size: 256,
-        sequential_keys: true,
-        ..PutOptions::default()
-    };
-    let r = run(&c, &Workload::Put(put)).await.unwrap();
-    assert_sane(&r, 200);
-
-    for consistency in [Consistency::Linearizable, Consistency::Serializable] {
-        let range = RangeOptions {
-            key: "00000001".into(),
-            prefix: false,
-            consistency,
+    // The unary workloads with each client library; both count a server error by its kind.
+    for lib in [ClientLib::H2, ClientLib::EtcdClient] {
+        let mut c = common_with(lib, &eps, 200, 2, 10);
+        c.target_leader = true;
+        let put = PutOptions {
+            val_size: 256,
+            sequential_keys: true,
+            ..PutOptions::default()
         };
-        let r = run(&common(&eps, 200, 2, 10), &Workload::Range(range))
+        let r = run(&c, &Workload::Put(put)).await.unwrap();
+        assert_sane(&r, 200);
+
+        for consistency in [Consistency::Linearizable, Consistency::Serializable] {
+            let range = RangeOptions {
+                key: "00000001".into(),
+                prefix: false,
+                consistency,
+            };
+            let r = run(&common_with(lib, &eps, 200, 2, 10), &Workload::Range(range))
+                .await
+                .unwrap();
+            assert_sane(&r, 200);
+        }
+        let prefix = RangeOptions {
+            key: "0000".into(),
+            prefix: true,
+            ..RangeOptions::default()
+        };
+        let r = run(&common_with(lib, &eps, 20, 1, 2), &Workload::Range(prefix))
             .await
             .unwrap();
-        assert_sane(&r, 200);
-    }
-    let prefix = RangeOptions {
-        key: "0000".into(),
-        prefix: true,
-        ..RangeOptions::default()
-    };
-    let r = run(&common(&eps, 20, 1, 2), &Workload::Range(prefix))
-        .await
-        .unwrap();
-    assert_sane(&r, 20);
+        assert_sane(&r, 20);
 
-    let txn = TxnPutOptions {
-        txn_ops: 4,
-        ..TxnPutOptions::default()
-    };
-    let r = run(&common(&eps, 100, 2, 5), &Workload::TxnPut(txn))
-        .await
-        .unwrap();
-    assert_sane(&r, 100);
+        let txn = TxnPutOptions {
+            txn_ops: 4,
+            ..TxnPutOptions::default()
+        };
+        let r = run(&common_with(lib, &eps, 100, 2, 5), &Workload::TxnPut(txn))
+            .await
+            .unwrap();
+        assert_sane(&r, 100);
+        let too_big = PutOptions {
+            val_size: 2 * 1024 * 1024,
+            ..PutOptions::default()
+        };
+        let r = run(&common_with(lib, &eps, 2, 1, 1), &Workload::Put(too_big))
+            .await
+            .unwrap();
+        assert_eq!((r.ops, r.errors_total), (0, 2), "{lib:?}: {}", r.to_text());
+        assert!(
+            r.errors.keys().any(|k| k.starts_with("ResourceExhausted: grpc: received message larger than max")),
+            "{lib:?}: {}",
+            r.to_text()
+        );
+    }
 
     let watch = WatchOptions {
         watchers: 2,
