@@ -1,5 +1,5 @@
 //! Accepts the scheme-prefixed HTTP/2 `:authority` that etcdctl 3.4 sends
-//! (`http://127.0.0.1:2379`) where the HTTP/2 stack under tonic would reset the stream.
+//! (`http://127.0.0.1:2379`) where the h2 crate would reset the stream.
 //!
 //! Go's gRPC server takes any authority; h2 rejects one that is not `host:port` with
 //! PROTOCOL_ERROR, which breaks `etcdctl endpoint status --cluster`. This adapter sits between
