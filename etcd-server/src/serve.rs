@@ -371,7 +371,7 @@ fn write_ok<M: prost::Message>(mut respond: SendResponse<Bytes>, resp: &M) {
     buf.put_u8(0);
     buf.put_u32(len as u32);
     if resp.encode(&mut buf).is_err() {
-        let _ = respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        respond.send_reset(h2::Reason::INTERNAL_ERROR);
         return;
     }
     let mut head = Response::new(());
@@ -517,7 +517,7 @@ async fn pipe(body: &mut axum::body::Body, stream: &mut SendStream<Bytes>) {
                         Some(Err(_)) | None => return Poll::Ready(None),
                     }
                 }
-            } else if let Poll::Ready(_) = stream.poll_reset(cx) {
+            } else if stream.poll_reset(cx).is_ready() {
                 return Poll::Ready(None);
             }
             Pin::new(&mut *body).poll_frame(cx).map(Some)
