@@ -94,20 +94,11 @@ impl Channel {
         if let Some(status) = status_of(&parts.headers) {
             return Err(status);
         }
-        let mut first: Option<Bytes> = None;
-        let mut more: Option<BytesMut> = None;
+        let mut msg = BytesMut::new();
         while let Some(chunk) = body.data().await {
             let chunk = chunk.map_err(transport)?;
             let _ = body.flow_control().release_capacity(chunk.len());
-            match (&first, &mut more) {
-                (None, _) => first = Some(chunk),
-                (Some(f), None) => {
-                    let mut m = BytesMut::from(f.as_ref());
-                    m.extend_from_slice(&chunk);
-                    more = Some(m);
-                }
-                (Some(_), Some(m)) => m.extend_from_slice(&chunk),
-            }
+            msg.extend_from_slice(&chunk);
         }
         let trailers = body.trailers().await.map_err(transport)?;
         match trailers.as_ref().and_then(status_of) {
@@ -117,11 +108,7 @@ impl Channel {
             }
             None => {}
         }
-        let mut msg = match (first, more) {
-            (_, Some(m)) => m.freeze(),
-            (Some(f), None) => f,
-            (None, None) => Bytes::new(),
-        };
+        let mut msg = msg.freeze();
         if msg.len() < PREFIX || msg.get_u8() != 0 || msg.get_u32() as usize != msg.len() {
             return Err(Status::internal("a malformed response message"));
         }
@@ -147,29 +134,9 @@ fn status_of(headers: &HeaderMap) -> Option<Status> {
     let message = headers
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .map(percent_decode)
+        .map(etcd_server::http::percent_decode)
         .unwrap_or_default();
     Some(Status::new(Code::from_i32(code), message))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = (b[i] == b'%' && i + 2 < b.len())
-            .then(|| std::str::from_utf8(&b[i + 1..i + 3]).ok())
-            .flatten()
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        if let Some(v) = hex {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

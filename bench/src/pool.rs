@@ -18,11 +18,7 @@ impl Pool {
     /// Opens `common.conns` connections: to the leader with `--target-leader`, otherwise spread
     /// round-robin over the endpoints.
     pub async fn connect(common: &Common) -> Result<Self> {
-        let endpoints = if common.target_leader {
-            vec![find_leader(&common.endpoints).await?]
-        } else {
-            common.endpoints.clone()
-        };
+        let endpoints = target_endpoints(common).await?;
         let mut conns = Vec::with_capacity(common.conns);
         for i in 0..common.conns {
             let ep = &endpoints[i % endpoints.len()];
@@ -39,6 +35,16 @@ impl Pool {
     /// The endpoints the connections go to.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
+    }
+}
+
+/// The endpoints a run's connections go to: the leader's alone with `--target-leader`,
+/// otherwise all of them (connection `i` to endpoint `i mod n`).
+pub async fn target_endpoints(common: &Common) -> Result<Vec<String>> {
+    if common.target_leader {
+        Ok(vec![find_leader(&common.endpoints).await?])
+    } else {
+        Ok(common.endpoints.clone())
     }
 }
 

@@ -14,7 +14,7 @@ use crate::grpc::Channel;
 use crate::options::{
     ClientLib, Common, Consistency, LeaseOptions, PutOptions, RangeOptions, TxnPutOptions, Workload,
 };
-use crate::pool::{Pool, find_leader};
+use crate::pool::{Pool, target_endpoints};
 use crate::report::Report;
 use crate::runner::{ClientOp, drive};
 
@@ -87,11 +87,7 @@ impl KvPool {
         match common.client {
             ClientLib::EtcdClient => Ok(Self::EtcdClient(Pool::connect(common).await?)),
             ClientLib::H2 => {
-                let endpoints = if common.target_leader {
-                    vec![find_leader(&common.endpoints).await?]
-                } else {
-                    common.endpoints.clone()
-                };
+                let endpoints = target_endpoints(common).await?;
                 let mut conns = Vec::with_capacity(common.conns);
                 for i in 0..common.conns {
                     conns.push(Channel::connect(&endpoints[i % endpoints.len()]).await?);
@@ -138,10 +134,7 @@ impl Kv {
                     value,
                     ..Default::default()
                 };
-                ch.unary::<_, pb::PutResponse>(put, &req)
-                    .await
-                    .map(drop)
-                    .map_err(etcd_client::Error::GRpcStatus)
+                h2_call::<_, pb::PutResponse>(ch, put, &req).await
             }
             Self::EtcdClient(kv) => kv.put(key, value, None).await.map(drop),
         }
@@ -157,14 +150,15 @@ impl Kv {
             Self::H2 { ch, range, .. } => {
                 let req = pb::RangeRequest {
                     key: key.to_vec(),
-                    range_end: if prefix { prefix_end(key) } else { Vec::new() },
+                    range_end: if prefix {
+                        etcd_server::concurrency::prefix_end(key)
+                    } else {
+                        Vec::new()
+                    },
                     serializable,
                     ..Default::default()
                 };
-                ch.unary::<_, pb::RangeResponse>(range, &req)
-                    .await
-                    .map(drop)
-                    .map_err(etcd_client::Error::GRpcStatus)
+                h2_call::<_, pb::RangeResponse>(ch, range, &req).await
             }
             Self::EtcdClient(kv) => {
                 let mut opts = GetOptions::new();
@@ -196,10 +190,7 @@ impl Kv {
                     success,
                     ..Default::default()
                 };
-                ch.unary::<_, pb::TxnResponse>(txn, &req)
-                    .await
-                    .map(drop)
-                    .map_err(etcd_client::Error::GRpcStatus)
+                h2_call::<_, pb::TxnResponse>(ch, txn, &req).await
             }
             Self::EtcdClient(kv) => {
                 let ops: Vec<TxnOp> = puts
@@ -212,16 +203,16 @@ impl Kv {
     }
 }
 
-/// The end of the range of keys starting with `key` (etcd's `WithPrefix`).
-fn prefix_end(key: &[u8]) -> Vec<u8> {
-    let mut end = key.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
+/// One call with the bench's own client, its error as the report counts it.
+async fn h2_call<Req: prost::Message, Resp: prost::Message + Default>(
+    ch: &mut Channel,
+    uri: &Uri,
+    req: &Req,
+) -> Result<(), etcd_client::Error> {
+    ch.unary::<Req, Resp>(uri, req)
+        .await
+        .map(drop)
+        .map_err(etcd_client::Error::GRpcStatus)
 }
 
 struct PutClient {

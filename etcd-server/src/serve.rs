@@ -259,33 +259,51 @@ fn direct(
 ) -> Option<Handler> {
     let direct = req.method() == http::Method::POST && is_plain_grpc(req.headers());
     let m = &*METHODS;
-    let max = service.max_message;
-    let learner = service.server.is_learner();
-    let kv = service.kv.clone();
-    let handler: Handler = match req.uri().path().strip_prefix("/etcdserverpb.KV/") {
-        Some("Range") if direct => Box::pin(unary(req, respond, &m.range, max, learner, {
-            move |r| async move { kv.handle_range(r).await }
-        })),
-        Some("Put") if direct => Box::pin(unary(req, respond, &m.put, max, learner, {
-            move |r| async move { kv.handle_put(r).await }
-        })),
+    let handler = match req.uri().path().strip_prefix("/etcdserverpb.KV/") {
+        Some("Range") if direct => call(service, &m.range, req, respond, |kv, r| async move {
+            kv.handle_range(r).await
+        }),
+        Some("Put") if direct => call(service, &m.put, req, respond, |kv, r| async move {
+            kv.handle_put(r).await
+        }),
         Some("DeleteRange") if direct => {
-            Box::pin(unary(req, respond, &m.delete_range, max, learner, {
-                move |r| async move { kv.handle_delete_range(r).await }
-            }))
+            call(service, &m.delete_range, req, respond, |kv, r| async move {
+                kv.handle_delete_range(r).await
+            })
         }
-        Some("Txn") if direct => Box::pin(unary(req, respond, &m.txn, max, learner, {
-            move |r| async move { kv.handle_txn(r).await }
-        })),
-        Some("Compact") if direct => Box::pin(unary(req, respond, &m.compact, max, learner, {
-            move |r| async move { kv.handle_compact(r).await }
-        })),
+        Some("Txn") if direct => call(service, &m.txn, req, respond, |kv, r| async move {
+            kv.handle_txn(r).await
+        }),
+        Some("Compact") if direct => call(service, &m.compact, req, respond, |kv, r| async move {
+            kv.handle_compact(r).await
+        }),
         _ => {
             tokio::spawn(routed(service.router.clone(), req, respond));
             return None;
         }
     };
     Some(handler)
+}
+
+/// The handler of one direct call of `method`, answered by `f`.
+fn call<Req, Resp, F, Fut>(
+    service: &ClientService,
+    method: &'static Method,
+    req: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    f: F,
+) -> Handler
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+    F: FnOnce(KvService, Req) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
+{
+    // Only methods a learner does not serve need to ask (the check takes a lock).
+    let refuse = !method.learner_serves && service.server.is_learner();
+    let kv = service.kv.clone();
+    let max = service.max_message;
+    Box::pin(unary(req, respond, method, max, refuse, move |r| f(kv, r)))
 }
 
 /// A gRPC request this path can read: `application/grpc[+proto]`, not compressed.
@@ -310,7 +328,7 @@ async fn unary<Req, Resp, F, Fut>(
     mut respond: SendResponse<Bytes>,
     method: &'static Method,
     max: usize,
-    learner: bool,
+    refuse: bool,
     call: F,
 ) where
     Req: prost::Message + Default,
@@ -323,7 +341,7 @@ async fn unary<Req, Resp, F, Fut>(
     let deadline = grpc_timeout(req.headers());
     let body = req.into_body();
     let work = async move {
-        if learner && !method.learner_serves {
+        if refuse {
             return Err(crate::error::EtcdError::NotSupportedForLearner.into());
         }
         let msg = read_message::<Req>(body, max).await?;
@@ -396,52 +414,31 @@ async fn read_message<M: prost::Message + Default>(
     mut body: RecvStream,
     max: usize,
 ) -> Result<M, Status> {
-    let mut first: Option<Bytes> = None;
-    let mut more: Option<BytesMut> = None;
-    let mut received = 0usize;
+    let mut buf = BytesMut::new();
     while let Some(chunk) = body.data().await {
         let chunk = chunk.map_err(|e| Status::cancelled(format!("failed to read request: {e}")))?;
         let _ = body.flow_control().release_capacity(chunk.len());
-        received += chunk.len();
-        match (&mut first, &mut more) {
-            (None, _) => first = Some(chunk),
-            (Some(f), None) => {
-                let mut m = BytesMut::with_capacity(f.len() + chunk.len());
-                m.extend_from_slice(f);
-                m.extend_from_slice(&chunk);
-                more = Some(m);
-            }
-            (Some(_), Some(m)) => m.extend_from_slice(&chunk),
-        }
-        let seen: &[u8] = match (&first, &more) {
-            (_, Some(m)) => m,
-            (Some(f), None) => f,
-            (None, None) => &[],
-        };
-        if seen.len() >= GRPC_PREFIX {
-            let len = u32::from_be_bytes([seen[1], seen[2], seen[3], seen[4]]) as usize;
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= GRPC_PREFIX {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
             if len > max {
                 return Err(Status::resource_exhausted(format!(
                     "grpc: received message larger than max ({len} vs. {max})"
                 )));
             }
-            if received > GRPC_PREFIX + len {
+            if buf.len() > GRPC_PREFIX + len {
                 return Err(Status::internal(
                     "grpc: more than one message in a unary request",
                 ));
             }
         }
     }
-    let mut all: Bytes = match (first, more) {
-        (_, Some(m)) => m.freeze(),
-        (Some(f), None) => f,
-        (None, None) => Bytes::new(),
-    };
-    if all.len() < GRPC_PREFIX {
+    if buf.len() < GRPC_PREFIX {
         return Err(Status::internal(
             "grpc: the request ended before its message",
         ));
     }
+    let mut all = buf.freeze();
     let compressed = all.get_u8();
     let len = all.get_u32() as usize;
     if compressed != 0 {
