@@ -50,7 +50,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{Config, GRPC_OVERHEAD_BYTES};
 use crate::server::{EtcdServer, StartError};
@@ -84,19 +83,6 @@ pub enum RunError {
     /// Serving a client or metrics listener failed.
     #[error("failed to serve client or metrics connections: {0}")]
     Http(#[source] std::io::Error),
-}
-
-/// Accepted connections with Nagle's algorithm off: small gRPC replies must not wait for the
-/// client's delayed ACK.
-fn nodelay(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|c| {
-            let _ = c.set_nodelay(true);
-        })
-    })
 }
 
 /// Runs one member on already-bound listeners until `shutdown` resolves.
@@ -191,11 +177,43 @@ pub async fn run(
             .http2_keepalive_interval(Some(std::time::Duration::from_millis(500)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(2)))
             .add_service(svc);
+        // Raft streams go to the Raft thread; everything else to the gRPC server.
+        let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(64);
+        let mut accept_stop = stop_tx.subscribe();
+        let s = server.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let tcp = tokio::select! {
+                    _ = accept_stop.recv() => return Ok(()),
+                    r = listener.accept() => match r {
+                        Ok((tcp, _)) => tcp,
+                        Err(e) => {
+                            // Out of file descriptors and the like: do not spin.
+                            tracing::warn!(error = %e, "failed to accept a peer connection");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = tcp.set_nodelay(true);
+                let (s, grpc_tx) = (s.clone(), grpc_tx.clone());
+                tokio::spawn(async move {
+                    if api::peer::is_raft_stream(&tcp).await {
+                        api::peer::accept_raft_stream(s, tcp).await;
+                    } else {
+                        let _ = grpc_tx.send(Ok::<_, std::io::Error>(tcp)).await;
+                    }
+                });
+            }
+        }));
         tasks.push(tokio::spawn(async move {
             router
-                .serve_with_incoming_shutdown(nodelay(listener), async move {
-                    let _ = stop.recv().await;
-                })
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::ReceiverStream::new(grpc_rx),
+                    async move {
+                        let _ = stop.recv().await;
+                    },
+                )
                 .await
                 .map_err(RunError::Serve)
         }));

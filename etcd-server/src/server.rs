@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -69,7 +68,7 @@ pub enum ApplyResponse {
 type ApplyResult = Result<ApplyResponse, EtcdError>;
 
 /// The Raft driver's input, shared so that `stop` can close it for everyone at once.
-type RaftSender = Arc<Mutex<Option<mpsc::Sender<Input>>>>;
+type RaftSender = Arc<Mutex<Option<raft::peer_io::RaftTx>>>;
 
 /// Errors while starting a member.
 #[derive(Debug, thiserror::Error)]
@@ -340,7 +339,7 @@ impl EtcdServer {
         let (applied_index, _) = store.applied();
         let (wal, storage) = raft::open_log(&wal_dir, &voters, applied_index)?;
         let status = Arc::new(RaftStatus::default());
-        let (raft_tx, raft_rx) = mpsc::channel::<Input>();
+        let (raft_tx, raft_rx) = raft::peer_io::channel().map_err(raft::RaftError::Io)?;
         let local_ip = cfg.listen_peer.first().map(|a| a.ip());
         let transport = Transport::new(
             member_id,
@@ -350,7 +349,7 @@ impl EtcdServer {
             tokio::runtime::Handle::current(),
         );
         transport.set_raft(raft_tx.clone());
-        transport.set_peers(&peer_list(&cluster));
+        transport.set_peers(&peer_list(&cluster), &cluster.removed);
         let driver_cfg = DriverConfig {
             id: member_id,
             tick: cfg.heartbeat,
@@ -386,6 +385,7 @@ impl EtcdServer {
             status.clone(),
             apply_queue.clone(),
             transport.clone(),
+            raft_rx,
         )?;
         let server = Arc::new(Self {
             cfg,
@@ -407,7 +407,7 @@ impl EtcdServer {
         let raft_thread = std::thread::Builder::new()
             .name("raft".into())
             .spawn(move || {
-                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run(raft_rx)));
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run()));
                 match run {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
@@ -1113,7 +1113,7 @@ impl Applier {
         if let Some(c) = Cluster::load(self.store.backend())
             .map_err(|e| MvccError::Backend(crate::backend::BackendError::Storage(e.to_string())))?
         {
-            self.transport.set_peers(&peer_list(&c));
+            self.transport.set_peers(&peer_list(&c), &c.removed);
             *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = c;
         }
         self.hub.resync_all();
@@ -1269,7 +1269,8 @@ impl Applier {
             }
         };
         if cluster_changed {
-            self.transport.set_peers(&peer_list(&cluster));
+            self.transport
+                .set_peers(&peer_list(&cluster), &cluster.removed);
             *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = cluster;
         }
         if durable {

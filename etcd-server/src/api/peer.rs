@@ -1,24 +1,25 @@
-//! The peer service (`peerpb.Peer`), served on `--listen-peer-urls`: Raft messages and
-//! snapshots from other members, cluster information for joining members, and the lease
-//! operations only the leader can answer.
+//! The peer port (`--listen-peer-urls`): the gRPC peer service (`peerpb.Peer`: snapshots
+//! from other members, cluster information for joining members, the lease operations only
+//! the leader can answer) and the acceptor of Raft streams, told apart by their first bytes.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::GrpcResult;
 use crate::error::EtcdError;
 use crate::proto::peerpb::{
     Ack, LeaseRenewRequest, LeaseRenewResponse, LeaseTtlRequest, LeaseTtlResponse, MembersRequest,
-    MembersResponse, PromoteRequest, PromoteResponse, RaftEnvelope, SnapshotChunk,
-    peer_server::Peer,
+    MembersResponse, PromoteRequest, PromoteResponse, SnapshotChunk, peer_server::Peer,
 };
 use crate::raft::Input;
 use crate::raft::transport::incoming_snapshot;
+use crate::raft::wire::{self, Hello, Verdict};
 use crate::server::EtcdServer;
 
 /// The peer service of one member.
@@ -34,18 +35,86 @@ impl PeerService {
     }
 
     fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
-        let ours = self.server.cluster().id;
-        if cluster_id != ours {
-            tracing::error!(
-                local = format!("{ours:x}"),
-                remote = format!("{cluster_id:x}"),
-                "rejected a peer of another cluster (cluster ID mismatch)"
-            );
-            return Err(Status::failed_precondition(format!(
-                "cluster ID mismatch: local {ours:x}, remote {cluster_id:x}"
-            )));
+        check_cluster(&self.server, cluster_id)
+    }
+}
+
+fn check_cluster(server: &EtcdServer, cluster_id: u64) -> Result<(), Status> {
+    let ours = server.cluster().id;
+    if cluster_id != ours {
+        tracing::error!(
+            local = format!("{ours:x}"),
+            remote = format!("{cluster_id:x}"),
+            "rejected a peer of another cluster (cluster ID mismatch)"
+        );
+        return Err(Status::failed_precondition(format!(
+            "cluster ID mismatch: local {ours:x}, remote {cluster_id:x}"
+        )));
+    }
+    Ok(())
+}
+
+/// How long a peer connection may take to show what it is and to send its hello.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a new peer-port connection opens a Raft stream (rather than HTTP/2 for gRPC):
+/// looks at its first bytes without taking them.
+pub async fn is_raft_stream(tcp: &TcpStream) -> bool {
+    let look = async {
+        let mut head = [0u8; 4];
+        loop {
+            let n = tcp.peek(&mut head).await.unwrap_or(0);
+            if n == 0 || head[..n] != wire::MAGIC[..n] {
+                return false;
+            }
+            if n == head.len() {
+                return true;
+            }
+            // A magic split across segments: wait for the rest.
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
-        Ok(())
+    };
+    tokio::time::timeout(HELLO_TIMEOUT, look)
+        .await
+        .unwrap_or(false)
+}
+
+/// Takes a Raft stream off the peer port: checks its hello (same cluster, sender not
+/// removed, meant for this member), answers it and hands the socket to the Raft thread.
+pub async fn accept_raft_stream(server: Arc<EtcdServer>, mut tcp: TcpStream) {
+    let mut hello = [0u8; wire::HELLO_LEN];
+    let Ok(Ok(_)) = tokio::time::timeout(HELLO_TIMEOUT, tcp.read_exact(&mut hello)).await else {
+        return;
+    };
+    let Some(h) = Hello::decode(&hello) else {
+        return;
+    };
+    let verdict = if check_cluster(&server, h.cluster_id).is_err() {
+        Verdict::ClusterMismatch
+    } else if server.cluster().removed.contains(&h.from) {
+        Verdict::Removed
+    } else if h.to != server.member_id() {
+        tracing::warn!(
+            local = format!("{:x}", server.member_id()),
+            wanted = format!("{:x}", h.to),
+            "refused a raft stream meant for another member"
+        );
+        Verdict::WrongMember
+    } else {
+        Verdict::Accepted
+    };
+    if tcp.write_all(&[verdict as u8]).await.is_err() || verdict != Verdict::Accepted {
+        return;
+    }
+    let _ = tcp.set_nodelay(true);
+    match tcp.into_std() {
+        Ok(stream) => {
+            let _ = server.raft_input(Input::Accepted {
+                from: h.from,
+                stream,
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "failed to take over a raft stream"),
     }
 }
 
@@ -56,24 +125,6 @@ fn decode(bytes: &[u8]) -> Result<Message, Status> {
 
 #[tonic::async_trait]
 impl Peer for PeerService {
-    async fn send(&self, req: Request<Streaming<RaftEnvelope>>) -> GrpcResult<Ack> {
-        let mut stream = req.into_inner();
-        while let Some(env) = stream.next().await {
-            let env = env?;
-            self.check_cluster(env.cluster_id)?;
-            if self.server.cluster().removed.contains(&env.from) {
-                return Err(Status::permission_denied(
-                    crate::membership::REMOVED_MESSAGE,
-                ));
-            }
-            let m = decode(&env.message)?;
-            if self.server.raft_input(Input::Step(Box::new(m))).is_err() {
-                return Err(EtcdError::Stopped.status());
-            }
-        }
-        Ok(Response::new(Ack {}))
-    }
-
     async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> GrpcResult<Ack> {
         let mut stream = req.into_inner();
         let first = stream

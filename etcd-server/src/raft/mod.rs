@@ -10,14 +10,15 @@
 //! 5. send messages that had to wait for persistence;
 //! 6. advance, then hand over entries that became committed by that persistence.
 
+pub mod peer_io;
 pub mod storage;
 pub mod transport;
 pub mod wal;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
@@ -28,6 +29,7 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
 
 use crate::error::EtcdError;
+use peer_io::{PeerIo, RaftRx};
 use storage::LogStorage;
 use transport::Transport;
 use wal::{Wal, WalError};
@@ -72,6 +74,29 @@ pub enum Input {
     Progress(oneshot::Sender<Progress>),
     /// A peer says this member was removed from the cluster.
     Removed,
+    /// A peer's Raft stream to this member, its hello accepted.
+    Accepted {
+        /// The peer.
+        from: u64,
+        /// The socket, in non-blocking mode.
+        stream: std::net::TcpStream,
+    },
+    /// This member's Raft stream to a peer is open.
+    Connected {
+        /// The peer.
+        to: u64,
+        /// The generation of the peer's URLs it was dialed with.
+        generation: u64,
+        /// The socket, in non-blocking mode.
+        stream: std::net::TcpStream,
+    },
+    /// Opening the Raft stream to a peer failed.
+    DialFailed {
+        /// The peer.
+        to: u64,
+    },
+    /// A peer's URLs changed or it left the cluster: drop its stream.
+    PeerReset(u64),
 }
 
 /// Replication progress as the leader sees it.
@@ -159,6 +184,9 @@ pub enum RaftError {
     /// Installing a snapshot failed.
     #[error("failed to install snapshot: {0}")]
     Snapshot(String),
+    /// The driver's poll could not be set up.
+    #[error("failed to set up raft I/O: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// A raft-rs log sink that forwards to `tracing`.
@@ -223,6 +251,7 @@ pub struct Driver {
     status: Arc<RaftStatus>,
     apply: Arc<dyn ApplySink>,
     transport: Arc<Transport>,
+    io: PeerIo,
     snap_dir: std::path::PathBuf,
     tick: Duration,
     /// ReadIndex requests waiting for their read state, by context.
@@ -231,7 +260,7 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// Builds the driver over a recovered log.
+    /// Builds the driver over a recovered log, taking its inputs from `rx`.
     pub fn new(
         cfg: &DriverConfig,
         wal: Wal,
@@ -239,6 +268,7 @@ impl Driver {
         status: Arc<RaftStatus>,
         apply: Arc<dyn ApplySink>,
         transport: Arc<Transport>,
+        rx: RaftRx,
     ) -> Result<Self, RaftError> {
         let rc = raft::Config {
             id: cfg.id,
@@ -271,6 +301,7 @@ impl Driver {
             wal,
             status,
             apply,
+            io: PeerIo::new(rx, transport.clone()),
             transport,
             snap_dir: cfg.snap_dir.clone(),
             tick: cfg.tick,
@@ -280,21 +311,18 @@ impl Driver {
     }
 
     /// Runs until every input sender is dropped or storage fails.
-    pub fn run(mut self, rx: Receiver<Input>) -> Result<(), RaftError> {
+    pub fn run(mut self) -> Result<(), RaftError> {
         let mut next_tick = Instant::now() + self.tick;
+        let mut inputs = Vec::new();
         let result = loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let mut reads = Vec::new();
-            match rx.recv_timeout(wait) {
-                Ok(input) => {
-                    self.handle(input, &mut reads);
-                    // Take everything already queued: it all shares the next fsync.
-                    for input in rx.try_iter().take(8192) {
-                        self.handle(input, &mut reads);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            // Everything that arrived together shares the next fsync.
+            if !self.io.wait(wait, &mut inputs) {
+                break Ok(());
+            }
+            for input in inputs.drain(..) {
+                self.handle(input, &mut reads);
             }
             if !reads.is_empty() {
                 // The leader keys pending reads by context, so it must be unique cluster-wide:
@@ -308,6 +336,7 @@ impl Driver {
             }
             if Instant::now() >= next_tick {
                 self.node.tick();
+                self.io.maintain();
                 next_tick = Instant::now() + self.tick;
             }
             if let Err(e) = self.on_ready() {
@@ -378,6 +407,21 @@ impl Driver {
                     tracing::error!("the member has been permanently removed from the cluster");
                 }
             }
+            Input::Accepted { from, stream } => self.io.accepted(from, stream),
+            Input::Connected {
+                to,
+                generation,
+                stream,
+            } => {
+                if self.transport.generation(to) == Some(generation) {
+                    self.io.connected(to, stream);
+                } else {
+                    // Dialed to URLs the peer no longer has.
+                    self.io.dial_failed(to);
+                }
+            }
+            Input::DialFailed { to } => self.io.dial_failed(to),
+            Input::PeerReset(id) => self.io.reset(id),
             Input::Progress(done) => {
                 let mut p = Progress {
                     leader: self.node.raft.leader_id,
@@ -396,6 +440,23 @@ impl Driver {
                 let _ = done.send(p);
             }
         }
+    }
+
+    /// Sends messages: snapshots on the Tokio side with their file, the rest straight onto
+    /// the peers' streams from this thread.
+    fn send(&mut self, mut msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        msgs.retain_mut(|m| {
+            if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+                self.transport.send_snapshot(std::mem::take(m));
+                false
+            } else {
+                true
+            }
+        });
+        self.io.send(msgs);
     }
 
     fn compact(&mut self, index: u64) -> Result<(), RaftError> {
@@ -474,7 +535,7 @@ impl Driver {
             return Ok(());
         }
         let mut rd = self.node.ready();
-        self.transport.send(rd.take_messages());
+        self.send(rd.take_messages());
         if let Some(ss) = rd.ss() {
             let leader = if ss.raft_state == StateRole::Leader {
                 self.node.raft.id
@@ -512,14 +573,14 @@ impl Driver {
             self.storage.set_hard_state(hs.clone());
             self.status.term.store(hs.term, Ordering::SeqCst);
         }
-        self.transport.send(rd.take_persisted_messages());
+        self.send(rd.take_persisted_messages());
         let mut light = self.node.advance(rd);
         if let Some(commit) = light.commit_index() {
             let mut hs = self.storage.hard_state();
             hs.commit = commit;
             self.storage.set_hard_state(hs);
         }
-        self.transport.send(light.take_messages());
+        self.send(light.take_messages());
         self.committed(light.take_committed_entries());
         self.node.advance_apply();
         if self.storage.take_wanted() {

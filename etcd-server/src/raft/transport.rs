@@ -1,40 +1,35 @@
-//! The peer transport: Raft messages to and from other members over gRPC (`peerpb.Peer`).
+//! The peer transport's Tokio side: who the peers are, dialing their Raft streams (the
+//! Raft thread then owns the sockets, see `peer_io`), snapshots, and request/response calls.
 //!
-//! Each peer gets a task holding one client-streaming `Send` call; while the call is open,
-//! messages go straight into its bounded stream, otherwise they queue for the task until it
-//! connects. They are dropped (and the peer reported unreachable) when the queue is full or
-//! the peer is down — Raft retransmits. Snapshot messages travel on their own `Snapshot` call
-//! together with the backend file they refer to.
+//! Raft messages travel on plain TCP streams (`wire`); a snapshot message travels on its own
+//! gRPC `Snapshot` call together with the backend file it refers to.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::mpsc::Sender as StdSender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Input;
-use crate::proto::peerpb::{RaftEnvelope, SnapshotChunk, peer_client::PeerClient};
+use super::peer_io::RaftTx;
+use super::wire::{self, Hello, Verdict};
+use crate::proto::peerpb::{SnapshotChunk, peer_client::PeerClient};
 
-const QUEUE: usize = 4096;
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 const SNAPSHOT_CHUNK: usize = 512 * 1024;
 
 struct Peer {
     urls: Vec<String>,
-    tx: mpsc::Sender<RaftEnvelope>,
-    task: tokio::task::JoinHandle<()>,
-    /// The open `Send` stream and when it was established, if any: messages go straight into
-    /// it, without a hop through the peer's task (each hop is a task wake-up on the
-    /// replication path).
-    stream: Option<(mpsc::Sender<RaftEnvelope>, Instant)>,
+    /// Changes with the URLs, so a stream dialed to old URLs is not taken.
+    generation: u64,
+    /// Since when the Raft thread's outgoing stream to this peer has been up.
+    connected: Option<Instant>,
     /// The shared connection for request/response calls (forwarded lease renewals, member
     /// queries), kept open: tonic reconnects it when it breaks.
     rpc: Option<PeerClient<tonic::transport::Channel>>,
@@ -43,9 +38,30 @@ struct Peer {
 #[derive(Default)]
 struct State {
     peers: HashMap<u64, Peer>,
+    removed: BTreeSet<u64>,
+    next_generation: u64,
 }
 
-/// Sends Raft messages to peers.
+/// Why a Raft stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// No URL of the peer could be reached.
+    #[error("failed to reach {url}: {reason}")]
+    Unreachable {
+        /// The last URL tried.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The peer refused the stream.
+    #[error("the peer refused our raft stream: {0:?}")]
+    Refused(Verdict),
+    /// The peer is not known (any more).
+    #[error("failed to dial: unknown peer")]
+    UnknownPeer,
+}
+
+/// The Tokio side of the peer transport.
 pub struct Transport {
     local_id: u64,
     /// Source address for outgoing peer connections (the peer listener's IP, unless it is a
@@ -53,7 +69,7 @@ pub struct Transport {
     local_ip: Option<std::net::IpAddr>,
     cluster_id: u64,
     state: Arc<Mutex<State>>,
-    raft: Mutex<Option<StdSender<Input>>>,
+    raft: Mutex<Option<RaftTx>>,
     snap_dir: PathBuf,
     rt: tokio::runtime::Handle,
 }
@@ -80,6 +96,13 @@ fn lock(s: &Mutex<State>) -> MutexGuard<'_, State> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The `host:port` of a peer URL (`http://10.0.0.1:2380/` → `10.0.0.1:2380`).
+fn host_port(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let hp = rest.split('/').next()?;
+    (!hp.is_empty()).then_some(hp)
+}
+
 impl Transport {
     /// A transport for member `local_id` of cluster `cluster_id`.
     pub fn new(
@@ -101,18 +124,14 @@ impl Transport {
         })
     }
 
-    /// Connects the transport to the Raft driver's input (for unreachable/snapshot reports).
-    pub fn set_raft(&self, tx: StdSender<Input>) {
+    /// Connects the transport to the Raft driver's input.
+    pub fn set_raft(&self, tx: RaftTx) {
         *self.raft.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
     }
 
-    /// Stops every peer task and lets go of the Raft driver's input, so the driver can stop.
+    /// Lets go of the Raft driver's input, so the driver can stop.
     pub fn close(&self) {
         self.raft.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let mut st = lock(&self.state);
-        for (_, p) in st.peers.drain() {
-            p.task.abort();
-        }
     }
 
     fn report(&self, input: Input) {
@@ -121,42 +140,66 @@ impl Transport {
         }
     }
 
-    /// Makes the peer set equal to `members` (ID → peer URLs), excluding this member.
-    pub fn set_peers(self: &Arc<Self>, members: &[(u64, Vec<String>)]) {
-        let mut st = lock(&self.state);
-        let wanted: HashMap<u64, Vec<String>> = members
-            .iter()
-            .filter(|(id, _)| *id != self.local_id)
-            .cloned()
-            .collect();
-        let stale: Vec<u64> = st
-            .peers
-            .iter()
-            .filter(|(id, p)| wanted.get(id) != Some(&p.urls))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            if let Some(p) = st.peers.remove(&id) {
-                p.task.abort();
+    /// Makes the peer set equal to `members` (ID → peer URLs), excluding this member, and
+    /// records the members removed from the cluster (their streams are refused).
+    pub fn set_peers(&self, members: &[(u64, Vec<String>)], removed: &BTreeSet<u64>) {
+        let mut reset = Vec::new();
+        {
+            let mut st = lock(&self.state);
+            st.removed = removed.clone();
+            let wanted: HashMap<u64, Vec<String>> = members
+                .iter()
+                .filter(|(id, _)| *id != self.local_id)
+                .cloned()
+                .collect();
+            st.peers.retain(|id, p| {
+                let keep = wanted.get(id) == Some(&p.urls);
+                if !keep {
+                    reset.push(*id);
+                }
+                keep
+            });
+            for (id, urls) in wanted {
+                if st.peers.contains_key(&id) {
+                    continue;
+                }
+                st.next_generation += 1;
+                let generation = st.next_generation;
+                st.peers.insert(
+                    id,
+                    Peer {
+                        urls,
+                        generation,
+                        connected: None,
+                        rpc: None,
+                    },
+                );
             }
         }
-        for (id, urls) in wanted {
-            if st.peers.contains_key(&id) {
-                continue;
-            }
-            let (tx, rx) = mpsc::channel(QUEUE);
-            let this = self.clone();
-            let task = self.rt.spawn(this.clone().peer_loop(id, urls.clone(), rx));
-            st.peers.insert(
-                id,
-                Peer {
-                    urls,
-                    tx,
-                    task,
-                    stream: None,
-                    rpc: None,
-                },
-            );
+        for id in reset {
+            self.report(Input::PeerReset(id));
+        }
+    }
+
+    /// The other members.
+    pub fn peer_ids(&self) -> Vec<u64> {
+        lock(&self.state).peers.keys().copied().collect()
+    }
+
+    /// Whether `id` was removed from the cluster.
+    pub fn is_removed(&self, id: u64) -> bool {
+        lock(&self.state).removed.contains(&id)
+    }
+
+    /// The current generation of peer `id`'s URLs.
+    pub fn generation(&self, id: u64) -> Option<u64> {
+        lock(&self.state).peers.get(&id).map(|p| p.generation)
+    }
+
+    /// Records whether the outgoing stream to `id` is up (from the Raft thread).
+    pub fn set_connected(&self, id: u64, since: Option<Instant>) {
+        if let Some(p) = lock(&self.state).peers.get_mut(&id) {
+            p.connected = since;
         }
     }
 
@@ -165,46 +208,133 @@ impl Transport {
         let st = lock(&self.state);
         st.peers
             .iter()
-            .filter(|(_, p)| p.stream.as_ref().is_some_and(|(_, t)| t.elapsed() >= since))
+            .filter(|(_, p)| p.connected.is_some_and(|t| t.elapsed() >= since))
             .map(|(id, _)| *id)
             .collect()
     }
 
-    /// Queues messages for their peers; never blocks.
-    pub fn send(self: &Arc<Self>, msgs: Vec<Message>) {
-        for m in msgs {
-            let to = m.to;
-            if m.get_msg_type() == MessageType::MsgSnapshot {
-                let this = self.clone();
-                self.rt.spawn(async move {
-                    let ok = this.send_snapshot(m).await;
-                    if let Err(e) = &ok {
-                        tracing::warn!(to = format!("{to:x}"), error = %e, "failed to send snapshot");
-                    }
-                    this.report(Input::SnapshotStatus { to, ok: ok.is_ok() });
-                });
-                continue;
+    /// Sends a snapshot message with its backend file, reporting the outcome to Raft.
+    pub fn send_snapshot(self: &Arc<Self>, m: Message) {
+        debug_assert_eq!(m.get_msg_type(), MessageType::MsgSnapshot);
+        let to = m.to;
+        let this = self.clone();
+        self.rt.spawn(async move {
+            let ok = this.snapshot_call(m).await;
+            if let Err(e) = &ok {
+                tracing::warn!(to = format!("{to:x}"), error = %e, "failed to send snapshot");
             }
-            let env = RaftEnvelope {
-                cluster_id: self.cluster_id,
-                from: self.local_id,
-                message: m.write_to_bytes().unwrap_or_default(),
+            this.report(Input::SnapshotStatus { to, ok: ok.is_ok() });
+        });
+    }
+
+    /// Opens a Raft stream to `to` in the background; the Raft driver gets
+    /// `Input::Connected` or `Input::DialFailed`.
+    pub fn dial(self: &Arc<Self>, to: u64) {
+        let this = self.clone();
+        self.rt.spawn(async move {
+            let generation = this.generation(to);
+            match this.open_stream(to).await {
+                Ok(stream) if generation.is_some() => this.report(Input::Connected {
+                    to,
+                    generation: generation.unwrap_or_default(),
+                    stream,
+                }),
+                Ok(_) => this.report(Input::DialFailed { to }),
+                Err(e) => {
+                    match &e {
+                        DialError::Refused(Verdict::Removed) => this.report(Input::Removed),
+                        DialError::Refused(Verdict::ClusterMismatch) => tracing::error!(
+                            peer = format!("{to:x}"),
+                            "peer refused our messages: it belongs to a different cluster"
+                        ),
+                        _ => tracing::debug!(peer = format!("{to:x}"), error = %e, "failed to open a raft stream"),
+                    }
+                    this.report(Input::DialFailed { to });
+                }
+            }
+        });
+    }
+
+    async fn open_stream(&self, to: u64) -> Result<std::net::TcpStream, DialError> {
+        let urls = lock(&self.state)
+            .peers
+            .get(&to)
+            .map(|p| p.urls.clone())
+            .ok_or(DialError::UnknownPeer)?;
+        let hello = Hello {
+            cluster_id: self.cluster_id,
+            from: self.local_id,
+            to,
+        };
+        let mut last = DialError::UnknownPeer;
+        for url in &urls {
+            let Some(hp) = host_port(url) else {
+                continue;
             };
-            let full = {
-                let st = lock(&self.state);
-                match st.peers.get(&to) {
-                    Some(p) => match &p.stream {
-                        Some((stream, _)) => stream.try_send(env).is_err(),
-                        // Not connected yet: the peer's task forwards it once it is.
-                        None => p.tx.try_send(env).is_err(),
-                    },
-                    None => true,
+            let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(hp).await {
+                Ok(a) => a.collect(),
+                Err(e) => {
+                    last = DialError::Unreachable {
+                        url: url.clone(),
+                        reason: e.to_string(),
+                    };
+                    continue;
                 }
             };
-            if full {
-                self.report(Input::Unreachable(to));
+            for addr in addrs {
+                match tokio::time::timeout(DIAL_TIMEOUT, self.handshake(addr, hello)).await {
+                    Ok(Ok(Ok(s))) => return Ok(s),
+                    Ok(Ok(Err(v))) => return Err(DialError::Refused(v)),
+                    Ok(Err(e)) => {
+                        last = DialError::Unreachable {
+                            url: url.clone(),
+                            reason: e.to_string(),
+                        }
+                    }
+                    Err(_) => {
+                        last = DialError::Unreachable {
+                            url: url.clone(),
+                            reason: "timed out".into(),
+                        }
+                    }
+                }
             }
         }
+        Err(last)
+    }
+
+    /// Connects to `addr` and exchanges the hello: the socket, ready for frames, or the
+    /// peer's refusal.
+    async fn handshake(
+        &self,
+        addr: SocketAddr,
+        hello: Hello,
+    ) -> std::io::Result<Result<std::net::TcpStream, Verdict>> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(ip) = self.local_ip.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        let mut stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        stream.write_all(&hello.encode()).await?;
+        let mut verdict = [0u8; 1];
+        stream.read_exact(&mut verdict).await?;
+        match Verdict::from_byte(verdict[0]) {
+            Some(Verdict::Accepted) => {}
+            Some(v) => return Ok(Err(v)),
+            None => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "not a raft stream acceptor",
+                ));
+            }
+        }
+        socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(wire::USER_TIMEOUT))?;
+        Ok(Ok(stream.into_std()?))
     }
 
     /// A client for request/response calls to peer `id` over a connection shared by all such
@@ -254,78 +384,7 @@ impl Transport {
         None
     }
 
-    async fn peer_loop(
-        self: Arc<Self>,
-        id: u64,
-        _urls: Vec<String>,
-        mut rx: mpsc::Receiver<RaftEnvelope>,
-    ) {
-        let mut backoff = MIN_BACKOFF;
-        loop {
-            let Some(mut client) = self.connect(id).await else {
-                // Down: drop what is queued (Raft will resend) and tell Raft.
-                while rx.try_recv().is_ok() {}
-                self.report(Input::Unreachable(id));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            };
-            let (ctx, crx) = mpsc::channel(QUEUE);
-            let call = client.send(ReceiverStream::new(crx));
-            tokio::pin!(call);
-            let opened = Instant::now();
-            {
-                if let Some(p) = lock(&self.state).peers.get_mut(&id) {
-                    p.stream = Some((ctx.clone(), opened));
-                }
-            }
-            loop {
-                tokio::select! {
-                    res = &mut call => {
-                        match res {
-                            Err(e) if e.code() == tonic::Code::PermissionDenied
-                                && e.message() == crate::membership::REMOVED_MESSAGE =>
-                            {
-                                self.report(Input::Removed);
-                            }
-                            Err(e) if e.code() == tonic::Code::FailedPrecondition => {
-                                tracing::error!(peer = format!("{id:x}"), error = %e.message(), "peer refused our messages: it belongs to a different cluster");
-                            }
-                            Err(e) => tracing::debug!(peer = format!("{id:x}"), error = %e, "peer stream ended"),
-                            Ok(_) => {}
-                        }
-                        break;
-                    }
-                    msg = rx.recv() => match msg {
-                        None => return,
-                        // Never wait here: `call` must keep being polled, or a stalled
-                        // connection would wedge this loop for good. A full stream drops the
-                        // message and Raft resends.
-                        Some(m) => match ctx.try_send(m) {
-                            Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(_)) => self.report(Input::Unreachable(id)),
-                            Err(mpsc::error::TrySendError::Closed(_)) => break,
-                        },
-                    }
-                }
-            }
-            {
-                if let Some(p) = lock(&self.state).peers.get_mut(&id) {
-                    p.stream = None;
-                }
-            }
-            self.report(Input::Unreachable(id));
-            // A stream that died right away counts as a failed attempt: keep backing off.
-            if opened.elapsed() > Duration::from_secs(1) {
-                backoff = MIN_BACKOFF;
-            } else {
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            tokio::time::sleep(backoff).await;
-        }
-    }
-
-    async fn send_snapshot(&self, m: Message) -> Result<(), String> {
+    async fn snapshot_call(&self, m: Message) -> Result<(), String> {
         let index = m.get_snapshot().get_metadata().index;
         let path = outgoing_snapshot(&self.snap_dir, index);
         let data = tokio::fs::read(&path)
@@ -361,5 +420,26 @@ impl Transport {
             "sent snapshot"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn peer_urls_give_their_host_and_port() {
+        for (url, want) in [
+            ("http://127.0.0.1:2380", Some("127.0.0.1:2380")),
+            (
+                "https://etcd-0.etcd.ns.svc:2380/",
+                Some("etcd-0.etcd.ns.svc:2380"),
+            ),
+            ("http://[::1]:2380", Some("[::1]:2380")),
+            ("10.0.0.1:2380", Some("10.0.0.1:2380")),
+            ("http://", None),
+        ] {
+            assert_eq!(host_port(url), want, "{url}");
+        }
     }
 }

@@ -97,6 +97,10 @@ pub struct Wal {
     segment_bytes: u64,
     /// `PREPARE_AFTER`, smaller in tests.
     prepare_after: u64,
+    /// Term and vote of the last hard state written (every change of them is synced).
+    term_vote: Option<(u64, u64)>,
+    /// `fdatasync` calls made by `save`.
+    syncs: u64,
 }
 
 fn segment_name(seq: u64, index: u64) -> String {
@@ -198,6 +202,8 @@ impl Wal {
             spare: None,
             segment_bytes: SEGMENT_BYTES,
             prepare_after: PREPARE_AFTER,
+            term_vote: None,
+            syncs: 0,
         })
     }
 
@@ -323,9 +329,20 @@ impl Wal {
             }
         }
         self.write(&buf)?;
-        let path = self.dir.clone();
-        crate::metrics::time(&crate::metrics::WAL_FSYNC, || self.file.sync_data())
-            .map_err(io_err(&path))?;
+        // As etcd's `raft.MustSync`: entries, a new term and a vote must be durable before
+        // anyone hears of them; a commit index need not be (a restarted member learns it
+        // again from the leader, and `open_log` raises it to what the backend applied).
+        let term_vote = hs.map(|hs| (hs.term, hs.vote));
+        let must_sync = !entries.is_empty() || (term_vote.is_some() && term_vote != self.term_vote);
+        if let Some(tv) = term_vote {
+            self.term_vote = Some(tv);
+        }
+        if must_sync {
+            self.syncs += 1;
+            let path = self.dir.clone();
+            crate::metrics::time(&crate::metrics::WAL_FSYNC, || self.file.sync_data())
+                .map_err(io_err(&path))?;
+        }
         Ok(())
     }
 
@@ -549,6 +566,77 @@ mod tests {
         h.term = term;
         h.commit = commit;
         h
+    }
+
+    #[test]
+    fn only_entries_term_and_vote_are_synced_but_every_hard_state_is_written() {
+        let (_dir, wal_dir, mut w) = new_wal();
+        let mut voted = hs(1, 0);
+        voted.vote = 2;
+        // (hard state, entries, syncs after the save)
+        let steps: Vec<(Option<HardState>, Vec<Entry>, u64)> = vec![
+            (Some(voted.clone()), vec![], 1),
+            (None, vec![ent(1, 1, b"a")], 2),
+            (
+                Some({
+                    let mut h = voted.clone();
+                    h.commit = 1;
+                    h
+                }),
+                vec![],
+                2,
+            ),
+            (
+                Some({
+                    let mut h = voted.clone();
+                    h.commit = 1;
+                    h
+                }),
+                vec![ent(2, 1, b"b")],
+                3,
+            ),
+            (
+                Some({
+                    let mut h = voted.clone();
+                    h.commit = 2;
+                    h
+                }),
+                vec![],
+                3,
+            ),
+            (
+                Some({
+                    let mut h = hs(2, 2);
+                    h.vote = 3;
+                    h
+                }),
+                vec![],
+                4,
+            ),
+            (
+                Some({
+                    let mut h = hs(2, 2);
+                    h.vote = 1;
+                    h
+                }),
+                vec![],
+                5,
+            ),
+            (Some(hs(2, 2)), vec![], 6),
+        ];
+        for (i, (h, ents, syncs)) in steps.iter().enumerate() {
+            w.save(h.as_ref(), ents).expect("save");
+            assert_eq!(w.syncs, *syncs, "step {i}");
+        }
+        w.save(Some(&hs(2, 3)), &[]).expect("save");
+        drop(w);
+        let (_, rec) = Wal::open(&wal_dir).expect("open");
+        assert_eq!(
+            rec.hard_state,
+            hs(2, 3),
+            "unsynced commit-only records are still written"
+        );
+        assert_eq!(rec.entries.len(), 2);
     }
 
     #[test]
