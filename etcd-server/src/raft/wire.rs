@@ -26,12 +26,15 @@ pub const HELLO_LEN: usize = 4 + 3 * 8;
 /// but one entry may be larger).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// An outgoing stream idle this long sends a keep-alive frame.
-pub const KEEPALIVE: Duration = Duration::from_millis(500);
-/// An incoming stream silent this long (four keep-alives missed) is closed as dead.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Data unacknowledged this long kills an outgoing stream (`TCP_USER_TIMEOUT`): a
-/// partition that drops packets closes nothing, and the kernel would retry for minutes.
-pub const USER_TIMEOUT: Duration = Duration::from_secs(2);
+pub const KEEPALIVE: Duration = Duration::from_secs(1);
+/// An incoming stream silent this long (five keep-alives missed) is closed as dead: etcd's
+/// `ConnReadTimeout`. Long enough that a sender's Raft thread held up by a slow disk on a
+/// busy machine does not lose its streams (and with them its peers' "connected since").
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Data unacknowledged this long kills an outgoing stream (`TCP_USER_TIMEOUT`, as etcd's
+/// `ConnWriteTimeout`): a partition that drops packets closes nothing, and the kernel would
+/// retry for minutes.
+pub const USER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What opens a Raft stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,10 +167,11 @@ mod tests {
         m.from = 1;
         m.to = 2;
         m.index = index;
-        let mut e = Entry::default();
-        e.index = index + 1;
-        e.data = data.to_vec().into();
-        m.mut_entries().push(e);
+        m.mut_entries().push(Entry {
+            index: index + 1,
+            data: data.to_vec().into(),
+            ..Default::default()
+        });
         m
     }
 

@@ -1076,6 +1076,60 @@ async fn returning_member_does_not_disrupt_leader() {
     c.wait_converged(Duration::from_secs(10)).await;
 }
 
+/// A member removed while it was cut off never saw its removal committed: when the network
+/// heals, the others refuse its Raft streams as a removed member's, and it stops, as etcd's
+/// removed members do, instead of campaigning forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn member_removed_while_partitioned_is_told_and_stops() {
+    let mut c = tokio::task::spawn_blocking(|| ProxiedCluster::start(3, FAST))
+        .await
+        .unwrap();
+    let all = [0, 1, 2];
+    let leader = c.wait_leader(&all, Duration::from_secs(15)).await;
+    let victim = (leader + 1) % 3;
+    let victim_id = c.ids[victim];
+    c.proxy.isolate(victim);
+    let mut cl = c.client(leader, Duration::from_secs(5)).await;
+    // Removing a member that is down is allowed; wait until the leader sees it down.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match cl.member_remove(victim_id).await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "could not remove the isolated member: {e}\n{}",
+                c.log_tails(40)
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cl.put("after-removal", "x", None)
+        .await
+        .expect("the rest commit");
+    assert!(
+        c.members[victim].is_running(),
+        "the victim stopped while still cut off"
+    );
+    c.proxy.heal();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.members[victim].is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed member kept running after the network healed\n{}",
+            c.log_tails(40)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        c.full_log(victim)
+            .contains("the member has been permanently removed from the cluster"),
+        "{}",
+        c.log_tails(40)
+    );
+    let rest: Vec<usize> = all.iter().copied().filter(|&i| i != victim).collect();
+    c.wait_leader(&rest, Duration::from_secs(10)).await;
+}
+
 /// Links that flap (cut and restored every few hundred milliseconds, in random directions)
 /// must all come back once the network heals: every member reconnects to every other, and
 /// the cluster converges. `FLAP_SECS` (default 20), `FLAP_MAX_MS` (longest cut or healed

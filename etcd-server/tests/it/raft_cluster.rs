@@ -1836,3 +1836,148 @@ async fn lease_kept_alive_through_a_follower_expires_once_and_watches_agree() {
     assert_eq!(seqs[0][3].3, seqs[0][4].3, "one revocation, one revision");
     assert_converged(&eps, "after lease expiry").await;
 }
+
+/// Reads from a raw peer connection until it yields bytes, ends, or `timeout` passes:
+/// `Some(bytes)` (empty once the server closed it), `None` on timeout.
+async fn read_raw(tcp: &mut tokio::net::TcpStream, timeout: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(timeout, tcp.read(&mut buf)).await {
+        Ok(Ok(n)) => Some(buf[..n].to_vec()),
+        Ok(Err(_)) => Some(Vec::new()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_streams_refuse_strangers_and_share_the_peer_port_with_grpc() {
+    use etcd_server::raft::wire::{HELLO_LEN, Hello, IDLE_TIMEOUT};
+    use tokio::io::AsyncWriteExt;
+
+    let mut c = start(3, &[]).await;
+    c.wait_leader(STEP).await;
+    let ep = c.members[0].endpoint();
+    let mut cl = client(&ep).await;
+    let header = cl.status().await.unwrap().header().cloned().unwrap();
+    let (cluster_id, member_id) = (header.cluster_id(), header.member_id());
+    let peer = c.members[0]
+        .peer_url
+        .trim_start_matches("http://")
+        .to_string();
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(&peer).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        tcp
+    };
+    let stranger = 0x5eed;
+
+    // (what, hello, verdict byte)
+    let cases = [
+        (
+            "another cluster",
+            Hello {
+                cluster_id: cluster_id ^ 1,
+                from: stranger,
+                to: member_id,
+            },
+            1u8,
+        ),
+        (
+            "meant for another member",
+            Hello {
+                cluster_id,
+                from: stranger,
+                to: member_id ^ 1,
+            },
+            3,
+        ),
+        (
+            "right cluster and member",
+            Hello {
+                cluster_id,
+                from: stranger,
+                to: member_id,
+            },
+            0,
+        ),
+    ];
+    for (what, hello, verdict) in cases {
+        let mut tcp = connect().await;
+        tcp.write_all(&hello.encode()).await.unwrap();
+        let got = read_raw(&mut tcp, STEP).await.expect("a verdict");
+        assert_eq!(got.first(), Some(&verdict), "{what}: {got:?}");
+        if verdict != 0 {
+            assert_eq!(
+                read_raw(&mut tcp, STEP).await,
+                Some(vec![]),
+                "{what}: closed after"
+            );
+        }
+    }
+
+    // A hello whose magic arrives split across writes is still recognized.
+    let mut tcp = connect().await;
+    let bytes = Hello {
+        cluster_id,
+        from: stranger,
+        to: member_id,
+    }
+    .encode();
+    tcp.write_all(&bytes[..2]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    tcp.write_all(&bytes[2..HELLO_LEN]).await.unwrap();
+    assert_eq!(read_raw(&mut tcp, STEP).await, Some(vec![0]), "split magic");
+    // An accepted stream that then sends nothing is closed as dead...
+    let started = Instant::now();
+    assert_eq!(
+        read_raw(&mut tcp, IDLE_TIMEOUT * 4).await,
+        Some(vec![]),
+        "a silent stream is closed"
+    );
+    assert!(
+        started.elapsed() >= IDLE_TIMEOUT / 2,
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+
+    // ... as is one sending a frame over the limit or one that is not a Raft message.
+    for (what, frame) in [
+        ("oversized frame", u32::MAX.to_be_bytes().to_vec()),
+        ("undecodable frame", vec![0, 0, 0, 3, 0xff, 0xff, 0xff]),
+    ] {
+        let mut tcp = connect().await;
+        tcp.write_all(
+            &Hello {
+                cluster_id,
+                from: stranger,
+                to: member_id,
+            }
+            .encode(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(read_raw(&mut tcp, STEP).await, Some(vec![0]), "{what}");
+        tcp.write_all(&frame).await.unwrap();
+        assert_eq!(
+            read_raw(&mut tcp, STEP).await,
+            Some(vec![]),
+            "{what}: closed"
+        );
+    }
+
+    // The same port still serves gRPC, and the cluster still replicates.
+    let mut pc =
+        etcd_server::proto::peerpb::peer_client::PeerClient::connect(c.members[0].peer_url.clone())
+            .await
+            .expect("gRPC on the peer port");
+    let members = pc
+        .members(etcd_server::proto::peerpb::MembersRequest {})
+        .await
+        .expect("Members over the peer port")
+        .into_inner();
+    assert_eq!((members.cluster_id, members.members.len()), (cluster_id, 3));
+    cl.put("after", "strangers", None).await.unwrap();
+    for m in &c.members {
+        wait_serializable(&m.endpoint(), "after", "strangers", &c).await;
+    }
+}
