@@ -71,7 +71,7 @@ pub async fn is_raft_stream(tcp: &TcpStream) -> bool {
                 return true;
             }
             // A magic split across segments: wait for the rest.
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     };
     tokio::time::timeout(HELLO_TIMEOUT, look)

@@ -34,6 +34,9 @@ use storage::LogStorage;
 use transport::Transport;
 use wal::{Wal, WalError};
 
+/// The longest time between two rounds of peer stream upkeep.
+const MAX_UPKEEP_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Inputs to the Raft driver.
 pub enum Input {
     /// Propose an encoded request. `failed` is told if Raft refused it outright.
@@ -313,9 +316,15 @@ impl Driver {
     /// Runs until every input sender is dropped or storage fails.
     pub fn run(mut self) -> Result<(), RaftError> {
         let mut next_tick = Instant::now() + self.tick;
+        // Stream upkeep (keep-alives, redials, idle checks) runs on its own clock: a long
+        // heartbeat interval must not starve the streams' keep-alives.
+        let upkeep = self.tick.min(MAX_UPKEEP_INTERVAL);
+        let mut next_upkeep = Instant::now() + upkeep;
         let mut inputs = Vec::new();
         let result = loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let wait = next_tick
+                .min(next_upkeep)
+                .saturating_duration_since(Instant::now());
             let mut reads = Vec::new();
             // Everything that arrived together shares the next fsync.
             if !self.io.wait(wait, &mut inputs) {
@@ -336,8 +345,11 @@ impl Driver {
             }
             if Instant::now() >= next_tick {
                 self.node.tick();
-                self.io.maintain();
                 next_tick = Instant::now() + self.tick;
+            }
+            if Instant::now() >= next_upkeep {
+                self.io.maintain();
+                next_upkeep = Instant::now() + upkeep;
             }
             if let Err(e) = self.on_ready() {
                 break Err(e);

@@ -28,6 +28,11 @@ const BATCH: usize = 8192;
 const MAX_BUFFERED: usize = 64 * 1024 * 1024;
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// A stream that lived shorter than this counts as a failed dial (back-off keeps growing).
+const STABLE: Duration = Duration::from_secs(1);
+/// Written bytes kept at the front of a buffer that never drains (a peer catching up over a
+/// full socket) before they are dropped from it.
+const COMPACT_AFTER: usize = 1024 * 1024;
 
 struct Shared {
     /// Set while the Raft thread is (about to be) blocked in `poll`: senders must wake it.
@@ -104,6 +109,8 @@ struct Incoming {
 /// The outgoing stream to one peer and what waits to go out on it.
 struct Outgoing {
     conn: Option<(Token, TcpStream)>,
+    /// When `conn` was established.
+    since: Option<Instant>,
     /// Framed messages; `buf[sent..]` is not written yet.
     buf: Vec<u8>,
     sent: usize,
@@ -117,6 +124,7 @@ impl Outgoing {
     fn new(now: Instant) -> Self {
         Self {
             conn: None,
+            since: None,
             buf: Vec::new(),
             sent: 0,
             last_write: now,
@@ -265,7 +273,12 @@ impl PeerIo {
     /// close incoming streams that went silent.
     pub fn maintain(&mut self) {
         let now = Instant::now();
-        for to in self.transport.peer_ids() {
+        let peers = self.transport.peer_ids();
+        // Entries Raft created for members that have left (or not joined yet, a dial having
+        // failed): nothing to keep.
+        self.out
+            .retain(|id, o| peers.contains(id) || o.conn.is_some() || o.dialing);
+        for &to in &peers {
             self.out.entry(to).or_insert_with(|| Outgoing::new(now));
             self.maybe_dial(to, now);
         }
@@ -343,7 +356,7 @@ impl PeerIo {
             return;
         }
         o.conn = Some((token, stream));
-        o.backoff = MIN_BACKOFF;
+        o.since = Some(now);
         o.last_write = now;
         self.out_tokens.insert(token, to);
         self.transport.set_connected(to, Some(now));
@@ -369,6 +382,7 @@ impl PeerIo {
         if let Some(mut o) = self.out.remove(&to)
             && let Some((token, stream)) = o.conn.take()
         {
+            self.generated.push(Input::Unreachable(to));
             self.out_tokens.remove(&token);
             self.transport.set_connected(to, None);
             self.close(stream);
@@ -383,7 +397,13 @@ impl PeerIo {
             return;
         };
         o.discard();
-        o.next_dial = Instant::now() + o.backoff;
+        let now = Instant::now();
+        // A stream that died right away (a peer that accepts the hello and then drops it)
+        // counts as a failed dial: keep backing off.
+        if o.since.take().is_some_and(|t| now - t >= STABLE) {
+            o.backoff = MIN_BACKOFF;
+        }
+        o.next_dial = now + o.backoff;
         o.backoff = (o.backoff * 2).min(MAX_BACKOFF);
         self.out_tokens.remove(&token);
         self.transport.set_connected(to, None);
@@ -429,9 +449,12 @@ impl PeerIo {
             o.discard();
             o.last_write = Instant::now();
             // A buffer grown by a burst (a snapshot's worth of appends) is not kept around.
-            if o.buf.capacity() > 1024 * 1024 {
+            if o.buf.capacity() > COMPACT_AFTER {
                 o.buf = Vec::new();
             }
+        } else if o.sent > COMPACT_AFTER && o.sent * 2 > o.buf.len() {
+            o.buf.drain(..o.sent);
+            o.sent = 0;
         }
     }
 

@@ -271,16 +271,24 @@ impl Transport {
             let Some(hp) = host_port(url) else {
                 continue;
             };
-            let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(hp).await {
-                Ok(a) => a.collect(),
-                Err(e) => {
-                    last = DialError::Unreachable {
-                        url: url.clone(),
-                        reason: e.to_string(),
-                    };
-                    continue;
-                }
-            };
+            let addrs: Vec<SocketAddr> =
+                match tokio::time::timeout(DIAL_TIMEOUT, tokio::net::lookup_host(hp)).await {
+                    Ok(Ok(a)) => a.collect(),
+                    Ok(Err(e)) => {
+                        last = DialError::Unreachable {
+                            url: url.clone(),
+                            reason: e.to_string(),
+                        };
+                        continue;
+                    }
+                    Err(_) => {
+                        last = DialError::Unreachable {
+                            url: url.clone(),
+                            reason: "name lookup timed out".into(),
+                        };
+                        continue;
+                    }
+                };
             for addr in addrs {
                 match tokio::time::timeout(DIAL_TIMEOUT, self.handshake(addr, hello)).await {
                     Ok(Ok(Ok(s))) => return Ok(s),

@@ -2,8 +2,10 @@
 //!
 //! A WAL is a directory of segments `<seq>-<first index>.wal`. Each record is
 //! `len: u32 LE | crc32c: u32 LE | type: u8 | payload`, where `len` and `crc32c` cover
-//! `type | payload`. Every `save` ends with one fsync, so a whole Raft batch (many client
-//! writes) shares it. A torn record at the tail of the last segment (a crash mid-write) is
+//! `type | payload`. A `save` with entries, a new term or a vote ends with one fsync, so a whole
+//! Raft batch (many client writes) shares it; a hard state whose commit index alone moved is
+//! written without one (etcd's `MustSync`), and the segment is synced before the writer leaves
+//! it. A torn record at the tail of the last segment (a crash mid-write) is
 //! truncated on open; damage anywhere else is reported, never silently skipped.
 //!
 //! Segments are written in place, not appended to: once a member has written its first
@@ -99,8 +101,10 @@ pub struct Wal {
     prepare_after: u64,
     /// Term and vote of the last hard state written (every change of them is synced).
     term_vote: Option<(u64, u64)>,
-    /// `fdatasync` calls made by `save`.
+    /// `fdatasync` calls made by `save` and by segment switches.
     syncs: u64,
+    /// Records written to `file` since its last sync.
+    dirty: bool,
 }
 
 fn segment_name(seq: u64, index: u64) -> String {
@@ -204,6 +208,7 @@ impl Wal {
             prepare_after: PREPARE_AFTER,
             term_vote: None,
             syncs: 0,
+            dirty: false,
         })
     }
 
@@ -342,6 +347,9 @@ impl Wal {
             let path = self.dir.clone();
             crate::metrics::time(&crate::metrics::WAL_FSYNC, || self.file.sync_data())
                 .map_err(io_err(&path))?;
+            self.dirty = false;
+        } else {
+            self.dirty = true;
         }
         Ok(())
     }
@@ -396,6 +404,13 @@ impl Wal {
     /// Renames the file at `tmp_name` (open as `file`) to the next segment, named for its
     /// first entry `index`, and writes from its start on.
     fn install_segment(&mut self, file: File, tmp_name: &str, index: u64) -> Result<(), WalError> {
+        // An unsynced commit-only record must not stay behind in a segment that is no longer
+        // the last: a torn record there would read as corruption, not as a torn tail.
+        if self.dirty {
+            self.file.sync_data().map_err(io_err(&self.dir))?;
+            self.syncs += 1;
+            self.dirty = false;
+        }
         let seq = self.seq + 1;
         let path = self.dir.join(segment_name(seq, index));
         fs::rename(self.dir.join(tmp_name), &path).map_err(io_err(&path))?;
@@ -637,6 +652,41 @@ mod tests {
             "unsynced commit-only records are still written"
         );
         assert_eq!(rec.entries.len(), 2);
+    }
+
+    #[test]
+    fn a_segment_left_with_an_unsynced_commit_record_is_synced_first() {
+        let (_dir, wal_dir, mut w) = new_wal();
+        w.set_sizes(8192, 1024);
+        let value = [7u8; 200];
+        let mut index = 0;
+        for _ in 0..10 {
+            index += 1;
+            w.save(Some(&hs(1, index - 1)), &[ent(index, 1, &value)])
+                .expect("save");
+        }
+        w.wait_for_spare();
+        let mut switched = false;
+        for _ in 0..100 {
+            // The commit index moves alone (not synced), then the next entry comes.
+            w.save(Some(&hs(1, index)), &[]).expect("save");
+            assert!(w.dirty);
+            let (seq, syncs) = (w.seq, w.syncs);
+            index += 1;
+            w.save(None, &[ent(index, 1, &value)]).expect("save");
+            assert!(!w.dirty);
+            if w.seq != seq {
+                assert_eq!(w.syncs, syncs + 2, "the old segment, then the new record");
+                switched = true;
+                break;
+            }
+            assert_eq!(w.syncs, syncs + 1);
+        }
+        assert!(switched, "never moved to the prepared segment");
+        drop(w);
+        let (_, rec) = Wal::open(&wal_dir).expect("open");
+        assert_eq!(rec.entries.len() as u64, index);
+        assert_eq!(rec.hard_state.commit, index - 1);
     }
 
     #[test]

@@ -76,28 +76,30 @@ impl Hello {
     }
 }
 
-/// The acceptor's answer to a hello.
+/// The acceptor's answer to a hello. No verdict byte is 0x00, 'H' or 0x15/0x16, the first
+/// byte an HTTP/2 server (its SETTINGS frame), an HTTP/1 server or a TLS server sends: a
+/// dialer that reached something else fails cleanly instead of taking it for an acceptance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Verdict {
     /// Frames may follow.
-    Accepted = 0,
+    Accepted = 0xa1,
     /// The dialer belongs to another cluster.
-    ClusterMismatch = 1,
+    ClusterMismatch = 0xa2,
     /// The dialer was removed from the cluster.
-    Removed = 2,
+    Removed = 0xa3,
     /// The acceptor is not the member the dialer meant.
-    WrongMember = 3,
+    WrongMember = 0xa4,
 }
 
 impl Verdict {
     /// The verdict a byte stands for.
     pub fn from_byte(b: u8) -> Option<Self> {
         Some(match b {
-            0 => Self::Accepted,
-            1 => Self::ClusterMismatch,
-            2 => Self::Removed,
-            3 => Self::WrongMember,
+            0xa1 => Self::Accepted,
+            0xa2 => Self::ClusterMismatch,
+            0xa3 => Self::Removed,
+            0xa4 => Self::WrongMember,
             _ => return None,
         })
     }
@@ -189,7 +191,12 @@ mod tests {
         assert_eq!(Hello::decode(&http2), None);
         for b in 0..=255u8 {
             let v = Verdict::from_byte(b);
-            assert_eq!(v.map(|v| v as u8), if b <= 3 { Some(b) } else { None });
+            let known = (0xa1..=0xa4).contains(&b);
+            assert_eq!(v.map(|v| v as u8), known.then_some(b));
+        }
+        // What other servers send first is never a verdict.
+        for first in [0x00, b'H', 0x15, 0x16] {
+            assert_eq!(Verdict::from_byte(first), None);
         }
     }
 

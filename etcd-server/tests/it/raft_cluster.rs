@@ -1851,7 +1851,7 @@ async fn read_raw(tcp: &mut tokio::net::TcpStream, timeout: Duration) -> Option<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_streams_refuse_strangers_and_share_the_peer_port_with_grpc() {
-    use etcd_server::raft::wire::{HELLO_LEN, Hello, IDLE_TIMEOUT};
+    use etcd_server::raft::wire::{HELLO_LEN, Hello, IDLE_TIMEOUT, Verdict};
     use tokio::io::AsyncWriteExt;
 
     let mut c = start(3, &[]).await;
@@ -1871,7 +1871,7 @@ async fn raft_streams_refuse_strangers_and_share_the_peer_port_with_grpc() {
     };
     let stranger = 0x5eed;
 
-    // (what, hello, verdict byte)
+    // (what, hello, verdict)
     let cases = [
         (
             "another cluster",
@@ -1880,7 +1880,7 @@ async fn raft_streams_refuse_strangers_and_share_the_peer_port_with_grpc() {
                 from: stranger,
                 to: member_id,
             },
-            1u8,
+            Verdict::ClusterMismatch,
         ),
         (
             "meant for another member",
@@ -1889,7 +1889,7 @@ async fn raft_streams_refuse_strangers_and_share_the_peer_port_with_grpc() {
                 from: stranger,
                 to: member_id ^ 1,
             },
-            3,
+            Verdict::WrongMember,
         ),
         (
             "right cluster and member",
@@ -1898,15 +1898,15 @@ async fn raft_streams_refuse_strangers_and_share_the_peer_port_with_grpc() {
                 from: stranger,
                 to: member_id,
             },
-            0,
+            Verdict::Accepted,
         ),
     ];
     for (what, hello, verdict) in cases {
         let mut tcp = connect().await;
         tcp.write_all(&hello.encode()).await.unwrap();
         let got = read_raw(&mut tcp, STEP).await.expect("a verdict");
-        assert_eq!(got.first(), Some(&verdict), "{what}: {got:?}");
-        if verdict != 0 {
+        assert_eq!(got.first(), Some(&(verdict as u8)), "{what}: {got:?}");
+        if verdict != Verdict::Accepted {
             assert_eq!(
                 read_raw(&mut tcp, STEP).await,
                 Some(vec![]),
@@ -1926,7 +1926,11 @@ async fn raft_streams_refuse_strangers_and_share_the_peer_port_with_grpc() {
     tcp.write_all(&bytes[..2]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(30)).await;
     tcp.write_all(&bytes[2..HELLO_LEN]).await.unwrap();
-    assert_eq!(read_raw(&mut tcp, STEP).await, Some(vec![0]), "split magic");
+    assert_eq!(
+        read_raw(&mut tcp, STEP).await,
+        Some(vec![Verdict::Accepted as u8]),
+        "split magic"
+    );
     // An accepted stream that then sends nothing is closed as dead...
     let started = Instant::now();
     assert_eq!(
@@ -1956,7 +1960,11 @@ async fn raft_streams_refuse_strangers_and_share_the_peer_port_with_grpc() {
         )
         .await
         .unwrap();
-        assert_eq!(read_raw(&mut tcp, STEP).await, Some(vec![0]), "{what}");
+        assert_eq!(
+            read_raw(&mut tcp, STEP).await,
+            Some(vec![Verdict::Accepted as u8]),
+            "{what}"
+        );
         tcp.write_all(&frame).await.unwrap();
         assert_eq!(
             read_raw(&mut tcp, STEP).await,
