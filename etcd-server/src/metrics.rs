@@ -151,6 +151,60 @@ pub static GRPC_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     register(HistogramVec::new(HistogramOpts::new("grpc_server_handling_seconds", "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.").buckets(exp_buckets(0.0005, 2.0, 16)), &["grpc_type", "grpc_service", "grpc_method"]).expect("valid metric"))
 });
 
+/// `etcd_network_active_peers{Local,Remote}`: 1 while this member's Raft stream to the
+/// peer is up.
+pub static ACTIVE_PEERS: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+    register(
+        prometheus::GaugeVec::new(
+            Opts::new(
+                "etcd_network_active_peers",
+                "The current number of active peer connections.",
+            ),
+            &["Local", "Remote"],
+        )
+        .expect("valid metric"),
+    )
+});
+/// `etcd_network_disconnected_peers_total{Local,Remote}`.
+pub static DISCONNECTED_PEERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "etcd_network_disconnected_peers_total",
+                "The total number of disconnected peers.",
+            ),
+            &["Local", "Remote"],
+        )
+        .expect("valid metric"),
+    )
+});
+/// `etcd_network_peer_sent_bytes_total{To}`.
+pub static PEER_SENT_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "etcd_network_peer_sent_bytes_total",
+                "The total number of bytes sent to peers.",
+            ),
+            &["To"],
+        )
+        .expect("valid metric"),
+    )
+});
+/// `etcd_network_peer_received_bytes_total{From}`.
+pub static PEER_RECEIVED_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "etcd_network_peer_received_bytes_total",
+                "The total number of bytes received from peers.",
+            ),
+            &["From"],
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Times a closure into `h`.
 pub fn time<R>(h: &Histogram, f: impl FnOnce() -> R) -> R {
     let start = Instant::now();

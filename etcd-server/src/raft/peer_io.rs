@@ -104,6 +104,8 @@ struct Incoming {
     from: u64,
     buf: Vec<u8>,
     last_read: Instant,
+    /// `etcd_network_peer_received_bytes_total` for `from`.
+    received: prometheus::IntCounter,
 }
 
 /// The outgoing stream to one peer and what waits to go out on it.
@@ -115,6 +117,10 @@ struct Outgoing {
     buf: Vec<u8>,
     sent: usize,
     last_write: Instant,
+    /// When the socket last took bytes, or when bytes started waiting for it.
+    last_progress: Instant,
+    /// `etcd_network_peer_sent_bytes_total` for this peer.
+    sent_bytes: Option<prometheus::IntCounter>,
     dialing: bool,
     next_dial: Instant,
     backoff: Duration,
@@ -128,6 +134,8 @@ impl Outgoing {
             buf: Vec::new(),
             sent: 0,
             last_write: now,
+            last_progress: now,
+            sent_bytes: None,
             dialing: false,
             next_dial: now,
             backoff: MIN_BACKOFF,
@@ -136,6 +144,14 @@ impl Outgoing {
 
     fn pending(&self) -> usize {
         self.buf.len() - self.sent
+    }
+
+    /// The buffer to append frames to; starts the stall clock if nothing was waiting.
+    fn append(&mut self, now: Instant) -> &mut Vec<u8> {
+        if self.pending() == 0 {
+            self.last_progress = now;
+        }
+        &mut self.buf
     }
 
     fn discard(&mut self) {
@@ -245,7 +261,7 @@ impl PeerIo {
                 self.generated.push(Input::Unreachable(to));
                 continue;
             }
-            wire::put_frame(&mut o.buf, &m);
+            wire::put_frame(o.append(now), &m);
             if !touched.contains(&to) {
                 touched.push(to);
             }
@@ -292,9 +308,27 @@ impl PeerIo {
             .collect();
         for to in idle {
             if let Some(o) = self.out.get_mut(&to) {
-                wire::put_keepalive(&mut o.buf);
+                wire::put_keepalive(o.append(now));
             }
             self.flush(to);
+        }
+        // A peer that stopped reading (its process frozen, or a middlebox that swallows data)
+        // leaves the kernel buffers full: drop the stream after etcd's write timeout, as its
+        // stream writers do, so the peer stops counting as active.
+        let stalled: Vec<u64> = self
+            .out
+            .iter()
+            .filter(|(_, o)| {
+                o.conn.is_some() && o.pending() > 0 && now - o.last_progress >= wire::USER_TIMEOUT
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for to in stalled {
+            tracing::warn!(
+                peer = format!("{to:x}"),
+                "dropping the raft stream to a peer that stopped reading it"
+            );
+            self.drop_outgoing(to);
         }
         let silent: Vec<Token> = self
             .incoming
@@ -332,6 +366,8 @@ impl PeerIo {
                 from,
                 buf: Vec::new(),
                 last_read: Instant::now(),
+                received: crate::metrics::PEER_RECEIVED_BYTES
+                    .with_label_values(&[&format!("{from:x}")]),
             },
         );
     }
@@ -358,6 +394,7 @@ impl PeerIo {
         o.conn = Some((token, stream));
         o.since = Some(now);
         o.last_write = now;
+        o.last_progress = now;
         self.out_tokens.insert(token, to);
         self.transport.set_connected(to, Some(now));
         tracing::debug!(peer = format!("{to:x}"), "raft stream connected");
@@ -431,7 +468,15 @@ impl PeerIo {
                     failed = true;
                     break;
                 }
-                Ok(n) => o.sent += n,
+                Ok(n) => {
+                    o.sent += n;
+                    o.last_progress = Instant::now();
+                    o.sent_bytes
+                        .get_or_insert_with(|| {
+                            crate::metrics::PEER_SENT_BYTES.with_label_values(&[&format!("{to:x}")])
+                        })
+                        .inc_by(n as u64);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -494,7 +539,10 @@ impl PeerIo {
                     closed = true;
                     break;
                 }
-                Ok(n) => c.buf.extend_from_slice(&self.scratch[..n]),
+                Ok(n) => {
+                    c.buf.extend_from_slice(&self.scratch[..n]);
+                    c.received.inc_by(n as u64);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {

@@ -198,8 +198,19 @@ impl Transport {
 
     /// Records whether the outgoing stream to `id` is up (from the Raft thread).
     pub fn set_connected(&self, id: u64, since: Option<Instant>) {
-        if let Some(p) = lock(&self.state).peers.get_mut(&id) {
-            p.connected = since;
+        let labels = [format!("{:x}", self.local_id), format!("{id:x}")];
+        let labels = [labels[0].as_str(), labels[1].as_str()];
+        let was = lock(&self.state)
+            .peers
+            .get_mut(&id)
+            .map(|p| std::mem::replace(&mut p.connected, since));
+        crate::metrics::ACTIVE_PEERS
+            .with_label_values(&labels)
+            .set(if since.is_some() { 1.0 } else { 0.0 });
+        if since.is_none() && was.flatten().is_some() {
+            crate::metrics::DISCONNECTED_PEERS
+                .with_label_values(&labels)
+                .inc();
         }
     }
 

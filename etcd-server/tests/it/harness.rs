@@ -277,6 +277,11 @@ impl Proc {
             .expect("connect")
     }
 
+    /// The process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILLs the process (no chance to flush anything).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

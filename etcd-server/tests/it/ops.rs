@@ -47,7 +47,7 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-fn signal(pid: u32, sig: &str) {
+pub(crate) fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
@@ -119,7 +119,7 @@ fn has_sha256_trailer(data: &[u8]) -> bool {
 }
 
 /// A plain HTTP/1.1 GET; returns (status, lower-cased headers, body).
-fn http_get(base_url: &str, path: &str) -> (u16, String, String) {
+pub(crate) fn http_get(base_url: &str, path: &str) -> (u16, String, String) {
     let addr = base_url.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

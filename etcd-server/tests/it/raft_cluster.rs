@@ -1989,3 +1989,92 @@ async fn raft_streams_refuse_strangers_and_share_the_peer_port_with_grpc() {
         wait_serializable(&m.endpoint(), "after", "strangers", &c).await;
     }
 }
+
+/// The value of `etcd_network_active_peers` for `local` → `remote` on `client_url`'s
+/// `/metrics`, if exported, and `etcd_network_disconnected_peers_total` for the same pair.
+fn peer_metrics(client_url: &str, local: u64, remote: u64) -> (Option<f64>, f64) {
+    let (_, _, body) = crate::ops::http_get(client_url, "/metrics");
+    let labels = format!("{{Local=\"{local:x}\",Remote=\"{remote:x}\"}}");
+    let value = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{labels} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    (
+        value("etcd_network_active_peers"),
+        value("etcd_network_disconnected_peers_total").unwrap_or(0.0),
+    )
+}
+
+/// A follower that stops reading (SIGSTOP: its kernel still holds the connection open and
+/// acknowledges window probes) stops counting as an active peer once the leader's writes to it
+/// have made no progress for etcd's write timeout (the kernel's `TCP_USER_TIMEOUT` or the
+/// writer's own stall check, whichever fires first; with neither, this test fails); it counts
+/// again, and catches up, once it runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_stops_reading_is_dropped_as_a_peer_and_returns() {
+    use etcd_server::raft::wire::USER_TIMEOUT;
+
+    let mut c = start(3, &[]).await;
+    let leader = c.wait_leader(STEP).await;
+    let follower = (leader + 1) % 3;
+    let leader_url = c.members[leader].endpoint();
+    let (leader_id, follower_id) = (
+        member_id(&leader_url).await,
+        member_id(&c.members[follower].endpoint()).await,
+    );
+    let active = |url: &str| peer_metrics(url, leader_id, follower_id);
+    let deadline = Instant::now() + STEP;
+    while blocking(|| active(&leader_url)).0 != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the follower never became an active peer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, disconnects_before) = blocking(|| active(&leader_url));
+    let pid = c.members[follower].pid().expect("the follower runs");
+    crate::ops::signal(pid, "STOP");
+
+    // Large writes fill the socket buffers toward the stopped follower quickly; the other two
+    // members keep committing them.
+    let mut cl = client(&leader_url).await;
+    let value = vec![b'x'; 512 * 1024];
+    let stopped_at = Instant::now();
+    let mut n = 0;
+    let dropped = loop {
+        cl.put(format!("big/{}", n % 8), value.clone(), None)
+            .await
+            .expect("the majority commits");
+        n += 1;
+        let (now, disconnects) = blocking(|| active(&leader_url));
+        if now == Some(0.0) {
+            assert!(disconnects > disconnects_before, "disconnects not counted");
+            break stopped_at.elapsed();
+        }
+        if stopped_at.elapsed() > USER_TIMEOUT * 6 {
+            crate::ops::signal(pid, "CONT");
+            panic!(
+                "the leader still counts the stopped follower as active after {n} puts{}",
+                logs(&c)
+            );
+        }
+    };
+    assert!(
+        dropped >= USER_TIMEOUT,
+        "dropped before the write timeout: {dropped:?}"
+    );
+    cl.put("after-stop", "1", None).await.unwrap();
+
+    crate::ops::signal(pid, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while blocking(|| active(&leader_url)).0 != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the resumed follower never became active again{}",
+            logs(&c)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_serializable(&c.members[follower].endpoint(), "after-stop", "1", &c).await;
+}
