@@ -179,32 +179,10 @@ pub async fn run(
             .add_service(svc);
         // Raft streams go to the Raft thread; everything else to the gRPC server.
         let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(64);
-        let mut accept_stop = stop_tx.subscribe();
-        let s = server.clone();
+        let (s, accept_stop) = (server.clone(), stop_tx.subscribe());
         tasks.push(tokio::spawn(async move {
-            loop {
-                let tcp = tokio::select! {
-                    _ = accept_stop.recv() => return Ok(()),
-                    r = listener.accept() => match r {
-                        Ok((tcp, _)) => tcp,
-                        Err(e) => {
-                            // Out of file descriptors and the like: do not spin.
-                            tracing::warn!(error = %e, "failed to accept a peer connection");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                };
-                let _ = tcp.set_nodelay(true);
-                let (s, grpc_tx) = (s.clone(), grpc_tx.clone());
-                tokio::spawn(async move {
-                    if api::peer::is_raft_stream(&tcp).await {
-                        api::peer::accept_raft_stream(s, tcp).await;
-                    } else {
-                        let _ = grpc_tx.send(Ok::<_, std::io::Error>(tcp)).await;
-                    }
-                });
-            }
+            api::peer::route_connections(listener, s, grpc_tx, accept_stop).await;
+            Ok(())
         }));
         tasks.push(tokio::spawn(async move {
             router

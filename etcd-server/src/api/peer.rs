@@ -57,9 +57,42 @@ fn check_cluster(server: &EtcdServer, cluster_id: u64) -> Result<(), Status> {
 /// How long a peer connection may take to show what it is and to send its hello.
 const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Accepts peer-port connections until `stop`: Raft streams go to the Raft thread, every
+/// other connection to the gRPC server through `grpc`.
+pub async fn route_connections(
+    listener: tokio::net::TcpListener,
+    server: Arc<EtcdServer>,
+    grpc: tokio::sync::mpsc::Sender<std::io::Result<TcpStream>>,
+    mut stop: tokio::sync::broadcast::Receiver<()>,
+) {
+    loop {
+        let tcp = tokio::select! {
+            _ = stop.recv() => return,
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors and the like: do not spin.
+                    tracing::warn!(error = %e, "failed to accept a peer connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (server, grpc) = (server.clone(), grpc.clone());
+        tokio::spawn(async move {
+            if is_raft_stream(&tcp).await {
+                accept_raft_stream(server, tcp).await;
+            } else {
+                let _ = grpc.send(Ok(tcp)).await;
+            }
+        });
+    }
+}
+
 /// Whether a new peer-port connection opens a Raft stream (rather than HTTP/2 for gRPC):
 /// looks at its first bytes without taking them.
-pub async fn is_raft_stream(tcp: &TcpStream) -> bool {
+async fn is_raft_stream(tcp: &TcpStream) -> bool {
     let look = async {
         let mut head = [0u8; 4];
         loop {
@@ -81,7 +114,7 @@ pub async fn is_raft_stream(tcp: &TcpStream) -> bool {
 
 /// Takes a Raft stream off the peer port: checks its hello (same cluster, sender not
 /// removed, meant for this member), answers it and hands the socket to the Raft thread.
-pub async fn accept_raft_stream(server: Arc<EtcdServer>, mut tcp: TcpStream) {
+async fn accept_raft_stream(server: Arc<EtcdServer>, mut tcp: TcpStream) {
     let mut hello = [0u8; wire::HELLO_LEN];
     let Ok(Ok(_)) = tokio::time::timeout(HELLO_TIMEOUT, tcp.read_exact(&mut hello)).await else {
         return;
@@ -91,7 +124,7 @@ pub async fn accept_raft_stream(server: Arc<EtcdServer>, mut tcp: TcpStream) {
     };
     let verdict = if check_cluster(&server, h.cluster_id).is_err() {
         Verdict::ClusterMismatch
-    } else if server.cluster().removed.contains(&h.from) {
+    } else if server.transport().is_removed(h.from) {
         Verdict::Removed
     } else if h.to != server.member_id() {
         tracing::warn!(
@@ -106,7 +139,6 @@ pub async fn accept_raft_stream(server: Arc<EtcdServer>, mut tcp: TcpStream) {
     if tcp.write_all(&[verdict as u8]).await.is_err() || verdict != Verdict::Accepted {
         return;
     }
-    let _ = tcp.set_nodelay(true);
     match tcp.into_std() {
         Ok(stream) => {
             let _ = server.raft_input(Input::Accepted {

@@ -424,14 +424,7 @@ impl Driver {
                 to,
                 generation,
                 stream,
-            } => {
-                if self.transport.generation(to) == Some(generation) {
-                    self.io.connected(to, stream);
-                } else {
-                    // Dialed to URLs the peer no longer has.
-                    self.io.dial_failed(to);
-                }
-            }
+            } => self.io.connected(to, generation, stream),
             Input::DialFailed { to } => self.io.dial_failed(to),
             Input::PeerReset(id) => self.io.reset(id),
             Input::Progress(done) => {

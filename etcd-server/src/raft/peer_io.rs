@@ -116,8 +116,9 @@ struct Outgoing {
     /// Framed messages; `buf[sent..]` is not written yet.
     buf: Vec<u8>,
     sent: usize,
-    last_write: Instant,
-    /// When the socket last took bytes, or when bytes started waiting for it.
+    /// When the socket last took bytes, or when bytes started waiting for it: with nothing
+    /// pending, how long the stream has been idle (keep-alives); with bytes pending, how long
+    /// the peer has taken none of them (the write timeout).
     last_progress: Instant,
     /// `etcd_network_peer_sent_bytes_total` for this peer.
     sent_bytes: Option<prometheus::IntCounter>,
@@ -133,7 +134,6 @@ impl Outgoing {
             since: None,
             buf: Vec::new(),
             sent: 0,
-            last_write: now,
             last_progress: now,
             sent_bytes: None,
             dialing: false,
@@ -298,37 +298,34 @@ impl PeerIo {
             self.out.entry(to).or_insert_with(|| Outgoing::new(now));
             self.maybe_dial(to, now);
         }
-        let idle: Vec<u64> = self
+        // Idle streams get a keep-alive. A peer that stopped reading (its process frozen, or
+        // a middlebox that swallows data) leaves the kernel buffers full: its stream is
+        // dropped after etcd's write timeout, as etcd's stream writers do, so the peer stops
+        // counting as active. (peer, stalled)
+        let due: Vec<(u64, bool)> = self
             .out
             .iter()
-            .filter(|(_, o)| {
-                o.conn.is_some() && o.pending() == 0 && now - o.last_write >= wire::KEEPALIVE
+            .filter(|(_, o)| o.conn.is_some())
+            .filter_map(|(id, o)| {
+                let quiet = now - o.last_progress;
+                match o.pending() {
+                    0 if quiet >= wire::KEEPALIVE => Some((*id, false)),
+                    0 => None,
+                    _ => (quiet >= wire::USER_TIMEOUT).then_some((*id, true)),
+                }
             })
-            .map(|(id, _)| *id)
             .collect();
-        for to in idle {
-            if let Some(o) = self.out.get_mut(&to) {
+        for (to, stalled) in due {
+            if stalled {
+                tracing::warn!(
+                    peer = format!("{to:x}"),
+                    "dropping the raft stream to a peer that stopped reading it"
+                );
+                self.drop_outgoing(to);
+            } else if let Some(o) = self.out.get_mut(&to) {
                 wire::put_keepalive(o.append(now));
+                self.flush(to);
             }
-            self.flush(to);
-        }
-        // A peer that stopped reading (its process frozen, or a middlebox that swallows data)
-        // leaves the kernel buffers full: drop the stream after etcd's write timeout, as its
-        // stream writers do, so the peer stops counting as active.
-        let stalled: Vec<u64> = self
-            .out
-            .iter()
-            .filter(|(_, o)| {
-                o.conn.is_some() && o.pending() > 0 && now - o.last_progress >= wire::USER_TIMEOUT
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for to in stalled {
-            tracing::warn!(
-                peer = format!("{to:x}"),
-                "dropping the raft stream to a peer that stopped reading it"
-            );
-            self.drop_outgoing(to);
         }
         let silent: Vec<Token> = self
             .incoming
@@ -372,8 +369,14 @@ impl PeerIo {
         );
     }
 
-    /// Takes over the outgoing stream dialed to `to`, if it is still wanted.
-    pub fn connected(&mut self, to: u64, stream: std::net::TcpStream) {
+    /// Takes over the outgoing stream dialed to `to` with the URLs of `generation`, if it is
+    /// still wanted.
+    pub fn connected(&mut self, to: u64, generation: u64, stream: std::net::TcpStream) {
+        if self.transport.generation(to) != Some(generation) {
+            // Dialed to URLs the peer no longer has.
+            self.dial_failed(to);
+            return;
+        }
         let now = Instant::now();
         let token = self.token();
         let o = self.out.entry(to).or_insert_with(|| Outgoing::new(now));
@@ -393,7 +396,6 @@ impl PeerIo {
         }
         o.conn = Some((token, stream));
         o.since = Some(now);
-        o.last_write = now;
         o.last_progress = now;
         self.out_tokens.insert(token, to);
         self.transport.set_connected(to, Some(now));
@@ -416,14 +418,8 @@ impl PeerIo {
 
     /// The peer's URLs changed or it left: drop its stream; the next one dials anew.
     pub fn reset(&mut self, to: u64) {
-        if let Some(mut o) = self.out.remove(&to)
-            && let Some((token, stream)) = o.conn.take()
-        {
-            self.generated.push(Input::Unreachable(to));
-            self.out_tokens.remove(&token);
-            self.transport.set_connected(to, None);
-            self.close(stream);
-        }
+        self.drop_outgoing(to);
+        self.out.remove(&to);
     }
 
     fn drop_outgoing(&mut self, to: u64) {
@@ -492,7 +488,6 @@ impl PeerIo {
         }
         if o.sent == o.buf.len() {
             o.discard();
-            o.last_write = Instant::now();
             // A buffer grown by a burst (a snapshot's worth of appends) is not kept around.
             if o.buf.capacity() > COMPACT_AFTER {
                 o.buf = Vec::new();

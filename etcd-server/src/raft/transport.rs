@@ -56,9 +56,9 @@ pub enum DialError {
     /// The peer refused the stream.
     #[error("the peer refused our raft stream: {0:?}")]
     Refused(Verdict),
-    /// The peer is not known (any more).
-    #[error("failed to dial: unknown peer")]
-    UnknownPeer,
+    /// None of the peer's URLs is usable.
+    #[error("failed to dial: the peer has no usable peer URL")]
+    NoUrl,
 }
 
 /// The Tokio side of the peer transport.
@@ -241,16 +241,22 @@ impl Transport {
     /// Opens a Raft stream to `to` in the background; the Raft driver gets
     /// `Input::Connected` or `Input::DialFailed`.
     pub fn dial(self: &Arc<Self>, to: u64) {
+        let Some((urls, generation)) = lock(&self.state)
+            .peers
+            .get(&to)
+            .map(|p| (p.urls.clone(), p.generation))
+        else {
+            self.report(Input::DialFailed { to });
+            return;
+        };
         let this = self.clone();
         self.rt.spawn(async move {
-            let generation = this.generation(to);
-            match this.open_stream(to).await {
-                Ok(stream) if generation.is_some() => this.report(Input::Connected {
+            match this.open_stream(to, &urls).await {
+                Ok(stream) => this.report(Input::Connected {
                     to,
-                    generation: generation.unwrap_or_default(),
+                    generation,
                     stream,
                 }),
-                Ok(_) => this.report(Input::DialFailed { to }),
                 Err(e) => {
                     match &e {
                         DialError::Refused(Verdict::Removed) => this.report(Input::Removed),
@@ -266,56 +272,45 @@ impl Transport {
         });
     }
 
-    async fn open_stream(&self, to: u64) -> Result<std::net::TcpStream, DialError> {
-        let urls = lock(&self.state)
-            .peers
-            .get(&to)
-            .map(|p| p.urls.clone())
-            .ok_or(DialError::UnknownPeer)?;
+    /// Tries `urls` in turn (every address each resolves to) until one accepts the stream.
+    async fn open_stream(
+        &self,
+        to: u64,
+        urls: &[String],
+    ) -> Result<std::net::TcpStream, DialError> {
         let hello = Hello {
             cluster_id: self.cluster_id,
             from: self.local_id,
             to,
         };
-        let mut last = DialError::UnknownPeer;
-        for url in &urls {
+        let timed_out = |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what);
+        let mut last = DialError::NoUrl;
+        for url in urls {
             let Some(hp) = host_port(url) else {
                 continue;
             };
-            let addrs: Vec<SocketAddr> =
-                match tokio::time::timeout(DIAL_TIMEOUT, tokio::net::lookup_host(hp)).await {
-                    Ok(Ok(a)) => a.collect(),
-                    Ok(Err(e)) => {
-                        last = DialError::Unreachable {
-                            url: url.clone(),
-                            reason: e.to_string(),
-                        };
-                        continue;
-                    }
-                    Err(_) => {
-                        last = DialError::Unreachable {
-                            url: url.clone(),
-                            reason: "name lookup timed out".into(),
-                        };
-                        continue;
-                    }
-                };
+            let unreachable = |e: std::io::Error| DialError::Unreachable {
+                url: url.clone(),
+                reason: e.to_string(),
+            };
+            let lookup = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::lookup_host(hp))
+                .await
+                .unwrap_or_else(|_| Err(timed_out("name lookup timed out")));
+            let addrs = match lookup {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    last = unreachable(e);
+                    continue;
+                }
+            };
             for addr in addrs {
-                match tokio::time::timeout(DIAL_TIMEOUT, self.handshake(addr, hello)).await {
-                    Ok(Ok(Ok(s))) => return Ok(s),
-                    Ok(Ok(Err(v))) => return Err(DialError::Refused(v)),
-                    Ok(Err(e)) => {
-                        last = DialError::Unreachable {
-                            url: url.clone(),
-                            reason: e.to_string(),
-                        }
-                    }
-                    Err(_) => {
-                        last = DialError::Unreachable {
-                            url: url.clone(),
-                            reason: "timed out".into(),
-                        }
-                    }
+                let shake = tokio::time::timeout(DIAL_TIMEOUT, self.handshake(addr, hello))
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out("timed out")));
+                match shake {
+                    Ok(Ok(s)) => return Ok(s),
+                    Ok(Err(v)) => return Err(DialError::Refused(v)),
+                    Err(e) => last = unreachable(e),
                 }
             }
         }

@@ -343,14 +343,20 @@ impl Wal {
             self.term_vote = Some(tv);
         }
         if must_sync {
-            self.syncs += 1;
-            let path = self.dir.clone();
-            crate::metrics::time(&crate::metrics::WAL_FSYNC, || self.file.sync_data())
-                .map_err(io_err(&path))?;
-            self.dirty = false;
+            self.sync()?;
         } else {
             self.dirty = true;
         }
+        Ok(())
+    }
+
+    /// Makes everything written to the current segment durable.
+    fn sync(&mut self) -> Result<(), WalError> {
+        let path = self.dir.clone();
+        crate::metrics::time(&crate::metrics::WAL_FSYNC, || self.file.sync_data())
+            .map_err(io_err(&path))?;
+        self.syncs += 1;
+        self.dirty = false;
         Ok(())
     }
 
@@ -407,9 +413,7 @@ impl Wal {
         // An unsynced commit-only record must not stay behind in a segment that is no longer
         // the last: a torn record there would read as corruption, not as a torn tail.
         if self.dirty {
-            self.file.sync_data().map_err(io_err(&self.dir))?;
-            self.syncs += 1;
-            self.dirty = false;
+            self.sync()?;
         }
         let seq = self.seq + 1;
         let path = self.dir.join(segment_name(seq, index));
@@ -586,58 +590,21 @@ mod tests {
     #[test]
     fn only_entries_term_and_vote_are_synced_but_every_hard_state_is_written() {
         let (_dir, wal_dir, mut w) = new_wal();
-        let mut voted = hs(1, 0);
-        voted.vote = 2;
+        let state = |term, vote, commit| {
+            let mut h = hs(term, commit);
+            h.vote = vote;
+            Some(h)
+        };
         // (hard state, entries, syncs after the save)
         let steps: Vec<(Option<HardState>, Vec<Entry>, u64)> = vec![
-            (Some(voted.clone()), vec![], 1),
+            (state(1, 2, 0), vec![], 1),
             (None, vec![ent(1, 1, b"a")], 2),
-            (
-                Some({
-                    let mut h = voted.clone();
-                    h.commit = 1;
-                    h
-                }),
-                vec![],
-                2,
-            ),
-            (
-                Some({
-                    let mut h = voted.clone();
-                    h.commit = 1;
-                    h
-                }),
-                vec![ent(2, 1, b"b")],
-                3,
-            ),
-            (
-                Some({
-                    let mut h = voted.clone();
-                    h.commit = 2;
-                    h
-                }),
-                vec![],
-                3,
-            ),
-            (
-                Some({
-                    let mut h = hs(2, 2);
-                    h.vote = 3;
-                    h
-                }),
-                vec![],
-                4,
-            ),
-            (
-                Some({
-                    let mut h = hs(2, 2);
-                    h.vote = 1;
-                    h
-                }),
-                vec![],
-                5,
-            ),
-            (Some(hs(2, 2)), vec![], 6),
+            (state(1, 2, 1), vec![], 2),
+            (state(1, 2, 1), vec![ent(2, 1, b"b")], 3),
+            (state(1, 2, 2), vec![], 3),
+            (state(2, 3, 2), vec![], 4),
+            (state(2, 1, 2), vec![], 5),
+            (state(2, 0, 2), vec![], 6),
         ];
         for (i, (h, ents, syncs)) in steps.iter().enumerate() {
             w.save(h.as_ref(), ents).expect("save");
