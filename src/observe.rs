@@ -64,6 +64,7 @@ pub struct PodState {
 /// its Raft log is behind what the cluster says it committed.
 pub const DATA_LOST_MARKERS: &[&str] = &[
     "has already been bootstrapped",
+    "the backend is lost",
     "the member has been permanently removed from the cluster",
     "is out of range [last_index",
     "is out of range [lastIndex",

@@ -89,6 +89,19 @@ pub enum StartError {
         /// This member's ID.
         id: u64,
     },
+    /// The data dir holds a Raft log but no backend (or one without the cluster): the
+    /// member's state was lost while its log says it exists. Bootstrapping again would apply
+    /// the log's tail to an empty store and diverge from the cluster.
+    #[error(
+        "the backend is lost: {wal} exists but {db} is missing or holds no cluster; restore \
+         the member from a snapshot, or remove its data dir and add it to the cluster again"
+    )]
+    BackendLost {
+        /// The WAL directory.
+        wal: String,
+        /// The backend file.
+        db: String,
+    },
     /// The data dir is empty and the running cluster no longer lists this member.
     #[error("{}", crate::membership::REMOVED_MESSAGE)]
     Removed,
@@ -161,6 +174,23 @@ fn peer_source(cfg: &Config) -> Option<std::net::IpAddr> {
         .first()
         .map(|a| a.ip())
         .filter(|ip| !ip.is_unspecified())
+}
+
+/// Removes received snapshot files at or below `index` that were never installed (Raft
+/// ignored them, or a newer one won).
+fn remove_stale_incoming(snap_dir: &std::path::Path, index: u64) {
+    let Ok(dir) = std::fs::read_dir(snap_dir) else {
+        return;
+    };
+    for ent in dir.flatten() {
+        let name = ent.file_name();
+        let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".in.db")) else {
+            continue;
+        };
+        if u64::from_str_radix(hex, 16).is_ok_and(|i| i <= index) {
+            let _ = std::fs::remove_file(ent.path());
+        }
+    }
 }
 
 /// Asks one peer for the cluster's members, from `source`.
@@ -271,8 +301,21 @@ impl EtcdServer {
         let snap_dir = member_dir.join("snap");
         let db_path = snap_dir.join("db");
         let existing = raft::wal::Wal::exists(&wal_dir);
+        // The WAL is what says "this member exists" (as in etcd): a member with a WAL never
+        // bootstraps again, whatever happened to its backend.
+        let backend_lost = || StartError::BackendLost {
+            wal: wal_dir.display().to_string(),
+            db: db_path.display().to_string(),
+        };
+        if existing && !db_path.exists() {
+            return Err(backend_lost());
+        }
         let backend = Backend::open(&db_path).map_err(MvccError::from)?;
-        let (cluster, member_id, voters) = match Cluster::load(&backend)? {
+        let stored = Cluster::load(&backend)?;
+        if existing && stored.is_none() {
+            return Err(backend_lost());
+        }
+        let (cluster, member_id, voters) = match stored {
             Some(c) if existing => {
                 tracing::info!(
                     cluster_id = format!("{:x}", c.id),
@@ -1068,7 +1111,7 @@ impl Applier {
                 }
             }
             ApplyMsg::Install { meta, path, done } => {
-                let r = self.install(&path).map_err(|e| e.to_string());
+                let r = self.install(&path, meta.index).map_err(|e| e.to_string());
                 if r.is_ok() {
                     st.durable_index = meta.index;
                     st.snap_index = meta.index;
@@ -1084,11 +1127,22 @@ impl Applier {
     fn make_snapshot(&self) -> Result<(), MvccError> {
         let (index, term) = self.store.applied();
         let out = crate::raft::transport::outgoing_snapshot(&self.snap_dir, index);
-        self.store.exclusive(|b| {
-            std::fs::copy(b.path(), &out)
-                .map(|_| ())
-                .map_err(|e| crate::backend::BackendError::Storage(e.to_string()))
-        })?;
+        let storage_err = |e: std::io::Error| crate::backend::BackendError::Storage(e.to_string());
+        // Several requests for a snapshot can arrive while nothing new was applied: the file
+        // for this index is already complete (it is only ever renamed into place).
+        if !out.exists() {
+            // Copied under a temporary name and renamed into place: the transport may be
+            // reading an earlier file of the same name for another follower, and must never
+            // see one that is being rewritten (a truncated copy installed by a follower
+            // replaced its whole state with an empty database).
+            let tmp = out.with_extension("tmp");
+            self.store.exclusive(|b| {
+                std::fs::copy(b.path(), &tmp)
+                    .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+                    .map_err(storage_err)
+            })?;
+            std::fs::rename(&tmp, &out).map_err(|e| MvccError::from(storage_err(e)))?;
+        }
         if let Ok(dir) = std::fs::read_dir(&self.snap_dir) {
             for ent in dir.flatten() {
                 let p = ent.path();
@@ -1107,8 +1161,9 @@ impl Applier {
     }
 
     /// Swaps in a backend received from the leader and rebuilds everything derived from it.
-    fn install(&self, path: &std::path::Path) -> Result<(), MvccError> {
-        self.store.install(path)?;
+    fn install(&self, path: &std::path::Path, index: u64) -> Result<(), MvccError> {
+        self.store.install(path, index)?;
+        remove_stale_incoming(&self.snap_dir, index);
         recover_aux(&self.store, &self.lessor, &self.alarms)?;
         if let Some(c) = Cluster::load(self.store.backend())
             .map_err(|e| MvccError::Backend(crate::backend::BackendError::Storage(e.to_string())))?

@@ -155,8 +155,9 @@ async fn send_leader(
 impl Election for ElectionService {
     #[instrument(skip_all, fields(name = ?String::from_utf8_lossy(&req.get_ref().name)))]
     async fn campaign(&self, req: Request<CampaignRequest>) -> GrpcResult<CampaignResponse> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
         let s = &self.server;
+        r.lease = super::lease::session_lease(s, r.lease).await?;
         let pfx = prefix(&r.name);
         let mut key = pfx.clone();
         key.extend_from_slice(format!("{:x}", r.lease).as_bytes());

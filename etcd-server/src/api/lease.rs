@@ -76,22 +76,52 @@ async fn clear_checkpoint(server: &EtcdServer, id: i64) {
 /// Approximate backend bytes of one lease record (for the quota check).
 const LEASE_COST: usize = 64;
 
+/// Grants a lease through Raft (an `id` of 0 asks for a generated one).
+pub(crate) async fn grant(
+    server: &EtcdServer,
+    mut r: LeaseGrantRequest,
+) -> Result<LeaseGrantResponse, EtcdError> {
+    server.check_quota(LEASE_COST).await?;
+    if r.id == 0 {
+        r.id = (server.next_id() & (u64::MAX >> 1)) as i64;
+    }
+    match server.propose(Internal::LeaseGrant(r)).await? {
+        ApplyResponse::LeaseGrant(resp) => Ok(resp),
+        other => Err(EtcdError::Internal(format!("unexpected {other:?}"))),
+    }
+}
+
+/// TTL of the lease a Lock or Campaign without a lease gets: clientv3 `concurrency`'s default
+/// session TTL.
+pub(crate) const SESSION_TTL: i64 = 60;
+
+/// The lease a Lock or Campaign runs under, as etcd's servers open a `concurrency.Session`
+/// with the request's lease: lease 0 means "no lease given", and the caller gets a fresh
+/// lease of [`SESSION_TTL`] that nobody renews (so its lock or leadership ends by itself a
+/// minute later unless released). Without this, every lease-0 caller would share the key
+/// `<name>/0` and all of them would hold the lock at once.
+pub(crate) async fn session_lease(server: &EtcdServer, lease: i64) -> Result<i64, EtcdError> {
+    if lease != 0 {
+        return Ok(lease);
+    }
+    let granted = grant(
+        server,
+        LeaseGrantRequest {
+            ttl: SESSION_TTL,
+            id: 0,
+        },
+    )
+    .await?;
+    Ok(granted.id)
+}
+
 #[tonic::async_trait]
 impl Lease for LeaseService {
     #[instrument(skip_all, fields(id = req.get_ref().id, ttl = req.get_ref().ttl))]
     async fn lease_grant(&self, req: Request<LeaseGrantRequest>) -> GrpcResult<LeaseGrantResponse> {
-        let mut r = req.into_inner();
-        self.server.check_quota(LEASE_COST).await?;
-        if r.id == 0 {
-            r.id = (self.server.next_id() & (u64::MAX >> 1)) as i64;
-        }
-        match self.server.propose(Internal::LeaseGrant(r)).await? {
-            ApplyResponse::LeaseGrant(mut resp) => {
-                self.server.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(EtcdError::Internal(format!("unexpected {other:?}")).status()),
-        }
+        let mut resp = grant(&self.server, req.into_inner()).await?;
+        self.server.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
     }
 
     #[instrument(skip_all, fields(id = req.get_ref().id))]

@@ -32,6 +32,7 @@ impl LockService {
         lease: i64,
     ) -> Result<(Vec<u8>, Option<ResponseHeader>), Status> {
         let s = &self.server;
+        let lease = super::lease::session_lease(s, lease).await?;
         let mut prefix = name.to_vec();
         prefix.push(b'/');
         let mut key = prefix.clone();

@@ -155,6 +155,39 @@ fn decode(bytes: &[u8]) -> Result<Message, Status> {
         .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))
 }
 
+/// Writes a snapshot's chunks to `tmp` and makes them durable, checking the SHA-256 the
+/// last chunk carries.
+async fn receive_snapshot(
+    tmp: &std::path::Path,
+    first: SnapshotChunk,
+    stream: &mut Streaming<SnapshotChunk>,
+) -> Result<(), Status> {
+    use sha2::Digest;
+    let io = |e: std::io::Error| Status::internal(format!("failed to store snapshot: {e}"));
+    let mut f = tokio::fs::File::create(tmp).await.map_err(io)?;
+    let mut hash = sha2::Sha256::new();
+    let mut expected = Vec::new();
+    let mut chunk = first;
+    loop {
+        hash.update(&chunk.data);
+        f.write_all(&chunk.data).await.map_err(io)?;
+        if !chunk.sha256.is_empty() {
+            expected = chunk.sha256;
+        }
+        match stream.next().await {
+            Some(next) => chunk = next?,
+            None => break,
+        }
+    }
+    if expected.is_empty() || hash.finalize().as_slice() != expected.as_slice() {
+        return Err(Status::data_loss(
+            "snapshot data does not match its SHA-256 (truncated or corrupted in transfer)",
+        ));
+    }
+    f.sync_all().await.map_err(io)?;
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> GrpcResult<Ack> {
@@ -168,15 +201,28 @@ impl Peer for PeerService {
         let index = m.get_snapshot().get_metadata().index;
         let dir = self.server.snap_dir();
         let path = incoming_snapshot(&dir, index);
-        let tmp = path.with_extension("part");
-        let io = |e: std::io::Error| Status::internal(format!("failed to store snapshot: {e}"));
-        let mut f = tokio::fs::File::create(&tmp).await.map_err(io)?;
-        f.write_all(&first.data).await.map_err(io)?;
-        while let Some(chunk) = stream.next().await {
-            f.write_all(&chunk?.data).await.map_err(io)?;
+        // A name of its own for every transfer: two transfers of the same snapshot (a leader
+        // retrying) must not write into one file.
+        let tmp = dir.join(format!("{index:016x}.{:016x}.part", rand::random::<u64>()));
+        let received = receive_snapshot(&tmp, first, &mut stream).await;
+        let verified = match received {
+            Ok(()) => {
+                let check = tmp.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::backend::verify_snapshot(&check, index).map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .map_err(|e| Status::data_loss(format!("refused snapshot at {index}: {e}")))
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = verified {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            tracing::warn!(index, from = format!("{:x}", m.from), error = %e.message(), "refused snapshot");
+            return Err(e);
         }
-        f.sync_all().await.map_err(io)?;
-        drop(f);
+        let io = |e: std::io::Error| Status::internal(format!("failed to store snapshot: {e}"));
         tokio::fs::rename(&tmp, &path).await.map_err(io)?;
         tracing::info!(index, from = format!("{:x}", m.from), "received snapshot");
         self.server

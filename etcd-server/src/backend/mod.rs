@@ -81,6 +81,73 @@ fn open_db(path: &Path) -> Result<redb::Database, redb::DatabaseError> {
         .create(path)
 }
 
+/// Opens an existing database and never creates one: `redb`'s `create` turns a missing or
+/// empty file into a new, empty database, which for a received snapshot would silently
+/// replace the member's state with nothing.
+fn open_existing(path: &Path) -> Result<redb::Database, BackendError> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| BackendError::Storage(format!("{}: {e}", path.display())))?
+        .len();
+    if len == 0 {
+        return Err(BackendError::Corrupt(format!(
+            "{} is empty, not a backend",
+            path.display()
+        )));
+    }
+    redb::Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .open(path)
+        .map_err(|source| BackendError::Open {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Checks that `db` is the state a snapshot at Raft index `index` promises: it applied at least
+/// up to `index` (entries after it that it also holds are skipped when they arrive) and holds
+/// the cluster's members.
+fn check_snapshot_db(db: &redb::Database, path: &Path, index: u64) -> Result<(), BackendError> {
+    let tx = db.begin_read()?;
+    let applied = match tx.open_table(META) {
+        Ok(t) => t.get(META_CONSISTENT_INDEX)?.map(|v| v.value()),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if applied.is_none_or(|a| a < index) {
+        return Err(BackendError::Corrupt(format!(
+            "{} applied raft index {applied:?}, but the snapshot is at {index}",
+            path.display()
+        )));
+    }
+    let has_members = match tx.open_table(MEMBERS) {
+        Ok(t) => redb::ReadableTable::first(&t)?.is_some(),
+        Err(redb::TableError::TableDoesNotExist(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if !has_members {
+        return Err(BackendError::Corrupt(format!(
+            "{} holds no cluster members",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Verifies a backend file received with a snapshot at Raft index `index` before Raft is told
+/// about it (see [`check_snapshot_db`]). Opening it also completes redb's recovery of a file
+/// copied from a running member, so installing it later is quick.
+pub fn verify_snapshot(path: &Path, index: u64) -> Result<(), BackendError> {
+    let db = open_existing(path)?;
+    check_snapshot_db(&db, path, index)
+}
+
+/// fsyncs directory `dir`, making a rename in it durable.
+fn sync_dir(dir: &Path) -> Result<(), BackendError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| BackendError::Storage(format!("failed to sync {}: {e}", dir.display())))
+}
+
 /// The redb database holding the member's state.
 #[derive(Debug)]
 pub struct Backend {
@@ -140,15 +207,18 @@ impl Backend {
 
     /// Replaces the database with the file at `path` (a backend received with a snapshot).
     /// No transaction may be open: the caller holds the store exclusively.
-    pub fn replace_with(&self, path: &Path) -> Result<(), BackendError> {
-        let new = open_db(path).map_err(|source| BackendError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+    pub fn replace_with(&self, path: &Path, index: u64) -> Result<(), BackendError> {
+        let new = open_existing(path)?;
+        // Checked again here, not only on receipt: the member's state is about to be thrown
+        // away for this file.
+        check_snapshot_db(&new, path, index)?;
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         let old = std::mem::replace(&mut *db, new);
         drop(old);
         std::fs::rename(path, &self.path).map_err(|e| BackendError::Storage(e.to_string()))?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
+        }
         let tx = db.begin_write()?;
         tx.open_table(KV)?;
         tx.open_table(META)?;

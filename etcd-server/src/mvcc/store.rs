@@ -179,9 +179,9 @@ impl KvStore {
     }
 
     /// Replaces the whole store with the backend file at `path` (from a leader's snapshot).
-    pub fn install(&self, path: &std::path::Path) -> Result<(), MvccError> {
+    pub fn install(&self, path: &std::path::Path, index: u64) -> Result<(), MvccError> {
         let mut state = self.state_mut();
-        self.backend.replace_with(path)?;
+        self.backend.replace_with(path, index)?;
         *state = load_state(&self.backend)?;
         Ok(())
     }

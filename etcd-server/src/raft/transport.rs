@@ -82,6 +82,37 @@ impl std::fmt::Debug for Transport {
     }
 }
 
+/// Splits a snapshot message and its backend file into the chunks of one `Snapshot` call:
+/// the message rides in the first, the SHA-256 of the whole file in the last.
+fn snapshot_chunks(
+    cluster_id: u64,
+    m: &Message,
+    data: &[u8],
+) -> Result<Vec<SnapshotChunk>, String> {
+    use sha2::Digest;
+    let msg = m.write_to_bytes().map_err(|e| e.to_string())?;
+    let mut chunks: Vec<SnapshotChunk> = data
+        .chunks(SNAPSHOT_CHUNK)
+        .map(|part| SnapshotChunk {
+            cluster_id,
+            message: Vec::new(),
+            data: part.to_vec(),
+            sha256: Vec::new(),
+        })
+        .collect();
+    if chunks.is_empty() {
+        chunks.push(SnapshotChunk {
+            cluster_id,
+            ..Default::default()
+        });
+    }
+    chunks[0].message = msg;
+    if let Some(last) = chunks.last_mut() {
+        last.sha256 = sha2::Sha256::digest(data).to_vec();
+    }
+    Ok(chunks)
+}
+
 /// Path of the outgoing snapshot file for `index`.
 pub fn outgoing_snapshot(snap_dir: &std::path::Path, index: u64) -> PathBuf {
     snap_dir.join(format!("{index:016x}.out.db"))
@@ -405,24 +436,7 @@ impl Transport {
             .await
             .map_err(|e| format!("failed to read {}: {e}", path.display()))?;
         let mut client = self.connect(m.to).await.ok_or("peer unreachable")?;
-        let mut chunks = Vec::new();
-        let msg = m.write_to_bytes().map_err(|e| e.to_string())?;
-        let mut first = true;
-        for part in data.chunks(SNAPSHOT_CHUNK) {
-            chunks.push(SnapshotChunk {
-                cluster_id: self.cluster_id,
-                message: if first { msg.clone() } else { Vec::new() },
-                data: part.to_vec(),
-            });
-            first = false;
-        }
-        if chunks.is_empty() {
-            chunks.push(SnapshotChunk {
-                cluster_id: self.cluster_id,
-                message: msg,
-                data: Vec::new(),
-            });
-        }
+        let chunks = snapshot_chunks(self.cluster_id, &m, &data)?;
         client
             .snapshot(tokio_stream::iter(chunks))
             .await

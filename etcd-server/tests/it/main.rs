@@ -5,6 +5,7 @@
 mod cluster;
 mod compaction;
 mod crash;
+mod crash_soak;
 mod differential;
 mod etcdctl;
 mod faults;
