@@ -319,3 +319,139 @@ async fn members_survive_crashes_around_snapshot_installs() {
         acked.len()
     );
 }
+
+/// One `peerpb.Peer/Snapshot` call carrying `data` as a snapshot at Raft index `index`, with
+/// `sha256` in its last chunk.
+async fn send_snapshot(
+    peer_url: &str,
+    cluster_id: u64,
+    to: u64,
+    index: u64,
+    data: Vec<u8>,
+    sha256: Vec<u8>,
+) -> Result<(), tonic::Status> {
+    use etcd_server::proto::peerpb::{SnapshotChunk, peer_client::PeerClient};
+    use protobuf::Message as _;
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgSnapshot);
+    m.to = to;
+    m.from = 0x1234;
+    m.term = 100;
+    let mut snap = raft::eraftpb::Snapshot::default();
+    snap.mut_metadata().index = index;
+    snap.mut_metadata().term = 100;
+    m.set_snapshot(snap);
+    let mut client = PeerClient::connect(peer_url.to_owned()).await.unwrap();
+    let chunk = SnapshotChunk {
+        cluster_id,
+        message: m.write_to_bytes().unwrap(),
+        data,
+        sha256,
+    };
+    client
+        .snapshot(tokio_stream::iter(vec![chunk]))
+        .await
+        .map(|_| ())
+}
+
+/// A member refuses a snapshot whose file is empty, is not a backend, does not match its
+/// SHA-256, or applied less than the snapshot's index, before Raft hears of it: installing
+/// such a file replaced a member's whole state with an empty database.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_refuses_snapshot_files_that_cannot_be_what_they_claim() {
+    use sha2::Digest;
+    let server = tokio::task::spawn_blocking(|| Proc::start(crate::harness::Kind::Ours, &[]))
+        .await
+        .unwrap();
+    let mut c = server.client().await;
+    for i in 0..10 {
+        c.put(format!("k{i}"), "v", None).await.unwrap();
+    }
+    let status = c.status().await.unwrap();
+    let header = status.header().unwrap();
+    let (cluster_id, member_id, rev) = (header.cluster_id(), header.member_id(), header.revision());
+    // A real backend file of this member (Maintenance.Snapshot appends its SHA-256).
+    let mut stream = c.snapshot().await.unwrap();
+    let mut db = Vec::new();
+    while let Some(part) = stream.message().await.unwrap() {
+        db.extend_from_slice(part.blob());
+    }
+    db.truncate(db.len() - 32);
+    let sha = |d: &[u8]| sha2::Sha256::digest(d).to_vec();
+    let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
+        ("empty file", Vec::new(), sha(&[])),
+        ("not a backend", vec![7; 8192], sha(&[7; 8192])),
+        ("wrong checksum", db.clone(), sha(b"something else")),
+        ("no checksum", db.clone(), Vec::new()),
+        (
+            "applied less than the snapshot's index",
+            db.clone(),
+            sha(&db),
+        ),
+    ];
+    for (what, data, digest) in cases {
+        let r = send_snapshot(
+            &server.peer_url,
+            cluster_id,
+            member_id,
+            1_000_000,
+            data,
+            digest,
+        )
+        .await;
+        let e = r.expect_err(what);
+        assert_eq!(e.code(), tonic::Code::DataLoss, "{what}: {e:?}");
+    }
+    // Nothing changed.
+    let all = c
+        .get("k", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(all.kvs().len(), 10);
+    assert_eq!(all.header().unwrap().revision(), rev);
+    let left: Vec<String> = std::fs::read_dir(server.data_dir().join("member/snap"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "db")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "refused snapshots left files behind: {left:?}"
+    );
+}
+
+/// The WAL says the member exists: with its backend gone or emptied it must not bootstrap
+/// again (applying the log's tail to an empty store diverges from the cluster), but say what
+/// was lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_whose_backend_is_lost_refuses_to_start() {
+    for empty_file in [false, true] {
+        let mut server =
+            tokio::task::spawn_blocking(|| Proc::start(crate::harness::Kind::Ours, &[]))
+                .await
+                .unwrap();
+        server.client().await.put("k", "v", None).await.unwrap();
+        server.stop();
+        let db = server.data_dir().join("member/snap/db");
+        std::fs::remove_file(&db).unwrap();
+        if empty_file {
+            std::fs::File::create(&db).unwrap();
+        }
+        server.spawn_no_wait();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.is_running() {
+            assert!(
+                Instant::now() < deadline,
+                "started on a lost backend (empty file: {empty_file}):\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            server.log().contains("the backend is lost"),
+            "empty file: {empty_file}:\n{}",
+            server.log()
+        );
+    }
+}
