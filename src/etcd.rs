@@ -1,9 +1,16 @@
 //! The operator's view of etcd's Cluster and Maintenance APIs, behind a trait so the reconcile
-//! pipeline can be tested without servers; [`EtcdClient`] implements it with `etcd-client`.
+//! pipeline can be tested without servers; [`EtcdClient`] implements it over gRPC with the
+//! API types of the `etcd-api` crate.
 
 use std::time::Duration;
 
+use etcd_api::proto::etcdserverpb::{
+    MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+    MoveLeaderRequest, StatusRequest, cluster_client::ClusterClient,
+    maintenance_client::MaintenanceClient,
+};
 use futures::future::BoxFuture;
+use tonic::transport::{Channel, Endpoint};
 
 /// Why a call to etcd failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +31,21 @@ pub enum Error {
         /// etcd's error.
         message: String,
     },
+}
+
+/// etcd's strict-reconfiguration refusals: the cluster is still settling after the last
+/// membership change (a member not yet connected long enough), and the same change will be
+/// accepted a few seconds later.
+const SETTLING: &[&str] = &[
+    "etcdserver: unhealthy cluster",
+    "etcdserver: re-configuration failed due to not enough started members",
+];
+
+impl Error {
+    /// Whether etcd refused a membership change only because the cluster is still settling.
+    pub fn is_settling(&self) -> bool {
+        matches!(self, Self::Rejected { message, .. } if SETTLING.iter().any(|s| message.contains(s)))
+    }
 }
 
 /// A member as etcd's member list reports it.
@@ -92,8 +114,8 @@ pub trait EtcdAdmin: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), Error>>;
 }
 
-/// [`EtcdAdmin`] over the `etcd-client` crate, with a fresh connection per call: the operator
-/// talks to many clusters rarely, so pooling would only keep stale connections around.
+/// [`EtcdAdmin`] over etcd's gRPC API, with a fresh connection per call: the operator talks
+/// to many clusters rarely, so pooling would only keep stale connections around.
 #[derive(Debug, Clone)]
 pub struct EtcdClient {
     /// Connect timeout.
@@ -111,44 +133,74 @@ impl Default for EtcdClient {
     }
 }
 
-impl EtcdClient {
-    async fn connect(&self, endpoints: &[String]) -> Result<etcd_client::Client, Error> {
-        let options = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(self.connect_timeout)
-            .with_timeout(self.request_timeout);
-        etcd_client::Client::connect(endpoints, Some(options))
-            .await
-            .map_err(|e| Error::Unreachable {
-                endpoints: endpoints.join(","),
-                message: e.to_string(),
-            })
-    }
+/// Why one call to one member failed.
+#[derive(Debug)]
+enum CallError {
+    /// No connection.
+    Connect(String),
+    /// The member answered with an error.
+    Status(tonic::Status),
 }
 
-fn rejected(op: &'static str) -> impl FnOnce(etcd_client::Error) -> Error {
-    move |e| Error::Rejected {
-        op,
-        message: e.to_string(),
-    }
-}
-
-/// Whether another member may succeed where this one failed: it is unreachable, a learner,
-/// or reports itself unavailable.
-fn try_next(e: &etcd_client::Error) -> bool {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => {
-            s.code() == tonic::Code::Unavailable || s.message().contains("learner")
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(e) => f.write_str(e),
+            Self::Status(s) => write!(f, "{}", s.message()),
         }
-        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
-        _ => false,
     }
 }
 
+impl From<tonic::Status> for CallError {
+    fn from(s: tonic::Status) -> Self {
+        Self::Status(s)
+    }
+}
+
+impl CallError {
+    /// Whether another member may succeed where this one failed: it is unreachable, a
+    /// learner, or reports itself unavailable.
+    fn try_next(&self) -> bool {
+        match self {
+            Self::Connect(_) => true,
+            Self::Status(s) => {
+                s.code() == tonic::Code::Unavailable
+                    || s.code() == tonic::Code::DeadlineExceeded
+                    || s.message().contains("learner")
+            }
+        }
+    }
+}
+
+/// etcd's gRPC clients on one connection.
+struct Conn {
+    cluster: ClusterClient<Channel>,
+    maintenance: MaintenanceClient<Channel>,
+}
+
 impl EtcdClient {
+    async fn connect(&self, endpoint: &str) -> Result<Conn, CallError> {
+        let url = if endpoint.contains("://") {
+            endpoint.to_owned()
+        } else {
+            format!("http://{endpoint}")
+        };
+        let channel = Endpoint::from_shared(url)
+            .map_err(|e| CallError::Connect(format!("bad endpoint {endpoint}: {e}")))?
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.request_timeout)
+            .connect()
+            .await
+            .map_err(|e| CallError::Connect(format!("{e}: {}", source_chain(&e))))?;
+        Ok(Conn {
+            cluster: ClusterClient::new(channel.clone()),
+            maintenance: MaintenanceClient::new(channel),
+        })
+    }
+
     /// Runs `call` against each endpoint in turn, each on its own connection, until one
-    /// answers. etcd-client balances a multi-endpoint connection without failing over on
-    /// errors, so one learner (which refuses membership calls) or one member that is down
-    /// would otherwise fail calls at random.
+    /// answers: one learner (which refuses membership calls) or one member that is down must
+    /// not fail the call.
     async fn on_each<T, F, Fut>(
         &self,
         endpoints: &[String],
@@ -157,21 +209,18 @@ impl EtcdClient {
         call: F,
     ) -> Result<T, Error>
     where
-        F: Fn(etcd_client::Client) -> Fut,
-        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+        F: Fn(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let mut last = None;
         for endpoint in endpoints {
-            let client = match self.connect(std::slice::from_ref(endpoint)).await {
-                Ok(c) => c,
-                Err(e) => {
-                    last = Some(e);
-                    continue;
-                }
+            let result = match self.connect(endpoint).await {
+                Ok(conn) => call(conn).await.map_err(CallError::from),
+                Err(e) => Err(e),
             };
-            match call(client).await {
+            match result {
                 Ok(v) => return Ok(v),
-                Err(e) if try_next(&e) => {
+                Err(e) if e.try_next() => {
                     last = Some(if unreachable_is_rejection {
                         Error::Rejected {
                             op,
@@ -184,7 +233,12 @@ impl EtcdClient {
                         }
                     });
                 }
-                Err(e) => return Err(rejected(op)(e)),
+                Err(e) => {
+                    return Err(Error::Rejected {
+                        op,
+                        message: e.to_string(),
+                    });
+                }
             }
         }
         Err(last.unwrap_or_else(|| Error::Unreachable {
@@ -192,6 +246,17 @@ impl EtcdClient {
             message: "no endpoints".to_owned(),
         }))
     }
+}
+
+/// The causes under a transport error (its own text is only "transport error").
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
 }
 
 impl EtcdAdmin for EtcdClient {
@@ -202,7 +267,12 @@ impl EtcdAdmin for EtcdClient {
         Box::pin(async move {
             let resp = self
                 .on_each(endpoints, "list members", false, |mut c| async move {
-                    c.member_list().await
+                    c.cluster
+                        .member_list(MemberListRequest {
+                            linearizable: false,
+                        })
+                        .await
+                        .map(tonic::Response::into_inner)
                 })
                 .await
                 .map_err(|e| match e {
@@ -213,16 +283,16 @@ impl EtcdAdmin for EtcdClient {
                     e => e,
                 })?;
             Ok(MemberList {
-                cluster_id: resp.header().map(|h| h.cluster_id()).unwrap_or_default(),
+                cluster_id: resp.header.map(|h| h.cluster_id).unwrap_or_default(),
                 members: resp
-                    .members()
-                    .iter()
+                    .members
+                    .into_iter()
                     .map(|m| ListedMember {
-                        id: m.id(),
-                        name: m.name().to_owned(),
-                        peer_urls: m.peer_urls().to_vec(),
-                        client_urls: m.client_urls().to_vec(),
-                        is_learner: m.is_learner(),
+                        id: m.id,
+                        name: m.name,
+                        peer_urls: m.peer_ur_ls,
+                        client_urls: m.client_ur_ls,
+                        is_learner: m.is_learner,
                     })
                     .collect(),
             })
@@ -231,18 +301,23 @@ impl EtcdAdmin for EtcdClient {
 
     fn status<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<EtcdStatus, Error>> {
         Box::pin(async move {
-            let endpoints = [endpoint.to_owned()];
-            let mut client = self.connect(&endpoints).await?;
-            let s = client.status().await.map_err(|e| Error::Unreachable {
+            let unreachable = |e: CallError| Error::Unreachable {
                 endpoints: endpoint.to_owned(),
                 message: e.to_string(),
-            })?;
+            };
+            let mut conn = self.connect(endpoint).await.map_err(unreachable)?;
+            let s = conn
+                .maintenance
+                .status(StatusRequest {})
+                .await
+                .map_err(|e| unreachable(e.into()))?
+                .into_inner();
             Ok(EtcdStatus {
-                member_id: s.header().map(|h| h.member_id()).unwrap_or_default(),
-                leader: s.leader(),
-                version: s.version().to_owned(),
-                raft_index: s.raft_index(),
-                errors: s.errors().to_vec(),
+                member_id: s.header.map(|h| h.member_id).unwrap_or_default(),
+                leader: s.leader,
+                version: s.version,
+                raft_index: s.raft_index,
+                errors: s.errors,
             })
         })
     }
@@ -255,18 +330,23 @@ impl EtcdAdmin for EtcdClient {
         Box::pin(async move {
             let resp = self
                 .on_each(endpoints, "add a learner", true, |mut c| async move {
-                    let options = etcd_client::MemberAddOptions::new().with_is_learner();
-                    c.member_add([peer_url], Some(options)).await
+                    c.cluster
+                        .member_add(MemberAddRequest {
+                            peer_ur_ls: vec![peer_url.to_owned()],
+                            is_learner: true,
+                        })
+                        .await
+                        .map(tonic::Response::into_inner)
                 })
                 .await?;
-            Ok(resp.member().map(|m| m.id()).unwrap_or_default())
+            Ok(resp.member.map(|m| m.id).unwrap_or_default())
         })
     }
 
     fn promote<'a>(&'a self, endpoints: &'a [String], id: u64) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             self.on_each(endpoints, "promote a learner", true, |mut c| async move {
-                c.member_promote(id).await
+                c.cluster.member_promote(MemberPromoteRequest { id }).await
             })
             .await?;
             Ok(())
@@ -276,7 +356,7 @@ impl EtcdAdmin for EtcdClient {
     fn remove<'a>(&'a self, endpoints: &'a [String], id: u64) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             self.on_each(endpoints, "remove a member", true, |mut c| async move {
-                c.member_remove(id).await
+                c.cluster.member_remove(MemberRemoveRequest { id }).await
             })
             .await?;
             Ok(())
@@ -289,12 +369,40 @@ impl EtcdAdmin for EtcdClient {
         to: u64,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            let mut client = self.connect(&[leader_endpoint.to_owned()]).await?;
-            client
-                .move_leader(to)
+            let rejected = |e: CallError| Error::Rejected {
+                op: "move the leader",
+                message: e.to_string(),
+            };
+            let mut conn = self.connect(leader_endpoint).await.map_err(rejected)?;
+            conn.maintenance
+                .move_leader(MoveLeaderRequest { target_id: to })
                 .await
-                .map_err(rejected("move the leader"))?;
+                .map_err(|e| rejected(e.into()))?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_reconfiguration_refusals_are_settling() {
+        let rejected = |message: &str| Error::Rejected {
+            op: "add a learner",
+            message: message.to_owned(),
+        };
+        assert!(rejected("etcdserver: unhealthy cluster").is_settling());
+        assert!(
+            rejected("etcdserver: re-configuration failed due to not enough started members")
+                .is_settling()
+        );
+        assert!(!rejected("etcdserver: member not found").is_settling());
+        let unreachable = Error::Unreachable {
+            endpoints: "a".into(),
+            message: "etcdserver: unhealthy cluster".into(),
+        };
+        assert!(!unreachable.is_settling());
     }
 }

@@ -157,6 +157,24 @@ pub async fn change_membership(
     current: i32,
     step: &Step,
 ) -> Result<Option<Change>, etcd::Error> {
+    match change_membership_now(etcd, names, current, step).await {
+        // etcd's strict reconfiguration refuses a change until the last one has settled (a
+        // promoted member must be connected for a while before the next MemberAdd). That is
+        // a wait, not a failure: the next pass tries again.
+        Err(e) if e.is_settling() => {
+            tracing::info!(error = %e, "membership change deferred while the cluster settles");
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+async fn change_membership_now(
+    etcd: &dyn EtcdAdmin,
+    names: &ClusterNames,
+    current: i32,
+    step: &Step,
+) -> Result<Option<Change>, etcd::Error> {
     let endpoints: Vec<String> = (0..current).map(|i| names.client_url(i)).collect();
     Ok(match step {
         Step::AddLearner { name, peer_url } => {

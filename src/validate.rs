@@ -7,6 +7,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
+use etcd_api::flags::ValueKind;
+
 use crate::crd::{AutoCompactionMode, EtcdCluster, EtcdClusterSpec, MAX_REPLICAS};
 use crate::names::{CONFIG_HASH_ANNOTATION, ClusterNames, RESERVED_LABELS};
 
@@ -19,69 +21,33 @@ pub enum FlagRule {
     Extra(ValueKind),
 }
 
-/// The kind of value an `extraArgs` flag takes; it decides both validation and the YAML type
-/// the value is written with in the configuration file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValueKind {
-    /// A positive integer.
-    Count,
-    /// One of etcd's log levels.
-    LogLevel,
-    /// A Go duration such as `10m` or `500ms`.
-    Duration,
-}
-
-/// Every flag `etcd-server` accepts (see `etcd-server/src/config.rs`), and how the operator
-/// treats it. Flags missing here are unknown to the server and rejected.
-pub const SERVER_FLAGS: &[(&str, FlagRule)] = &[
-    ("name", FlagRule::Managed("the operator (the pod name)")),
-    ("data-dir", FlagRule::Managed("the operator")),
-    ("config-file", FlagRule::Managed("the operator")),
-    ("listen-client-urls", FlagRule::Managed("the operator")),
-    ("advertise-client-urls", FlagRule::Managed("the operator")),
-    ("listen-peer-urls", FlagRule::Managed("the operator")),
-    (
-        "initial-advertise-peer-urls",
-        FlagRule::Managed("the operator"),
-    ),
-    ("initial-cluster", FlagRule::Managed("the operator")),
-    ("initial-cluster-state", FlagRule::Managed("the operator")),
-    ("initial-cluster-token", FlagRule::Managed("the operator")),
+/// The etcd-server flags the operator sets itself, and from where. Every other flag in
+/// `etcd_api::flags::SERVER_FLAGS` (the server's own list, which a server test keeps in step
+/// with its parser) may be given in `extraArgs`.
+pub const MANAGED_FLAGS: &[(&str, &str)] = &[
+    ("name", "the operator (the pod name)"),
+    ("data-dir", "the operator"),
+    ("config-file", "the operator"),
+    ("listen-client-urls", "the operator"),
+    ("advertise-client-urls", "the operator"),
+    ("listen-peer-urls", "the operator"),
+    ("initial-advertise-peer-urls", "the operator"),
+    ("initial-cluster", "the operator"),
+    ("initial-cluster-state", "the operator"),
+    ("initial-cluster-token", "the operator"),
     (
         "listen-metrics-urls",
-        FlagRule::Managed("the operator (metrics are on the client port)"),
+        "the operator (metrics are on the client port)",
     ),
-    (
-        "quota-backend-bytes",
-        FlagRule::Managed("spec.server.quotaBackendBytes"),
-    ),
-    (
-        "auto-compaction-mode",
-        FlagRule::Managed("spec.server.autoCompactionMode"),
-    ),
+    ("quota-backend-bytes", "spec.server.quotaBackendBytes"),
+    ("auto-compaction-mode", "spec.server.autoCompactionMode"),
     (
         "auto-compaction-retention",
-        FlagRule::Managed("spec.server.autoCompactionRetention"),
+        "spec.server.autoCompactionRetention",
     ),
-    (
-        "snapshot-count",
-        FlagRule::Managed("spec.server.snapshotCount"),
-    ),
-    (
-        "heartbeat-interval",
-        FlagRule::Managed("spec.server.heartbeatIntervalMs"),
-    ),
-    (
-        "election-timeout",
-        FlagRule::Managed("spec.server.electionTimeoutMs"),
-    ),
-    ("max-request-bytes", FlagRule::Extra(ValueKind::Count)),
-    ("max-txn-ops", FlagRule::Extra(ValueKind::Count)),
-    ("log-level", FlagRule::Extra(ValueKind::LogLevel)),
-    (
-        "experimental-watch-progress-notify-interval",
-        FlagRule::Extra(ValueKind::Duration),
-    ),
+    ("snapshot-count", "spec.server.snapshotCount"),
+    ("heartbeat-interval", "spec.server.heartbeatIntervalMs"),
+    ("election-timeout", "spec.server.electionTimeoutMs"),
 ];
 
 /// etcd's default `--heartbeat-interval`, in milliseconds.
@@ -241,9 +207,7 @@ fn check_server(spec: &EtcdClusterSpec, problems: &mut Vec<String>) {
             .unwrap_or(AutoCompactionMode::Periodic);
         let ok = match mode {
             AutoCompactionMode::Revision => retention.parse::<u64>().is_ok(),
-            AutoCompactionMode::Periodic => {
-                retention.parse::<u64>().is_ok() || is_go_duration(retention)
-            }
+            AutoCompactionMode::Periodic => ValueKind::Retention.accepts(retention),
         };
         if !ok {
             problems.push(format!(
@@ -256,10 +220,22 @@ fn check_server(spec: &EtcdClusterSpec, problems: &mut Vec<String>) {
 
 /// The rule for flag `name` (without dashes), if etcd-server knows it.
 pub fn flag_rule(name: &str) -> Option<FlagRule> {
-    SERVER_FLAGS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, r)| *r)
+    let flag = etcd_api::flags::find(name)?;
+    if let Some((_, by)) = MANAGED_FLAGS.iter().find(|(n, _)| *n == name) {
+        return Some(FlagRule::Managed(by));
+    }
+    if flag.test_only {
+        return Some(FlagRule::Managed(
+            "no one (it exists for etcd-server's tests)",
+        ));
+    }
+    Some(match flag.kind {
+        ValueKind::Count | ValueKind::LogLevel | ValueKind::Duration | ValueKind::Bool => {
+            FlagRule::Extra(flag.kind)
+        }
+        // Addresses, names and cluster identity are all derived from the spec.
+        _ => FlagRule::Managed("the operator"),
+    })
 }
 
 fn extra_args(spec: &EtcdClusterSpec) -> Result<Vec<(String, serde_yaml_ng::Value)>, Vec<String>> {
@@ -292,43 +268,17 @@ fn extra_args(spec: &EtcdClusterSpec) -> Result<Vec<(String, serde_yaml_ng::Valu
 
 fn typed_value(kind: ValueKind, value: &str) -> Option<serde_yaml_ng::Value> {
     let value = value.trim();
+    if !kind.accepts(value) {
+        return None;
+    }
     match kind {
         ValueKind::Count => {
             let n: u64 = value.parse().ok()?;
             (n > 0).then(|| serde_yaml_ng::Value::Number(n.into()))
         }
-        ValueKind::LogLevel => ["debug", "info", "warn", "error", "panic", "fatal"]
-            .contains(&value)
-            .then(|| serde_yaml_ng::Value::String(value.to_owned())),
-        ValueKind::Duration => {
-            is_go_duration(value).then(|| serde_yaml_ng::Value::String(value.to_owned()))
-        }
+        ValueKind::Bool => Some(serde_yaml_ng::Value::Bool(value == "true")),
+        _ => Some(serde_yaml_ng::Value::String(value.to_owned())),
     }
-}
-
-/// Whether `s` is a Go duration (`1h30m`, `10s`, `500ms`), as etcd parses them.
-fn is_go_duration(s: &str) -> bool {
-    let mut rest = s;
-    if rest.is_empty() {
-        return false;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if digits == 0 || rest[..digits].parse::<f64>().is_err() {
-            return false;
-        }
-        rest = &rest[digits..];
-        let unit = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        if !["h", "m", "s", "ms", "us", "µs", "ns"].contains(&&rest[..unit]) {
-            return false;
-        }
-        rest = &rest[unit..];
-    }
-    true
 }
 
 #[cfg(test)]
@@ -431,12 +381,30 @@ mod tests {
     }
 
     #[test]
-    fn go_durations() {
-        for ok in ["1h", "30m", "1h30m", "500ms", "1.5h"] {
-            assert!(is_go_duration(ok), "{ok}");
+    fn every_managed_flag_is_a_server_flag_and_every_server_flag_has_a_rule() {
+        for (name, _) in MANAGED_FLAGS {
+            assert!(etcd_api::flags::find(name).is_some(), "{name}");
         }
-        for bad in ["", "h", "1x", "1h-"] {
-            assert!(!is_go_duration(bad), "{bad}");
+        for f in etcd_api::flags::SERVER_FLAGS {
+            assert!(flag_rule(f.name).is_some(), "{}", f.name);
         }
+        assert_eq!(flag_rule("no-such-flag"), None);
+        assert_eq!(
+            flag_rule("experimental-lease-checkpoint-interval"),
+            Some(FlagRule::Extra(ValueKind::Duration))
+        );
+    }
+
+    #[test]
+    fn extra_arg_values_as_the_server_parses_them() {
+        assert!(typed_value(ValueKind::Duration, "10m").is_some());
+        // etcd-server refuses a zero interval; so does the operator.
+        assert!(typed_value(ValueKind::Duration, "0s").is_none());
+        assert!(typed_value(ValueKind::Count, "0").is_none());
+        assert_eq!(
+            typed_value(ValueKind::Bool, "true"),
+            Some(serde_yaml_ng::Value::Bool(true))
+        );
+        assert!(typed_value(ValueKind::LogLevel, "loud").is_none());
     }
 }

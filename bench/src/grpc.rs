@@ -134,7 +134,11 @@ fn status_of(headers: &HeaderMap) -> Option<Status> {
     let message = headers
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .map(etcd_server::http::percent_decode)
+        .map(|m| {
+            percent_encoding::percent_decode_str(m)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .unwrap_or_default();
     Some(Status::new(Code::from_i32(code), message))
 }

@@ -319,26 +319,15 @@ impl Workload {
     }
 }
 
-/// Parses `250ms`, `10s`, `1.5s`, `5m`, `2h`, or a bare number of seconds.
+/// Parses a Go duration (`250ms`, `10s`, `1.5s`, `5m`, `2h`, as etcd's flags take them) or a
+/// bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("not a duration: {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {s:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration {s:?}: {e}"))
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration {s:?}: {e}"));
+    }
+    etcd_api::duration::parse(s)
+        .ok_or_else(|| format!("not a duration: {s:?} (use e.g. 250ms, 10s, 5m or 2h)"))
 }
 
 #[cfg(test)]

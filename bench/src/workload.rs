@@ -1,10 +1,10 @@
 //! The request/response workloads (`put`, `range`, `txn-put`, `lease-keepalive`): each builds
 //! one [`ClientOp`] state per client and hands them to the shared driver.
 
+use etcd_api::proto::etcdserverpb as pb;
 use etcd_client::{
     GetOptions, KvClient, LeaseClient, LeaseKeepAliveStream, LeaseKeeper, Txn, TxnOp,
 };
-use etcd_server::proto::etcdserverpb as pb;
 use http::Uri;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -151,7 +151,7 @@ impl Kv {
                 let req = pb::RangeRequest {
                     key: key.to_vec(),
                     range_end: if prefix {
-                        etcd_server::concurrency::prefix_end(key)
+                        etcd_api::keys::prefix_end(key)
                     } else {
                         Vec::new()
                     },

@@ -16,17 +16,7 @@ use crate::proto::etcdserverpb::{
 use crate::proto::mvccpb::event::EventType;
 use crate::server::{ApplyResponse, EtcdServer};
 
-/// `range_end` for a prefix, as etcd's `GetPrefixRangeEnd`.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+pub use etcd_api::keys::prefix_end;
 
 /// A compare `create_revision(key) == rev`.
 pub fn create_rev_is(key: &[u8], rev: i64) -> Compare {
@@ -151,17 +141,5 @@ pub async fn wait_deletes(
         };
         let at = resp.header.as_ref().map_or(0, |h| h.revision);
         wait_delete(server, &kv.key, at).await?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_ends() {
-        assert_eq!(prefix_end(b"a/"), b"a0".to_vec());
-        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
-        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
     }
 }

@@ -143,10 +143,10 @@ pub struct Flags {
     #[arg(long, env = "ETCD_LOG_LEVEL", value_enum, default_value = "info")]
     pub log_level: LogLevel,
     /// Interval of watch progress notifications (etcd's experimental flag of the same name).
-    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_duration_flag)]
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = etcd_api::duration::parse_interval)]
     pub experimental_watch_progress_notify_interval: Duration,
     /// How often the leader checkpoints remaining lease TTLs (etcd's experimental flag).
-    #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m", value_parser = parse_duration_flag)]
+    #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m", value_parser = etcd_api::duration::parse_interval)]
     pub experimental_lease_checkpoint_interval: Duration,
     /// Accepted for compatibility: lease checkpointing is always on here.
     #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", num_args = 0..=1, default_missing_value = "true")]
@@ -344,8 +344,8 @@ pub fn parse_retention(mode: CompactionMode, value: &str) -> Result<AutoCompacti
             if let Ok(h) = v.parse::<u64>() {
                 return Ok(AutoCompaction::Periodic(Duration::from_secs(h * 3600)));
             }
-            let d =
-                parse_go_duration(v).ok_or_else(|| bad("expected a duration such as 1h or 30m"))?;
+            let d = etcd_api::duration::parse(v)
+                .ok_or_else(|| bad("expected a duration such as 1h or 30m"))?;
             Ok(if d.is_zero() {
                 AutoCompaction::Off
             } else {
@@ -353,41 +353,6 @@ pub fn parse_retention(mode: CompactionMode, value: &str) -> Result<AutoCompacti
             })
         }
     }
-}
-
-fn parse_duration_flag(s: &str) -> Result<Duration, String> {
-    match parse_go_duration(s) {
-        Some(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!(
-            "invalid duration {s:?} (expected e.g. 10m, 5s, 500ms)"
-        )),
-    }
-}
-
-/// Parses Go-style durations: `1h30m`, `10s`, `500ms`.
-fn parse_go_duration(s: &str) -> Option<Duration> {
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        total += n * mult;
-        rest = &rest[unit_end..];
-    }
-    Some(Duration::from_secs_f64(total))
 }
 
 impl Flags {
@@ -541,6 +506,25 @@ impl Flags {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shared flag table (`etcd_api::flags`, which the operator validates `extraArgs`
+    /// against) names exactly the flags this parser accepts, hidden ones marked test-only.
+    #[test]
+    fn shared_flag_table_matches_the_parser() {
+        let cmd = <Flags as clap::CommandFactory>::command();
+        let mut parsed: Vec<(String, bool)> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(|l| (l.to_owned(), a.is_hide_set())))
+            .filter(|(l, _)| l != "help" && l != "version")
+            .collect();
+        parsed.sort();
+        let mut table: Vec<(String, bool)> = etcd_api::flags::SERVER_FLAGS
+            .iter()
+            .map(|f| (f.name.to_owned(), f.test_only))
+            .collect();
+        table.sort();
+        assert_eq!(parsed, table);
+    }
 
     #[test]
     fn defaults_match_etcd() {

@@ -184,7 +184,7 @@ fn oversized_to_resource_exhausted(resp: &mut Response) {
     let Some(msg) = h.get("grpc-message").and_then(|v| v.to_str().ok()) else {
         return;
     };
-    let decoded = percent_decode(msg);
+    let decoded = percent_encoding::percent_decode_str(msg).decode_utf8_lossy();
     let Some(rest) = decoded.strip_prefix("Error, decoded message length too large: found ") else {
         return;
     };
@@ -201,32 +201,6 @@ fn oversized_to_resource_exhausted(resp: &mut Response) {
     if let Ok(v) = axum::http::HeaderValue::from_str(&text) {
         headers.insert("grpc-message", v);
     }
-}
-
-/// Decodes a percent-encoded `grpc-message` (gRPC over HTTP/2); a `%` not followed by two hex
-/// digits stays as it is.
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .filter(|_| b[i] == b'%')
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match hex {
-            Some(v) => {
-                out.push(v);
-                i += 3;
-            }
-            None => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Counts gRPC requests under go-grpc-prometheus' names around `next`. Plain HTTP requests

@@ -23,7 +23,7 @@
 //! - [`metrics`]: Prometheus metrics under etcd's names.
 //! - [`config`]: etcd's command-line flags and `ETCD_*` environment variables.
 //! - [`error`]: etcd's client-visible errors.
-//! - [`proto`]: generated API types.
+//! - [`proto`]: the generated API types, from the `etcd-api` crate.
 
 pub mod alarm;
 pub mod api;
@@ -39,12 +39,13 @@ pub mod lease;
 pub mod membership;
 pub mod metrics;
 pub mod mvcc;
-pub mod proto;
 pub mod raft;
 pub mod serve;
 pub mod server;
 pub mod snapshot;
 pub mod watch;
+
+pub use etcd_api::proto;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -140,6 +140,9 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_env("ETCD_SERVER_LOG").unwrap_or_else(|_| EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: supervisors (the operator's local runtime,
+        // kubelet) write stderr to files, where escape codes are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match flags.into_config() {
         Ok(c) => c,

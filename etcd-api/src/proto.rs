@@ -1,4 +1,5 @@
-//! Generated etcd v3 API types and gRPC services (from `proto/`, compiled at build time).
+//! Generated etcd v3 API types and gRPC services (from `proto/`, compiled at build time by
+//! `build.rs` with protox).
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 /// `mvccpb`: key-values and watch events.

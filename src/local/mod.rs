@@ -16,6 +16,8 @@
 //! controller does; [`LocalMembers::supervise`] plays the kubelet, restarting a member whose
 //! process exited (with a doubling backoff, as CrashLoopBackOff does).
 
+mod file;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -61,6 +63,14 @@ pub enum Error {
         /// The cause.
         #[source]
         source: serde_yaml_ng::Error,
+    },
+    /// The cluster file has fields an EtcdCluster does not.
+    #[error("failed to load {path}: unknown field(s) {fields} (not in the EtcdCluster schema)")]
+    UnknownFields {
+        /// The file.
+        path: PathBuf,
+        /// The fields' paths, comma-separated.
+        fields: String,
     },
     /// `cluster.json` is unreadable.
     #[error("failed to read the state in {path}: {source}")]
@@ -685,24 +695,6 @@ impl MemberRuntime for LocalMembers {
     }
 }
 
-/// Reads the cluster file, filling in what an apiserver would (namespace, UID, generation).
-fn load_spec(path: &Path, uid: &str, generation: i64) -> Result<EtcdCluster, Error> {
-    let text = std::fs::read_to_string(path).map_err(io("read", path))?;
-    let mut cluster: EtcdCluster =
-        serde_yaml_ng::from_str(&text).map_err(|source| Error::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
-    let meta = &mut cluster.metadata;
-    meta.namespace.get_or_insert_with(|| "default".to_owned());
-    meta.uid = Some(uid.to_owned());
-    meta.generation = Some(generation);
-    if meta.name.is_none() {
-        meta.name = Some("etcd".to_owned());
-    }
-    Ok(cluster)
-}
-
 fn modified(path: &Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
@@ -747,11 +739,11 @@ pub async fn run(
     };
     let mut generation = 1;
     let mut seen = modified(&options.spec_file);
-    let first = load_spec(&options.spec_file, "pending", generation)?;
+    let first = file::load_spec(&options.spec_file, "pending", generation)?;
     let cluster_name = first.metadata.name.clone().unwrap_or_default();
     let mut members = LocalMembers::new(options.clone(), cluster_name.clone())?;
     let uid = members.uid();
-    let mut cluster = load_spec(&options.spec_file, &uid, generation)?;
+    let mut cluster = file::load_spec(&options.spec_file, &uid, generation)?;
     let mut last_printed = String::new();
     let mut last_status: Option<EtcdClusterStatus> = None;
     let mut last_error: Option<String> = None;
@@ -763,7 +755,7 @@ pub async fn run(
         let now_seen = modified(&options.spec_file);
         if now_seen != seen {
             seen = now_seen;
-            match load_spec(&options.spec_file, &uid, generation + 1) {
+            match file::load_spec(&options.spec_file, &uid, generation + 1) {
                 Ok(c) if c.metadata.name.as_deref() == Some(cluster_name.as_str()) => {
                     generation += 1;
                     cluster = c;
