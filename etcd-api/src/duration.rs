@@ -61,7 +61,7 @@ mod tests {
     #[test]
     fn go_durations() {
         let cases = [
-            ("1h", Some(3600_000)),
+            ("1h", Some(3_600_000)),
             ("30m", Some(1_800_000)),
             ("1h30m", Some(5_400_000)),
             ("1.5h", Some(5_400_000)),

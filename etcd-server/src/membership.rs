@@ -224,10 +224,10 @@ impl Cluster {
             AddNode => match self.members.get_mut(&node_id) {
                 Some(m) => {
                     m.is_learner = false;
-                    if let Some(new) = member {
-                        if !new.peer_ur_ls.is_empty() {
-                            m.peer_ur_ls = new.peer_ur_ls;
-                        }
+                    if let Some(new) = member
+                        && !new.peer_ur_ls.is_empty()
+                    {
+                        m.peer_ur_ls = new.peer_ur_ls;
                     }
                 }
                 None => {

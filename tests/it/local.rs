@@ -293,18 +293,15 @@ fn read_load(
             let opts = etcd_client::GetOptions::new()
                 .with_prefix()
                 .with_count_only();
-            match c.get("load/", Some(opts)).await {
-                Ok(r) => {
-                    assert!(
-                        r.count() as u64 >= floor,
-                        "a linearizable read counted {} keys, but {floor} writes were acknowledged before it",
-                        r.count()
-                    );
-                    reads += 1;
-                    longest = longest.max(last_ok.elapsed());
-                    last_ok = tokio::time::Instant::now();
-                }
-                Err(_) => {}
+            if let Ok(r) = c.get("load/", Some(opts)).await {
+                assert!(
+                    r.count() as u64 >= floor,
+                    "a linearizable read counted {} keys, but {floor} writes were acknowledged before it",
+                    r.count()
+                );
+                reads += 1;
+                longest = longest.max(last_ok.elapsed());
+                last_ok = tokio::time::Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -862,10 +859,10 @@ impl Drop for OperatorProcess {
             .flatten()
             .flatten()
         {
-            if let Ok(pid) = std::fs::read_to_string(entry.path().join("etcd.pid")) {
-                if let Ok(pid) = pid.trim().parse() {
-                    signal(pid, rustix::process::Signal::KILL);
-                }
+            if let Ok(pid) = std::fs::read_to_string(entry.path().join("etcd.pid"))
+                && let Ok(pid) = pid.trim().parse()
+            {
+                signal(pid, rustix::process::Signal::KILL);
             }
         }
     }

@@ -126,10 +126,10 @@ async fn observe(
                 if ev.r#type == EventType::Delete as i32 {
                     break 'follow;
                 }
-                if let Some(kv) = ev.kv {
-                    if !send_leader(&server, &tx, kv).await {
-                        return Ok(());
-                    }
+                if let Some(kv) = ev.kv
+                    && !send_leader(&server, &tx, kv).await
+                {
+                    return Ok(());
                 }
             }
         }

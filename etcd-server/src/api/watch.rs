@@ -67,10 +67,11 @@ async fn forward(
     let limit = server.config().max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
     while let Some(out) = rx.recv().await {
         let mut resp = out.resp;
-        if out.prev_kv && !resp.events.is_empty() {
-            if let Ok(view) = server.store().read() {
-                apply::fill_prev_kvs(&view, &mut resp.events);
-            }
+        if out.prev_kv
+            && !resp.events.is_empty()
+            && let Ok(view) = server.store().read()
+        {
+            apply::fill_prev_kvs(&view, &mut resp.events);
         }
         if out.no_revision {
             // etcd leaves the revision out of a compaction notice.

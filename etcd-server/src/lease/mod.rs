@@ -213,11 +213,11 @@ impl Lessor {
                 }
                 inner.key_lease.remove(&kv.key);
             }
-            if new_lease != 0 {
-                if let Some(l) = inner.leases.get_mut(&new_lease) {
-                    l.keys.insert(kv.key.clone());
-                    inner.key_lease.insert(kv.key.clone(), new_lease);
-                }
+            if new_lease != 0
+                && let Some(l) = inner.leases.get_mut(&new_lease)
+            {
+                l.keys.insert(kv.key.clone());
+                inner.key_lease.insert(kv.key.clone(), new_lease);
             }
         }
     }
@@ -379,15 +379,14 @@ pub async fn run_expiry(server: std::sync::Arc<crate::server::EtcdServer>) {
                 .into_iter()
                 .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
                 .collect();
-            if !checkpoints.is_empty() {
-                if let Err(e) = server
-                    .propose(Request::LeaseCheckpoint(LeaseCheckpointRequest {
-                        checkpoints,
-                    }))
-                    .await
-                {
-                    tracing::warn!(error = %e, "failed to checkpoint lease TTLs");
-                }
+            let result = if checkpoints.is_empty() {
+                Ok(())
+            } else {
+                let request = Request::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints });
+                server.propose(request).await.map(drop)
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "failed to checkpoint lease TTLs");
             }
         }
         if server

@@ -124,11 +124,11 @@ impl KeyIndex {
                 g.ver = ver;
             }
             _ => {
-                if generations.is_empty() {
-                    if let Some(ver) = NonZeroI64::new(ver) {
-                        self.0 = Repr::Single { rev, created, ver };
-                        return;
-                    }
+                if generations.is_empty()
+                    && let Some(ver) = NonZeroI64::new(ver)
+                {
+                    self.0 = Repr::Single { rev, created, ver };
+                    return;
                 }
                 generations.push(Generation {
                     revs: vec![rev],
@@ -190,24 +190,23 @@ impl KeyIndex {
             first_gen += 1;
         }
         generations.drain(..first_gen);
-        if let Some(g) = generations.first_mut() {
-            if let Some(pos) = g.revs.iter().rposition(|r| r.main <= at) {
-                g.revs.drain(..pos);
-                keep.insert(g.revs[0]);
-            }
+        if let Some(g) = generations.first_mut()
+            && let Some(pos) = g.revs.iter().rposition(|r| r.main <= at)
+        {
+            g.revs.drain(..pos);
+            keep.insert(g.revs[0]);
         }
         // Back to the inline form if only one open generation with one revision is left.
-        if let [g] = generations.as_slice() {
-            if let ([rev], false, Some(ver)) =
+        if let [g] = generations.as_slice()
+            && let ([rev], false, Some(ver)) =
                 (g.revs.as_slice(), g.tombstoned, NonZeroI64::new(g.ver))
-            {
-                self.0 = Repr::Single {
-                    rev: *rev,
-                    created: g.created,
-                    ver,
-                };
-                return false;
-            }
+        {
+            self.0 = Repr::Single {
+                rev: *rev,
+                created: g.created,
+                ver,
+            };
+            return false;
         }
         generations.is_empty()
     }
@@ -260,10 +259,10 @@ impl TreeIndex {
     pub fn range(&self, key: &[u8], end: &[u8], at: i64, limit: usize) -> IndexRange {
         let mut out = IndexRange::default();
         let (lo, hi) = range_bounds(key, end);
-        if let (Bound::Included(lo), Bound::Excluded(hi)) = (lo, hi) {
-            if lo >= hi {
-                return out;
-            }
+        if let (Bound::Included(lo), Bound::Excluded(hi)) = (lo, hi)
+            && lo >= hi
+        {
+            return out;
         }
         for (k, ki) in self.keys.range::<[u8], _>((lo, hi)) {
             if let Some(rev) = ki.get(at) {
@@ -355,7 +354,7 @@ mod tests {
         let keep = idx.compact(6);
         // a: its only generation ended at 4 <= 6, so it is gone entirely.
         assert_eq!(idx.get(b"a", 6), None);
-        assert!(idx.keys.get(b"a".as_slice()).is_none());
+        assert!(!idx.keys.contains_key(b"a".as_slice()));
         // b: 6 is kept, 5 is not.
         assert!(keep.contains(&r(6)) && !keep.contains(&r(5)));
         assert_eq!(idx.get(b"b", 6).map(|r| r.main), Some(6));
@@ -618,7 +617,7 @@ mod tests {
         let keys = |got: &IndexRange| -> Vec<(String, i64)> {
             got.revs
                 .iter()
-                .map(|(k, r)| (String::from_utf8(k.clone()).unwrap(), r.main))
+                .map(|(k, r)| (String::from_utf8_lossy(k).into_owned(), r.main))
                 .collect()
         };
         let s = |k: &str, m: i64| (k.to_string(), m);

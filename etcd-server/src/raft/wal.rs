@@ -327,11 +327,11 @@ impl Wal {
         if let Some(hs) = hs {
             encode_record(&mut buf, REC_HARD_STATE, &pb_bytes(hs));
         }
-        if self.offset + buf.len() as u64 > self.len {
-            if let Some(file) = self.take_spare()? {
-                let next = entries.first().map_or(0, |e| e.index);
-                self.install_segment(file, SPARE_NAME, next)?;
-            }
+        if self.offset + buf.len() as u64 > self.len
+            && let Some(file) = self.take_spare()?
+        {
+            let next = entries.first().map_or(0, |e| e.index);
+            self.install_segment(file, SPARE_NAME, next)?;
         }
         self.write(&buf)?;
         // As etcd's `raft.MustSync`: entries, a new term and a vote must be durable before

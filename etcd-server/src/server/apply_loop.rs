@@ -587,9 +587,7 @@ pub(super) fn apply_one(
             Some(keys) => {
                 let mut t = b.txn();
                 for k in &keys {
-                    if let Err(e) = t.delete_range(k, b"") {
-                        return Err(e);
-                    }
+                    t.delete_range(k, b"")?;
                 }
                 events = t.end();
                 lessor.remove(b.backend_tx(), r.id).map_err(storage)?;

@@ -123,13 +123,12 @@ async fn wait_serving(m: &mut Proc, what: &str) {
             m.name,
             m.log()
         );
-        if let Ok(mut c) = connect(&m.endpoint(), Duration::from_secs(1)).await {
-            if c.get("soak/probe", Some(GetOptions::new().with_serializable()))
+        if let Ok(mut c) = connect(&m.endpoint(), Duration::from_secs(1)).await
+            && c.get("soak/probe", Some(GetOptions::new().with_serializable()))
                 .await
                 .is_ok()
-            {
-                return;
-            }
+        {
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -223,13 +222,13 @@ async fn members_survive_crashes_around_snapshot_installs() {
     for round in 0..ROUNDS {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1200..2200))).await;
         let leader = cluster.leader().await;
-        if round % 10 == 9 {
-            if let Some(l) = leader {
-                signal(&cluster.members[l], "STOP");
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                signal(&cluster.members[l], "CONT");
-                continue;
-            }
+        if round % 10 == 9
+            && let Some(l) = leader
+        {
+            signal(&cluster.members[l], "STOP");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            signal(&cluster.members[l], "CONT");
+            continue;
         }
         let victim = match leader {
             Some(l) if rng.random_bool(0.5) => l,

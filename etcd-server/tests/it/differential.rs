@@ -168,10 +168,7 @@ async fn exec(c: &mut KvClient<Channel>, op: &Op) -> Resp {
             .await
             .map(|x| Resp::Delete(x.into_inner())),
         Op::Txn(r) => c.txn(r.clone()).await.map(|x| Resp::Txn(x.into_inner())),
-        Op::Compact(r) => c
-            .compact(r.clone())
-            .await
-            .map(|x| Resp::Compact(x.into_inner())),
+        Op::Compact(r) => c.compact(*r).await.map(|x| Resp::Compact(x.into_inner())),
     };
     r.unwrap_or_else(|s| Resp::Err(s.code(), s.message().to_owned()))
 }
@@ -221,11 +218,11 @@ fn norm_range(req: &RangeRequest, resp: &mut RangeResponse) {
     for g in &mut groups {
         g.sort_by(|a, b| a.key.cmp(&b.key));
     }
-    if resp.more {
-        if let Some(last) = groups.last_mut() {
-            for kv in last.iter_mut() {
-                *kv = only_sort_val(target, kv);
-            }
+    if resp.more
+        && let Some(last) = groups.last_mut()
+    {
+        for kv in last.iter_mut() {
+            *kv = only_sort_val(target, kv);
         }
     }
     resp.kvs = groups.concat();

@@ -231,15 +231,15 @@ impl Proc {
             .build()
             .expect("rt");
         loop {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    self.child = None;
-                    return Err(format!(
-                        "{:?} exited early with {status}:\n{}",
-                        self.kind,
-                        self.log()
-                    ));
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                self.child = None;
+                return Err(format!(
+                    "{:?} exited early with {status}:\n{}",
+                    self.kind,
+                    self.log()
+                ));
             }
             let ok = rt.block_on(async {
                 let Ok(mut c) = etcd_client::Client::connect(
@@ -435,10 +435,10 @@ impl Cluster {
             let Ok(mut c) = etcd_client::Client::connect([m.endpoint()], None).await else {
                 continue;
             };
-            if let Ok(s) = c.status().await {
-                if s.leader() == s.header().map(|h| h.member_id()).unwrap_or(0) {
-                    return Some(i);
-                }
+            if let Ok(s) = c.status().await
+                && s.leader() == s.header().map(|h| h.member_id()).unwrap_or(0)
+            {
+                return Some(i);
             }
         }
         None
