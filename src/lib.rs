@@ -22,6 +22,8 @@
 //! - [`local`]: the local runtime, the same planner driving `etcd-server` processes on
 //!   loopback addresses (`etcd-operator local`).
 //! - [`crd`]: the `EtcdCluster` resource (spec, status, CRD schema and CEL rules).
+//! - [`model`]: the stages' shared vocabulary (a member's bootstrap configuration, the desired
+//!   state, spec hashes); it depends on no stage, so imports only point down the pipeline.
 //! - [`names`]: object names, labels, ports and paths shared by every stage.
 //! - [`etcd`]: the etcd Cluster/Maintenance calls the operator makes, behind a trait.
 //! - [`leader`]: Lease-based leader election.
@@ -39,6 +41,7 @@ pub mod http;
 pub mod leader;
 pub mod local;
 pub mod metrics;
+pub mod model;
 pub mod names;
 pub mod observe;
 pub mod plan;

@@ -10,10 +10,10 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use crate::build::configmap::parse_member_files;
 use crate::etcd::{EtcdAdmin, EtcdStatus};
+use crate::model::MemberBootstrap;
+use crate::model::parse_member_files;
 use crate::names::{ClusterNames, SPEC_HASH_ANNOTATION};
-use crate::plan::MemberBootstrap;
 
 /// Why observing failed. etcd being unreachable is an observation, not an error.
 #[derive(Debug, thiserror::Error)]

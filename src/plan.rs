@@ -37,9 +37,11 @@
 
 use std::time::Duration;
 
-use crate::build::spec_hash;
+use crate::model::spec_hash;
 use crate::observe::{ClusterView, EtcdState, MemberHealth, MemberView, Observed};
 use crate::validate::ValidatedCluster;
+
+pub use crate::model::{Desired, InitialState, MemberBootstrap};
 
 /// How long to wait before looking again while something is in progress.
 pub const REQUEUE_BUSY: Duration = Duration::from_secs(5);
@@ -47,59 +49,6 @@ pub const REQUEUE_BUSY: Duration = Duration::from_secs(5);
 pub const REQUEUE_BLOCKED: Duration = Duration::from_secs(10);
 /// How often to refresh the status of a cluster that is in sync.
 pub const REQUEUE_IN_SYNC: Duration = Duration::from_secs(60);
-
-/// `initial-cluster-state` of a member's configuration file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InitialState {
-    /// Bootstrapping a new cluster together with the other initial members.
-    New,
-    /// Joining a running cluster after `MemberAdd`.
-    Existing,
-}
-
-impl InitialState {
-    /// The configuration value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::New => "new",
-            Self::Existing => "existing",
-        }
-    }
-}
-
-/// How a member starts: what its configuration file says about the cluster it joins. Only
-/// read by etcd-server when the member's data directory is empty, so it is kept unchanged
-/// once written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberBootstrap {
-    /// Member (pod) name.
-    pub name: String,
-    /// `initial-cluster-state`.
-    pub state: InitialState,
-    /// `initial-cluster`: `(name, peer URL)` pairs.
-    pub initial_cluster: Vec<(String, String)>,
-}
-
-impl MemberBootstrap {
-    /// The `initial-cluster` value.
-    pub fn initial_cluster_value(&self) -> String {
-        let pairs: Vec<String> = self
-            .initial_cluster
-            .iter()
-            .map(|(n, u)| format!("{n}={u}"))
-            .collect();
-        pairs.join(",")
-    }
-}
-
-/// The objects to apply: the StatefulSet's size and every member's bootstrap configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Desired {
-    /// StatefulSet replicas.
-    pub replicas: i32,
-    /// One entry per ordinal `0..replicas`.
-    pub members: Vec<MemberBootstrap>,
-}
 
 /// The next step.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -383,11 +383,6 @@ impl<S> AuthorityFix<S> {
         }
     }
 
-    /// The wrapped connection.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     fn passthrough_rest(&mut self, input: &[u8]) {
         self.mode = Mode::Passthrough;
         if let Some(pending) = self.block.take() {

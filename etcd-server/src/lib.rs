@@ -25,25 +25,25 @@
 //! - [`error`]: etcd's client-visible errors.
 //! - [`proto`]: the generated API types, from the `etcd-api` crate.
 
-pub mod alarm;
-pub mod api;
-pub mod apply;
-pub mod authority;
-pub mod backend;
-pub mod compactor;
-pub mod concurrency;
+pub(crate) mod alarm;
+pub(crate) mod api;
+pub(crate) mod apply;
+pub(crate) mod authority;
+pub(crate) mod backend;
+pub(crate) mod compactor;
+pub(crate) mod concurrency;
 pub mod config;
-pub mod error;
-pub mod http;
-pub mod lease;
-pub mod membership;
-pub mod metrics;
-pub mod mvcc;
+pub(crate) mod error;
+pub(crate) mod http;
+pub(crate) mod lease;
+pub(crate) mod membership;
+pub(crate) mod metrics;
+pub(crate) mod mvcc;
 pub mod raft;
-pub mod serve;
-pub mod server;
+pub(crate) mod serve;
+pub(crate) mod server;
 pub mod snapshot;
-pub mod watch;
+pub(crate) mod watch;
 
 pub use etcd_api::proto;
 
@@ -112,7 +112,7 @@ pub async fn run(
         server.config().auto_compaction,
         server.config().auto_compaction_check,
     ));
-    let leases = tokio::spawn(lease::run_expiry(server.clone()));
+    let leases = tokio::spawn(server::run_lease_expiry(server.clone()));
     let publish = {
         let s = server.clone();
         tokio::spawn(async move { s.publish_attributes().await })

@@ -7,8 +7,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{Error, meta};
+use crate::model::{Desired, MemberBootstrap};
+pub use crate::model::{parse_member, parse_member_files};
 use crate::names::DATA_DIR;
-use crate::plan::{Desired, InitialState, MemberBootstrap};
 use crate::validate::ValidatedCluster;
 
 /// The file name of `member`'s configuration.
@@ -94,40 +95,4 @@ pub fn render(
         put(k, v.clone());
     }
     serde_yaml_ng::to_string(&m)
-}
-
-/// Reads back the bootstrap part of each member file in an existing ConfigMap, so that files
-/// already written keep their `initial-cluster` and state. Unparsable files are skipped (the
-/// planner regenerates them).
-pub fn parse_member_files(cm: &ConfigMap) -> BTreeMap<String, MemberBootstrap> {
-    let mut out = BTreeMap::new();
-    for text in cm.data.iter().flat_map(|d| d.values()) {
-        if let Some(member) = parse_member(text) {
-            out.insert(member.name.clone(), member);
-        }
-    }
-    out
-}
-
-/// Reads back the bootstrap part of one member file; `None` when it is not one.
-pub fn parse_member(text: &str) -> Option<MemberBootstrap> {
-    let m: Mapping = serde_yaml_ng::from_str(text).ok()?;
-    let get = |k: &str| m.get(k).and_then(Value::as_str);
-    let state = match get("initial-cluster-state")? {
-        "new" => InitialState::New,
-        "existing" => InitialState::Existing,
-        _ => return None,
-    };
-    let initial_cluster = get("initial-cluster")?
-        .split(',')
-        .map(|pair| {
-            pair.split_once('=')
-                .map(|(n, u)| (n.to_owned(), u.to_owned()))
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(MemberBootstrap {
-        name: get("name")?.to_owned(),
-        state,
-        initial_cluster,
-    })
 }

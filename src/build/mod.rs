@@ -1,5 +1,5 @@
 //! Build (pure): one builder per Kubernetes object, each from the validated cluster and the
-//! planner's [`Desired`] state to a k8s-openapi struct, ready for server-side apply.
+//! planner's [`Desired`](crate::model::Desired) state to a k8s-openapi struct, ready for server-side apply.
 
 pub mod configmap;
 pub mod pdb;
@@ -11,7 +11,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::plan::Desired;
+use crate::model::Desired;
+pub use crate::model::{config_hash, spec_hash};
 use crate::validate::ValidatedCluster;
 
 /// Why building failed.
@@ -65,32 +66,4 @@ pub fn meta(cluster: &ValidatedCluster, name: String) -> ObjectMeta {
         owner_references: Some(vec![cluster.owner.clone()]),
         ..ObjectMeta::default()
     }
-}
-
-/// Hash of everything in the spec except `replicas`, plus the operator version (a new
-/// operator may build different pods). The planner compares it with the StatefulSet's
-/// annotation to know whether a rollout is pending.
-pub fn spec_hash(cluster: &ValidatedCluster) -> String {
-    let mut spec = serde_json::to_value(&cluster.spec).unwrap_or_default();
-    if let Some(obj) = spec.as_object_mut() {
-        obj.remove("replicas");
-    }
-    fnv64_hex(&format!("{}|{spec}", env!("CARGO_PKG_VERSION")))
-}
-
-/// Hash of the server options written to the configuration files; on the pod template so that
-/// changing them rolls the pods.
-pub fn config_hash(cluster: &ValidatedCluster) -> String {
-    let options = serde_json::to_value(&cluster.spec.server).unwrap_or_default();
-    fnv64_hex(&options.to_string())
-}
-
-/// FNV-1a, 64 bits: stable across Rust releases, unlike `DefaultHasher`.
-fn fnv64_hex(s: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }

@@ -20,11 +20,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{config_hash, meta, spec_hash};
+use crate::model::Desired;
 use crate::names::{
     CLIENT_PORT, CLIENT_PORT_NAME, CONFIG_DIR, CONFIG_HASH_ANNOTATION, CONFIG_VOLUME, CONTAINER,
     DATA_MOUNT, DATA_VOLUME, PEER_PORT, PEER_PORT_NAME, RUN_AS, SPEC_HASH_ANNOTATION,
 };
-use crate::plan::Desired;
 use crate::validate::ValidatedCluster;
 
 /// Seconds a member gets to stop: enough to finish in-flight requests and fsync.

@@ -95,11 +95,6 @@ impl Lessor {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The minimum TTL in seconds.
-    pub fn min_ttl(&self) -> i64 {
-        self.min_ttl
-    }
-
     /// Loads leases from the backend and re-attaches the live keys that name them.
     pub fn recover(
         &self,
@@ -239,6 +234,7 @@ impl Lessor {
         Ok(())
     }
 
+    #[cfg(test)]
     /// Renews lease `id` (leader only); returns its TTL, and whether a checkpoint must be
     /// cleared so a future leader does not start it from the stale remaining TTL.
     pub fn renew(&self, id: i64) -> Result<i64, EtcdError> {
@@ -353,70 +349,6 @@ impl Lessor {
     /// Whether this member runs the expiry clocks.
     pub fn is_primary(&self) -> bool {
         self.lock().primary
-    }
-}
-
-/// How often the leader looks for expired leases.
-const EXPIRY_CHECK: Duration = Duration::from_millis(500);
-
-/// Follows leadership (starting or stopping lease clocks) and, on the leader, revokes expired
-/// leases through Raft. Runs until the member stops.
-pub async fn run_expiry(server: std::sync::Arc<crate::server::EtcdServer>) {
-    use crate::proto::etcdserverpb::{
-        LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest, internal_raft_request::Request,
-    };
-    let mut ticker = tokio::time::interval(EXPIRY_CHECK);
-    let election = server.config().heartbeat * server.config().election_ticks as u32;
-    let checkpoint_every = server.config().lease_checkpoint_interval;
-    let mut last_checkpoint = Instant::now();
-    loop {
-        ticker.tick().await;
-        if server.lessor().is_primary() && last_checkpoint.elapsed() >= checkpoint_every {
-            last_checkpoint = Instant::now();
-            let checkpoints: Vec<LeaseCheckpoint> = server
-                .lessor()
-                .remaining_all()
-                .into_iter()
-                .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
-                .collect();
-            let result = if checkpoints.is_empty() {
-                Ok(())
-            } else {
-                let request = Request::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints });
-                server.propose(request).await.map(drop)
-            };
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "failed to checkpoint lease TTLs");
-            }
-        }
-        if server
-            .raft_status()
-            .stopped
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            return;
-        }
-        let lessor = server.lessor();
-        lessor.follow_leadership(server.is_leader(), election);
-        if !lessor.is_primary() {
-            continue;
-        }
-        for id in lessor.take_expired(Instant::now()) {
-            let s = server.clone();
-            tokio::spawn(async move {
-                match s
-                    .propose(Request::LeaseRevoke(LeaseRevokeRequest { id }))
-                    .await
-                {
-                    Ok(_) => tracing::info!(lease = format!("{id:x}"), "revoked expired lease"),
-                    Err(crate::error::EtcdError::LeaseNotFound) => {}
-                    Err(e) => {
-                        tracing::warn!(lease = format!("{id:x}"), error = %e, "failed to revoke expired lease");
-                        s.lessor().revoke_failed(id);
-                    }
-                }
-            });
-        }
     }
 }
 

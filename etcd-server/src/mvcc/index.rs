@@ -245,11 +245,7 @@ impl TreeIndex {
         self.keys.len()
     }
 
-    /// Whether the index holds no keys.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
+    #[cfg(test)]
     /// The revision of `key` as of `at`.
     pub fn get(&self, key: &[u8], at: i64) -> Option<Revision> {
         self.keys.get(key).and_then(|ki| ki.get(at))

@@ -490,19 +490,9 @@ impl TxnWrite<'_, '_> {
         }
     }
 
-    /// The revision before this transaction.
-    pub fn begin_rev(&self) -> i64 {
-        self.begin_rev
-    }
-
     /// The compaction revision (-1 before any compaction).
     pub fn first_rev(&self) -> i64 {
         self.batch.state.compact_rev
-    }
-
-    /// Whether the transaction has written anything.
-    pub fn has_changes(&self) -> bool {
-        !self.changes.is_empty()
     }
 
     /// Range read that sees this transaction's own writes.

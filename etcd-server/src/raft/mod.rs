@@ -10,10 +10,11 @@
 //! 5. send messages that had to wait for persistence;
 //! 6. advance, then hand over entries that became committed by that persistence.
 
-pub mod peer_io;
-pub mod storage;
-pub mod transport;
-pub mod wal;
+pub(crate) mod input;
+pub(crate) mod peer_io;
+pub(crate) mod storage;
+pub(crate) mod transport;
+pub(crate) mod wal;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -29,7 +30,8 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
 
 use crate::error::EtcdError;
-use peer_io::{PeerIo, RaftRx};
+use input::RaftRx;
+use peer_io::PeerIo;
 use storage::LogStorage;
 use transport::Transport;
 use wal::{Wal, WalError};

@@ -9,19 +9,19 @@
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SendError, Sender, TryRecvError};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use raft::eraftpb::Message;
 
 use super::Input;
+use super::input::{RaftRx, Shared, WAKE};
 use super::transport::Transport;
 use super::wire::{self, Verdict};
 
-const WAKE: Token = Token(usize::MAX);
 /// Inputs taken per loop turn, so sockets and ticks keep their turn under a flood.
 const BATCH: usize = 8192;
 /// Bytes buffered for one peer before further messages are dropped (Raft resends them).
@@ -33,70 +33,6 @@ const STABLE: Duration = Duration::from_secs(1);
 /// Written bytes kept at the front of a buffer that never drains (a peer catching up over a
 /// full socket) before they are dropped from it.
 const COMPACT_AFTER: usize = 1024 * 1024;
-
-struct Shared {
-    /// Set while the Raft thread is (about to be) blocked in `poll`: senders must wake it.
-    parked: AtomicBool,
-    waker: Waker,
-}
-
-/// The sending side of the Raft driver's input queue.
-pub struct RaftTx {
-    tx: Sender<Input>,
-    shared: Arc<Shared>,
-}
-
-impl Clone for RaftTx {
-    fn clone(&self) -> Self {
-        Self {
-            tx: self.tx.clone(),
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-impl RaftTx {
-    /// Queues `input` for the driver, waking it if it sleeps.
-    pub fn send(&self, input: Input) -> Result<(), SendError<Input>> {
-        self.tx.send(input)?;
-        if self.shared.parked.swap(false, Ordering::SeqCst) {
-            let _ = self.shared.waker.wake();
-        }
-        Ok(())
-    }
-}
-
-impl Drop for RaftTx {
-    fn drop(&mut self) {
-        // The driver stops once every sender is gone; it must wake up to notice.
-        let _ = self.shared.waker.wake();
-    }
-}
-
-/// The receiving side of the driver's input queue, with the poll it sleeps in.
-pub struct RaftRx {
-    rx: Receiver<Input>,
-    poll: Poll,
-    shared: Arc<Shared>,
-}
-
-/// The driver's input queue.
-pub fn channel() -> std::io::Result<(RaftTx, RaftRx)> {
-    let poll = Poll::new()?;
-    let waker = Waker::new(poll.registry(), WAKE)?;
-    let shared = Arc::new(Shared {
-        parked: AtomicBool::new(false),
-        waker,
-    });
-    let (tx, rx) = std::sync::mpsc::channel();
-    Ok((
-        RaftTx {
-            tx,
-            shared: shared.clone(),
-        },
-        RaftRx { rx, poll, shared },
-    ))
-}
 
 /// An incoming stream.
 struct Incoming {

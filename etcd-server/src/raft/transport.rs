@@ -15,7 +15,7 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Input;
-use super::peer_io::RaftTx;
+use super::input::RaftTx;
 use super::wire::{self, Hello, Verdict};
 use crate::proto::peerpb::{SnapshotChunk, peer_client::PeerClient};
 

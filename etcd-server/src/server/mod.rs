@@ -32,9 +32,11 @@ use crate::watch::WatchHub;
 
 mod apply_loop;
 mod bootstrap;
+mod lease_expiry;
 
 use apply_loop::{Applier, ApplyQueue};
 use bootstrap::*;
+pub use lease_expiry::run_lease_expiry;
 
 /// How long a client request may wait for Raft before `etcdserver: request timed out`.
 const REQUEST_TIMEOUT_BASE: Duration = Duration::from_secs(5);
@@ -74,7 +76,7 @@ pub enum ApplyResponse {
 type ApplyResult = Result<ApplyResponse, EtcdError>;
 
 /// The Raft driver's input, shared so that `stop` can close it for everyone at once.
-type RaftSender = Arc<Mutex<Option<raft::peer_io::RaftTx>>>;
+type RaftSender = Arc<Mutex<Option<raft::input::RaftTx>>>;
 
 /// Errors while starting a member.
 #[derive(Debug, thiserror::Error)]
@@ -240,7 +242,7 @@ impl EtcdServer {
         let (applied_index, _) = store.applied();
         let (wal, storage) = raft::open_log(&wal_dir, &voters, applied_index)?;
         let status = Arc::new(RaftStatus::default());
-        let (raft_tx, raft_rx) = raft::peer_io::channel().map_err(raft::RaftError::Io)?;
+        let (raft_tx, raft_rx) = raft::input::channel().map_err(raft::RaftError::Io)?;
         let local_ip = cfg.listen_peer.first().map(|a| a.ip());
         let transport = Transport::new(
             member_id,
@@ -543,11 +545,18 @@ impl EtcdServer {
         let outcome = tokio::time::timeout(self.request_timeout(), async {
             tokio::select! {
                 r = rx => r.unwrap_or(Err(EtcdError::Stopped)),
-                Ok(e) = failed_rx => Err(e),
+                Ok(e) = failed_rx => {
+                    // Raft dropped the proposal (no leader, a leader transfer in progress).
+                    crate::metrics::PROPOSALS_FAILED.inc();
+                    Err(e)
+                }
             }
         })
         .await;
-        let r = outcome.unwrap_or(Err(EtcdError::Timeout));
+        let r = outcome.unwrap_or_else(|_| {
+            crate::metrics::PROPOSALS_FAILED.inc();
+            Err(EtcdError::Timeout)
+        });
         if r.is_err() {
             self.waiters
                 .lock()
@@ -656,6 +665,7 @@ impl EtcdServer {
             data,
             failed: failed_tx,
         }) {
+            crate::metrics::PROPOSALS_FAILED.inc();
             self.waiters
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -1,0 +1,129 @@
+//! The pipeline's shared vocabulary (pure): what the planner decides a member's bootstrap
+//! configuration is ([`MemberBootstrap`], [`Desired`]), how such a configuration reads back
+//! from a member file, and the hashes that identify a spec. Observe, plan and build all use
+//! it; it uses none of them, so the pipeline's arrows point one way:
+//! observe → plan → build → apply → status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde_yaml_ng::{Mapping, Value};
+
+use crate::validate::ValidatedCluster;
+
+/// `initial-cluster-state` of a member's configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialState {
+    /// Bootstrapping a new cluster together with the other initial members.
+    New,
+    /// Joining a running cluster after `MemberAdd`.
+    Existing,
+}
+
+impl InitialState {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Existing => "existing",
+        }
+    }
+}
+
+/// How a member starts: what its configuration file says about the cluster it joins. Only
+/// read by etcd-server when the member's data directory is empty, so it is kept unchanged
+/// once written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberBootstrap {
+    /// Member (pod) name.
+    pub name: String,
+    /// `initial-cluster-state`.
+    pub state: InitialState,
+    /// `initial-cluster`: `(name, peer URL)` pairs.
+    pub initial_cluster: Vec<(String, String)>,
+}
+
+impl MemberBootstrap {
+    /// The `initial-cluster` value.
+    pub fn initial_cluster_value(&self) -> String {
+        let pairs: Vec<String> = self
+            .initial_cluster
+            .iter()
+            .map(|(n, u)| format!("{n}={u}"))
+            .collect();
+        pairs.join(",")
+    }
+}
+
+/// The objects to apply: the StatefulSet's size and every member's bootstrap configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// StatefulSet replicas.
+    pub replicas: i32,
+    /// One entry per ordinal `0..replicas`.
+    pub members: Vec<MemberBootstrap>,
+}
+
+/// Hash of everything in the spec except `replicas`, plus the operator version (a new
+/// operator may build different pods). The planner compares it with the StatefulSet's
+/// annotation to know whether a rollout is pending.
+pub fn spec_hash(cluster: &ValidatedCluster) -> String {
+    let mut spec = serde_json::to_value(&cluster.spec).unwrap_or_default();
+    if let Some(obj) = spec.as_object_mut() {
+        obj.remove("replicas");
+    }
+    fnv64_hex(&format!("{}|{spec}", env!("CARGO_PKG_VERSION")))
+}
+
+/// Hash of the server options written to the configuration files; on the pod template so that
+/// changing them rolls the pods.
+pub fn config_hash(cluster: &ValidatedCluster) -> String {
+    let options = serde_json::to_value(&cluster.spec.server).unwrap_or_default();
+    fnv64_hex(&options.to_string())
+}
+
+/// FNV-1a, 64 bits: stable across Rust releases, unlike `DefaultHasher`.
+fn fnv64_hex(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Reads back the bootstrap part of each member file in an existing ConfigMap, so that files
+/// already written keep their `initial-cluster` and state. Unparsable files are skipped (the
+/// planner regenerates them).
+pub fn parse_member_files(cm: &ConfigMap) -> BTreeMap<String, MemberBootstrap> {
+    let mut out = BTreeMap::new();
+    for text in cm.data.iter().flat_map(|d| d.values()) {
+        if let Some(member) = parse_member(text) {
+            out.insert(member.name.clone(), member);
+        }
+    }
+    out
+}
+
+/// Reads back the bootstrap part of one member file; `None` when it is not one.
+pub fn parse_member(text: &str) -> Option<MemberBootstrap> {
+    let m: Mapping = serde_yaml_ng::from_str(text).ok()?;
+    let get = |k: &str| m.get(k).and_then(Value::as_str);
+    let state = match get("initial-cluster-state")? {
+        "new" => InitialState::New,
+        "existing" => InitialState::Existing,
+        _ => return None,
+    };
+    let initial_cluster = get("initial-cluster")?
+        .split(',')
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(n, u)| (n.to_owned(), u.to_owned()))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(MemberBootstrap {
+        name: get("name")?.to_owned(),
+        state,
+        initial_cluster,
+    })
+}
