@@ -125,6 +125,8 @@ fn metrics_text(server: &EtcdServer) -> String {
     metrics::DB_SIZE.set(server.store().backend().size() as f64);
     metrics::KEYS_TOTAL.set(server.store().keys_total() as f64);
     metrics::CURRENT_REVISION.set(server.store().current_rev() as f64);
+    // Counted where proposals fail; shown (as 0) from the first scrape on, as etcd does.
+    std::sync::LazyLock::force(&metrics::PROPOSALS_FAILED);
     metrics::render()
 }
 

@@ -17,8 +17,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,27 +34,7 @@ use crate::fixtures::{cluster, validated};
 /// How long a cluster may take to form.
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The `etcd-server` binary `scripts/test.sh` builds (`cargo build --workspace --all-targets`).
-pub fn server_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|t| root.join(t))
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("debug").join("etcd-server");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it first with `cargo build -p etcd-server` \
-         (scripts/test.sh builds the whole workspace before running tests)",
-        bin.display()
-    );
-    bin
-}
-
-/// A free TCP port on `ip`.
-fn free_port(ip: Ipv4Addr) -> u16 {
-    let l = TcpListener::bind((ip, 0)).expect("bind port 0");
-    l.local_addr().expect("local addr").port()
-}
+pub use etcd_test_kit::{free_port_on as free_port, server_binary};
 
 /// One simulated pod: its address, its port mapping and its process.
 struct Pod {

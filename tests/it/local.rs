@@ -7,7 +7,7 @@
 //! beside the formation tests.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,10 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::formation::server_binary;
 
-fn free_port(ip: Ipv4Addr) -> u16 {
-    let l = TcpListener::bind((ip, 0)).expect("bind port 0");
-    l.local_addr().expect("local addr").port()
-}
+use etcd_test_kit::free_port_on as free_port;
 
 /// A local runtime running in the test's tokio runtime.
 struct Runtime {

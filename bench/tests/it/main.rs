@@ -1,12 +1,11 @@
 //! Integration test of the load generator: a real `etcd-server` process on free 127.0.0.1
 //! ports, every workload run with a tiny total, and the reports checked for sanity.
 //!
-//! The server binary is not built here: `cargo build --workspace` must have run first (as
-//! `scripts/test.sh` does). It is looked up next to this test binary's target directory, then
-//! at `$CARGO_MANIFEST_DIR/../target/debug/etcd-server`; `ETCD_SERVER_BIN` overrides both.
+//! The server binary is the test kit's `server_binary()`: the one in this test's own target
+//! directory (built by `cargo build --workspace`, as `scripts/test.sh` does), or
+//! `ETCD_SERVER_BIN`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use etcd_bench::compare::{Cluster, ServerKind, Settings};
@@ -16,23 +15,7 @@ use etcd_bench::options::{
 };
 use etcd_bench::{Report, run};
 
-fn server_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("ETCD_SERVER_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/it-<hash> → target/<profile>/etcd-server
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent()?.parent().map(|d| d.join("etcd-server")));
-    let fallback = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/etcd-server");
-    let found = beside.filter(|p| p.exists()).unwrap_or(fallback);
-    assert!(
-        found.exists(),
-        "{} is missing: run `cargo build --workspace` first (scripts/test.sh does)",
-        found.display()
-    );
-    found
-}
+use etcd_test_kit::server_binary as server_bin;
 
 fn common(endpoints: &[String], total: u64, conns: usize, clients: usize) -> Common {
     common_with(ClientLib::H2, endpoints, total, conns, clients)

@@ -34,11 +34,7 @@ fn member_of(ip: IpAddr, n: usize) -> Option<usize> {
     }
 }
 
-/// A port that is free on `ip` right now.
-pub fn free_port_on(ip: Ipv4Addr) -> u16 {
-    let l = std::net::TcpListener::bind((ip, 0)).expect("bind port 0");
-    l.local_addr().expect("local addr").port()
-}
+pub use crate::harness::free_port_on;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

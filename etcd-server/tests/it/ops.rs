@@ -1973,8 +1973,9 @@ fn snapshot_restore_refuses_corrupt_file_and_non_empty_dir() {
 // HTTP endpoints
 // ---------------------------------------------------------------------------------------------
 
-const METRICS: [&str; 6] = [
+const METRICS: [&str; 7] = [
     "etcd_server_has_leader 1",
+    "etcd_server_proposals_failed_total ",
     "etcd_mvcc_db_total_size_in_bytes ",
     "etcd_debugging_mvcc_keys_total ",
     "etcd_disk_wal_fsync_duration_seconds_count ",
