@@ -157,24 +157,6 @@ pub async fn change_membership(
     current: i32,
     step: &Step,
 ) -> Result<Option<Change>, etcd::Error> {
-    match change_membership_now(etcd, names, current, step).await {
-        // etcd's strict reconfiguration refuses a change until the last one has settled (a
-        // promoted member must be connected for a while before the next MemberAdd). That is
-        // a wait, not a failure: the next pass tries again.
-        Err(e) if e.is_settling() => {
-            tracing::info!(error = %e, "membership change deferred while the cluster settles");
-            Ok(None)
-        }
-        other => other,
-    }
-}
-
-async fn change_membership_now(
-    etcd: &dyn EtcdAdmin,
-    names: &ClusterNames,
-    current: i32,
-    step: &Step,
-) -> Result<Option<Change>, etcd::Error> {
     let endpoints: Vec<String> = (0..current).map(|i| names.client_url(i)).collect();
     Ok(match step {
         Step::AddLearner { name, peer_url } => {
@@ -257,7 +239,18 @@ pub async fn execute<R: MemberRuntime>(
     current: i32,
     plan: &Plan,
 ) -> Result<Option<Change>, R::Error> {
-    let mut change = change_membership(etcd, &cluster.names, current, &plan.step).await?;
+    let mut change = match change_membership(etcd, &cluster.names, current, &plan.step).await {
+        Ok(change) => change,
+        // etcd's strict reconfiguration refuses a change until the last one has settled (a
+        // promoted member must be connected for a while before the next MemberAdd). That is
+        // a wait, not a failure: nothing else of this step may happen before the change (a
+        // scale-in must not stop a member etcd still counts), and the next pass tries again.
+        Err(e) if e.is_settling() => {
+            tracing::info!(error = %e, "membership change deferred while the cluster settles");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(change) = &change {
         failpoint(change);
     }

@@ -172,6 +172,8 @@ pub struct FakeEtcd {
     pub statuses: HashMap<String, EtcdStatus>,
     /// Calls made: `add <peer url>`, `promote <id>`, `remove <id>`, `move-leader <id>`.
     pub calls: Mutex<Vec<String>>,
+    /// When set, membership changes are refused with this message (after being recorded).
+    pub refuse: Option<String>,
 }
 
 impl FakeEtcd {
@@ -203,6 +205,7 @@ impl FakeEtcd {
             members: Some(members),
             statuses,
             calls: Mutex::default(),
+            refuse: None,
         })
     }
 
@@ -211,8 +214,15 @@ impl FakeEtcd {
         self.calls.lock().expect("lock").clone()
     }
 
-    fn record(&self, call: String) {
+    fn record(&self, call: String) -> Result<(), EtcdError> {
         self.calls.lock().expect("lock").push(call);
+        match &self.refuse {
+            Some(message) => Err(EtcdError::Rejected {
+                op: "change membership",
+                message: message.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -253,30 +263,21 @@ impl EtcdAdmin for FakeEtcd {
         peer_url: &'a str,
     ) -> BoxFuture<'a, Result<u64, EtcdError>> {
         Box::pin(async move {
-            self.record(format!("add {peer_url}"));
+            self.record(format!("add {peer_url}"))?;
             Ok(0x999)
         })
     }
 
     fn promote<'a>(&'a self, _: &'a [String], id: u64) -> BoxFuture<'a, Result<(), EtcdError>> {
-        Box::pin(async move {
-            self.record(format!("promote {id:x}"));
-            Ok(())
-        })
+        Box::pin(async move { self.record(format!("promote {id:x}")) })
     }
 
     fn remove<'a>(&'a self, _: &'a [String], id: u64) -> BoxFuture<'a, Result<(), EtcdError>> {
-        Box::pin(async move {
-            self.record(format!("remove {id:x}"));
-            Ok(())
-        })
+        Box::pin(async move { self.record(format!("remove {id:x}")) })
     }
 
     fn move_leader<'a>(&'a self, _: &'a str, to: u64) -> BoxFuture<'a, Result<(), EtcdError>> {
-        Box::pin(async move {
-            self.record(format!("move-leader {to:x}"));
-            Ok(())
-        })
+        Box::pin(async move { self.record(format!("move-leader {to:x}")) })
     }
 }
 

@@ -608,3 +608,93 @@ async fn a_removed_lost_member_is_added_again_and_its_claim_and_pod_deleted() {
     run_existing(cluster, ctx, handle, (sts, cm, pdb, pods), then).await;
     assert_eq!(etcd.calls(), vec![format!("add {}", names().peer_url(1))]);
 }
+
+/// Records what a runtime was asked to do.
+#[derive(Default)]
+struct RecordingRuntime {
+    calls: Vec<String>,
+}
+
+impl etcd_operator::runtime::MemberRuntime for RecordingRuntime {
+    type Error = etcd_operator::etcd::Error;
+
+    fn apply<'a>(
+        &'a mut self,
+        _: &'a etcd_operator::validate::ValidatedCluster,
+        desired: &'a etcd_operator::plan::Desired,
+    ) -> futures::future::BoxFuture<'a, Result<(), Self::Error>> {
+        self.calls.push(format!("apply {}", desired.replicas));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn restart<'a>(
+        &'a mut self,
+        _: &'a etcd_operator::validate::ValidatedCluster,
+        ordinal: i32,
+    ) -> futures::future::BoxFuture<'a, Result<(), Self::Error>> {
+        self.calls.push(format!("restart {ordinal}"));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn wipe<'a>(
+        &'a mut self,
+        _: &'a etcd_operator::validate::ValidatedCluster,
+        ordinal: i32,
+    ) -> futures::future::BoxFuture<'a, Result<(), Self::Error>> {
+        self.calls.push(format!("wipe {ordinal}"));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// etcd's strict reconfiguration ("unhealthy cluster" right after a promotion) makes a step
+/// wait: no error, and nothing else of the step happens before the change (a scale-in must
+/// not stop a member etcd still counts). Any other refusal is an error, and nothing is
+/// applied either.
+#[tokio::test]
+async fn a_settling_cluster_defers_the_whole_step() {
+    use etcd_operator::plan::{Desired, Plan, Step};
+    let v = validated(&default_cluster());
+    let plan = Plan {
+        step: Step::RemoveMember {
+            name: names().member(2),
+            id: Some(member_id(2)),
+        },
+        desired: Some(Desired {
+            replicas: 2,
+            members: bootstrap_configs(2).into_values().collect(),
+        }),
+        requeue_after: Duration::from_secs(5),
+    };
+    for (refusal, deferred) in [
+        ("etcdserver: unhealthy cluster", true),
+        (
+            "etcdserver: re-configuration failed due to not enough started members",
+            true,
+        ),
+        ("etcdserver: member not found", false),
+    ] {
+        let mut etcd = FakeEtcd::default();
+        etcd.refuse = Some(refusal.to_owned());
+        let mut members = RecordingRuntime::default();
+        let result = etcd_operator::runtime::execute(&etcd, &mut members, &v, 3, &plan).await;
+        assert_eq!(
+            etcd.calls(),
+            vec![format!("remove {:x}", member_id(2))],
+            "{refusal}"
+        );
+        assert!(members.calls.is_empty(), "{refusal}: {:?}", members.calls);
+        match result {
+            Ok(None) => assert!(deferred, "{refusal}: deferred, but is a failure"),
+            Err(e) => assert!(!deferred, "{refusal}: {e}"),
+            Ok(Some(c)) => panic!("{refusal}: {c:?}"),
+        }
+    }
+    // Accepted: the change, then the objects.
+    let etcd = FakeEtcd::default();
+    let mut members = RecordingRuntime::default();
+    let change = etcd_operator::runtime::execute(&etcd, &mut members, &v, 3, &plan)
+        .await
+        .expect("executes");
+    assert!(change.is_some());
+    assert_eq!(members.calls, vec!["apply 2".to_owned()]);
+}
