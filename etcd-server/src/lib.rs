@@ -1,29 +1,27 @@
 //! An etcd v3 compatible server: etcd's gRPC API over an MVCC store replicated by Raft.
 //!
 //! # Layout
-//! - [`authority`]: accepts etcdctl 3.4's scheme-prefixed HTTP/2 `:authority`.
-//! - [`api`]: one module per etcd gRPC service; validates requests at the edge and converts
-//!   errors to etcd's exact gRPC statuses.
-//! - [`serve`]: client connections (HTTP/1.1 and HTTP/2 on one port; KV calls answered on
-//!   the connection's task, everything else through the tonic/axum router).
-//! - [`server`]: the member itself: proposes writes to Raft, waits for them to apply, serves
-//!   linearizable reads through ReadIndex.
-//! - [`apply`]: etcd's applier, executing KV requests on MVCC transactions.
-//! - [`watch`]: the watch hub (synced/unsynced watchers fed by the apply loop).
-//! - [`lease`]: the lessor (TTLs on the leader, attachments applied through Raft).
-//! - [`alarm`]: alarms and the backend quota.
-//! - [`mvcc`]: the multi-version store (key index in memory, revisions in the backend).
-//! - [`backend`]: the embedded transactional store (redb) and its table layout.
-//! - [`raft`]: the consensus core (raft-rs), its write-ahead log and its I/O driver thread.
-//! - [`concurrency`]: etcd's lock/election recipes, run in-process for those services.
-//! - [`compactor`]: auto-compaction, run by the leader.
-//! - [`snapshot`]: offline `snapshot status` and `snapshot restore`.
-//! - [`membership`]: member and cluster identity, derived as etcd derives it.
-//! - [`http`]: `/health`, `/livez`, `/readyz`, `/version`, `/metrics`.
-//! - [`metrics`]: Prometheus metrics under etcd's names.
-//! - [`config`]: etcd's command-line flags and `ETCD_*` environment variables.
-//! - [`error`]: etcd's client-visible errors.
-//! - [`proto`]: the generated API types, from the `etcd-api` crate.
+//!
+//! Layers, each importing only the ones below it:
+//!
+//! 1. Edge: `serve` (client connections; unary KV calls answered on the connection's task,
+//!    everything else through the tonic/axum router), `http` (`/health`, `/livez`, `/readyz`,
+//!    `/version`, `/metrics`), `authority` (etcdctl 3.4's scheme-prefixed `:authority`).
+//! 2. `api`: one module per etcd gRPC service and the peer service; validates requests and
+//!    converts errors to etcd's exact gRPC statuses. `concurrency`: etcd's lock/election
+//!    recipes, run in-process for those services.
+//! 3. `server`: the member façade (`propose`, `read_barrier`, membership, status), with its
+//!    bootstrap, its apply loop and the leader's lease clock in submodules.
+//! 4. [`raft`] (the raft-rs driver thread, its input queue, WAL and peer sockets), `apply`
+//!    (etcd's applier), `lease` (the lessor), `watch` (the watch hub), `alarm` (alarms and
+//!    the quota), `membership` (member and cluster identity), `compactor` (auto-compaction).
+//! 5. `mvcc` (key index in memory, revisions in the backend), then `backend` (redb).
+//!
+//! Beside the layers: [`config`] (etcd's flags and `ETCD_*` variables), `error` (etcd's
+//! client-visible errors), `metrics` (etcd's metric names), [`snapshot`] (offline `snapshot
+//! status` and `snapshot restore`), [`proto`] (the generated API, from the `etcd-api` crate).
+//! Only [`config`], [`snapshot`], [`raft::wire`] and [`proto`] are public; everything else is
+//! crate-private.
 
 pub(crate) mod alarm;
 pub(crate) mod api;

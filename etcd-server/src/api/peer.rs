@@ -208,9 +208,7 @@ impl Peer for PeerService {
         let verified = match received {
             Ok(()) => {
                 let check = tmp.clone();
-                tokio::task::spawn_blocking(move || {
-                    crate::backend::verify_snapshot(&check, index).map_err(|e| e.to_string())
-                })
+                tokio::task::spawn_blocking(move || EtcdServer::verify_snapshot(&check, index))
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()))
                 .map_err(|e| Status::data_loss(format!("refused snapshot at {index}: {e}")))

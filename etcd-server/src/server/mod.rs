@@ -464,6 +464,12 @@ impl EtcdServer {
         self.snap_dir.clone()
     }
 
+    /// Checks a backend file received with a snapshot at Raft index `index` before Raft hears
+    /// of it: it must be a backend that applied at least up to `index` and holds the cluster.
+    pub fn verify_snapshot(path: &std::path::Path, index: u64) -> Result<(), String> {
+        crate::backend::verify_snapshot(path, index).map_err(|e| e.to_string())
+    }
+
     /// The peer transport.
     pub fn transport(&self) -> &Arc<Transport> {
         &self.transport
