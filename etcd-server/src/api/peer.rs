@@ -209,9 +209,9 @@ impl Peer for PeerService {
             Ok(()) => {
                 let check = tmp.clone();
                 tokio::task::spawn_blocking(move || EtcdServer::verify_snapshot(&check, index))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-                .map_err(|e| Status::data_loss(format!("refused snapshot at {index}: {e}")))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                    .map_err(|e| Status::data_loss(format!("refused snapshot at {index}: {e}")))
             }
             Err(e) => Err(e),
         };

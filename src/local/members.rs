@@ -1,0 +1,516 @@
+//! The members as local processes: starting, adopting, supervising (restarts with backoff, data-loss detection), stopping and wiping them; the `MemberRuntime` of `etcd-operator local`.
+
+use super::*;
+
+/// `cluster.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct State {
+    /// Stands in for the object's UID: it makes the `initial-cluster-token` unique.
+    pub(super) uid: String,
+    /// Members that exist.
+    pub(super) replicas: i32,
+    /// Hash of the spec members were configured from.
+    pub(super) spec_hash: String,
+}
+
+/// A running member process.
+pub(super) struct Running {
+    /// The process, when this runtime started it; `None` for one adopted from an earlier run
+    /// of the runtime (it keeps running when the runtime dies, as pods outlive an operator).
+    pub(super) child: Option<Child>,
+    pub(super) pid: u32,
+    /// The configuration file it started with.
+    pub(super) config: String,
+    pub(super) started: Instant,
+}
+
+impl Running {
+    /// Whether the process has exited, and how, if known.
+    pub(super) fn exited(&mut self) -> Option<String> {
+        match &mut self.child {
+            Some(child) => match child.try_wait() {
+                Ok(Some(status)) => Some(status.to_string()),
+                _ => None,
+            },
+            None => (!alive(self.pid)).then(|| "exited".to_owned()),
+        }
+    }
+
+    pub(super) fn signal(&self, signal: rustix::process::Signal) -> Result<(), rustix::io::Errno> {
+        match rustix::process::Pid::from_raw(self.pid as i32) {
+            Some(pid) => rustix::process::kill_process(pid, signal),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the process is gone.
+    pub(super) async fn wait(&mut self) {
+        match &mut self.child {
+            Some(child) => {
+                let _ = child.wait().await;
+            }
+            None => {
+                while alive(self.pid) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Whether process `pid` exists.
+pub(super) fn alive(pid: u32) -> bool {
+    rustix::process::Pid::from_raw(pid as i32)
+        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}
+
+/// The last part of a member's log.
+pub(super) fn log_tail(path: &Path) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = text.len().saturating_sub(16 * 1024);
+    String::from_utf8_lossy(&text[start..]).into_owned()
+}
+
+/// Members as local `etcd-server` processes.
+pub struct LocalMembers {
+    pub(super) options: Options,
+    running: BTreeMap<i32, Running>,
+    /// Members waiting to be (re)started: when, and the backoff used.
+    pending: BTreeMap<i32, (Instant, Duration)>,
+    state: Option<State>,
+    /// The cluster's identity: from `cluster.json`, or made once for a new cluster.
+    uid: String,
+    /// Members whose last exit said their data is lost (what a pod's termination message
+    /// says in Kubernetes), with that line.
+    lost: BTreeMap<i32, String>,
+    cluster_name: String,
+}
+
+impl LocalMembers {
+    pub(super) fn new(options: Options, cluster_name: String) -> Result<Self, Error> {
+        std::fs::create_dir_all(&options.state_dir).map_err(io("create", &options.state_dir))?;
+        let path = options.state_dir.join("cluster.json");
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => Some(
+                serde_json::from_slice(&bytes).map_err(|source| Error::State {
+                    path: path.clone(),
+                    source,
+                })?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io("read", &path)(e)),
+        };
+        let uid = match &state {
+            Some(State { uid, .. }) => uid.clone(),
+            None => {
+                let nanos = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default();
+                format!("local-{nanos:x}-{:x}", std::process::id())
+            }
+        };
+        let mut members = Self {
+            options,
+            running: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            state,
+            uid,
+            lost: BTreeMap::new(),
+            cluster_name,
+        };
+        // Adopt what is on disk: a member process still running from an earlier run is
+        // adopted as it is; every other member starts now, as pods would.
+        if let Some(replicas) = members.state.as_ref().map(|s| s.replicas) {
+            info!(replicas, "adopting existing members");
+            for i in 0..replicas {
+                match members.adopt(i) {
+                    Some(running) => {
+                        println!("adopted {} (pid {})", members.member_name(i), running.pid);
+                        members.running.insert(i, running);
+                    }
+                    None => {
+                        members.pending.insert(i, (Instant::now(), Duration::ZERO));
+                    }
+                }
+            }
+        }
+        Ok(members)
+    }
+
+    /// Member `i`'s process from an earlier run, if it still runs: the PID in `etcd.pid`
+    /// names a live process started with this member's configuration file.
+    pub(super) fn adopt(&self, i: i32) -> Option<Running> {
+        let dir = self.member_dir(i);
+        let pid: u32 = std::fs::read_to_string(dir.join("etcd.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let config_path = self.config_path(i);
+        let wanted = format!("--config-file={}", config_path.display());
+        let ours = cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == wanted.as_bytes());
+        if !ours || !alive(pid) {
+            return None;
+        }
+        let config = std::fs::read_to_string(dir.join("etcd.started.yaml"))
+            .or_else(|_| std::fs::read_to_string(&config_path))
+            .ok()?;
+        Some(Running {
+            child: None,
+            pid,
+            config,
+            started: Instant::now(),
+        })
+    }
+
+    pub(super) fn member_name(&self, i: i32) -> String {
+        format!("{}-{i}", self.cluster_name)
+    }
+
+    pub(super) fn member_dir(&self, i: i32) -> PathBuf {
+        self.options.state_dir.join(self.member_name(i))
+    }
+
+    pub(super) fn config_path(&self, i: i32) -> PathBuf {
+        self.member_dir(i).join("etcd.yaml")
+    }
+
+    pub(super) fn uid(&self) -> String {
+        self.uid.clone()
+    }
+
+    pub(super) fn save_state(&self) -> Result<(), Error> {
+        let path = self.options.state_dir.join("cluster.json");
+        if let Some(state) = &self.state {
+            let text = serde_json::to_vec_pretty(state).unwrap_or_default();
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, text).map_err(io("write", &tmp))?;
+            std::fs::rename(&tmp, &path).map_err(io("write", &path))?;
+        }
+        Ok(())
+    }
+
+    /// The member's configuration file: the ConfigMap's rendering, with the local data
+    /// directory.
+    pub(super) fn render(
+        &self,
+        cluster: &ValidatedCluster,
+        i: i32,
+        member: &MemberBootstrap,
+    ) -> Result<String, Error> {
+        let err = |source| Error::Render {
+            member: member.name.clone(),
+            source,
+        };
+        let text = configmap::render(cluster, i, member).map_err(err)?;
+        let mut map: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&text).map_err(err)?;
+        let data = std::path::absolute(self.member_dir(i).join("data"))
+            .unwrap_or_else(|_| self.member_dir(i).join("data"));
+        map.insert(
+            "data-dir".into(),
+            serde_yaml_ng::Value::String(data.display().to_string()),
+        );
+        serde_yaml_ng::to_string(&map).map_err(err)
+    }
+
+    /// What exists, in the planner's terms (without etcd): the "StatefulSet", the members'
+    /// configuration files and their "pods".
+    pub(super) fn observe_members(
+        &self,
+    ) -> (
+        Option<StatefulSetState>,
+        BTreeMap<String, MemberBootstrap>,
+        BTreeMap<i32, PodState>,
+    ) {
+        let Some(state) = &self.state else {
+            return (None, BTreeMap::new(), BTreeMap::new());
+        };
+        let mut configs = BTreeMap::new();
+        let mut pods = BTreeMap::new();
+        for i in 0..state.replicas {
+            let Ok(text) = std::fs::read_to_string(self.config_path(i)) else {
+                continue;
+            };
+            pods.insert(
+                i,
+                PodState {
+                    stale: self.running.get(&i).is_some_and(|r| r.config != text),
+                    terminating: false,
+                    data_lost: self.lost.get(&i).cloned(),
+                },
+            );
+            if let Some(m) = configmap::parse_member(&text) {
+                configs.insert(m.name.clone(), m);
+            }
+        }
+        let sts = StatefulSetState {
+            replicas: state.replicas,
+            ready_replicas: 0,
+            spec_hash: Some(state.spec_hash.clone()),
+        };
+        (Some(sts), configs, pods)
+    }
+
+    /// Restarts members whose process exited, after their backoff; the kubelet's job.
+    pub async fn supervise(&mut self) {
+        let replicas = self.state.as_ref().map_or(0, |s| s.replicas);
+        let exited: Vec<(i32, String, Duration)> = self
+            .running
+            .iter_mut()
+            .filter_map(|(i, r)| Some((*i, r.exited()?, r.started.elapsed())))
+            .collect();
+        for (i, status, ran) in exited {
+            self.running.remove(&i);
+            let _ = std::fs::remove_file(self.member_dir(i).join("etcd.pid"));
+            // What a pod's termination message would say: does its data still work?
+            match observe::data_lost_reason(&log_tail(&self.member_dir(i).join("etcd.log"))) {
+                Some(reason) => {
+                    println!("{} cannot run on its data: {reason}", self.member_name(i));
+                    self.lost.insert(i, reason);
+                }
+                None => {
+                    self.lost.remove(&i);
+                }
+            }
+            let previous = self.pending.get(&i).map(|p| p.1).unwrap_or(Duration::ZERO);
+            let backoff = if ran > Duration::from_secs(60) || previous.is_zero() {
+                self.options.restart_backoff
+            } else {
+                (previous * 2).min(Duration::from_secs(60))
+            };
+            warn!(member = %self.member_name(i), %status, restart_in = ?backoff, "member exited");
+            println!(
+                "{} exited ({status}); restarting in {backoff:?}",
+                self.member_name(i)
+            );
+            self.pending.insert(i, (Instant::now() + backoff, backoff));
+        }
+        let due: Vec<i32> = self
+            .pending
+            .iter()
+            .filter(|(i, (at, _))| **i < replicas && *at <= Instant::now())
+            .map(|(i, _)| *i)
+            .collect();
+        for i in due {
+            if let Err(error) = self.start(i) {
+                warn!(%error, "failed to start a member");
+                println!("{error}");
+            }
+        }
+    }
+
+    /// Starts member `i` from its configuration file.
+    pub(super) fn start(&mut self, i: i32) -> Result<(), Error> {
+        let dir = self.member_dir(i);
+        let config_path = self.config_path(i);
+        let config = std::fs::read_to_string(&config_path).map_err(io("read", &config_path))?;
+        let log_path = dir.join("etcd.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io("open", &log_path))?;
+        let log_err = log.try_clone().map_err(io("open", &log_path))?;
+        let name = self.member_name(i);
+        let child = Command::new(&self.options.server_bin)
+            .arg(format!("--config-file={}", config_path.display()))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            // Its own process group: Ctrl-C reaches the runtime only, which stops members
+            // in order; and a runtime that dies without stopping them does not leave them
+            // running (kill_on_drop).
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                binary: self.options.server_bin.clone(),
+                member: name.clone(),
+                source,
+            })?;
+        let pid = child.id().unwrap_or_default();
+        let pid_path = dir.join("etcd.pid");
+        std::fs::write(&pid_path, format!("{pid}\n")).map_err(io("write", &pid_path))?;
+        let started_path = dir.join("etcd.started.yaml");
+        std::fs::write(&started_path, &config).map_err(io("write", &started_path))?;
+        info!(member = %name, "started member");
+        println!("started {name} ({})", self.options.addressing.ip(i));
+        self.pending.remove(&i);
+        self.running.insert(
+            i,
+            Running {
+                child: Some(child),
+                pid,
+                config,
+                started: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops member `i`: SIGTERM, then SIGKILL after the stop timeout.
+    pub(super) async fn stop(&mut self, i: i32) {
+        self.pending.remove(&i);
+        if let Some(r) = self.running.remove(&i) {
+            stop_all(vec![(self.member_name(i), r)], self.options.stop_timeout).await;
+            let _ = std::fs::remove_file(self.member_dir(i).join("etcd.pid"));
+        }
+    }
+
+    /// Stops every member (all at once: a member stopping alone would see the others go).
+    pub async fn shutdown(&mut self) {
+        let running: Vec<(String, Running)> = std::mem::take(&mut self.running)
+            .into_iter()
+            .map(|(i, r)| (self.member_name(i), r))
+            .collect();
+        stop_all(running, self.options.stop_timeout).await;
+        for i in 0..self.state.as_ref().map_or(0, |s| s.replicas) {
+            let _ = std::fs::remove_file(self.member_dir(i).join("etcd.pid"));
+        }
+        self.pending.clear();
+    }
+
+    /// Ordinals with a directory in the state directory.
+    pub(super) fn ordinals_on_disk(&self) -> Vec<i32> {
+        let prefix = format!("{}-", self.cluster_name);
+        std::fs::read_dir(&self.options.state_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let i: i32 = name.strip_prefix(&prefix)?.parse().ok()?;
+                (self.member_name(i) == name && e.path().is_dir()).then_some(i)
+            })
+            .collect()
+    }
+
+    pub(super) async fn apply_desired(
+        &mut self,
+        cluster: &ValidatedCluster,
+        desired: &Desired,
+    ) -> Result<(), Error> {
+        let n = desired.replicas;
+        // Members beyond: the planner has removed them from etcd already.
+        let mut beyond: Vec<i32> = self.running.keys().copied().filter(|i| *i >= n).collect();
+        beyond.extend(self.ordinals_on_disk().into_iter().filter(|i| *i >= n));
+        beyond.sort_unstable();
+        beyond.dedup();
+        for i in beyond {
+            self.stop(i).await;
+            let dir = self.member_dir(i);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(io("delete", &dir))?;
+            }
+            println!("deleted {} and its data", self.member_name(i));
+        }
+
+        for (i, member) in desired.members.iter().enumerate() {
+            let i = i as i32;
+            let text = self.render(cluster, i, member)?;
+            let dir = self.member_dir(i);
+            let path = self.config_path(i);
+            let existing = std::fs::read_to_string(&path).ok();
+            if existing.is_none() {
+                // A new member must start from an empty data directory to join.
+                let data = dir.join("data");
+                if data.exists() {
+                    std::fs::remove_dir_all(&data).map_err(io("delete", &data))?;
+                }
+                std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+            }
+            if existing.as_deref() != Some(text.as_str()) {
+                std::fs::write(&path, &text).map_err(io("write", &path))?;
+            }
+        }
+
+        self.state = Some(State {
+            uid: self.uid(),
+            replicas: n,
+            spec_hash: spec_hash(cluster),
+        });
+        self.save_state()?;
+
+        // Running members keep running: restarts are the planner's (RestartMembers).
+        for i in 0..n {
+            if !self.running.contains_key(&i) && !self.pending.contains_key(&i) {
+                self.start(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn restart_member(&mut self, i: i32) -> Result<(), Error> {
+        println!(
+            "restarting {} with its current configuration",
+            self.member_name(i)
+        );
+        self.stop(i).await;
+        self.start(i)
+    }
+
+    pub(super) async fn wipe_member(&mut self, i: i32) -> Result<(), Error> {
+        self.stop(i).await;
+        let data = self.member_dir(i).join("data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data).map_err(io("delete", &data))?;
+        }
+        println!("wiped the data of {}", self.member_name(i));
+        self.lost.remove(&i);
+        self.start(i)
+    }
+}
+
+/// SIGTERMs every member, then waits for each until `timeout`, killing what is left.
+pub(super) async fn stop_all(members: Vec<(String, Running)>, timeout: Duration) {
+    for (name, r) in &members {
+        if let Err(error) = r.signal(rustix::process::Signal::TERM) {
+            warn!(member = %name, %error, "failed to send SIGTERM");
+        }
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    for (name, mut r) in members {
+        match tokio::time::timeout_at(deadline, r.wait()).await {
+            Ok(()) => println!("stopped {name}"),
+            Err(_) => {
+                warn!(member = %name, "did not stop in time; killing it");
+                let _ = r.signal(rustix::process::Signal::KILL);
+                r.wait().await;
+                println!("killed {name} (it did not stop within {timeout:?})");
+            }
+        }
+    }
+}
+
+impl MemberRuntime for LocalMembers {
+    type Error = Error;
+
+    fn apply<'a>(
+        &'a mut self,
+        cluster: &'a ValidatedCluster,
+        desired: &'a Desired,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.apply_desired(cluster, desired))
+    }
+
+    fn restart<'a>(
+        &'a mut self,
+        _cluster: &'a ValidatedCluster,
+        ordinal: i32,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.restart_member(ordinal))
+    }
+
+    fn wipe<'a>(
+        &'a mut self,
+        _cluster: &'a ValidatedCluster,
+        ordinal: i32,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.wipe_member(ordinal))
+    }
+}
