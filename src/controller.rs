@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -24,10 +23,11 @@ use tracing::{info, instrument, warn};
 
 use crate::crd::EtcdCluster;
 use crate::etcd::EtcdAdmin;
+use crate::kube_runtime::{Error as KubeRuntimeError, StatefulSetRuntime};
 use crate::metrics::Metrics;
 use crate::names::{ClusterNames, MANAGED_SELECTOR};
-use crate::plan::{Desired, Plan, Step};
-use crate::runtime::{self, MemberRuntime};
+use crate::plan::{Plan, Step};
+use crate::runtime;
 use crate::validate::ValidatedCluster;
 use crate::{apply, build, etcd, observe, plan, status, validate};
 
@@ -65,6 +65,16 @@ impl Error {
             Self::Build(_) => "build",
             Self::Apply(_) => "apply",
             Self::Status(_) => "status",
+        }
+    }
+}
+
+impl From<KubeRuntimeError> for Error {
+    fn from(e: KubeRuntimeError) -> Self {
+        match e {
+            KubeRuntimeError::Etcd(e) => Self::Etcd(e),
+            KubeRuntimeError::Build(e) => Self::Build(e),
+            KubeRuntimeError::Apply(e) => Self::Apply(e),
         }
     }
 }
@@ -235,68 +245,6 @@ async fn execute(
         .await;
     }
     Ok(())
-}
-
-/// Members as a StatefulSet: applying builds every object and applies them in order.
-pub struct StatefulSetRuntime {
-    /// Kubernetes client.
-    pub client: Client,
-    /// Whether the PodDisruptionBudget exists (the apply stage deletes it when not wanted).
-    pub pdb_exists: bool,
-}
-
-impl MemberRuntime for StatefulSetRuntime {
-    type Error = Error;
-
-    fn apply<'a>(
-        &'a mut self,
-        cluster: &'a ValidatedCluster,
-        desired: &'a Desired,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move {
-            let objects = build::build(cluster, desired)?;
-            apply::apply(
-                &self.client,
-                &cluster.names.namespace,
-                &objects,
-                self.pdb_exists,
-            )
-            .await?;
-            Ok(())
-        })
-    }
-
-    fn restart<'a>(
-        &'a mut self,
-        cluster: &'a ValidatedCluster,
-        ordinal: i32,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move {
-            let names = &cluster.names;
-            apply::delete_pod(&self.client, &names.namespace, &names.member(ordinal)).await?;
-            Ok(())
-        })
-    }
-
-    fn wipe<'a>(
-        &'a mut self,
-        cluster: &'a ValidatedCluster,
-        ordinal: i32,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move {
-            let names = &cluster.names;
-            let pod = names.member(ordinal);
-            // The claim first: it stays (protected) until the pod is gone, and the
-            // StatefulSet then recreates the pod with a new, empty claim. An emptyDir volume
-            // goes with the pod.
-            if !cluster.spec.storage.empty_dir {
-                let claim = format!("{}-{pod}", crate::names::DATA_VOLUME);
-                apply::delete_claim(&self.client, &names.namespace, &claim).await?;
-            }
-            apply::delete_pod(&self.client, &names.namespace, &pod).await?;
-            Ok(())
-        })
-    }
 }
 
 /// Publishes an Event. Events are best effort: failing to record one never fails a

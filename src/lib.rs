@@ -15,8 +15,10 @@
 //!
 //! Around it:
 //!
-//! - [`controller`]: `reconcile`, the per-object backoff `error_policy`, the controller loop,
-//!   and the StatefulSet [`runtime::MemberRuntime`].
+//! - [`controller`]: `reconcile`, the per-object backoff `error_policy` and the controller
+//!   loop.
+//! - [`kube_runtime`]: the StatefulSet [`runtime::MemberRuntime`] (pods, claims, applied
+//!   objects).
 //! - [`runtime`]: carrying out a plan — the etcd membership change (shared) and the
 //!   [`runtime::MemberRuntime`] that runs members.
 //! - [`local`]: the local runtime, the same planner driving `etcd-server` processes on
@@ -38,6 +40,7 @@ pub mod controller;
 pub mod crd;
 pub mod etcd;
 pub mod http;
+pub mod kube_runtime;
 pub mod leader;
 pub mod local;
 pub mod metrics;

@@ -6,15 +6,15 @@
 //! Each test has its own loopback range and free ports, so they run beside each other and
 //! beside the formation tests.
 
-mod operator_killed;
 mod lifecycle;
+mod operator_killed;
 mod scaling;
 
 // Sections share their helpers.
 #[allow(unused_imports)]
-use operator_killed::*;
-#[allow(unused_imports)]
 use lifecycle::*;
+#[allow(unused_imports)]
+use operator_killed::*;
 #[allow(unused_imports)]
 use scaling::*;
 
