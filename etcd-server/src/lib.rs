@@ -41,6 +41,7 @@ pub mod raft;
 pub(crate) mod serve;
 pub(crate) mod server;
 pub mod snapshot;
+pub mod tls;
 pub(crate) mod watch;
 
 pub use etcd_api::proto;

@@ -165,6 +165,21 @@ pub static ACTIVE_PEERS: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
         .expect("valid metric"),
     )
 });
+/// `etcd_server_tls_cert_expiry_seconds{role,sha256}`: the Unix time at which each loaded
+/// certificate expires, labelled by what it serves (`client`) and its SHA-256 fingerprint, so
+/// that whoever rotates certificates can confirm a member picked up the new one.
+pub static TLS_CERT_EXPIRY: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+    register(
+        prometheus::GaugeVec::new(
+            Opts::new(
+                "etcd_server_tls_cert_expiry_seconds",
+                "Unix time at which a loaded TLS certificate expires, by role and SHA-256.",
+            ),
+            &["role", "sha256"],
+        )
+        .expect("valid metric"),
+    )
+});
 /// `etcd_network_disconnected_peers_total{Local,Remote}`.
 pub static DISCONNECTED_PEERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(

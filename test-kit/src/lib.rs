@@ -4,6 +4,8 @@
 //! integration tests all use it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod certs;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

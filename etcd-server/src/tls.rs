@@ -1,0 +1,455 @@
+//! TLS on the client port, configured with etcd's flags (`--cert-file`, `--key-file`,
+//! `--trusted-ca-file`, `--client-cert-auth`, `--client-crl-file`, `--auto-tls`,
+//! `--cipher-suites`, `--tls-min-version`, `--tls-max-version`), and reloaded without a
+//! restart: the files are checked every [`RELOAD_INTERVAL`], and new connections get new
+//! material (the certificate, its key and the trusted CAs alike: etcd cannot reload the
+//! latter) while established connections keep theirs. Bad material never replaces good
+//! material: at start-up it stops the member with the flag and file named; later it is
+//! logged and the last good material stays in use.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::{ServerConfig, WebPkiClientVerifier};
+use sha2::Digest;
+
+/// How often the certificate files are checked for changes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a client may take to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS protocol version, as etcd's `--tls-min-version` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// `TLS1.2`.
+    Tls12,
+    /// `TLS1.3`.
+    Tls13,
+}
+
+impl TlsVersion {
+    /// Parses etcd's names (`TLS1.2`, `TLS1.3`; `TLS1.0`/`TLS1.1` are refused: rustls does
+    /// not speak them).
+    pub fn parse(flag: &'static str, s: &str) -> Result<Self, TlsError> {
+        match s {
+            "TLS1.2" => Ok(Self::Tls12),
+            "TLS1.3" => Ok(Self::Tls13),
+            other => Err(TlsError::Setting {
+                flag,
+                reason: format!("unsupported TLS version {other:?} (TLS1.2 or TLS1.3)"),
+            }),
+        }
+    }
+}
+
+/// Where the client port's material comes from and how clients are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `--cert-file` (with `--auto-tls`, the generated one).
+    pub cert: PathBuf,
+    /// `--key-file`.
+    pub key: PathBuf,
+    /// `--trusted-ca-file`: clients must present a certificate signed by one of these CAs.
+    pub trusted_ca: Option<PathBuf>,
+    /// `--client-cert-auth`.
+    pub client_cert_auth: bool,
+    /// `--client-crl-file`.
+    pub crl: Option<PathBuf>,
+    /// `--cipher-suites` (Go names; TLS 1.2 only, as in Go); empty: rustls' defaults.
+    pub cipher_suites: Vec<String>,
+    /// `--tls-min-version`.
+    pub min_version: TlsVersion,
+    /// `--tls-max-version`.
+    pub max_version: TlsVersion,
+}
+
+/// Why TLS material could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("failed to read {flag} {path}: {source}")]
+    Read {
+        /// The flag naming the file.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM data.
+    #[error("failed to load {flag} {path}: {reason}")]
+    Pem {
+        /// The flag naming the file.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The key is not the certificate's.
+    #[error("failed to load --key-file {key}: it is not the key of --cert-file {cert}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The certificate expired.
+    #[error(
+        "failed to load --cert-file {path}: the certificate expired at {not_after} (Unix time)"
+    )]
+    Expired {
+        /// The certificate file.
+        path: PathBuf,
+        /// When it expired.
+        not_after: i64,
+    },
+    /// A setting is invalid or incomplete.
+    #[error("invalid {flag}: {reason}")]
+    Setting {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Loaded material and what identifies it.
+struct Material {
+    config: Arc<ServerConfig>,
+    /// SHA-256 of every input file's bytes: a change on disk shows up as a new digest.
+    inputs: [u8; 32],
+    /// SHA-256 of the leaf certificate (DER), lowercase hex.
+    fingerprint: String,
+    /// The leaf certificate's expiry, Unix seconds.
+    not_after: i64,
+}
+
+/// The client port's TLS configuration, reloaded when its files change.
+pub struct ReloadingTls {
+    role: &'static str,
+    files: TlsFiles,
+    current: RwLock<Arc<Material>>,
+    /// Digest of the last inputs that failed to load (logged once, not every check).
+    last_failed: Mutex<Option<[u8; 32]>>,
+}
+
+impl std::fmt::Debug for ReloadingTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingTls")
+            .field("role", &self.role)
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+impl ReloadingTls {
+    /// Loads the material; any problem is an error naming the flag and the file.
+    pub fn load(role: &'static str, files: TlsFiles) -> Result<Arc<Self>, TlsError> {
+        let (inputs, bytes) = read_inputs(&files)?;
+        let material = build(&files, inputs, &bytes)?;
+        publish(role, None, &material);
+        Ok(Arc::new(Self {
+            role,
+            files,
+            current: RwLock::new(Arc::new(material)),
+            last_failed: Mutex::new(None),
+        }))
+    }
+
+    /// An acceptor with the current material, for one new connection.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        tokio_rustls::TlsAcceptor::from(current.config.clone())
+    }
+
+    /// SHA-256 of the certificate in use (lowercase hex).
+    pub fn fingerprint(&self) -> String {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .fingerprint
+            .clone()
+    }
+
+    /// Loads the files again if they changed. Returns whether new material is in use; a
+    /// failure leaves the current material in place.
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        let (inputs, bytes) = read_inputs(&self.files)?;
+        let old = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if old.inputs == inputs {
+            return Ok(false);
+        }
+        let material = build(&self.files, inputs, &bytes)?;
+        publish(self.role, Some(&old), &material);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(material);
+        Ok(true)
+    }
+
+    /// Checks the files every [`RELOAD_INTERVAL`] until the process ends.
+    pub async fn watch(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let this = self.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let r = this.reload();
+                let digest = read_inputs(&this.files).ok().map(|(d, _)| d);
+                (r, digest)
+            })
+            .await;
+            let Ok((result, digest)) = result else {
+                continue;
+            };
+            match result {
+                Ok(_) => *self.last_failed.lock().unwrap_or_else(|p| p.into_inner()) = None,
+                Err(e) => {
+                    let mut last = self.last_failed.lock().unwrap_or_else(|p| p.into_inner());
+                    if digest.is_none() || *last != digest {
+                        tracing::error!(role = self.role, error = %e, "kept the TLS material in use: the files on disk are not valid");
+                        *last = digest;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads every input file; returns their combined digest and their bytes (cert, key, CA, CRL).
+fn read_inputs(files: &TlsFiles) -> Result<([u8; 32], [Vec<u8>; 4]), TlsError> {
+    let read = |flag: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            flag,
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let cert = read("--cert-file", &files.cert)?;
+    let key = read("--key-file", &files.key)?;
+    let ca = match &files.trusted_ca {
+        Some(p) => read("--trusted-ca-file", p)?,
+        None => Vec::new(),
+    };
+    let crl = match &files.crl {
+        Some(p) => read("--client-crl-file", p)?,
+        None => Vec::new(),
+    };
+    let mut h = sha2::Sha256::new();
+    for part in [&cert, &key, &ca, &crl] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    Ok((h.finalize().into(), [cert, key, ca, crl]))
+}
+
+fn pem_error(flag: &'static str, path: &Path, reason: impl std::fmt::Display) -> TlsError {
+    TlsError::Pem {
+        flag,
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The crypto provider with the cipher suites `--cipher-suites` names (TLS 1.3 suites stay,
+/// as in Go, where the flag only restricts TLS 1.2).
+fn provider(files: &TlsFiles) -> Result<Arc<CryptoProvider>, TlsError> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !files.cipher_suites.is_empty() {
+        let mut keep = Vec::new();
+        for name in &files.cipher_suites {
+            let want = name.trim().trim_end_matches("_SHA256");
+            let found = provider.cipher_suites.iter().find(|s| {
+                let have = format!("{:?}", s.suite());
+                have.trim_end_matches("_SHA256") == want && s.version() == &rustls::version::TLS12
+            });
+            match found {
+                Some(s) => keep.push(*s),
+                None => {
+                    return Err(TlsError::Setting {
+                        flag: "--cipher-suites",
+                        reason: format!("unsupported cipher suite {name:?}"),
+                    });
+                }
+            }
+        }
+        provider
+            .cipher_suites
+            .retain(|s| s.version() == &rustls::version::TLS13 || keep.contains(s));
+    }
+    Ok(Arc::new(provider))
+}
+
+/// Builds a server configuration from the files' bytes.
+fn build(files: &TlsFiles, inputs: [u8; 32], bytes: &[Vec<u8>; 4]) -> Result<Material, TlsError> {
+    let [cert_pem, key_pem, ca_pem, crl_pem] = bytes;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_error("--cert-file", &files.cert, e))?;
+    let Some(leaf) = certs.first() else {
+        return Err(pem_error(
+            "--cert-file",
+            &files.cert,
+            "no certificate in it",
+        ));
+    };
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| pem_error("--key-file", &files.key, e))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| pem_error("--cert-file", &files.cert, e))?;
+    let not_after = parsed.validity().not_after.timestamp();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if not_after <= now {
+        return Err(TlsError::Expired {
+            path: files.cert.clone(),
+            not_after,
+        });
+    }
+    let provider = provider(files)?;
+    let signer = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| pem_error("--key-file", &files.key, e))?;
+    if signer
+        .public_key()
+        .is_some_and(|spki| spki.as_ref() != parsed.tbs_certificate.subject_pki.raw)
+    {
+        return Err(TlsError::KeyMismatch {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+        });
+    }
+    let verifier = if files.trusted_ca.is_some() || files.client_cert_auth {
+        let Some(ca_path) = &files.trusted_ca else {
+            return Err(TlsError::Setting {
+                flag: "--client-cert-auth",
+                reason: "needs --trusted-ca-file (the CAs client certificates must be signed by)"
+                    .into(),
+            });
+        };
+        let mut roots = RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(ca_pem) {
+            let ca = ca.map_err(|e| pem_error("--trusted-ca-file", ca_path, e))?;
+            roots
+                .add(ca)
+                .map_err(|e| pem_error("--trusted-ca-file", ca_path, e))?;
+        }
+        if roots.is_empty() {
+            return Err(pem_error(
+                "--trusted-ca-file",
+                ca_path,
+                "no CA certificate in it",
+            ));
+        }
+        let mut crls = Vec::new();
+        if let Some(crl_path) = &files.crl {
+            for crl in CertificateRevocationListDer::pem_slice_iter(crl_pem) {
+                crls.push(crl.map_err(|e| pem_error("--client-crl-file", crl_path, e))?);
+            }
+        }
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .with_crls(crls)
+            .build()
+            .map_err(|e| TlsError::Setting {
+                flag: "--trusted-ca-file",
+                reason: e.to_string(),
+            })?
+    } else {
+        WebPkiClientVerifier::no_client_auth()
+    };
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+        (TlsVersion::Tls12, &rustls::version::TLS12),
+        (TlsVersion::Tls13, &rustls::version::TLS13),
+    ]
+    .into_iter()
+    .filter(|(v, _)| *v >= files.min_version && *v <= files.max_version)
+    .map(|(_, p)| p)
+    .collect();
+    if versions.is_empty() {
+        return Err(TlsError::Setting {
+            flag: "--tls-min-version",
+            reason: "is above --tls-max-version".into(),
+        });
+    }
+    let fingerprint = hex(&sha2::Sha256::digest(leaf));
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| TlsError::Setting {
+            flag: "--cipher-suites",
+            reason: e.to_string(),
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| pem_error("--cert-file", &files.cert, e))?;
+    // gRPC needs h2; `/health` and `/metrics` also answer HTTP/1.1 clients (curl, probes).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Material {
+        config: Arc::new(config),
+        inputs,
+        fingerprint,
+        not_after,
+    })
+}
+
+/// Logs newly loaded material and moves the expiry metric to it.
+fn publish(role: &'static str, old: Option<&Material>, new: &Material) {
+    if let Some(old) = old
+        && old.fingerprint != new.fingerprint
+    {
+        let _ = crate::metrics::TLS_CERT_EXPIRY.remove_label_values(&[role, &old.fingerprint]);
+    }
+    crate::metrics::TLS_CERT_EXPIRY
+        .with_label_values(&[role, &new.fingerprint])
+        .set(new.not_after as f64);
+    tracing::info!(
+        role,
+        sha256 = %new.fingerprint,
+        not_after = new.not_after,
+        reloaded = old.is_some(),
+        "loaded TLS material"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `--auto-tls`: a self-signed certificate for `hosts` under `dir` (etcd keeps its own under
+/// `<data-dir>/fixtures/client`), made once and reused on restart.
+pub fn auto_tls(dir: &Path, hosts: &[String]) -> Result<(PathBuf, PathBuf), TlsError> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    if cert.is_file() && key.is_file() {
+        return Ok((cert, key));
+    }
+    let fail = |reason: String| TlsError::Setting {
+        flag: "--auto-tls",
+        reason,
+    };
+    let mut names: Vec<String> = hosts.to_vec();
+    names.push("localhost".into());
+    names.sort();
+    names.dedup();
+    let made = rcgen::generate_simple_self_signed(names).map_err(|e| fail(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    std::fs::write(&key, made.signing_key.serialize_pem())
+        .and_then(|()| std::fs::write(&cert, made.cert.pem()))
+        .map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    Ok((cert, key))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+//! Unit tests of TLS loading and reloading, on real certificates.
+
+use etcd_test_kit::certs::{Ca, write_atomically};
+
+use super::*;
+
+fn files(dir: &Path, ca: Option<&Path>) -> TlsFiles {
+    TlsFiles {
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+        trusted_ca: ca.map(Path::to_owned),
+        client_cert_auth: ca.is_some(),
+        crl: None,
+        cipher_suites: Vec::new(),
+        min_version: TlsVersion::Tls12,
+        max_version: TlsVersion::Tls13,
+    }
+}
+
+fn setup() -> (tempfile::TempDir, Ca, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("test-ca");
+    let ca_path = dir.path().join("ca.crt");
+    write_atomically(&ca_path, &ca.cert_pem);
+    ca.leaf("server", &["localhost", "127.0.0.1"], false)
+        .write(dir.path(), "server");
+    (dir, ca, ca_path)
+}
+
+#[test]
+fn loads_good_material_and_refuses_bad_input_naming_flag_and_file() {
+    let (dir, ca, ca_path) = setup();
+    let d = dir.path();
+    let tls = ReloadingTls::load("client", files(d, Some(&ca_path))).expect("loads");
+    assert_eq!(tls.fingerprint().len(), 64);
+
+    let other = Ca::new("other").leaf("server", &["localhost"], false);
+    let expired = ca.leaf("server", &["localhost"], true);
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        (
+            "missing key",
+            Box::new(|d: &Path| std::fs::remove_file(d.join("server.key")).expect("rm")),
+            "--key-file",
+        ),
+        (
+            "garbage certificate",
+            Box::new(|d: &Path| write_atomically(&d.join("server.crt"), "not a certificate")),
+            "--cert-file",
+        ),
+        (
+            "key of another certificate",
+            Box::new(move |d: &Path| write_atomically(&d.join("server.key"), &other.key_pem)),
+            "is not the key of --cert-file",
+        ),
+        (
+            "expired certificate",
+            Box::new(move |d: &Path| {
+                write_atomically(&d.join("server.crt"), &expired.cert_pem);
+                write_atomically(&d.join("server.key"), &expired.key_pem);
+            }),
+            "expired",
+        ),
+        (
+            "garbage CA",
+            Box::new(|d: &Path| write_atomically(&d.join("ca.crt"), "junk")),
+            "--trusted-ca-file",
+        ),
+    ];
+    for (what, spoil, needle) in cases {
+        let (dir, _ca, ca_path) = setup();
+        spoil(dir.path());
+        let e = ReloadingTls::load("client", files(dir.path(), Some(&ca_path)))
+            .expect_err(what)
+            .to_string();
+        assert!(e.contains(needle), "{what}: {e}");
+    }
+    let mut no_ca = files(d, None);
+    no_ca.client_cert_auth = true;
+    let e = ReloadingTls::load("client", no_ca).expect_err("cca without ca");
+    assert!(e.to_string().contains("--client-cert-auth"), "{e}");
+    let mut suites = files(d, None);
+    suites.cipher_suites = vec!["TLS_RSA_WITH_RC4_128_SHA".into()];
+    let e = ReloadingTls::load("client", suites).expect_err("bad suite");
+    assert!(e.to_string().contains("--cipher-suites"), "{e}");
+}
+
+#[test]
+fn reload_picks_up_new_material_and_keeps_the_last_good_one() {
+    let (dir, ca, ca_path) = setup();
+    let d = dir.path();
+    let tls = ReloadingTls::load("client", files(d, Some(&ca_path))).expect("loads");
+    let first = tls.fingerprint();
+    assert!(!tls.reload().expect("unchanged"), "nothing changed on disk");
+
+    ca.leaf("server", &["localhost"], false).write(d, "server");
+    assert!(
+        tls.reload().expect("reloads"),
+        "a new certificate is picked up"
+    );
+    let second = tls.fingerprint();
+    assert_ne!(first, second);
+    let metric = crate::metrics::TLS_CERT_EXPIRY.with_label_values(&["client", &second]);
+    assert!(metric.get() > 0.0);
+
+    // A certificate written without its key (mid-rotation), then garbage: refused, and the
+    // material in use stays.
+    let next = ca.leaf("server", &["localhost"], false);
+    write_atomically(&d.join("server.crt"), &next.cert_pem);
+    assert!(tls.reload().is_err());
+    assert_eq!(tls.fingerprint(), second);
+    write_atomically(&d.join("server.crt"), "garbage");
+    assert!(tls.reload().is_err());
+    assert_eq!(tls.fingerprint(), second);
+    // The pair completed: picked up.
+    next.write(d, "server");
+    assert!(tls.reload().expect("reloads"));
+    assert_ne!(tls.fingerprint(), second);
+
+    // A bundle of two CAs is accepted (CA rotation).
+    let new_ca = Ca::new("new-ca");
+    write_atomically(&ca_path, &format!("{}{}", ca.cert_pem, new_ca.cert_pem));
+    assert!(tls.reload().expect("two CAs"));
+}
+
+#[test]
+fn auto_tls_makes_a_certificate_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = auto_tls(dir.path(), &["127.0.0.1".into()]).expect("made");
+    let first = std::fs::read(&cert).expect("cert");
+    let again = auto_tls(dir.path(), &["127.0.0.1".into()]).expect("reused");
+    assert_eq!((cert.clone(), key.clone()), again);
+    assert_eq!(std::fs::read(&cert).expect("cert"), first);
+    let mut f = files(dir.path(), None);
+    (f.cert, f.key) = (cert, key);
+    ReloadingTls::load("client", f).expect("the generated pair loads");
+}
