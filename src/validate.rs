@@ -48,6 +48,9 @@ pub const MANAGED_FLAGS: &[(&str, &str)] = &[
     ("snapshot-count", "spec.server.snapshotCount"),
     ("heartbeat-interval", "spec.server.heartbeatIntervalMs"),
     ("election-timeout", "spec.server.electionTimeoutMs"),
+    // TLS follows the certificates the operator will issue (spec.tls, not built yet).
+    ("client-cert-auth", "the operator (spec.tls, not built yet)"),
+    ("auto-tls", "the operator (spec.tls, not built yet)"),
 ];
 
 /// etcd's default `--heartbeat-interval`, in milliseconds.

@@ -84,6 +84,15 @@ pub const SERVER_FLAGS: &[Flag] = &[
         test_only: true,
     },
     flag("listen-metrics-urls", ValueKind::Urls),
+    flag("cert-file", ValueKind::Text),
+    flag("key-file", ValueKind::Text),
+    flag("trusted-ca-file", ValueKind::Text),
+    flag("client-cert-auth", ValueKind::Bool),
+    flag("auto-tls", ValueKind::Bool),
+    flag("client-crl-file", ValueKind::Text),
+    flag("cipher-suites", ValueKind::Text),
+    flag("tls-min-version", ValueKind::Text),
+    flag("tls-max-version", ValueKind::Text),
     flag("config-file", ValueKind::Text),
 ];
 

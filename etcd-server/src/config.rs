@@ -155,6 +155,33 @@ pub struct Flags {
     /// flag: for tests only.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_CHECK_INTERVAL_MS", hide = true)]
     pub auto_compaction_check_interval_ms: Option<u64>,
+    /// Certificate for the client port (`https://` client URLs).
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Key of `--cert-file`.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// CAs that sign client certificates; when set, clients must present one.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require client certificates signed by `--trusted-ca-file`.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub client_cert_auth: bool,
+    /// A self-signed certificate for the client port, made under the data dir.
+    #[arg(long, env = "ETCD_AUTO_TLS", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub auto_tls: bool,
+    /// Revoked client certificates (PEM CRLs).
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<PathBuf>,
+    /// TLS 1.2 cipher suites the client port accepts (Go names, comma-separated).
+    #[arg(long, env = "ETCD_CIPHER_SUITES")]
+    pub cipher_suites: Option<String>,
+    /// Lowest TLS version accepted (`TLS1.2` or `TLS1.3`).
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION", default_value = "TLS1.2")]
+    pub tls_min_version: String,
+    /// Highest TLS version accepted.
+    #[arg(long, env = "ETCD_TLS_MAX_VERSION", default_value = "TLS1.3")]
+    pub tls_max_version: String,
     /// Additional URLs to serve `/metrics` and `/health` on.
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: Option<String>,
@@ -205,8 +232,10 @@ pub struct Config {
     pub name: String,
     /// Data directory.
     pub data_dir: PathBuf,
-    /// Client listen addresses.
-    pub listen_client: Vec<SocketAddr>,
+    /// Client listen addresses (`https://` ones serve TLS).
+    pub listen_client: Vec<ListenUrl>,
+    /// TLS material for `https://` client URLs.
+    pub client_tls: Option<crate::tls::TlsFiles>,
     /// Advertised client URLs.
     pub advertise_client_urls: Vec<String>,
     /// Peer listen addresses.
@@ -243,8 +272,33 @@ pub struct Config {
     pub listen_metrics: Vec<SocketAddr>,
 }
 
+/// One address to listen on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenUrl {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Whether the URL was `https://`.
+    pub tls: bool,
+}
+
+/// Parses listen URLs where TLS is not offered (the peer and metrics ports, for now).
+fn parse_plain_listen_urls(
+    flag: &'static str,
+    value: &str,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    let urls = parse_listen_urls(flag, value)?;
+    if urls.iter().any(|u| u.tls) {
+        return Err(ConfigError::BadUrl {
+            flag,
+            value: value.to_owned(),
+            reason: "https is supported on the client port only so far".into(),
+        });
+    }
+    Ok(urls.into_iter().map(|u| u.addr).collect())
+}
+
 /// Parses a comma-separated URL list into socket addresses (`localhost` is 127.0.0.1).
-pub fn parse_listen_urls(flag: &'static str, value: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+pub fn parse_listen_urls(flag: &'static str, value: &str) -> Result<Vec<ListenUrl>, ConfigError> {
     let bad = |reason: String| ConfigError::BadUrl {
         flag,
         value: value.to_owned(),
@@ -253,11 +307,15 @@ pub fn parse_listen_urls(flag: &'static str, value: &str) -> Result<Vec<SocketAd
     let mut out = Vec::new();
     for raw in split_urls(value) {
         let u = url::Url::parse(&raw).map_err(|e| bad(e.to_string()))?;
-        match u.scheme() {
-            "http" => {}
-            "https" | "unixs" => return Err(bad("TLS listeners are not supported yet".into())),
-            s => return Err(bad(format!("unsupported scheme {s:?}, expected http"))),
-        }
+        let tls = match u.scheme() {
+            "http" => false,
+            "https" => true,
+            s => {
+                return Err(bad(format!(
+                    "unsupported scheme {s:?}, expected http or https"
+                )));
+            }
+        };
         let port = u
             .port()
             .ok_or_else(|| bad("URL must include a port".into()))?;
@@ -275,12 +333,54 @@ pub fn parse_listen_urls(flag: &'static str, value: &str) -> Result<Vec<SocketAd
         let addr = format!("{host}:{port}")
             .parse()
             .map_err(|e: std::net::AddrParseError| bad(e.to_string()))?;
-        out.push(addr);
+        out.push(ListenUrl { addr, tls });
     }
     if out.is_empty() {
         return Err(bad("no URLs given".into()));
     }
     Ok(out)
+}
+
+/// etcd's config file nests the TLS settings: `client-transport-security:` holds `cert-file`,
+/// `key-file`, `client-cert-auth`, `trusted-ca-file`, `auto-tls` (and `crl-file`); they become
+/// the matching flags. Peer TLS is not built yet: a peer block that sets anything is refused,
+/// an empty one (as in etcd's sample file) is fine.
+fn security_block(
+    key: &str,
+    block: &serde_yaml_ng::Value,
+    args: &mut Vec<String>,
+) -> Result<(), String> {
+    let Some(map) = block.as_mapping() else {
+        return match block {
+            serde_yaml_ng::Value::Null => Ok(()),
+            _ => Err(format!("{key} must be a mapping")),
+        };
+    };
+    for (k, v) in map {
+        let Some(name) = k.as_str() else { continue };
+        let value = match v {
+            serde_yaml_ng::Value::Null => continue,
+            serde_yaml_ng::Value::Bool(false) => continue,
+            serde_yaml_ng::Value::String(s) if s.is_empty() => continue,
+            serde_yaml_ng::Value::String(s) => s.clone(),
+            serde_yaml_ng::Value::Bool(true) => "true".to_owned(),
+            other => return Err(format!("{key}.{name}: unsupported value {other:?}")),
+        };
+        if key == "peer-transport-security" {
+            return Err(format!(
+                "{key}.{name}: TLS on the peer port is not supported yet"
+            ));
+        }
+        let flag = match name {
+            "cert-file" | "key-file" | "client-cert-auth" | "trusted-ca-file" | "auto-tls" => {
+                name.to_owned()
+            }
+            "crl-file" => "client-crl-file".to_owned(),
+            other => return Err(format!("{key}.{other} is not a known setting")),
+        };
+        args.push(format!("--{flag}={value}"));
+    }
+    Ok(())
 }
 
 fn split_urls(value: &str) -> Vec<String> {
@@ -382,6 +482,9 @@ impl Flags {
                 let Some(key) = k.as_str() else { continue };
                 let value = match v {
                     serde_yaml_ng::Value::Null => continue,
+                    serde_yaml_ng::Value::Mapping(_) if key.ends_with("-transport-security") => {
+                        String::new()
+                    }
                     serde_yaml_ng::Value::String(s) => s.clone(),
                     serde_yaml_ng::Value::Number(n) => n.to_string(),
                     serde_yaml_ng::Value::Bool(b) => b.to_string(),
@@ -399,6 +502,10 @@ impl Flags {
                 if key == "config-file" {
                     continue;
                 }
+                if key == "client-transport-security" || key == "peer-transport-security" {
+                    security_block(key, v, &mut args).map_err(bad)?;
+                    continue;
+                }
                 args.push(format!("--{key}={value}"));
             }
         } else if !doc.is_null() {
@@ -413,14 +520,72 @@ impl Flags {
         Self::from_arg_matches(&matches).map_err(|e| bad(e.to_string()))
     }
 
+    /// The client port's TLS settings, when a client URL is `https://`: the certificate and
+    /// key (or `--auto-tls`'s, made under `<data-dir>/fixtures/client` as etcd does) and how
+    /// clients are checked. TLS flags without an `https://` URL are ignored, as in etcd.
+    fn client_tls(
+        &self,
+        data_dir: &std::path::Path,
+        listen: &[ListenUrl],
+    ) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+        use crate::tls::{TlsFiles, TlsVersion};
+        let invalid = |flag: &'static str, reason: &str| ConfigError::Invalid {
+            flag,
+            reason: reason.to_owned(),
+        };
+        let (cert, key) = match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => return Err(invalid("--cert-file", "needs --key-file")),
+            (None, Some(_)) => return Err(invalid("--key-file", "needs --cert-file")),
+            (Some(c), Some(k)) => (c.clone(), k.clone()),
+            (None, None) if self.auto_tls => {
+                let hosts: Vec<String> = listen.iter().map(|l| l.addr.ip().to_string()).collect();
+                crate::tls::auto_tls(&data_dir.join("fixtures").join("client"), &hosts)
+                    .map_err(|e| invalid("--auto-tls", &e.to_string()))?
+            }
+            (None, None) => (PathBuf::new(), PathBuf::new()),
+        };
+        if !listen.iter().any(|l| l.tls) {
+            return Ok(None);
+        }
+        if cert.as_os_str().is_empty() {
+            return Err(invalid(
+                "--listen-client-urls",
+                "https URLs need --cert-file and --key-file (or --auto-tls)",
+            ));
+        }
+        let version =
+            |flag, v: &str| TlsVersion::parse(flag, v).map_err(|e| invalid(flag, &e.to_string()));
+        Ok(Some(TlsFiles {
+            cert,
+            key,
+            trusted_ca: self.trusted_ca_file.clone(),
+            client_cert_auth: self.client_cert_auth,
+            crl: self.client_crl_file.clone(),
+            cipher_suites: self
+                .cipher_suites
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            min_version: version("--tls-min-version", &self.tls_min_version)?,
+            max_version: version("--tls-max-version", &self.tls_max_version)?,
+        }))
+    }
+
     /// Validates the flags into a [`Config`].
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let listen_client = parse_listen_urls("--listen-client-urls", &self.listen_client_urls)?;
-        let listen_peer = parse_listen_urls("--listen-peer-urls", &self.listen_peer_urls)?;
+        let listen_peer = parse_plain_listen_urls("--listen-peer-urls", &self.listen_peer_urls)?;
         let listen_metrics = match &self.listen_metrics_urls {
-            Some(v) if !v.trim().is_empty() => parse_listen_urls("--listen-metrics-urls", v)?,
+            Some(v) if !v.trim().is_empty() => parse_plain_listen_urls("--listen-metrics-urls", v)?,
             _ => Vec::new(),
         };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)));
+        let client_tls = self.client_tls(&data_dir, &listen_client)?;
         let advertise_client_urls =
             check_urls("--advertise-client-urls", &self.advertise_client_urls)?;
         let advertise_peer_urls = check_urls(
@@ -471,11 +636,10 @@ impl Flags {
         let auto_compaction =
             parse_retention(self.auto_compaction_mode, &self.auto_compaction_retention)?;
         Ok(Config {
-            data_dir: self
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name))),
+            data_dir,
             name: self.name,
             listen_client,
+            client_tls,
             advertise_client_urls,
             listen_peer,
             advertise_peer_urls,
@@ -507,6 +671,69 @@ impl Flags {
 mod tests {
     use super::*;
 
+    #[test]
+    fn https_client_urls_need_a_certificate_pair() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["etcd-server"];
+            all.extend_from_slice(args);
+            Flags::parse_from(all).into_config()
+        };
+        let https = "--listen-client-urls=https://127.0.0.1:2379";
+        let e = parse(&[https]).expect_err("no cert").to_string();
+        assert!(e.contains("--cert-file"), "{e}");
+        let e = parse(&[https, "--cert-file=a.crt"])
+            .expect_err("no key")
+            .to_string();
+        assert!(e.contains("needs --key-file"), "{e}");
+        let c = parse(&[
+            https,
+            "--cert-file=a.crt",
+            "--key-file=a.key",
+            "--client-cert-auth",
+        ])
+        .expect("valid");
+        let tls = c.client_tls.expect("tls");
+        assert!(tls.client_cert_auth && c.listen_client[0].tls);
+        // TLS flags without an https URL are ignored, as in etcd.
+        let c = parse(&["--cert-file=a.crt", "--key-file=a.key"]).expect("valid");
+        assert!(c.client_tls.is_none());
+        let e = parse(&["--listen-peer-urls=https://127.0.0.1:2380"])
+            .expect_err("peer tls")
+            .to_string();
+        assert!(e.contains("client port only"), "{e}");
+        let e = parse(&[
+            https,
+            "--cert-file=a",
+            "--key-file=b",
+            "--tls-min-version=TLS1.0",
+        ])
+        .expect_err("old tls")
+        .to_string();
+        assert!(e.contains("--tls-min-version"), "{e}");
+    }
+
+    #[test]
+    fn config_file_transport_security_blocks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("etcd.yaml");
+        let write = |text: &str| std::fs::write(&file, text).expect("write");
+        write(
+            "listen-client-urls: https://127.0.0.1:2379\nclient-transport-security:\n  cert-file: s.crt\n  key-file: s.key\n  client-cert-auth: true\n  trusted-ca-file: ca.crt\npeer-transport-security:\n  cert-file:\n  client-cert-auth: false\n",
+        );
+        let c = Flags::from_config_file(&file)
+            .and_then(Flags::into_config)
+            .expect("valid");
+        let tls = c.client_tls.expect("tls");
+        assert_eq!(tls.cert, PathBuf::from("s.crt"));
+        assert_eq!(tls.trusted_ca, Some(PathBuf::from("ca.crt")));
+        assert!(tls.client_cert_auth);
+        write("peer-transport-security:\n  cert-file: p.crt\n");
+        let e = Flags::from_config_file(&file)
+            .expect_err("peer tls")
+            .to_string();
+        assert!(e.contains("not supported yet"), "{e}");
+    }
+
     /// The shared flag table (`etcd_api::flags`, which the operator validates `extraArgs`
     /// against) names exactly the flags this parser accepts, hidden ones marked test-only.
     #[test]
@@ -535,8 +762,12 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("default.etcd"));
         assert_eq!(
             c.listen_client,
-            vec!["127.0.0.1:2379".parse::<SocketAddr>().expect("addr")]
+            vec![ListenUrl {
+                addr: "127.0.0.1:2379".parse::<SocketAddr>().expect("addr"),
+                tls: false
+            }]
         );
+        assert!(c.client_tls.is_none());
         assert_eq!(c.initial_cluster, "default=http://localhost:2380");
         assert_eq!(c.election_ticks, 10);
         assert_eq!(c.quota_backend_bytes, DEFAULT_QUOTA_BYTES);

@@ -58,11 +58,20 @@ use crate::server::{EtcdServer, StartError};
 #[derive(Debug)]
 pub struct Listeners {
     /// Client listeners: gRPC plus the HTTP endpoints.
-    pub client: Vec<TcpListener>,
+    pub client: Vec<ClientListener>,
     /// `--listen-metrics-urls` listeners: the HTTP endpoints only.
     pub metrics: Vec<TcpListener>,
     /// Peer listeners: the member-to-member protocol.
     pub peer: Vec<TcpListener>,
+}
+
+/// One client listener, bound by the caller.
+#[derive(Debug)]
+pub struct ClientListener {
+    /// The socket.
+    pub listener: TcpListener,
+    /// Whether it serves TLS (an `https://` client URL).
+    pub tls: bool,
 }
 
 /// Errors from [`run`].
@@ -80,6 +89,9 @@ pub enum RunError {
         membership::REMOVED_MESSAGE
     )]
     Removed,
+    /// The client port's TLS material could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// Serving a client or metrics listener failed.
     #[error("failed to serve client or metrics connections: {0}")]
     Http(#[source] std::io::Error),
@@ -96,6 +108,11 @@ pub async fn run(
         maintenance_server::MaintenanceServer, watch_server::WatchServer,
     };
     let max_msg = config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
+    // Bad TLS material stops the member before it joins anything.
+    let client_tls = match &config.client_tls {
+        Some(files) => Some(tls::ReloadingTls::load("client", files.clone())?),
+        None => None,
+    };
     let server = tokio::task::spawn_blocking(move || EtcdServer::start(config))
         .await
         .map_err(|e| StartError::DataDir {
@@ -119,7 +136,10 @@ pub async fn run(
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let (client_stop, _) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    let tls_watch = client_tls.clone().map(|t| tokio::spawn(t.watch()));
     for listener in listeners.client {
+        let tls = listener.tls.then(|| client_tls.clone()).flatten();
+        let listener = listener.listener;
         let s = server.clone();
         let mut routes = tonic::service::Routes::builder();
         routes
@@ -162,7 +182,7 @@ pub async fn run(
         let service = serve::ClientService::new(app, s.clone(), max_msg);
         let stop = client_stop.subscribe();
         tasks.push(tokio::spawn(async move {
-            serve::serve(listener, service, stop)
+            serve::serve(listener, service, stop, tls)
                 .await
                 .map_err(RunError::Http)
         }));
@@ -226,6 +246,9 @@ pub async fn run(
     }
     compactor.abort();
     leases.abort();
+    if let Some(t) = tls_watch {
+        t.abort();
+    }
     publish.abort();
     let _ = stop_tx.send(());
     client_stop.send_replace(true);

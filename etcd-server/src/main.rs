@@ -154,12 +154,14 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     rt.block_on(async move {
         let mut client = Vec::new();
-        for addr in &config.listen_client {
-            client.push(
-                tokio::net::TcpListener::bind(addr)
+        for url in &config.listen_client {
+            let addr = url.addr;
+            client.push(etcd_server::ClientListener {
+                listener: tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("failed to listen on client address {addr}"))?,
-            );
+                tls: url.tls,
+            });
         }
         let mut peer = Vec::new();
         for addr in &config.listen_peer {

@@ -25,7 +25,7 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame};
 use prometheus::{Histogram, IntCounter};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::{Code, Status};
@@ -77,6 +77,7 @@ pub async fn serve(
     listener: TcpListener,
     service: ClientService,
     mut stop: watch::Receiver<bool>,
+    tls: Option<Arc<crate::tls::ReloadingTls>>,
 ) -> std::io::Result<()> {
     let mut conns = JoinSet::new();
     let conn_stop = stop.clone();
@@ -87,9 +88,32 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
+                Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    conns.spawn(connection(tcp, service.clone(), conn_stop.clone()));
+                    let (service, stop) = (service.clone(), conn_stop.clone());
+                    match &tls {
+                        None => {
+                            conns.spawn(connection(tcp, service, stop));
+                        }
+                        // The handshake runs on the connection's task, with the material in
+                        // use right now (a reload affects only later connections).
+                        Some(tls) => {
+                            let acceptor = tls.acceptor();
+                            conns.spawn(async move {
+                                let shake = tokio::time::timeout(
+                                    crate::tls::HANDSHAKE_TIMEOUT,
+                                    acceptor.accept(tcp),
+                                );
+                                match shake.await {
+                                    Ok(Ok(stream)) => connection(stream, service, stop).await,
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                                    }
+                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
                 // Out of file descriptors and the like: wait instead of spinning.
                 Err(e) => {
@@ -107,7 +131,10 @@ pub async fn serve(
 }
 
 /// One client connection: HTTP/2 when it opens with the HTTP/2 preface, HTTP/1.1 otherwise.
-async fn connection(mut tcp: TcpStream, service: ClientService, stop: watch::Receiver<bool>) {
+async fn connection<T>(mut tcp: T, service: ClientService, stop: watch::Receiver<bool>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut head = Vec::with_capacity(3);
     while head.len() < 3 {
         let mut b = [0u8; 3];
