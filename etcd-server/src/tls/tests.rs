@@ -4,6 +4,9 @@ use etcd_test_kit::certs::{Ca, write_atomically};
 
 use super::*;
 
+/// Spoils one file of a good set.
+type Spoil = Box<dyn Fn(&Path)>;
+
 fn files(dir: &Path, ca: Option<&Path>) -> TlsFiles {
     TlsFiles {
         cert: dir.join("server.crt"),
@@ -36,7 +39,7 @@ fn loads_good_material_and_refuses_bad_input_naming_flag_and_file() {
 
     let other = Ca::new("other").leaf("server", &["localhost"], false);
     let expired = ca.leaf("server", &["localhost"], true);
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    let cases: Vec<(&str, Spoil, &str)> = vec![
         (
             "missing key",
             Box::new(|d: &Path| std::fs::remove_file(d.join("server.key")).expect("rm")),

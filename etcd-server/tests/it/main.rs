@@ -16,4 +16,5 @@ mod linearizability;
 mod ops;
 mod raft_cluster;
 mod smoke;
+mod tls;
 mod watch;
