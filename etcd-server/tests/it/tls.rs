@@ -481,3 +481,55 @@ async fn certificates_and_cas_rotate_under_load_without_a_failed_request() {
     };
     assert!(refused, "a certificate of the dropped CA still gets in");
 }
+
+/// The `etcd-client` crate (tonic and rustls, as Go clientv3 is grpc-go and crypto/tls)
+/// connects with a client certificate, writes, reads and watches; without a client
+/// certificate it cannot.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_etcd_client_crate_connects_with_tls() {
+    use etcd_client::{Certificate as Ca_, ConnectOptions, Identity as Id, TlsOptions};
+    let certs = CertSet::new();
+    let (_p, url, _tmp) = tokio::task::block_in_place(|| start_tls(Kind::Ours, &certs, &[]));
+    let read = |name: &str| std::fs::read(certs.path(name)).expect("read pem");
+    let tls = TlsOptions::new()
+        .ca_certificate(Ca_::from_pem(read("ca.crt")))
+        .identity(Id::from_pem(read("client.crt"), read("client.key")))
+        .domain_name("127.0.0.1");
+    let mut c =
+        etcd_client::Client::connect([url.as_str()], Some(ConnectOptions::new().with_tls(tls)))
+            .await
+            .expect("connects");
+    let mut stream = c.watch("tls/k", None).await.expect("watch");
+    c.put("tls/k", "v", None).await.expect("put");
+    let got = c.get("tls/k", None).await.expect("get");
+    assert_eq!(got.kvs()[0].value(), b"v");
+    let value = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let msg = stream
+                .message()
+                .await
+                .expect("watch stream")
+                .expect("a message");
+            if let Some(ev) = msg.events().first() {
+                return ev.kv().map(|kv| kv.value().to_vec());
+            }
+        }
+    })
+    .await
+    .expect("an event in time");
+    assert_eq!(value.as_deref(), Some(&b"v"[..]));
+    drop(stream);
+
+    let anonymous = TlsOptions::new()
+        .ca_certificate(Ca_::from_pem(read("ca.crt")))
+        .domain_name("127.0.0.1");
+    let opts = ConnectOptions::new()
+        .with_tls(anonymous)
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(2));
+    let refused = match etcd_client::Client::connect([url.as_str()], Some(opts)).await {
+        Err(_) => true,
+        Ok(mut c) => c.get("tls/k", None).await.is_err(),
+    };
+    assert!(refused, "a client without a certificate got in");
+}
