@@ -90,6 +90,7 @@ pub const SERVER_FLAGS: &[Flag] = &[
     flag("client-cert-auth", ValueKind::Bool),
     flag("auto-tls", ValueKind::Bool),
     flag("client-crl-file", ValueKind::Text),
+    flag("client-cert-allowed-hostname", ValueKind::Text),
     flag("cipher-suites", ValueKind::Text),
     flag("tls-min-version", ValueKind::Text),
     flag("tls-max-version", ValueKind::Text),

@@ -173,6 +173,9 @@ pub struct Flags {
     /// Revoked client certificates (PEM CRLs).
     #[arg(long, env = "ETCD_CLIENT_CRL_FILE")]
     pub client_crl_file: Option<PathBuf>,
+    /// Client certificates must name this host in a DNS SAN.
+    #[arg(long, env = "ETCD_CLIENT_CERT_ALLOWED_HOSTNAME")]
+    pub client_cert_allowed_hostname: Option<String>,
     /// TLS 1.2 cipher suites the client port accepts (Go names, comma-separated).
     #[arg(long, env = "ETCD_CIPHER_SUITES")]
     pub cipher_suites: Option<String>,
@@ -561,6 +564,10 @@ impl Flags {
             trusted_ca: self.trusted_ca_file.clone(),
             client_cert_auth: self.client_cert_auth,
             crl: self.client_crl_file.clone(),
+            allowed_hostname: self
+                .client_cert_allowed_hostname
+                .clone()
+                .filter(|h| !h.is_empty()),
             cipher_suites: self
                 .cipher_suites
                 .iter()

@@ -61,6 +61,8 @@ pub struct TlsFiles {
     pub client_cert_auth: bool,
     /// `--client-crl-file`.
     pub crl: Option<PathBuf>,
+    /// `--client-cert-allowed-hostname`: client certificates must name this host (a SAN).
+    pub allowed_hostname: Option<String>,
     /// `--cipher-suites` (Go names; TLS 1.2 only, as in Go); empty: rustls' defaults.
     pub cipher_suites: Vec<String>,
     /// `--tls-min-version`.
@@ -360,13 +362,20 @@ fn build(files: &TlsFiles, inputs: [u8; 32], bytes: &[Vec<u8>; 4]) -> Result<Mat
                 crls.push(crl.map_err(|e| pem_error("--client-crl-file", crl_path, e))?);
             }
         }
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .with_crls(crls)
             .build()
             .map_err(|e| TlsError::Setting {
                 flag: "--trusted-ca-file",
                 reason: e.to_string(),
-            })?
+            })?;
+        match &files.allowed_hostname {
+            Some(host) => Arc::new(AllowedHostname {
+                inner: webpki,
+                host: host.to_ascii_lowercase(),
+            }),
+            None => webpki,
+        }
     } else {
         WebPkiClientVerifier::no_client_auth()
     };
@@ -421,6 +430,92 @@ fn publish(role: &'static str, old: Option<&Material>, new: &Material) {
         reloaded = old.is_some(),
         "loaded TLS material"
     );
+}
+
+/// etcd's `--client-cert-allowed-hostname`: a client certificate that chains to a trusted CA
+/// is accepted only if one of its DNS SANs matches the host (`*.` wildcards as in TLS).
+#[derive(Debug)]
+struct AllowedHostname {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    host: String,
+}
+
+/// Whether SAN `name` covers `host` (both lowercase).
+fn san_matches(name: &str, host: &str) -> bool {
+    match name.strip_prefix("*.") {
+        Some(rest) => host
+            .split_once('.')
+            .is_some_and(|(label, tail)| !label.is_empty() && tail == rest),
+        None => name == host,
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for AllowedHostname {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        let allowed = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .is_some_and(|san| {
+                san.value.general_names.iter().any(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => {
+                        san_matches(&d.to_ascii_lowercase(), &self.host)
+                    }
+                    _ => false,
+                })
+            });
+        if !allowed {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

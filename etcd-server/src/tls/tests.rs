@@ -14,6 +14,7 @@ fn files(dir: &Path, ca: Option<&Path>) -> TlsFiles {
         trusted_ca: ca.map(Path::to_owned),
         client_cert_auth: ca.is_some(),
         crl: None,
+        allowed_hostname: None,
         cipher_suites: Vec::new(),
         min_version: TlsVersion::Tls12,
         max_version: TlsVersion::Tls13,
@@ -136,4 +137,17 @@ fn auto_tls_makes_a_certificate_once() {
     let mut f = files(dir.path(), None);
     (f.cert, f.key) = (cert, key);
     ReloadingTls::load("client", f).expect("the generated pair loads");
+}
+
+#[test]
+fn allowed_hostname_matches_sans_and_wildcards() {
+    for (name, host, ok) in [
+        ("etcd.example", "etcd.example", true),
+        ("*.example", "etcd.example", true),
+        ("*.example", "a.b.example", false),
+        ("*.example", "example", false),
+        ("other.example", "etcd.example", false),
+    ] {
+        assert_eq!(san_matches(name, host), ok, "{name} vs {host}");
+    }
 }

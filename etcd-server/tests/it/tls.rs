@@ -533,3 +533,28 @@ async fn the_etcd_client_crate_connects_with_tls() {
     };
     assert!(refused, "a client without a certificate got in");
 }
+
+/// `--client-cert-allowed-hostname`: a client certificate from the trusted CA gets in only if
+/// it names the host in a DNS SAN.
+#[test]
+fn client_certificates_must_name_the_allowed_hostname() {
+    let certs = CertSet::new();
+    // `client` has no SAN at all; start_tls probes with it, so give the probe one that fits.
+    certs
+        .ca
+        .leaf("root", &["client.etcd.example"], false)
+        .write(certs.dir.path(), "client");
+    certs
+        .ca
+        .leaf("root", &["other.example"], false)
+        .write(certs.dir.path(), "misnamed");
+    let (_p, url, _tmp) = start_tls(
+        Kind::Ours,
+        &certs,
+        &["--client-cert-allowed-hostname=client.etcd.example"],
+    );
+    let (ok, _, _) = ctl(&certs, &url, Some("client"), &["put", "k", "v"]);
+    assert!(ok, "the certificate naming the host is refused");
+    let (ok, _, _) = ctl(&certs, &url, Some("misnamed"), &["put", "k", "v"]);
+    assert!(!ok, "a certificate naming another host got in");
+}
