@@ -271,8 +271,8 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Election timeout in ticks.
     pub election_ticks: usize,
-    /// Metrics listen addresses.
-    pub listen_metrics: Vec<SocketAddr>,
+    /// Metrics listen addresses (`https://` ones serve TLS with the client port's material).
+    pub listen_metrics: Vec<ListenUrl>,
 }
 
 /// One address to listen on.
@@ -294,7 +294,7 @@ fn parse_plain_listen_urls(
         return Err(ConfigError::BadUrl {
             flag,
             value: value.to_owned(),
-            reason: "https is supported on the client port only so far".into(),
+            reason: "https is supported on the client and metrics ports only so far".into(),
         });
     }
     Ok(urls.into_iter().map(|u| u.addr).collect())
@@ -585,14 +585,19 @@ impl Flags {
         let listen_client = parse_listen_urls("--listen-client-urls", &self.listen_client_urls)?;
         let listen_peer = parse_plain_listen_urls("--listen-peer-urls", &self.listen_peer_urls)?;
         let listen_metrics = match &self.listen_metrics_urls {
-            Some(v) if !v.trim().is_empty() => parse_plain_listen_urls("--listen-metrics-urls", v)?,
+            Some(v) if !v.trim().is_empty() => parse_listen_urls("--listen-metrics-urls", v)?,
             _ => Vec::new(),
         };
         let data_dir = self
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)));
-        let client_tls = self.client_tls(&data_dir, &listen_client)?;
+        let all_listeners: Vec<ListenUrl> = listen_client
+            .iter()
+            .chain(&listen_metrics)
+            .copied()
+            .collect();
+        let client_tls = self.client_tls(&data_dir, &all_listeners)?;
         let advertise_client_urls =
             check_urls("--advertise-client-urls", &self.advertise_client_urls)?;
         let advertise_peer_urls = check_urls(
@@ -707,7 +712,7 @@ mod tests {
         let e = parse(&["--listen-peer-urls=https://127.0.0.1:2380"])
             .expect_err("peer tls")
             .to_string();
-        assert!(e.contains("client port only"), "{e}");
+        assert!(e.contains("client and metrics ports only"), "{e}");
         let e = parse(&[
             https,
             "--cert-file=a",

@@ -60,7 +60,7 @@ pub struct Listeners {
     /// Client listeners: gRPC plus the HTTP endpoints.
     pub client: Vec<ClientListener>,
     /// `--listen-metrics-urls` listeners: the HTTP endpoints only.
-    pub metrics: Vec<TcpListener>,
+    pub metrics: Vec<ClientListener>,
     /// Peer listeners: the member-to-member protocol.
     pub peer: Vec<TcpListener>,
 }
@@ -219,13 +219,25 @@ pub async fn run(
     for listener in listeners.metrics {
         let app = http::router(server.clone());
         let mut stop = stop_tx.subscribe();
+        let stopped = async move {
+            let _ = stop.recv().await;
+        };
+        let tls = listener.tls.then(|| client_tls.clone()).flatten();
         tasks.push(tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.recv().await;
-                })
-                .await
-                .map_err(RunError::Http)
+            match tls {
+                Some(tls) => {
+                    let inner = listener.listener;
+                    axum::serve(tls::TlsListener { inner, tls }, app)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+                None => {
+                    axum::serve(listener.listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+            }
+            .map_err(RunError::Http)
         }));
     }
     let removed = {

@@ -172,12 +172,14 @@ fn main() -> anyhow::Result<()> {
             );
         }
         let mut metrics = Vec::new();
-        for addr in &config.listen_metrics {
-            metrics.push(
-                tokio::net::TcpListener::bind(addr)
+        for url in &config.listen_metrics {
+            let addr = url.addr;
+            metrics.push(etcd_server::ClientListener {
+                listener: tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("failed to listen on metrics address {addr}"))?,
-            );
+                tls: url.tls,
+            });
         }
         let shutdown = async {
             let mut term =

@@ -172,6 +172,14 @@ impl ReloadingTls {
         tokio_rustls::TlsAcceptor::from(current.config.clone())
     }
 
+    /// An acceptor for HTTP/1.1 only (the metrics port's server speaks no HTTP/2).
+    pub fn acceptor_http1(&self) -> tokio_rustls::TlsAcceptor {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let mut config = (*current.config).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
     /// SHA-256 of the certificate in use (lowercase hex).
     pub fn fingerprint(&self) -> String {
         self.current
@@ -430,6 +438,47 @@ fn publish(role: &'static str, old: Option<&Material>, new: &Material) {
         reloaded = old.is_some(),
         "loaded TLS material"
     );
+}
+
+/// An `https://` `--listen-metrics-urls` listener for axum: the client port's material, the
+/// handshake done before the connection is handed over (bounded by [`METRICS_HANDSHAKE`], so a
+/// stalled client delays the next scrape at most that long).
+pub struct TlsListener {
+    /// The socket.
+    pub inner: tokio::net::TcpListener,
+    /// The material.
+    pub tls: Arc<ReloadingTls>,
+}
+
+/// How long a metrics client may take to finish its handshake.
+pub const METRICS_HANDSHAKE: Duration = Duration::from_secs(3);
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (tcp, addr) = match self.inner.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "failed to accept a metrics connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let shake = self.tls.acceptor_http1().accept(tcp);
+            match tokio::time::timeout(METRICS_HANDSHAKE, shake).await {
+                Ok(Ok(stream)) => return (stream, addr),
+                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }
 
 /// etcd's `--client-cert-allowed-hostname`: a client certificate that chains to a trusted CA

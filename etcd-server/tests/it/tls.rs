@@ -558,3 +558,39 @@ fn client_certificates_must_name_the_allowed_hostname() {
     let (ok, _, _) = ctl(&certs, &url, Some("misnamed"), &["put", "k", "v"]);
     assert!(!ok, "a certificate naming another host got in");
 }
+
+/// An `https://` `--listen-metrics-urls` serves `/metrics` and `/health` with the client
+/// port's certificates, and refuses a client without a certificate.
+#[test]
+fn the_metrics_port_serves_tls_with_the_client_material() {
+    let certs = CertSet::new();
+    let metrics = format!("https://127.0.0.1:{}", free_port());
+    let flag = format!("--listen-metrics-urls={metrics}");
+    let (_p, _url, _tmp) = start_tls(Kind::Ours, &certs, &[flag.as_str()]);
+    let curl = |with_cert: bool, path: &str| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-s", "--max-time", "3", "--cacert"])
+            .arg(certs.path("ca.crt"));
+        if with_cert {
+            cmd.arg("--cert")
+                .arg(certs.path("client.crt"))
+                .arg("--key")
+                .arg(certs.path("client.key"));
+        }
+        let out = cmd.arg(format!("{metrics}{path}")).output().expect("curl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, body) = curl(true, "/metrics");
+    assert!(ok && body.contains("etcd_server_has_leader 1"), "{body}");
+    assert!(
+        body.contains("etcd_server_tls_cert_expiry_seconds{role=\"client\""),
+        "{body}"
+    );
+    let (ok, body) = curl(true, "/health");
+    assert!(ok && body.contains("\"health\":\"true\""), "{body}");
+    let (ok, _) = curl(false, "/metrics");
+    assert!(!ok, "a client without a certificate read the metrics");
+}
