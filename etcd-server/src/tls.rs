@@ -132,6 +132,8 @@ struct Material {
     fingerprint: String,
     /// The leaf certificate's expiry, Unix seconds.
     not_after: i64,
+    /// The trusted CAs: fingerprint and expiry of each.
+    cas: Vec<(String, i64)>,
 }
 
 /// The client port's TLS configuration, reloaded when its files change.
@@ -342,6 +344,7 @@ fn build(files: &TlsFiles, inputs: [u8; 32], bytes: &[Vec<u8>; 4]) -> Result<Mat
             key: files.key.clone(),
         });
     }
+    let mut cas = Vec::new();
     let verifier = if files.trusted_ca.is_some() || files.client_cert_auth {
         let Some(ca_path) = &files.trusted_ca else {
             return Err(TlsError::Setting {
@@ -353,6 +356,12 @@ fn build(files: &TlsFiles, inputs: [u8; 32], bytes: &[Vec<u8>; 4]) -> Result<Mat
         let mut roots = RootCertStore::empty();
         for ca in CertificateDer::pem_slice_iter(ca_pem) {
             let ca = ca.map_err(|e| pem_error("--trusted-ca-file", ca_path, e))?;
+            let (_, parsed) = x509_parser::parse_x509_certificate(&ca)
+                .map_err(|e| pem_error("--trusted-ca-file", ca_path, e))?;
+            cas.push((
+                hex(&sha2::Sha256::digest(&ca)),
+                parsed.validity().not_after.timestamp(),
+            ));
             roots
                 .add(ca)
                 .map_err(|e| pem_error("--trusted-ca-file", ca_path, e))?;
@@ -418,19 +427,34 @@ fn build(files: &TlsFiles, inputs: [u8; 32], bytes: &[Vec<u8>; 4]) -> Result<Mat
         inputs,
         fingerprint,
         not_after,
+        cas,
     })
 }
 
-/// Logs newly loaded material and moves the expiry metric to it.
+/// Logs newly loaded material and moves the expiry metric to it: one series for the
+/// certificate (`role`) and one per trusted CA (`role` + `-ca`), so that whoever rotates a CA
+/// can see a member trust the new bundle.
 fn publish(role: &'static str, old: Option<&Material>, new: &Material) {
-    if let Some(old) = old
-        && old.fingerprint != new.fingerprint
-    {
-        let _ = crate::metrics::TLS_CERT_EXPIRY.remove_label_values(&[role, &old.fingerprint]);
+    let ca_role = format!("{role}-ca");
+    let metric = &crate::metrics::TLS_CERT_EXPIRY;
+    if let Some(old) = old {
+        if old.fingerprint != new.fingerprint {
+            let _ = metric.remove_label_values(&[role, &old.fingerprint]);
+        }
+        for (fp, _) in &old.cas {
+            if !new.cas.iter().any(|(n, _)| n == fp) {
+                let _ = metric.remove_label_values(&[&ca_role, fp]);
+            }
+        }
     }
-    crate::metrics::TLS_CERT_EXPIRY
+    metric
         .with_label_values(&[role, &new.fingerprint])
         .set(new.not_after as f64);
+    for (fp, not_after) in &new.cas {
+        metric
+            .with_label_values(&[&ca_role, fp])
+            .set(*not_after as f64);
+    }
     tracing::info!(
         role,
         sha256 = %new.fingerprint,

@@ -120,10 +120,36 @@ fn reload_picks_up_new_material_and_keeps_the_last_good_one() {
     assert!(tls.reload().expect("reloads"));
     assert_ne!(tls.fingerprint(), second);
 
-    // A bundle of two CAs is accepted (CA rotation).
+    // A bundle of two CAs is accepted (CA rotation), and each CA shows in the metric.
     let new_ca = Ca::new("new-ca");
+    // Fingerprints of this test's CAs (other tests in the same process may load others).
+    let ours: Vec<String> = [&ca.cert_pem, &new_ca.cert_pem]
+        .iter()
+        .map(|pem| {
+            let der = CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem");
+            hex(&sha2::Sha256::digest(&der))
+        })
+        .collect();
+    let ca_series = || {
+        let families = crate::metrics::REGISTRY.gather();
+        families
+            .iter()
+            .filter(|f| f.name() == "etcd_server_tls_cert_expiry_seconds")
+            .flat_map(|f| f.get_metric())
+            .filter(|m| {
+                let labels = m.get_label();
+                labels.iter().any(|l| l.value() == "client-ca")
+                    && labels.iter().any(|l| ours.iter().any(|fp| fp == l.value()))
+            })
+            .count()
+    };
+    assert_eq!(ca_series(), 1);
     write_atomically(&ca_path, &format!("{}{}", ca.cert_pem, new_ca.cert_pem));
     assert!(tls.reload().expect("two CAs"));
+    assert_eq!(ca_series(), 2);
+    write_atomically(&ca_path, &new_ca.cert_pem);
+    assert!(tls.reload().expect("the new CA alone"));
+    assert_eq!(ca_series(), 1);
 }
 
 #[test]
