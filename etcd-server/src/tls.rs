@@ -141,7 +141,7 @@ pub struct ReloadingTls {
     role: &'static str,
     files: TlsFiles,
     current: RwLock<Arc<Material>>,
-    /// Digest of the last inputs that failed to load (logged once, not every check).
+    /// Digest of the last inputs that failed to load: not tried again until they change.
     last_failed: Mutex<Option<[u8; 32]>>,
 }
 
@@ -192,7 +192,8 @@ impl ReloadingTls {
     }
 
     /// Loads the files again if they changed. Returns whether new material is in use; a
-    /// failure leaves the current material in place.
+    /// failure leaves the current material in place, and the same refused bytes are not tried
+    /// again until they change.
     pub fn reload(&self) -> Result<bool, TlsError> {
         let (inputs, bytes) = read_inputs(&self.files)?;
         let old = self
@@ -200,38 +201,44 @@ impl ReloadingTls {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if old.inputs == inputs {
+        let mut refused = self.last_failed.lock().unwrap_or_else(|p| p.into_inner());
+        if old.inputs == inputs || *refused == Some(inputs) {
             return Ok(false);
         }
-        let material = build(&self.files, inputs, &bytes)?;
-        publish(self.role, Some(&old), &material);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(material);
-        Ok(true)
+        match build(&self.files, inputs, &bytes) {
+            Ok(material) => {
+                *refused = None;
+                publish(self.role, Some(&old), &material);
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(material);
+                Ok(true)
+            }
+            Err(e) => {
+                *refused = Some(inputs);
+                Err(e)
+            }
+        }
     }
 
-    /// Checks the files every [`RELOAD_INTERVAL`] until the process ends.
+    /// Checks the files every [`RELOAD_INTERVAL`] until the process ends, logging each
+    /// distinct problem once.
     pub async fn watch(self: Arc<Self>) {
         let mut tick = tokio::time::interval(RELOAD_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut logged: Option<String> = None;
         loop {
             tick.tick().await;
             let this = self.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                let r = this.reload();
-                let digest = read_inputs(&this.files).ok().map(|(d, _)| d);
-                (r, digest)
-            })
-            .await;
-            let Ok((result, digest)) = result else {
+            let Ok(result) = tokio::task::spawn_blocking(move || this.reload()).await else {
                 continue;
             };
             match result {
-                Ok(_) => *self.last_failed.lock().unwrap_or_else(|p| p.into_inner()) = None,
+                Ok(true) => logged = None,
+                Ok(false) => {}
                 Err(e) => {
-                    let mut last = self.last_failed.lock().unwrap_or_else(|p| p.into_inner());
-                    if digest.is_none() || *last != digest {
-                        tracing::error!(role = self.role, error = %e, "kept the TLS material in use: the files on disk are not valid");
-                        *last = digest;
+                    let text = e.to_string();
+                    if logged.as_deref() != Some(text.as_str()) {
+                        tracing::error!(role = self.role, error = %text, "kept the TLS material in use: the files on disk are not valid");
+                        logged = Some(text);
                     }
                 }
             }

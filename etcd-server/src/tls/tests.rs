@@ -115,6 +115,9 @@ fn reload_picks_up_new_material_and_keeps_the_last_good_one() {
     write_atomically(&d.join("server.crt"), "garbage");
     assert!(tls.reload().is_err());
     assert_eq!(tls.fingerprint(), second);
+    // The same refused bytes are not parsed again (nor logged again) until they change.
+    assert!(!tls.reload().expect("nothing new"));
+    assert_eq!(tls.fingerprint(), second);
     // The pair completed: picked up.
     next.write(d, "server");
     assert!(tls.reload().expect("reloads"));
