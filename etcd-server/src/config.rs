@@ -536,26 +536,30 @@ impl Flags {
             flag,
             reason: reason.to_owned(),
         };
-        let (cert, key) = match (&self.cert_file, &self.key_file) {
+        let pair = match (&self.cert_file, &self.key_file) {
             (Some(_), None) => return Err(invalid("--cert-file", "needs --key-file")),
             (None, Some(_)) => return Err(invalid("--key-file", "needs --cert-file")),
-            (Some(c), Some(k)) => (c.clone(), k.clone()),
-            (None, None) if self.auto_tls => {
-                let hosts: Vec<String> = listen.iter().map(|l| l.addr.ip().to_string()).collect();
-                crate::tls::auto_tls(&data_dir.join("fixtures").join("client"), &hosts)
-                    .map_err(|e| invalid("--auto-tls", &e.to_string()))?
-            }
-            (None, None) => (PathBuf::new(), PathBuf::new()),
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
         };
         if !listen.iter().any(|l| l.tls) {
             return Ok(None);
         }
-        if cert.as_os_str().is_empty() {
-            return Err(invalid(
-                "--listen-client-urls",
-                "https URLs need --cert-file and --key-file (or --auto-tls)",
-            ));
-        }
+        // `--auto-tls` makes its certificate only when an https URL will serve it.
+        let (cert, key) = match pair {
+            Some(pair) => pair,
+            None if self.auto_tls => {
+                let hosts: Vec<String> = listen.iter().map(|l| l.addr.ip().to_string()).collect();
+                crate::tls::auto_tls(&data_dir.join("fixtures").join("client"), &hosts)
+                    .map_err(|e| invalid("--auto-tls", &e.to_string()))?
+            }
+            None => {
+                return Err(invalid(
+                    "--listen-client-urls",
+                    "https URLs need --cert-file and --key-file (or --auto-tls)",
+                ));
+            }
+        };
         let version =
             |flag, v: &str| TlsVersion::parse(flag, v).map_err(|e| invalid(flag, &e.to_string()));
         Ok(Some(TlsFiles {
