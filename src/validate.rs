@@ -51,6 +51,11 @@ pub const MANAGED_FLAGS: &[(&str, &str)] = &[
     // TLS follows the certificates the operator will issue (spec.tls, not built yet).
     ("client-cert-auth", "the operator (spec.tls, not built yet)"),
     ("auto-tls", "the operator (spec.tls, not built yet)"),
+    (
+        "peer-client-cert-auth",
+        "the operator (spec.tls, not built yet)",
+    ),
+    ("peer-auto-tls", "the operator (spec.tls, not built yet)"),
 ];
 
 /// etcd's default `--heartbeat-interval`, in milliseconds.

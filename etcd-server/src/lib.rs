@@ -58,19 +58,19 @@ use crate::server::{EtcdServer, StartError};
 #[derive(Debug)]
 pub struct Listeners {
     /// Client listeners: gRPC plus the HTTP endpoints.
-    pub client: Vec<ClientListener>,
+    pub client: Vec<BoundListener>,
     /// `--listen-metrics-urls` listeners: the HTTP endpoints only.
-    pub metrics: Vec<ClientListener>,
+    pub metrics: Vec<BoundListener>,
     /// Peer listeners: the member-to-member protocol.
-    pub peer: Vec<TcpListener>,
+    pub peer: Vec<BoundListener>,
 }
 
-/// One client listener, bound by the caller.
+/// One listener, bound by the caller.
 #[derive(Debug)]
-pub struct ClientListener {
+pub struct BoundListener {
     /// The socket.
     pub listener: TcpListener,
-    /// Whether it serves TLS (an `https://` client URL).
+    /// Whether it serves TLS (an `https://` URL).
     pub tls: bool,
 }
 
@@ -89,7 +89,7 @@ pub enum RunError {
         membership::REMOVED_MESSAGE
     )]
     Removed,
-    /// The client port's TLS material could not be loaded.
+    /// The client or peer port's TLS material could not be loaded.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     /// Serving a client or metrics listener failed.
@@ -110,10 +110,15 @@ pub async fn run(
     let max_msg = config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
     // Bad TLS material stops the member before it joins anything.
     let client_tls = match &config.client_tls {
-        Some(files) => Some(tls::ReloadingTls::load("client", files.clone())?),
+        Some(files) => Some(tls::ReloadingTls::load(files.clone())?),
         None => None,
     };
-    let server = tokio::task::spawn_blocking(move || EtcdServer::start(config))
+    let peer_tls = match &config.peer_tls {
+        Some(files) => Some(tls::ReloadingTls::load(files.clone())?),
+        None => None,
+    };
+    let start_tls = peer_tls.clone();
+    let server = tokio::task::spawn_blocking(move || EtcdServer::start(config, start_tls))
         .await
         .map_err(|e| StartError::DataDir {
             path: String::new(),
@@ -136,7 +141,11 @@ pub async fn run(
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let (client_stop, _) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    let tls_watch = client_tls.clone().map(|t| tokio::spawn(t.watch()));
+    let tls_watch: Vec<_> = client_tls
+        .iter()
+        .chain(&peer_tls)
+        .map(|t| tokio::spawn(t.clone().watch()))
+        .collect();
     for listener in listeners.client {
         let tls = listener.tls.then(|| client_tls.clone()).flatten();
         let listener = listener.listener;
@@ -188,6 +197,8 @@ pub async fn run(
         }));
     }
     for listener in listeners.peer {
+        let tls = listener.tls.then(|| peer_tls.clone()).flatten();
+        let listener = listener.listener;
         let mut stop = stop_tx.subscribe();
         let svc = crate::proto::peerpb::peer_server::PeerServer::new(api::peer::PeerService::new(
             server.clone(),
@@ -201,7 +212,7 @@ pub async fn run(
         let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(64);
         let (s, accept_stop) = (server.clone(), stop_tx.subscribe());
         tasks.push(tokio::spawn(async move {
-            api::peer::route_connections(listener, s, grpc_tx, accept_stop).await;
+            api::peer::route_connections(listener, tls, s, grpc_tx, accept_stop).await;
             Ok(())
         }));
         tasks.push(tokio::spawn(async move {
@@ -258,7 +269,7 @@ pub async fn run(
     }
     compactor.abort();
     leases.abort();
-    if let Some(t) = tls_watch {
+    for t in tls_watch {
         t.abort();
     }
     publish.abort();

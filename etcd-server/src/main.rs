@@ -156,7 +156,7 @@ fn main() -> anyhow::Result<()> {
         let mut client = Vec::new();
         for url in &config.listen_client {
             let addr = url.addr;
-            client.push(etcd_server::ClientListener {
+            client.push(etcd_server::BoundListener {
                 listener: tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("failed to listen on client address {addr}"))?,
@@ -164,17 +164,19 @@ fn main() -> anyhow::Result<()> {
             });
         }
         let mut peer = Vec::new();
-        for addr in &config.listen_peer {
-            peer.push(
-                tokio::net::TcpListener::bind(addr)
+        for url in &config.listen_peer {
+            let addr = url.addr;
+            peer.push(etcd_server::BoundListener {
+                listener: tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("failed to listen on peer address {addr}"))?,
-            );
+                tls: url.tls,
+            });
         }
         let mut metrics = Vec::new();
         for url in &config.listen_metrics {
             let addr = url.addr;
-            metrics.push(etcd_server::ClientListener {
+            metrics.push(etcd_server::BoundListener {
                 listener: tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("failed to listen on metrics address {addr}"))?,

@@ -1,13 +1,16 @@
 //! The peer port (`--listen-peer-urls`): the gRPC peer service (`peerpb.Peer`: snapshots
 //! from other members, cluster information for joining members, the lease operations only
-//! the leader can answer) and the acceptor of Raft streams, told apart by their first bytes.
+//! the leader can answer) and the acceptor of Raft streams, told apart by their first bytes
+//! (over TLS, by the ALPN protocol the dialer asked for).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures::StreamExt;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -18,9 +21,11 @@ use crate::proto::peerpb::{
     MembersResponse, PromoteRequest, PromoteResponse, SnapshotChunk, peer_server::Peer,
 };
 use crate::raft::Input;
+use crate::raft::stream::RaftStream;
 use crate::raft::transport::incoming_snapshot;
 use crate::raft::wire::{self, Hello, Verdict};
 use crate::server::EtcdServer;
+use crate::tls::{RAFT_ALPN, ReloadingTls, check_peer_address};
 
 /// The peer service of one member.
 #[derive(Debug, Clone)]
@@ -57,19 +62,75 @@ fn check_cluster(server: &EtcdServer, cluster_id: u64) -> Result<(), Status> {
 /// How long a peer connection may take to show what it is and to send its hello.
 const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A peer-port connection handed to the gRPC server: plain, or TLS after the handshake.
+pub enum PeerConn {
+    /// An `http://` peer listener's connection.
+    Plain(TcpStream),
+    /// An `https://` peer listener's connection.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl tonic::transport::server::Connected for PeerConn {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl AsyncRead for PeerConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PeerConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// Accepts peer-port connections until `stop`: Raft streams go to the Raft thread, every
-/// other connection to the gRPC server through `grpc`.
+/// other connection to the gRPC server through `grpc`. On an `https://` listener (`tls`),
+/// the handshake comes first (the peer material, its client checks, and etcd's check of the
+/// member's address against its certificate), and the ALPN tells the two kinds apart.
 pub async fn route_connections(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<ReloadingTls>>,
     server: Arc<EtcdServer>,
-    grpc: tokio::sync::mpsc::Sender<std::io::Result<TcpStream>>,
+    grpc: tokio::sync::mpsc::Sender<std::io::Result<PeerConn>>,
     mut stop: tokio::sync::broadcast::Receiver<()>,
 ) {
     loop {
-        let tcp = tokio::select! {
+        let (tcp, remote) = tokio::select! {
             _ = stop.recv() => return,
             r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: do not spin.
                     tracing::warn!(error = %e, "failed to accept a peer connection");
@@ -79,12 +140,44 @@ pub async fn route_connections(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let (server, grpc) = (server.clone(), grpc.clone());
+        let (server, grpc, tls) = (server.clone(), grpc.clone(), tls.clone());
         tokio::spawn(async move {
-            if is_raft_stream(&tcp).await {
-                accept_raft_stream(server, tcp).await;
-            } else {
-                let _ = grpc.send(Ok(tcp)).await;
+            match tls {
+                None if is_raft_stream(&tcp).await => {
+                    accept_raft_stream(server, tcp, |s| Ok(RaftStream::plain(s.into_std()?))).await;
+                }
+                None => {
+                    let _ = grpc.send(Ok(PeerConn::Plain(tcp))).await;
+                }
+                Some(tls) => {
+                    let shake =
+                        tokio::time::timeout(HELLO_TIMEOUT, tls.acceptor().accept(tcp)).await;
+                    let stream = match shake {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::warn!(%remote, error = %e, "rejected a peer connection: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn = stream.get_ref().1;
+                    if !tls.files().skip_san_verification
+                        && let Some(cert) = conn.peer_certificates().and_then(|c| c.first())
+                        && let Err(e) = check_peer_address(cert, remote.ip()).await
+                    {
+                        tracing::warn!(%remote, error = %e, "rejected a peer connection: its certificate does not name its address");
+                        return;
+                    }
+                    if conn.alpn_protocol() == Some(RAFT_ALPN) {
+                        accept_raft_stream(server, stream, |s| {
+                            let (sock, conn) = s.into_inner();
+                            RaftStream::from_tokio(sock, conn)
+                        })
+                        .await;
+                    } else {
+                        let _ = grpc.send(Ok(PeerConn::Tls(Box::new(stream)))).await;
+                    }
+                }
             }
         });
     }
@@ -113,10 +206,15 @@ async fn is_raft_stream(tcp: &TcpStream) -> bool {
 }
 
 /// Takes a Raft stream off the peer port: checks its hello (same cluster, sender not
-/// removed, meant for this member), answers it and hands the socket to the Raft thread.
-async fn accept_raft_stream(server: Arc<EtcdServer>, mut tcp: TcpStream) {
+/// removed, meant for this member), answers it and hands the stream (`finish` makes it
+/// the Raft thread's) over.
+async fn accept_raft_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    server: Arc<EtcdServer>,
+    mut stream: S,
+    finish: impl FnOnce(S) -> std::io::Result<RaftStream>,
+) {
     let mut hello = [0u8; wire::HELLO_LEN];
-    let Ok(Ok(_)) = tokio::time::timeout(HELLO_TIMEOUT, tcp.read_exact(&mut hello)).await else {
+    let Ok(Ok(_)) = tokio::time::timeout(HELLO_TIMEOUT, stream.read_exact(&mut hello)).await else {
         return;
     };
     let Some(h) = Hello::decode(&hello) else {
@@ -136,10 +234,11 @@ async fn accept_raft_stream(server: Arc<EtcdServer>, mut tcp: TcpStream) {
     } else {
         Verdict::Accepted
     };
-    if tcp.write_all(&[verdict as u8]).await.is_err() || verdict != Verdict::Accepted {
+    let answered = stream.write_all(&[verdict as u8]).await.is_ok() && stream.flush().await.is_ok();
+    if !answered || verdict != Verdict::Accepted {
         return;
     }
-    match tcp.into_std() {
+    match finish(stream) {
         Ok(stream) => {
             let _ = server.raft_input(Input::Accepted {
                 from: h.from,

@@ -10,9 +10,11 @@
 //! 5. send messages that had to wait for persistence;
 //! 6. advance, then hand over entries that became committed by that persistence.
 
+pub(crate) mod dial;
 pub(crate) mod input;
 pub(crate) mod peer_io;
 pub(crate) mod storage;
+pub(crate) mod stream;
 pub(crate) mod transport;
 pub(crate) mod wal;
 pub mod wire;
@@ -83,8 +85,8 @@ pub enum Input {
     Accepted {
         /// The peer.
         from: u64,
-        /// The socket, in non-blocking mode.
-        stream: std::net::TcpStream,
+        /// The socket (in non-blocking mode) and its TLS state.
+        stream: stream::RaftStream,
     },
     /// This member's Raft stream to a peer is open.
     Connected {
@@ -92,8 +94,8 @@ pub enum Input {
         to: u64,
         /// The generation of the peer's URLs it was dialed with.
         generation: u64,
-        /// The socket, in non-blocking mode.
-        stream: std::net::TcpStream,
+        /// The socket (in non-blocking mode) and its TLS state.
+        stream: stream::RaftStream,
     },
     /// Opening the Raft stream to a peer failed.
     DialFailed {

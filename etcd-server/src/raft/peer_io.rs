@@ -7,18 +7,18 @@
 //! exchanged on the Tokio runtime ([`Transport::dial`]), then handed over as plain sockets.
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use raft::eraftpb::Message;
 
 use super::Input;
 use super::input::{RaftRx, Shared, WAKE};
+use super::stream::{RaftStream, Stream};
 use super::transport::Transport;
 use super::wire::{self, Verdict};
 
@@ -36,7 +36,7 @@ const COMPACT_AFTER: usize = 1024 * 1024;
 
 /// An incoming stream.
 struct Incoming {
-    stream: TcpStream,
+    stream: Stream,
     from: u64,
     buf: Vec<u8>,
     last_read: Instant,
@@ -46,7 +46,7 @@ struct Incoming {
 
 /// The outgoing stream to one peer and what waits to go out on it.
 struct Outgoing {
-    conn: Option<(Token, TcpStream)>,
+    conn: Option<(Token, Stream)>,
     /// When `conn` was established.
     since: Option<Instant>,
     /// Framed messages; `buf[sent..]` is not written yet.
@@ -281,13 +281,13 @@ impl PeerIo {
     }
 
     /// Takes over an incoming stream whose hello was accepted.
-    pub fn accepted(&mut self, from: u64, stream: std::net::TcpStream) {
-        let mut stream = TcpStream::from_std(stream);
+    pub fn accepted(&mut self, from: u64, stream: RaftStream) {
+        let mut stream = Stream::new(stream);
         let token = self.token();
         if let Err(e) = self
             .poll
             .registry()
-            .register(&mut stream, token, Interest::READABLE)
+            .register(&mut stream.sock, token, Interest::READABLE)
         {
             tracing::warn!(error = %e, "failed to watch an incoming raft stream");
             return;
@@ -303,11 +303,18 @@ impl PeerIo {
                     .with_label_values(&[&format!("{from:x}")]),
             },
         );
+        if self
+            .incoming
+            .get(&token)
+            .is_some_and(|c| c.stream.may_hold_input())
+        {
+            self.read_incoming(token);
+        }
     }
 
     /// Takes over the outgoing stream dialed to `to` with the URLs of `generation`, if it is
     /// still wanted.
-    pub fn connected(&mut self, to: u64, generation: u64, stream: std::net::TcpStream) {
+    pub fn connected(&mut self, to: u64, generation: u64, stream: RaftStream) {
         if self.transport.generation(to) != Some(generation) {
             // Dialed to URLs the peer no longer has.
             self.dial_failed(to);
@@ -320,9 +327,9 @@ impl PeerIo {
         if o.conn.is_some() {
             return;
         }
-        let mut stream = TcpStream::from_std(stream);
+        let mut stream = Stream::new(stream);
         if let Err(e) = self.poll.registry().register(
-            &mut stream,
+            &mut stream.sock,
             token,
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -381,8 +388,8 @@ impl PeerIo {
         self.generated.push(Input::Unreachable(to));
     }
 
-    fn close(&self, mut stream: TcpStream) {
-        let _ = self.poll.registry().deregister(&mut stream);
+    fn close(&self, mut stream: Stream) {
+        let _ = self.poll.registry().deregister(&mut stream.sock);
     }
 
     /// Writes what waits for `to` until done or the socket is full.
@@ -394,7 +401,18 @@ impl PeerIo {
             return;
         };
         let mut failed = false;
-        while o.sent < o.buf.len() {
+        // TLS records of bytes taken earlier go first.
+        match stream.flush_tls() {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(peer = format!("{to:x}"), error = %e, "failed to write to a raft stream");
+                failed = true;
+            }
+        }
+        while !failed && o.sent < o.buf.len() {
             match stream.write(&o.buf[o.sent..]) {
                 Ok(0) => {
                     failed = true;

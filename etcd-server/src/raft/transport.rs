@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Input;
+use super::dial;
 use super::input::RaftTx;
+use super::stream::RaftStream;
 use super::wire::{self, Hello, Verdict};
 use crate::proto::peerpb::{SnapshotChunk, peer_client::PeerClient};
+use crate::tls::{PeerUse, ReloadingTls};
 
 const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -72,6 +75,8 @@ pub struct Transport {
     raft: Mutex<Option<RaftTx>>,
     snap_dir: PathBuf,
     rt: tokio::runtime::Handle,
+    /// The peer TLS material, for `https://` peer URLs.
+    tls: Option<Arc<ReloadingTls>>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -127,6 +132,25 @@ fn lock(s: &Mutex<State>) -> MutexGuard<'_, State> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Sends the hello and reads the verdict: `Err` is the peer's refusal.
+async fn exchange_hello<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    hello: Hello,
+) -> std::io::Result<Result<(), Verdict>> {
+    stream.write_all(&hello.encode()).await?;
+    stream.flush().await?;
+    let mut verdict = [0u8; 1];
+    stream.read_exact(&mut verdict).await?;
+    match Verdict::from_byte(verdict[0]) {
+        Some(Verdict::Accepted) => Ok(Ok(())),
+        Some(v) => Ok(Err(v)),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a raft stream acceptor",
+        )),
+    }
+}
+
 /// The `host:port` of a peer URL (`http://10.0.0.1:2380/` → `10.0.0.1:2380`).
 fn host_port(url: &str) -> Option<&str> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -142,6 +166,7 @@ impl Transport {
         local_ip: Option<std::net::IpAddr>,
         snap_dir: PathBuf,
         rt: tokio::runtime::Handle,
+        tls: Option<Arc<ReloadingTls>>,
     ) -> Arc<Self> {
         let local_ip = local_ip.filter(|ip| !ip.is_unspecified());
         Arc::new(Self {
@@ -152,6 +177,7 @@ impl Transport {
             raft: Mutex::new(None),
             snap_dir,
             rt,
+            tls,
         })
     }
 
@@ -304,11 +330,7 @@ impl Transport {
     }
 
     /// Tries `urls` in turn (every address each resolves to) until one accepts the stream.
-    async fn open_stream(
-        &self,
-        to: u64,
-        urls: &[String],
-    ) -> Result<std::net::TcpStream, DialError> {
+    async fn open_stream(&self, to: u64, urls: &[String]) -> Result<RaftStream, DialError> {
         let hello = Hello {
             cluster_id: self.cluster_id,
             from: self.local_id,
@@ -319,6 +341,20 @@ impl Transport {
         for url in urls {
             let Some(hp) = host_port(url) else {
                 continue;
+            };
+            let tls = if dial::is_https(url) {
+                match &self.tls {
+                    Some(t) => Some(t.as_ref()),
+                    None => {
+                        last = DialError::Unreachable {
+                            url: url.clone(),
+                            reason: dial::ConnectError::NoTls(url.clone()).to_string(),
+                        };
+                        continue;
+                    }
+                }
+            } else {
+                None
             };
             let unreachable = |e: std::io::Error| DialError::Unreachable {
                 url: url.clone(),
@@ -335,7 +371,13 @@ impl Transport {
                 }
             };
             for addr in addrs {
-                let shake = tokio::time::timeout(DIAL_TIMEOUT, self.handshake(addr, hello))
+                // A TLS handshake may take a moment longer on a busy member.
+                let limit = if tls.is_some() {
+                    3 * DIAL_TIMEOUT
+                } else {
+                    DIAL_TIMEOUT
+                };
+                let shake = tokio::time::timeout(limit, self.handshake(addr, hp, tls, hello))
                     .await
                     .unwrap_or_else(|_| Err(timed_out("timed out")));
                 match shake {
@@ -348,38 +390,30 @@ impl Transport {
         Err(last)
     }
 
-    /// Connects to `addr` and exchanges the hello: the socket, ready for frames, or the
-    /// peer's refusal.
+    /// Connects to `addr` (TLS with `tls`, verifying `host_port`'s host) and exchanges the
+    /// hello: the stream, ready for frames, or the peer's refusal.
     async fn handshake(
         &self,
         addr: SocketAddr,
+        host_port: &str,
+        tls: Option<&ReloadingTls>,
         hello: Hello,
-    ) -> std::io::Result<Result<std::net::TcpStream, Verdict>> {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        if let Some(ip) = self.local_ip.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
-            socket.bind(SocketAddr::new(ip, 0))?;
-        }
-        let mut stream = socket.connect(addr).await?;
-        stream.set_nodelay(true)?;
-        stream.write_all(&hello.encode()).await?;
-        let mut verdict = [0u8; 1];
-        stream.read_exact(&mut verdict).await?;
-        match Verdict::from_byte(verdict[0]) {
-            Some(Verdict::Accepted) => {}
-            Some(v) => return Ok(Err(v)),
-            None => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "not a raft stream acceptor",
-                ));
-            }
-        }
+    ) -> std::io::Result<Result<RaftStream, Verdict>> {
+        let stream = dial::tcp(addr, self.local_ip).await?;
         socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(wire::USER_TIMEOUT))?;
-        Ok(Ok(stream.into_std()?))
+        let Some(tls) = tls else {
+            let mut stream = stream;
+            if let Err(v) = exchange_hello(&mut stream, hello).await? {
+                return Ok(Err(v));
+            }
+            return Ok(Ok(RaftStream::plain(stream.into_std()?)));
+        };
+        let mut stream = dial::tls(tls, PeerUse::Raft, host_port, stream).await?;
+        if let Err(v) = exchange_hello(&mut stream, hello).await? {
+            return Ok(Err(v));
+        }
+        let (sock, conn) = stream.into_inner();
+        Ok(Ok(RaftStream::from_tokio(sock, conn)?))
     }
 
     /// A client for request/response calls to peer `id` over a connection shared by all such
@@ -406,19 +440,16 @@ impl Transport {
     pub async fn connect(&self, id: u64) -> Option<PeerClient<tonic::transport::Channel>> {
         let urls = lock(&self.state).peers.get(&id).map(|p| p.urls.clone())?;
         for url in urls {
-            let Ok(ep) = tonic::transport::Endpoint::from_shared(url) else {
-                continue;
-            };
             // HTTP/2 keepalives notice a connection that died silently (a partition drops
             // packets without closing anything), so the stream is rebuilt instead of wedging.
-            let ep = ep
-                .connect_timeout(Duration::from_secs(1))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-                .keep_alive_while_idle(true)
-                .local_address(self.local_ip);
-            if let Ok(ch) = ep.connect().await {
+            let tune = |ep: tonic::transport::Endpoint| {
+                ep.connect_timeout(Duration::from_secs(1))
+                    .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true)
+            };
+            let dialed = dial::grpc_channel(&url, self.local_ip, self.tls.as_ref(), tune).await;
+            if let Ok(ch) = dialed {
                 return Some(
                     PeerClient::new(ch)
                         .max_decoding_message_size(64 * 1024 * 1024)

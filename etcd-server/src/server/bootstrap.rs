@@ -45,7 +45,7 @@ pub(super) fn other_peer_urls(cfg: &Config) -> Vec<String> {
 pub(super) fn peer_source(cfg: &Config) -> Option<std::net::IpAddr> {
     cfg.listen_peer
         .first()
-        .map(|a| a.ip())
+        .map(|a| a.addr.ip())
         .filter(|ip| !ip.is_unspecified())
 }
 
@@ -70,14 +70,21 @@ pub(super) fn remove_stale_incoming(snap_dir: &std::path::Path, index: u64) {
 pub(super) async fn ask_members(
     url: String,
     source: Option<std::net::IpAddr>,
+    tls: Option<&PeerTls>,
 ) -> Option<crate::proto::peerpb::MembersResponse> {
     use crate::proto::peerpb::{MembersRequest, peer_client::PeerClient};
-    let ep = tonic::transport::Endpoint::from_shared(url)
-        .ok()?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(1))
-        .local_address(source);
-    let mut client = PeerClient::new(ep.connect().await.ok()?);
+    let tune = |ep: tonic::transport::Endpoint| {
+        ep.connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(1))
+    };
+    let channel = match crate::raft::dial::grpc_channel(&url, source, tls, tune).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%url, error = %e, "failed to ask a member for the cluster");
+            return None;
+        }
+    };
+    let mut client = PeerClient::new(channel);
     client
         .members(MembersRequest {})
         .await
@@ -93,6 +100,7 @@ pub(super) async fn ask_members(
 /// not waited for.
 pub(super) fn check_not_bootstrapped(
     cfg: &Config,
+    tls: Option<&PeerTls>,
     cluster: &Cluster,
     id: u64,
 ) -> Result<(), StartError> {
@@ -103,7 +111,7 @@ pub(super) fn check_not_bootstrapped(
     let rt = tokio::runtime::Handle::current();
     let answers = rt.block_on(async {
         let source = peer_source(cfg);
-        let asks = urls.into_iter().map(|u| ask_members(u, source));
+        let asks = urls.into_iter().map(|u| ask_members(u, source, tls));
         tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(asks))
             .await
             .unwrap_or_default()
@@ -127,7 +135,7 @@ pub(super) fn check_not_bootstrapped(
 
 /// Asks the members named in `--initial-cluster` (other than this one) for the cluster, as a
 /// member started with `--initial-cluster-state=existing` must.
-pub(super) fn join_existing(cfg: &Config) -> Result<Cluster, StartError> {
+pub(super) fn join_existing(cfg: &Config, tls: Option<&PeerTls>) -> Result<Cluster, StartError> {
     let urls = other_peer_urls(cfg);
     if urls.is_empty() {
         return Err(StartError::DataDir {
@@ -140,7 +148,7 @@ pub(super) fn join_existing(cfg: &Config) -> Result<Cluster, StartError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for url in &urls {
-            if let Some(resp) = rt.block_on(ask_members(url.clone(), peer_source(cfg))) {
+            if let Some(resp) = rt.block_on(ask_members(url.clone(), peer_source(cfg), tls)) {
                 let members = resp.members.into_iter().map(|m| (m.id, m)).collect();
                 return Ok(Cluster {
                     id: resp.cluster_id,

@@ -28,6 +28,7 @@ use crate::proto::mvccpb::Event;
 use crate::raft::storage::LogStorage;
 use crate::raft::transport::Transport;
 use crate::raft::{self, ApplyMsg, ApplySink, DriverConfig, Input, RaftStatus};
+use crate::tls::ReloadingTls;
 use crate::watch::WatchHub;
 
 mod apply_loop;
@@ -36,6 +37,9 @@ mod lease_expiry;
 
 use apply_loop::{Applier, ApplyQueue};
 use bootstrap::*;
+
+/// The peer TLS material shared by the transport and start-up.
+pub type PeerTls = Arc<ReloadingTls>;
 pub use lease_expiry::run_lease_expiry;
 
 /// How long a client request may wait for Raft before `etcdserver: request timed out`.
@@ -155,7 +159,7 @@ impl EtcdServer {
     /// and the apply loop. Must run inside a tokio runtime (the peer transport lives there);
     /// joining an existing cluster blocks on asking its members, so call it from a blocking
     /// task.
-    pub fn start(cfg: Config) -> Result<Arc<Self>, StartError> {
+    pub fn start(cfg: Config, peer_tls: Option<PeerTls>) -> Result<Arc<Self>, StartError> {
         let member_dir = cfg.data_dir.join("member");
         let wal_dir = member_dir.join("wal");
         let snap_dir = member_dir.join("snap");
@@ -198,7 +202,7 @@ impl EtcdServer {
                 (c, id, Vec::new())
             }
             _ if cfg.initial_cluster_state == ClusterState::Existing => {
-                let c = join_existing(&cfg)?;
+                let c = join_existing(&cfg, peer_tls.as_ref())?;
                 let id = c
                     .local_member(&cfg.name, &cfg.advertise_peer_urls)
                     .or_else(|_| {
@@ -228,7 +232,7 @@ impl EtcdServer {
             _ => {
                 let c = Cluster::from_initial(&cfg.initial_cluster, &cfg.initial_cluster_token)?;
                 let id = c.local_member(&cfg.name, &cfg.advertise_peer_urls)?;
-                check_not_bootstrapped(&cfg, &c, id)?;
+                check_not_bootstrapped(&cfg, peer_tls.as_ref(), &c, id)?;
                 c.save(&backend)?;
                 let voters = c.voters();
                 (c, id, voters)
@@ -243,13 +247,14 @@ impl EtcdServer {
         let (wal, storage) = raft::open_log(&wal_dir, &voters, applied_index)?;
         let status = Arc::new(RaftStatus::default());
         let (raft_tx, raft_rx) = raft::input::channel().map_err(raft::RaftError::Io)?;
-        let local_ip = cfg.listen_peer.first().map(|a| a.ip());
+        let local_ip = cfg.listen_peer.first().map(|a| a.addr.ip());
         let transport = Transport::new(
             member_id,
             cluster.id,
             local_ip,
             snap_dir.clone(),
             tokio::runtime::Handle::current(),
+            peer_tls,
         );
         transport.set_raft(raft_tx.clone());
         transport.set_peers(&peer_list(&cluster), &cluster.removed);

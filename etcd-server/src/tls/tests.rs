@@ -2,19 +2,28 @@
 
 use etcd_test_kit::certs::{Ca, write_atomically};
 
+use super::verify::san_matches;
 use super::*;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use sha2::Digest;
+use std::path::Path;
 
 /// Spoils one file of a good set.
 type Spoil = Box<dyn Fn(&Path)>;
 
 fn files(dir: &Path, ca: Option<&Path>) -> TlsFiles {
     TlsFiles {
+        role: Role::Client,
         cert: dir.join("server.crt"),
         key: dir.join("server.key"),
         trusted_ca: ca.map(Path::to_owned),
         client_cert_auth: ca.is_some(),
         crl: None,
+        allowed_cn: None,
         allowed_hostname: None,
+        skip_san_verification: false,
+        self_signed: false,
         cipher_suites: Vec::new(),
         min_version: TlsVersion::Tls12,
         max_version: TlsVersion::Tls13,
@@ -35,7 +44,7 @@ fn setup() -> (tempfile::TempDir, Ca, PathBuf) {
 fn loads_good_material_and_refuses_bad_input_naming_flag_and_file() {
     let (dir, ca, ca_path) = setup();
     let d = dir.path();
-    let tls = ReloadingTls::load("client", files(d, Some(&ca_path))).expect("loads");
+    let tls = ReloadingTls::load(files(d, Some(&ca_path))).expect("loads");
     assert_eq!(tls.fingerprint().len(), 64);
 
     let other = Ca::new("other").leaf("server", &["localhost"], false);
@@ -73,18 +82,18 @@ fn loads_good_material_and_refuses_bad_input_naming_flag_and_file() {
     for (what, spoil, needle) in cases {
         let (dir, _ca, ca_path) = setup();
         spoil(dir.path());
-        let e = ReloadingTls::load("client", files(dir.path(), Some(&ca_path)))
+        let e = ReloadingTls::load(files(dir.path(), Some(&ca_path)))
             .expect_err(what)
             .to_string();
         assert!(e.contains(needle), "{what}: {e}");
     }
     let mut no_ca = files(d, None);
     no_ca.client_cert_auth = true;
-    let e = ReloadingTls::load("client", no_ca).expect_err("cca without ca");
+    let e = ReloadingTls::load(no_ca).expect_err("cca without ca");
     assert!(e.to_string().contains("--client-cert-auth"), "{e}");
     let mut suites = files(d, None);
     suites.cipher_suites = vec!["TLS_RSA_WITH_RC4_128_SHA".into()];
-    let e = ReloadingTls::load("client", suites).expect_err("bad suite");
+    let e = ReloadingTls::load(suites).expect_err("bad suite");
     assert!(e.to_string().contains("--cipher-suites"), "{e}");
 }
 
@@ -92,7 +101,7 @@ fn loads_good_material_and_refuses_bad_input_naming_flag_and_file() {
 fn reload_picks_up_new_material_and_keeps_the_last_good_one() {
     let (dir, ca, ca_path) = setup();
     let d = dir.path();
-    let tls = ReloadingTls::load("client", files(d, Some(&ca_path))).expect("loads");
+    let tls = ReloadingTls::load(files(d, Some(&ca_path))).expect("loads");
     let first = tls.fingerprint();
     assert!(!tls.reload().expect("unchanged"), "nothing changed on disk");
 
@@ -158,14 +167,14 @@ fn reload_picks_up_new_material_and_keeps_the_last_good_one() {
 #[test]
 fn auto_tls_makes_a_certificate_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = auto_tls(dir.path(), &["127.0.0.1".into()]).expect("made");
+    let (cert, key) = auto_tls(Role::Client, dir.path(), &["127.0.0.1".into()]).expect("made");
     let first = std::fs::read(&cert).expect("cert");
-    let again = auto_tls(dir.path(), &["127.0.0.1".into()]).expect("reused");
+    let again = auto_tls(Role::Client, dir.path(), &["127.0.0.1".into()]).expect("reused");
     assert_eq!((cert.clone(), key.clone()), again);
     assert_eq!(std::fs::read(&cert).expect("cert"), first);
     let mut f = files(dir.path(), None);
     (f.cert, f.key) = (cert, key);
-    ReloadingTls::load("client", f).expect("the generated pair loads");
+    ReloadingTls::load(f).expect("the generated pair loads");
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! TLS on the client port with real certificates: etcdctl 3.4.23 against our server and the
 //! reference etcd 3.4.23 on the same certificate set (the same commands succeed and fail the
 //! same way), and certificates and CAs rotated on disk under a continuous write load with no
-//! failed request and no restart.
+//! failed request and no restart. `peer`: TLS between members.
+
+mod peer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,4 +1,7 @@
-//! etcd's command-line flags, each also read from its `ETCD_*` environment variable.
+//! etcd's command-line flags, each also read from its `ETCD_*` environment variable, and its
+//! YAML config file (`--config-file`); the TLS flags become `TlsFiles` in `tls`.
+
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -179,6 +182,33 @@ pub struct Flags {
     /// TLS 1.2 cipher suites the client port accepts (Go names, comma-separated).
     #[arg(long, env = "ETCD_CIPHER_SUITES")]
     pub cipher_suites: Option<String>,
+    /// Certificate for the peer port and for dialing other members (`https://` peer URLs).
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Key of `--peer-cert-file`.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// CAs that sign the members' peer certificates; when set, members must present one.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Require peer certificates signed by `--peer-trusted-ca-file`.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub peer_client_cert_auth: bool,
+    /// A self-signed certificate for the peer port, made under the data dir.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub peer_auto_tls: bool,
+    /// Revoked peer certificates (PEM CRLs).
+    #[arg(long, env = "ETCD_PEER_CRL_FILE")]
+    pub peer_crl_file: Option<PathBuf>,
+    /// Members' certificates must carry this Common Name.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN")]
+    pub peer_cert_allowed_cn: Option<String>,
+    /// Members' certificates must be valid for this host.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME")]
+    pub peer_cert_allowed_hostname: Option<String>,
+    /// Do not check a member's address against the SANs of its certificate.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub experimental_peer_skip_client_san_verification: bool,
     /// Lowest TLS version accepted (`TLS1.2` or `TLS1.3`).
     #[arg(long, env = "ETCD_TLS_MIN_VERSION", default_value = "TLS1.2")]
     pub tls_min_version: String,
@@ -241,8 +271,10 @@ pub struct Config {
     pub client_tls: Option<crate::tls::TlsFiles>,
     /// Advertised client URLs.
     pub advertise_client_urls: Vec<String>,
-    /// Peer listen addresses.
-    pub listen_peer: Vec<SocketAddr>,
+    /// Peer listen addresses (`https://` ones serve TLS).
+    pub listen_peer: Vec<ListenUrl>,
+    /// Peer TLS material: for `https://` peer listeners and for dialing `https://` members.
+    pub peer_tls: Option<crate::tls::TlsFiles>,
     /// Advertised peer URLs.
     pub advertise_peer_urls: Vec<String>,
     /// `--initial-cluster`, defaulted as etcd does.
@@ -282,22 +314,6 @@ pub struct ListenUrl {
     pub addr: SocketAddr,
     /// Whether the URL was `https://`.
     pub tls: bool,
-}
-
-/// Parses listen URLs where TLS is not offered (the peer and metrics ports, for now).
-fn parse_plain_listen_urls(
-    flag: &'static str,
-    value: &str,
-) -> Result<Vec<SocketAddr>, ConfigError> {
-    let urls = parse_listen_urls(flag, value)?;
-    if urls.iter().any(|u| u.tls) {
-        return Err(ConfigError::BadUrl {
-            flag,
-            value: value.to_owned(),
-            reason: "https is supported on the client and metrics ports only so far".into(),
-        });
-    }
-    Ok(urls.into_iter().map(|u| u.addr).collect())
 }
 
 /// Parses a comma-separated URL list into socket addresses (`localhost` is 127.0.0.1).
@@ -342,48 +358,6 @@ pub fn parse_listen_urls(flag: &'static str, value: &str) -> Result<Vec<ListenUr
         return Err(bad("no URLs given".into()));
     }
     Ok(out)
-}
-
-/// etcd's config file nests the TLS settings: `client-transport-security:` holds `cert-file`,
-/// `key-file`, `client-cert-auth`, `trusted-ca-file`, `auto-tls` (and `crl-file`); they become
-/// the matching flags. Peer TLS is not built yet: a peer block that sets anything is refused,
-/// an empty one (as in etcd's sample file) is fine.
-fn security_block(
-    key: &str,
-    block: &serde_yaml_ng::Value,
-    args: &mut Vec<String>,
-) -> Result<(), String> {
-    let Some(map) = block.as_mapping() else {
-        return match block {
-            serde_yaml_ng::Value::Null => Ok(()),
-            _ => Err(format!("{key} must be a mapping")),
-        };
-    };
-    for (k, v) in map {
-        let Some(name) = k.as_str() else { continue };
-        let value = match v {
-            serde_yaml_ng::Value::Null => continue,
-            serde_yaml_ng::Value::Bool(false) => continue,
-            serde_yaml_ng::Value::String(s) if s.is_empty() => continue,
-            serde_yaml_ng::Value::String(s) => s.clone(),
-            serde_yaml_ng::Value::Bool(true) => "true".to_owned(),
-            other => return Err(format!("{key}.{name}: unsupported value {other:?}")),
-        };
-        if key == "peer-transport-security" {
-            return Err(format!(
-                "{key}.{name}: TLS on the peer port is not supported yet"
-            ));
-        }
-        let flag = match name {
-            "cert-file" | "key-file" | "client-cert-auth" | "trusted-ca-file" | "auto-tls" => {
-                name.to_owned()
-            }
-            "crl-file" => "client-crl-file".to_owned(),
-            other => return Err(format!("{key}.{other} is not a known setting")),
-        };
-        args.push(format!("--{flag}={value}"));
-    }
-    Ok(())
 }
 
 fn split_urls(value: &str) -> Vec<String> {
@@ -506,7 +480,7 @@ impl Flags {
                     continue;
                 }
                 if key == "client-transport-security" || key == "peer-transport-security" {
-                    security_block(key, v, &mut args).map_err(bad)?;
+                    tls::security_block(key, v, &mut args).map_err(bad)?;
                     continue;
                 }
                 args.push(format!("--{key}={value}"));
@@ -523,71 +497,10 @@ impl Flags {
         Self::from_arg_matches(&matches).map_err(|e| bad(e.to_string()))
     }
 
-    /// The client port's TLS settings, when a client URL is `https://`: the certificate and
-    /// key (or `--auto-tls`'s, made under `<data-dir>/fixtures/client` as etcd does) and how
-    /// clients are checked. TLS flags without an `https://` URL are ignored, as in etcd.
-    fn client_tls(
-        &self,
-        data_dir: &std::path::Path,
-        listen: &[ListenUrl],
-    ) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
-        use crate::tls::{TlsFiles, TlsVersion};
-        let invalid = |flag: &'static str, reason: &str| ConfigError::Invalid {
-            flag,
-            reason: reason.to_owned(),
-        };
-        let pair = match (&self.cert_file, &self.key_file) {
-            (Some(_), None) => return Err(invalid("--cert-file", "needs --key-file")),
-            (None, Some(_)) => return Err(invalid("--key-file", "needs --cert-file")),
-            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
-            (None, None) => None,
-        };
-        if !listen.iter().any(|l| l.tls) {
-            return Ok(None);
-        }
-        // `--auto-tls` makes its certificate only when an https URL will serve it.
-        let (cert, key) = match pair {
-            Some(pair) => pair,
-            None if self.auto_tls => {
-                let hosts: Vec<String> = listen.iter().map(|l| l.addr.ip().to_string()).collect();
-                crate::tls::auto_tls(&data_dir.join("fixtures").join("client"), &hosts)
-                    .map_err(|e| invalid("--auto-tls", &e.to_string()))?
-            }
-            None => {
-                return Err(invalid(
-                    "--listen-client-urls",
-                    "https URLs need --cert-file and --key-file (or --auto-tls)",
-                ));
-            }
-        };
-        let version =
-            |flag, v: &str| TlsVersion::parse(flag, v).map_err(|e| invalid(flag, &e.to_string()));
-        Ok(Some(TlsFiles {
-            cert,
-            key,
-            trusted_ca: self.trusted_ca_file.clone(),
-            client_cert_auth: self.client_cert_auth,
-            crl: self.client_crl_file.clone(),
-            allowed_hostname: self
-                .client_cert_allowed_hostname
-                .clone()
-                .filter(|h| !h.is_empty()),
-            cipher_suites: self
-                .cipher_suites
-                .iter()
-                .flat_map(|s| s.split(','))
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            min_version: version("--tls-min-version", &self.tls_min_version)?,
-            max_version: version("--tls-max-version", &self.tls_max_version)?,
-        }))
-    }
-
     /// Validates the flags into a [`Config`].
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let listen_client = parse_listen_urls("--listen-client-urls", &self.listen_client_urls)?;
-        let listen_peer = parse_plain_listen_urls("--listen-peer-urls", &self.listen_peer_urls)?;
+        let listen_peer = parse_listen_urls("--listen-peer-urls", &self.listen_peer_urls)?;
         let listen_metrics = match &self.listen_metrics_urls {
             Some(v) if !v.trim().is_empty() => parse_listen_urls("--listen-metrics-urls", v)?,
             _ => Vec::new(),
@@ -602,6 +515,12 @@ impl Flags {
             .copied()
             .collect();
         let client_tls = self.client_tls(&data_dir, &all_listeners)?;
+        let https_peers = self.initial_advertise_peer_urls.contains("https://")
+            || self
+                .initial_cluster
+                .as_deref()
+                .is_some_and(|c| c.contains("https://"));
+        let peer_tls = self.peer_tls(&data_dir, &listen_peer, https_peers)?;
         let advertise_client_urls =
             check_urls("--advertise-client-urls", &self.advertise_client_urls)?;
         let advertise_peer_urls = check_urls(
@@ -658,6 +577,7 @@ impl Flags {
             client_tls,
             advertise_client_urls,
             listen_peer,
+            peer_tls,
             advertise_peer_urls,
             initial_cluster,
             initial_cluster_state: self.initial_cluster_state,
@@ -684,184 +604,4 @@ impl Flags {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn https_client_urls_need_a_certificate_pair() {
-        let parse = |args: &[&str]| {
-            let mut all = vec!["etcd-server"];
-            all.extend_from_slice(args);
-            Flags::parse_from(all).into_config()
-        };
-        let https = "--listen-client-urls=https://127.0.0.1:2379";
-        let e = parse(&[https]).expect_err("no cert").to_string();
-        assert!(e.contains("--cert-file"), "{e}");
-        let e = parse(&[https, "--cert-file=a.crt"])
-            .expect_err("no key")
-            .to_string();
-        assert!(e.contains("needs --key-file"), "{e}");
-        let c = parse(&[
-            https,
-            "--cert-file=a.crt",
-            "--key-file=a.key",
-            "--client-cert-auth",
-        ])
-        .expect("valid");
-        let tls = c.client_tls.expect("tls");
-        assert!(tls.client_cert_auth && c.listen_client[0].tls);
-        // TLS flags without an https URL are ignored, as in etcd.
-        let c = parse(&["--cert-file=a.crt", "--key-file=a.key"]).expect("valid");
-        assert!(c.client_tls.is_none());
-        let e = parse(&["--listen-peer-urls=https://127.0.0.1:2380"])
-            .expect_err("peer tls")
-            .to_string();
-        assert!(e.contains("client and metrics ports only"), "{e}");
-        let e = parse(&[
-            https,
-            "--cert-file=a",
-            "--key-file=b",
-            "--tls-min-version=TLS1.0",
-        ])
-        .expect_err("old tls")
-        .to_string();
-        assert!(e.contains("--tls-min-version"), "{e}");
-    }
-
-    #[test]
-    fn config_file_transport_security_blocks() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("etcd.yaml");
-        let write = |text: &str| std::fs::write(&file, text).expect("write");
-        write(
-            "listen-client-urls: https://127.0.0.1:2379\nclient-transport-security:\n  cert-file: s.crt\n  key-file: s.key\n  client-cert-auth: true\n  trusted-ca-file: ca.crt\npeer-transport-security:\n  cert-file:\n  client-cert-auth: false\n",
-        );
-        let c = Flags::from_config_file(&file)
-            .and_then(Flags::into_config)
-            .expect("valid");
-        let tls = c.client_tls.expect("tls");
-        assert_eq!(tls.cert, PathBuf::from("s.crt"));
-        assert_eq!(tls.trusted_ca, Some(PathBuf::from("ca.crt")));
-        assert!(tls.client_cert_auth);
-        write("peer-transport-security:\n  cert-file: p.crt\n");
-        let e = Flags::from_config_file(&file)
-            .expect_err("peer tls")
-            .to_string();
-        assert!(e.contains("not supported yet"), "{e}");
-    }
-
-    /// The shared flag table (`etcd_api::flags`, which the operator validates `extraArgs`
-    /// against) names exactly the flags this parser accepts, hidden ones marked test-only.
-    #[test]
-    fn shared_flag_table_matches_the_parser() {
-        let cmd = <Flags as clap::CommandFactory>::command();
-        let mut parsed: Vec<(String, bool)> = cmd
-            .get_arguments()
-            .filter_map(|a| a.get_long().map(|l| (l.to_owned(), a.is_hide_set())))
-            .filter(|(l, _)| l != "help" && l != "version")
-            .collect();
-        parsed.sort();
-        let mut table: Vec<(String, bool)> = etcd_api::flags::SERVER_FLAGS
-            .iter()
-            .map(|f| (f.name.to_owned(), f.test_only))
-            .collect();
-        table.sort();
-        assert_eq!(parsed, table);
-    }
-
-    #[test]
-    fn defaults_match_etcd() {
-        let c = Flags::parse_from(["etcd-server"])
-            .into_config()
-            .expect("valid");
-        assert_eq!(c.name, "default");
-        assert_eq!(c.data_dir, PathBuf::from("default.etcd"));
-        assert_eq!(
-            c.listen_client,
-            vec![ListenUrl {
-                addr: "127.0.0.1:2379".parse::<SocketAddr>().expect("addr"),
-                tls: false
-            }]
-        );
-        assert!(c.client_tls.is_none());
-        assert_eq!(c.initial_cluster, "default=http://localhost:2380");
-        assert_eq!(c.election_ticks, 10);
-        assert_eq!(c.quota_backend_bytes, DEFAULT_QUOTA_BYTES);
-    }
-
-    #[test]
-    fn bad_values_are_rejected() {
-        let table: &[&[&str]] = &[
-            &["etcd-server", "--listen-client-urls", "nope"],
-            &["etcd-server", "--listen-client-urls", "http://127.0.0.1"],
-            &["etcd-server", "--election-timeout", "100"],
-            &["etcd-server", "--auto-compaction-retention", "abc"],
-            &[
-                "etcd-server",
-                "--auto-compaction-mode",
-                "revision",
-                "--auto-compaction-retention",
-                "1h",
-            ],
-        ];
-        for args in table {
-            let flags = Flags::try_parse_from(*args).expect("parses");
-            assert!(flags.into_config().is_err(), "{args:?} should be rejected");
-        }
-        assert!(Flags::try_parse_from(["etcd-server", "--no-such-flag"]).is_err());
-        assert!(Flags::try_parse_from(["etcd-server", "--snapshot-count", "x"]).is_err());
-    }
-
-    #[test]
-    fn config_file_replaces_flags() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("m0.yaml");
-        std::fs::write(
-            &path,
-            "name: m0\ndata-dir: /var/lib/etcd\ninitial-cluster: m0=http://10.0.0.1:2380,m1=http://10.0.0.2:2380\n\
-             initial-cluster-state: existing\nlisten-client-urls: http://0.0.0.0:2379\nheartbeat-interval: 50\n\
-             election-timeout: 500\nsnapshot-count: 5000\nauto-compaction-retention: \"1h\"\n",
-        )
-        .expect("write");
-        let c = Flags::from_config_file(&path)
-            .expect("parses")
-            .into_config()
-            .expect("valid");
-        assert_eq!(c.name, "m0");
-        assert_eq!(c.data_dir, PathBuf::from("/var/lib/etcd"));
-        assert_eq!(c.initial_cluster_state, ClusterState::Existing);
-        assert_eq!(
-            (c.heartbeat, c.election_ticks, c.snapshot_count),
-            (Duration::from_millis(50), 10, 5000)
-        );
-        assert_eq!(
-            c.auto_compaction,
-            AutoCompaction::Periodic(Duration::from_secs(3600))
-        );
-        std::fs::write(&path, "no-such-key: 1\n").expect("write");
-        assert!(Flags::from_config_file(&path).is_err());
-        std::fs::write(&path, "heartbeat-interval: fast\n").expect("write");
-        assert!(Flags::from_config_file(&path).is_err());
-    }
-
-    #[test]
-    fn retention_forms() {
-        use CompactionMode::*;
-        assert_eq!(
-            parse_retention(Periodic, "1").ok(),
-            Some(AutoCompaction::Periodic(Duration::from_secs(3600)))
-        );
-        assert_eq!(
-            parse_retention(Periodic, "30m").ok(),
-            Some(AutoCompaction::Periodic(Duration::from_secs(1800)))
-        );
-        assert_eq!(
-            parse_retention(Periodic, "0").ok(),
-            Some(AutoCompaction::Off)
-        );
-        assert_eq!(
-            parse_retention(Revision, "1000").ok(),
-            Some(AutoCompaction::Revision(1000))
-        );
-    }
-}
+mod tests;
