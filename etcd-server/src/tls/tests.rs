@@ -189,3 +189,37 @@ fn allowed_hostname_matches_sans_and_wildcards() {
         assert_eq!(san_matches(name, host), ok, "{name} vs {host}");
     }
 }
+
+#[tokio::test]
+async fn a_peer_address_must_be_named_by_its_certificate() {
+    let ca = Ca::new("peer-ca");
+    let der = |sans: &[&str]| {
+        let leaf = ca.leaf("etcd-peer", sans, false);
+        CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).expect("pem")
+    };
+    let local: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+    let mapped: std::net::IpAddr = "::ffff:127.0.0.1".parse().expect("ip");
+    for (sans, ok) in [
+        (&[][..], true),
+        (&["127.0.0.1"][..], true),
+        (&["10.1.2.3"][..], false),
+        // A DNS name that resolves to the address.
+        (&["10.1.2.3", "localhost"][..], true),
+        (&["etcd-0.invalid"][..], false),
+        // Wildcards cannot be resolved: accepted when nothing else is named.
+        (&["*.etcd.invalid"][..], true),
+        (&["*.etcd.invalid", "10.1.2.3"][..], false),
+    ] {
+        let cert = der(sans);
+        assert_eq!(
+            check_peer_address(&cert, local).await.is_ok(),
+            ok,
+            "{sans:?}"
+        );
+        assert_eq!(
+            check_peer_address(&cert, mapped).await.is_ok(),
+            ok,
+            "{sans:?} (v4-mapped)"
+        );
+    }
+}

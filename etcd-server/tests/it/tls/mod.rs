@@ -293,6 +293,64 @@ fn bad_tls_material_stops_the_member_with_the_flag_named() {
         assert!(!out.status.success(), "{needle}: started");
         assert!(err.contains(needle), "{needle}: {err}");
     }
+    // The peer side, on an https peer URL, names the --peer-* flags.
+    let cert = format!("--peer-cert-file={}", certs.path("server.crt").display());
+    let key = format!("--peer-key-file={}", certs.path("server.key").display());
+    let ca = format!("--peer-trusted-ca-file={}", certs.path("ca.crt").display());
+    let peer_cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![cert.clone()],
+            "--peer-cert-file: needs --peer-key-file",
+        ),
+        (
+            vec![
+                cert.clone(),
+                "--peer-key-file=/nonexistent/p.key".into(),
+                ca.clone(),
+            ],
+            "--peer-key-file /nonexistent/p.key",
+        ),
+        (
+            vec![
+                cert.clone(),
+                format!("--peer-key-file={}", certs.path("other.key").display()),
+                ca.clone(),
+            ],
+            "is not the key of --peer-cert-file",
+        ),
+        (
+            vec![cert.clone(), key.clone()],
+            "--peer-trusted-ca-file: is needed with --peer-cert-file",
+        ),
+        (
+            vec![
+                cert,
+                key,
+                ca,
+                "--peer-cert-allowed-cn=a".into(),
+                "--peer-cert-allowed-hostname=b".into(),
+            ],
+            "--peer-cert-allowed-cn: cannot be used together with --peer-cert-allowed-hostname",
+        ),
+    ];
+    for (flags, needle) in peer_cases {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let peer = format!("https://127.0.0.1:{}", free_port());
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-server"))
+            .arg(format!("--data-dir={}", tmp.path().join("d").display()))
+            .arg(format!(
+                "--listen-client-urls=http://127.0.0.1:{}",
+                free_port()
+            ))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .args(&flags)
+            .output()
+            .expect("run etcd-server");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{needle}: started");
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
 }
 
 /// A TLS client of the KV API with `client` (`<name>.crt`/`.key` under `dir`), trusting
