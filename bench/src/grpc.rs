@@ -6,6 +6,7 @@
 //! are always measured with the same client (`--client`).
 
 use std::future::poll_fn;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use h2::client::SendRequest;
@@ -27,33 +28,62 @@ pub struct Channel {
 }
 
 impl Channel {
-    /// Connects to `endpoint` (`host:port` or `http://host:port`); a task drives the connection
-    /// until every handle is dropped.
-    pub async fn connect(endpoint: &str) -> Result<Self> {
-        let addr = endpoint
-            .strip_prefix("http://")
-            .unwrap_or(endpoint)
-            .trim_end_matches('/');
+    /// Connects to `endpoint` (`host:port`, `http://host:port`, or `https://host:port` with
+    /// `tls`); a task drives the connection until every handle is dropped.
+    pub async fn connect(endpoint: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Self> {
         let fail = |reason: String| Error::ConnectH2 {
             endpoint: endpoint.to_owned(),
             reason,
         };
+        let (addr, secure) = match endpoint.strip_prefix("https://") {
+            Some(rest) => (rest, true),
+            None => (endpoint.strip_prefix("http://").unwrap_or(endpoint), false),
+        };
+        let addr = addr.trim_end_matches('/');
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| fail(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
-        let (send, conn) = h2::client::Builder::new()
-            .initial_window_size(WINDOW)
-            .initial_connection_window_size(WINDOW)
-            .handshake::<_, Bytes>(tcp)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let builder = {
+            let mut b = h2::client::Builder::new();
+            b.initial_window_size(WINDOW)
+                .initial_connection_window_size(WINDOW);
+            b
+        };
+        let send = if secure {
+            let Some(config) = tls else {
+                return Err(fail("an https endpoint needs --cacert".into()));
+            };
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| fail(e.to_string()))?;
+            let stream = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| fail(format!("TLS handshake: {e}")))?;
+            let (send, conn) = builder
+                .handshake::<_, Bytes>(stream)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            send
+        } else {
+            let (send, conn) = builder
+                .handshake::<_, Bytes>(tcp)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            send
+        };
+        let scheme = if secure { "https" } else { "http" };
         Ok(Self {
             send,
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
         })
     }
 

@@ -8,6 +8,7 @@
 //! - [`workload`]: [`run`], the entry point, and the request/response workloads (`put`,
 //!   `range`, `txn-put`, `lease-keepalive`); `watch` lives in its own module.
 //! - `runner`: the closed-loop driver (one task per client, shared request counter, progress).
+//! - [`tls`]: client TLS files for `https://` endpoints, and `compare --tls`'s certificates.
 //! - [`report`]: HDR latency histograms, errors by kind, the [`Report`] as text or JSON.
 //! - [`compare`]: starts etcd and etcd-server clusters, alternates runs of a fixed suite against
 //!   them, measures RSS, CPU, disk and restart time, and prints ratios (ours ÷ etcd).
@@ -19,6 +20,7 @@ pub mod options;
 pub mod pool;
 pub mod report;
 mod runner;
+pub mod tls;
 mod watch;
 pub mod workload;
 

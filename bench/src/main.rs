@@ -57,6 +57,14 @@ enum Command {
         #[command(flatten)]
         opts: LeaseOptions,
     },
+    /// Connection set-up: a new connection (TCP, TLS for `https://`, HTTP/2) per request,
+    /// one read over each.
+    Connect {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        opts: RangeOptions,
+    },
     /// Start etcd-server and etcd in turn with the same settings, run the same workloads
     /// against each, and print ratios ours ÷ etcd.
     Compare(CompareOptions),
@@ -80,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         Command::TxnPut { common, opts } => (common, Workload::TxnPut(opts)),
         Command::Watch { common, opts } => (common, Workload::Watch(opts)),
         Command::LeaseKeepalive { common, opts } => (common, Workload::LeaseKeepalive(opts)),
+        Command::Connect { common, opts } => (common, Workload::Connect(opts)),
         Command::Compare(opts) => {
             // Dropping the comparison on Ctrl-C kills the server processes it started.
             let result = tokio::select! {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::tls::ClientCerts;
 
 /// Options every workload takes: where to send load, how many connections and clients, and
 /// when to stop. They mirror the global flags of etcd's `tools/benchmark`.
@@ -43,6 +44,9 @@ pub struct Common {
     /// Print a progress line to stderr this often; `0s` turns progress off.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub progress: Duration,
+    /// TLS files for `https://` endpoints.
+    #[command(flatten)]
+    pub tls: ClientCerts,
 }
 
 /// Which client library sends the unary workloads' requests.
@@ -69,6 +73,7 @@ impl Common {
             request_timeout: Duration::from_secs(30),
             client: ClientLib::H2,
             progress: Duration::ZERO,
+            tls: ClientCerts::default(),
         }
     }
 
@@ -254,6 +259,10 @@ pub enum Workload {
     Watch(WatchOptions),
     /// See [`LeaseOptions`].
     LeaseKeepalive(LeaseOptions),
+    /// `connect`: every request opens a new connection (TCP, TLS for `https://` endpoints,
+    /// HTTP/2), reads `key` over it and closes it: connection set-up per second. Uses the
+    /// bench's own client.
+    Connect(RangeOptions),
 }
 
 impl Workload {
@@ -265,6 +274,7 @@ impl Workload {
             Workload::TxnPut(_) => "txn-put",
             Workload::Watch(_) => "watch",
             Workload::LeaseKeepalive(_) => "lease-keepalive",
+            Workload::Connect(_) => "connect",
         }
     }
 
@@ -315,6 +325,12 @@ impl Workload {
                 o.watchers, o.streams, o.put_rate, o.val_size, common.conns
             ),
             Workload::LeaseKeepalive(o) => format!("keep-alive, lease TTL {} s, {load}", o.ttl),
+            Workload::Connect(o) => format!(
+                "a new connection per request, then one read of {:?}, {} clients{}",
+                o.key,
+                common.clients,
+                if common.tls.is_set() { ", TLS" } else { "" }
+            ),
         }
     }
 }

@@ -7,6 +7,7 @@ use etcd_client::{Client, ConnectOptions};
 
 use crate::error::{Error, Result};
 use crate::options::Common;
+use crate::tls::ClientCerts;
 
 /// The connections of one run.
 pub struct Pool {
@@ -22,7 +23,7 @@ impl Pool {
         let mut conns = Vec::with_capacity(common.conns);
         for i in 0..common.conns {
             let ep = &endpoints[i % endpoints.len()];
-            conns.push(connect_one(ep, common.request_timeout).await?);
+            conns.push(connect_one(ep, common.request_timeout, &common.tls).await?);
         }
         Ok(Self { conns, endpoints })
     }
@@ -42,17 +43,24 @@ impl Pool {
 /// otherwise all of them (connection `i` to endpoint `i mod n`).
 pub async fn target_endpoints(common: &Common) -> Result<Vec<String>> {
     if common.target_leader {
-        Ok(vec![find_leader(&common.endpoints).await?])
+        Ok(vec![find_leader(&common.endpoints, &common.tls).await?])
     } else {
         Ok(common.endpoints.clone())
     }
 }
 
-/// One connection (one HTTP/2 connection) to one endpoint.
-pub async fn connect_one(endpoint: &str, request_timeout: Duration) -> Result<Client> {
-    let opts = ConnectOptions::new()
+/// One connection (one HTTP/2 connection) to one endpoint, with TLS for `https://`.
+pub async fn connect_one(
+    endpoint: &str,
+    request_timeout: Duration,
+    tls: &ClientCerts,
+) -> Result<Client> {
+    let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
         .with_timeout(request_timeout);
+    if let Some(t) = tls.etcd_client()? {
+        opts = opts.with_tls(t);
+    }
     Client::connect([endpoint], Some(opts))
         .await
         .map_err(|source| Error::Connect {
@@ -62,9 +70,9 @@ pub async fn connect_one(endpoint: &str, request_timeout: Duration) -> Result<Cl
 }
 
 /// The endpoint whose member is the Raft leader, asked through Maintenance.Status.
-pub async fn find_leader(endpoints: &[String]) -> Result<String> {
+pub async fn find_leader(endpoints: &[String], tls: &ClientCerts) -> Result<String> {
     for ep in endpoints {
-        let Ok(mut c) = connect_one(ep, Duration::from_secs(5)).await else {
+        let Ok(mut c) = connect_one(ep, Duration::from_secs(5), tls).await else {
             continue;
         };
         let Ok(status) = c.status().await else {

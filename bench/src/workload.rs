@@ -24,6 +24,19 @@ pub async fn run(common: &Common, workload: &Workload) -> Result<Report> {
     let description = workload.describe(common);
     match workload {
         Workload::Watch(o) => crate::watch::run(common, o, description).await,
+        Workload::Connect(o) => {
+            let endpoints = target_endpoints(common).await?;
+            let tls = common.tls.rustls()?;
+            let states = (0..common.clients)
+                .map(|i| ConnectClient {
+                    endpoint: endpoints[i % endpoints.len()].clone(),
+                    tls: tls.clone(),
+                    key: o.key.clone().into_bytes(),
+                    serializable: o.consistency == Consistency::Serializable,
+                })
+                .collect();
+            drive(common, "connect", description, states).await
+        }
         Workload::Put(o) => {
             let kvs = KvPool::connect(common).await?;
             let states = (0..common.clients)
@@ -88,9 +101,11 @@ impl KvPool {
             ClientLib::EtcdClient => Ok(Self::EtcdClient(Pool::connect(common).await?)),
             ClientLib::H2 => {
                 let endpoints = target_endpoints(common).await?;
+                let tls = common.tls.rustls()?;
                 let mut conns = Vec::with_capacity(common.conns);
                 for i in 0..common.conns {
-                    conns.push(Channel::connect(&endpoints[i % endpoints.len()]).await?);
+                    let ep = &endpoints[i % endpoints.len()];
+                    conns.push(Channel::connect(ep, tls.as_ref()).await?);
                 }
                 Ok(Self::H2(conns))
             }
@@ -376,5 +391,28 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         assert_eq!(random_value(256, &mut rng).len(), 256);
         assert!(random_value(0, &mut rng).is_empty());
+    }
+}
+
+/// `connect`: one new connection per request, one read over it.
+struct ConnectClient {
+    endpoint: String,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    key: Vec<u8>,
+    serializable: bool,
+}
+
+impl ClientOp for ConnectClient {
+    async fn call(&mut self, _index: u64) -> Result<(), etcd_client::Error> {
+        let mut ch = Channel::connect(&self.endpoint, self.tls.as_ref())
+            .await
+            .map_err(|e| etcd_client::Error::InvalidArgs(e.to_string()))?;
+        let req = pb::RangeRequest {
+            key: self.key.clone(),
+            serializable: self.serializable,
+            ..Default::default()
+        };
+        let uri = ch.uri("/etcdserverpb.KV/Range");
+        h2_call::<_, pb::RangeResponse>(&mut ch, &uri, &req).await
     }
 }

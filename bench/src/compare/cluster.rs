@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::procfs::{ProcSample, sample};
 use crate::error::{Error, Result};
+use crate::tls::ClientCerts;
 
 /// Which server a cluster runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -42,11 +43,15 @@ pub struct Settings {
     pub snapshot_count: u64,
     /// `--log-level` (etcd also gets `--logger zap`, its structured logger, like ours).
     pub log_level: String,
+    /// TLS for clients and peers (`compare --tls`): the bench's client files; the servers'
+    /// certificate (`server.crt`, `server.key`) lies beside the CA.
+    pub tls: Option<ClientCerts>,
 }
 
 /// One member process.
 struct Member {
     label: String,
+    tls: ClientCerts,
     client_url: String,
     args: Vec<String>,
     log: PathBuf,
@@ -133,17 +138,22 @@ impl Cluster {
     ) -> Result<Self> {
         let ports = free_ports(2 * size)?;
         let ports: Vec<(u16, u16)> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
+        let scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let initial_cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .map(|(i, (_, peer))| format!("m{i}={scheme}://127.0.0.1:{peer}"))
             .collect::<Vec<_>>()
             .join(",");
         let mut members = Vec::with_capacity(size);
         for (i, (client, peer)) in ports.into_iter().enumerate() {
             let name = format!("m{i}");
-            let client_url = format!("http://127.0.0.1:{client}");
-            let peer_url = format!("http://127.0.0.1:{peer}");
+            let client_url = format!("{scheme}://127.0.0.1:{client}");
+            let peer_url = format!("{scheme}://127.0.0.1:{peer}");
             let data_dir = dir.join(format!("{name}.etcd"));
             let mut args: Vec<String> = [
                 "--name",
@@ -177,12 +187,29 @@ impl Cluster {
             if kind == ServerKind::Etcd {
                 args.extend(["--logger".to_owned(), "zap".to_owned()]);
             }
+            if let Some(ca) = settings.tls.as_ref().and_then(|t| t.cacert.as_ref()) {
+                let dir = ca.parent().unwrap_or(Path::new("."));
+                let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+                for (flag, path) in [
+                    ("--cert-file", &cert),
+                    ("--key-file", &key),
+                    ("--trusted-ca-file", ca),
+                    ("--peer-cert-file", &cert),
+                    ("--peer-key-file", &key),
+                    ("--peer-trusted-ca-file", ca),
+                ] {
+                    args.push(format!("{flag}={}", path.display()));
+                }
+                args.push("--client-cert-auth".into());
+                args.push("--peer-client-cert-auth".into());
+            }
             let stem = dir
                 .file_name()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             members.push(Member {
                 label: format!("{kind} {name}"),
+                tls: settings.tls.clone().unwrap_or_default(),
                 client_url,
                 args,
                 log: logs.join(format!("{stem}-{name}.log")),
@@ -233,7 +260,7 @@ impl Cluster {
             loop {
                 self.check_alive()?;
                 let m = &self.members[i];
-                if probe(&m.client_url).await {
+                if probe(&m.client_url, &m.tls).await {
                     break;
                 }
                 if start.elapsed() > timeout {
@@ -341,10 +368,13 @@ impl Drop for Cluster {
 }
 
 /// Whether `url` answers a linearizable read now.
-async fn probe(url: &str) -> bool {
-    let opts = ConnectOptions::new()
+async fn probe(url: &str, tls: &ClientCerts) -> bool {
+    let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_millis(200))
         .with_timeout(Duration::from_millis(250));
+    if let Ok(Some(t)) = tls.etcd_client() {
+        opts = opts.with_tls(t);
+    }
     let Ok(mut c) = Client::connect([url], Some(opts)).await else {
         return false;
     };

@@ -64,11 +64,14 @@ pub enum SuiteWorkload {
     Watch,
     /// Keep-alives of 100 clients' leases over 10 connections, all members.
     LeaseKeepalive,
+    /// Connection set-up: 50 clients each open a new connection per request (TCP, TLS with
+    /// `--tls`, HTTP/2) and read one key over it, all members.
+    Connect,
 }
 
 impl SuiteWorkload {
     /// Every suite workload, in run order.
-    pub const ALL: [SuiteWorkload; 7] = [
+    pub const ALL: [SuiteWorkload; 8] = [
         SuiteWorkload::Put,
         SuiteWorkload::Put1Client,
         SuiteWorkload::RangeLinearizable,
@@ -76,6 +79,7 @@ impl SuiteWorkload {
         SuiteWorkload::TxnPut,
         SuiteWorkload::Watch,
         SuiteWorkload::LeaseKeepalive,
+        SuiteWorkload::Connect,
     ];
 
     /// The name used on the command line and in tables.
@@ -88,6 +92,7 @@ impl SuiteWorkload {
             SuiteWorkload::TxnPut => "txn-put",
             SuiteWorkload::Watch => "watch",
             SuiteWorkload::LeaseKeepalive => "lease-keepalive",
+            SuiteWorkload::Connect => "connect",
         }
     }
 }
@@ -145,6 +150,10 @@ pub struct CompareOptions {
     /// both servers: `h2` (the bench's own) or `etcd-client`.
     #[arg(long, value_enum, default_value_t = ClientLib::H2)]
     pub client: ClientLib,
+    /// Serve clients and peers over TLS with mutual authentication (both servers, the same
+    /// certificates, made under the data root); every figure is then a TLS figure.
+    #[arg(long)]
+    pub tls: bool,
     /// Also write the summary as Markdown to this file.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
@@ -255,10 +264,16 @@ pub async fn compare(o: &CompareOptions) -> Result<Comparison> {
         fsync.latency_ms.p99,
         root.display()
     );
+    let tls = if o.tls {
+        Some(crate::tls::make_cert_set(&root.join("certs"))?)
+    } else {
+        None
+    };
     let settings = Settings {
         quota_backend_bytes: o.quota_backend_bytes,
         snapshot_count: o.snapshot_count,
         log_level: o.log_level.clone(),
+        tls,
     };
     let workloads = o
         .workloads
@@ -297,7 +312,7 @@ pub async fn compare(o: &CompareOptions) -> Result<Comparison> {
         }
     }
 
-    let rows = summarize(&suite, &resources, o.keys);
+    let rows = summarize(&suite, &resources, o.keys, o.tls);
     let c = Comparison {
         machine,
         fsync,
@@ -344,8 +359,14 @@ fn clear(dir: &Path) {
 }
 
 /// The load options and workload of one suite workload against `endpoints`.
-fn suite_item(o: &CompareOptions, w: SuiteWorkload, endpoints: &[String]) -> (Common, Workload) {
+fn suite_item(
+    o: &CompareOptions,
+    settings: &Settings,
+    w: SuiteWorkload,
+    endpoints: &[String],
+) -> (Common, Workload) {
     let mut c = Common::new(endpoints.to_vec());
+    c.tls = settings.tls.clone().unwrap_or_default();
     c.client = o.client;
     c.duration = Some(o.duration);
     c.request_timeout = Duration::from_secs(30);
@@ -403,6 +424,14 @@ fn suite_item(o: &CompareOptions, w: SuiteWorkload, endpoints: &[String]) -> (Co
             (c.conns, c.clients) = (10, 100);
             Workload::LeaseKeepalive(LeaseOptions::default())
         }
+        SuiteWorkload::Connect => {
+            c.clients = 50;
+            Workload::Connect(RangeOptions {
+                key: RANGE_KEY.into(),
+                prefix: false,
+                consistency: Consistency::Serializable,
+            })
+        }
     };
     (c, workload)
 }
@@ -432,7 +461,8 @@ async fn suite_run(
     };
     let mut cluster = Cluster::start(kind, bin, members, dir, logs, settings).await?;
     let endpoints = cluster.endpoints();
-    let mut c = connect_one(&endpoints[0], Duration::from_secs(30)).await?;
+    let tls = settings.tls.clone().unwrap_or_default();
+    let mut c = connect_one(&endpoints[0], Duration::from_secs(30), &tls).await?;
     c.put(RANGE_KEY, vec![b'r'; 256], None)
         .await
         .map_err(|source| Error::Request {
@@ -442,7 +472,7 @@ async fn suite_run(
     let mut runs = Vec::with_capacity(workloads.len());
     for &w in workloads {
         cluster.check_alive()?;
-        let (common, workload) = suite_item(o, w, &endpoints);
+        let (common, workload) = suite_item(o, settings, w, &endpoints);
         let before = cpu_secs(&cluster.samples()?);
         let report = crate::run(&common, &workload).await?;
         let server_cpu_secs = cpu_secs(&cluster.samples()?) - before;
@@ -518,7 +548,8 @@ async fn resource_run(
     let backend_size = || std::fs::metadata(&backend).map(|m| m.len()).unwrap_or(0);
     let backend_after_load = backend_size();
 
-    let mut c = connect_one(&endpoints[0], Duration::from_secs(600)).await?;
+    let tls = settings.tls.clone().unwrap_or_default();
+    let mut c = connect_one(&endpoints[0], Duration::from_secs(600), &tls).await?;
     let req = |action: &str| {
         let action = action.to_owned();
         move |source| Error::Request { action, source }

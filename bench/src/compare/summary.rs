@@ -19,6 +19,7 @@ pub(super) fn median(mut v: Vec<f64>) -> f64 {
 /// The target for a workload metric, if it sets one.
 pub(super) fn target(w: SuiteWorkload, metric: &str) -> Option<Target> {
     match (w, metric) {
+        (SuiteWorkload::Connect, "throughput") => Some(Target::AtLeast(1.0)),
         (SuiteWorkload::Put, "throughput") => Some(Target::AtLeast(1.5)),
         (SuiteWorkload::Put, "p99") => Some(Target::AtMost(1.0)),
         (SuiteWorkload::Put1Client, "p50") => Some(Target::AtMost(1.0)),
@@ -30,7 +31,13 @@ pub(super) fn target(w: SuiteWorkload, metric: &str) -> Option<Target> {
 }
 
 /// Medians per server and the rows of the summary.
-pub(super) fn summarize(suite: &[SuiteRun], resources: &[ResourceRun], keys: u64) -> Vec<Row> {
+pub(super) fn summarize(
+    suite: &[SuiteRun],
+    resources: &[ResourceRun],
+    keys: u64,
+    tls: bool,
+) -> Vec<Row> {
+    let tls = if tls { " (TLS)" } else { "" };
     let mut rows = Vec::new();
     let mut sizes: Vec<usize> = suite.iter().map(|r| r.members).collect();
     sizes.dedup();
@@ -75,7 +82,7 @@ pub(super) fn summarize(suite: &[SuiteRun], resources: &[ResourceRun], keys: u64
             ];
             for (key, label, unit, f) in metrics {
                 rows.push(Row::new(
-                    format!("{}, {size}: {label}", w.name()),
+                    format!("{}{tls}, {size}: {label}", w.name()),
                     unit,
                     med(ServerKind::Ours, f),
                     med(ServerKind::Etcd, f),

@@ -41,7 +41,7 @@ fn summary_takes_medians_and_ratios() {
         run(ServerKind::Ours, 3, 9000, 2),
         run(ServerKind::Etcd, 3, 3000, 4),
     ];
-    let rows = summarize(&suite, &[], 1_000_000);
+    let rows = summarize(&suite, &[], 1_000_000, false);
     let tput = &rows[0];
     assert_eq!(tput.metric, "put, 1 member: throughput");
     assert_eq!((tput.ours, tput.etcd, tput.ratio), (3000.0, 1000.0, 3.0));

@@ -54,6 +54,7 @@ async fn every_workload_completes_against_etcd_server() {
         quota_backend_bytes: 1 << 30,
         snapshot_count: 10_000,
         log_level: "warn".into(),
+        tls: None,
     };
     let mut cluster = Cluster::start(
         ServerKind::Ours,
@@ -146,11 +147,68 @@ async fn every_workload_completes_against_etcd_server() {
     assert_eq!(r.errors_total, 0, "{}", r.to_text());
     assert!(r.ops > 0 && r.throughput > 0.0 && r.latency_ms.p50 <= r.latency_ms.max);
 
+    let r = run(
+        &common(&eps, 50, 1, 5),
+        &Workload::Connect(RangeOptions::default()),
+    )
+    .await
+    .unwrap();
+    assert_sane(&r, 50);
+
     let samples = cluster.samples().unwrap();
     assert!(
         samples[0].rss_peak_bytes > 0 && samples[0].cpu_secs > 0.0,
         "{samples:?}"
     );
     cluster.check_alive().unwrap();
+    cluster.stop();
+}
+
+/// `compare --tls`'s cluster: client and peer TLS with client certificates; the unary
+/// workloads with both client libraries and the connection workload over TLS, and a client
+/// without a certificate refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_run_over_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = etcd_bench::tls::make_cert_set(&tmp.path().join("certs")).unwrap();
+    let settings = Settings {
+        quota_backend_bytes: 1 << 30,
+        snapshot_count: 10_000,
+        log_level: "warn".into(),
+        tls: Some(certs.clone()),
+    };
+    let mut cluster = Cluster::start(
+        ServerKind::Ours,
+        &server_bin(),
+        1,
+        &tmp.path().join("data"),
+        &tmp.path().join("logs"),
+        &settings,
+    )
+    .await
+    .unwrap();
+    let eps = cluster.endpoints();
+    assert!(eps[0].starts_with("https://"), "{eps:?}");
+    for lib in [ClientLib::H2, ClientLib::EtcdClient] {
+        let mut c = common_with(lib, &eps, 100, 2, 10);
+        c.tls = certs.clone();
+        let r = run(&c, &Workload::Put(PutOptions::default()))
+            .await
+            .unwrap();
+        assert_sane(&r, 100);
+    }
+    let mut c = common(&eps, 30, 1, 3);
+    c.tls = certs.clone();
+    let r = run(&c, &Workload::Connect(RangeOptions::default()))
+        .await
+        .unwrap();
+    assert_sane(&r, 30);
+    // Without a client certificate the handshake is refused: every request fails.
+    c.tls.cert = None;
+    c.tls.key = None;
+    let r = run(&c, &Workload::Connect(RangeOptions::default()))
+        .await
+        .unwrap();
+    assert_eq!(r.ops, 0, "{}", r.to_text());
     cluster.stop();
 }
