@@ -114,6 +114,110 @@ pub struct EtcdClusterSpec {
     /// down.
     #[serde(default)]
     pub pvc_retention_policy: PvcRetentionPolicy,
+
+    /// TLS for clients and between members, with certificates the operator issues and
+    /// rotates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// TLS settings (`spec.tls`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.provider != 'CertManager' || has(self.certManager)")
+    .message("provider CertManager needs certManager.issuerRef"))]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Turn TLS on. With it off (the default) members speak plain HTTP/2.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// TLS on the client port (`https://` client URLs).
+    #[serde(default = "yes")]
+    pub client: bool,
+
+    /// TLS between members (`https://` peer URLs, mutual authentication).
+    #[serde(default = "yes")]
+    pub peer: bool,
+
+    /// Clients must present a certificate signed by the cluster's CA (`--client-cert-auth`).
+    #[serde(default = "yes")]
+    pub client_cert_auth: bool,
+
+    /// Who issues the certificates: `Auto` (the operator is the CA), `CertManager`, or
+    /// `Secrets` (your own Secrets, which the operator mounts and watches).
+    #[serde(default)]
+    pub provider: TlsProvider,
+
+    /// The cert-manager issuer, for provider `CertManager`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_manager: Option<CertManagerIssuer>,
+
+    /// How long leaf certificates are valid, as a Go duration (default `8760h`, one year).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"))]
+    pub validity: Option<String>,
+
+    /// How long the CA is valid (default `43800h`, five years).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"))]
+    pub ca_validity: Option<String>,
+
+    /// Re-issue a certificate this long before it expires (default `720h`, 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"))]
+    pub renew_before: Option<String>,
+
+    /// The key algorithm of every certificate.
+    #[serde(default)]
+    pub key_algorithm: KeyAlgorithm,
+
+    /// More names for the client certificate (load balancers, external DNS names, IPs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_sans: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Who issues the certificates.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsProvider {
+    /// The operator is the CA and rotates everything.
+    #[default]
+    Auto,
+    /// cert-manager issues the certificates from `certManager.issuerRef`.
+    CertManager,
+    /// Your own Secrets; the operator only mounts and watches them.
+    Secrets,
+}
+
+/// A cert-manager issuer.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertManagerIssuer {
+    /// The issuer's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub issuer_name: String,
+    /// `Issuer` (in the cluster's namespace) or `ClusterIssuer`.
+    #[serde(default = "issuer_kind")]
+    pub issuer_kind: String,
+}
+
+fn issuer_kind() -> String {
+    "Issuer".to_owned()
+}
+
+/// Key algorithm of the certificates.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    /// ECDSA on P-256 (the default: fast handshakes, accepted by every etcd client).
+    #[default]
+    EcdsaP256,
+    /// ECDSA on P-384.
+    EcdsaP384,
+    /// Ed25519 (Go clients accept it; some older clients do not).
+    Ed25519,
 }
 
 fn default_replicas() -> i32 {

@@ -122,6 +122,9 @@ pub struct EtcdClient {
     pub connect_timeout: Duration,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// For `https://` endpoints: the directory holding `ca.crt` (the trust bundle),
+    /// `client.crt` and `client.key`, read at every connection (so a rotation is picked up).
+    pub tls_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EtcdClient {
@@ -129,6 +132,7 @@ impl Default for EtcdClient {
         Self {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(5),
+            tls_dir: None,
         }
     }
 }
@@ -179,23 +183,82 @@ struct Conn {
 }
 
 impl EtcdClient {
-    async fn connect(&self, endpoint: &str) -> Result<Conn, CallError> {
+    /// One connection to `endpoint`, with TLS for `https://`.
+    async fn channel(&self, endpoint: &str) -> Result<(Channel, String), CallError> {
         let url = if endpoint.contains("://") {
             endpoint.to_owned()
         } else {
             format!("http://{endpoint}")
         };
-        let channel = Endpoint::from_shared(url)
+        let mut ep = Endpoint::from_shared(url.clone())
             .map_err(|e| CallError::Connect(format!("bad endpoint {endpoint}: {e}")))?
             .connect_timeout(self.connect_timeout)
-            .timeout(self.request_timeout)
+            .timeout(self.request_timeout);
+        if url.starts_with("https://") {
+            let Some(dir) = &self.tls_dir else {
+                return Err(CallError::Connect(format!(
+                    "{endpoint} is https but the operator has no client certificate"
+                )));
+            };
+            let read = |name: &str| {
+                std::fs::read(dir.join(name)).map_err(|e| {
+                    CallError::Connect(format!("failed to read {}: {e}", dir.join(name).display()))
+                })
+            };
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.crt")?))
+                .identity(tonic::transport::Identity::from_pem(
+                    read("client.crt")?,
+                    read("client.key")?,
+                ));
+            ep = ep
+                .tls_config(tls)
+                .map_err(|e| CallError::Connect(format!("{e}: {}", source_chain(&e))))?;
+        }
+        let channel = ep
             .connect()
             .await
             .map_err(|e| CallError::Connect(format!("{e}: {}", source_chain(&e))))?;
+        Ok((channel, url))
+    }
+
+    async fn connect(&self, endpoint: &str) -> Result<Conn, CallError> {
+        let (channel, _) = self.channel(endpoint).await?;
         Ok(Conn {
             cluster: ClusterClient::new(channel.clone()),
             maintenance: MaintenanceClient::new(channel),
         })
+    }
+
+    /// A member's `/metrics` text (over TLS for `https://`), read from its client port: how
+    /// the operator learns which certificates a member has loaded.
+    pub async fn metrics(&self, endpoint: &str) -> Result<String, Error> {
+        use tonic::codegen::Service;
+        let fail = |message: String| Error::Unreachable {
+            endpoints: endpoint.to_owned(),
+            message,
+        };
+        let (mut channel, url) = self
+            .channel(endpoint)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let uri: tonic::codegen::http::Uri = format!("{}/metrics", url.trim_end_matches('/'))
+            .parse()
+            .map_err(|e| fail(format!("bad URL: {e}")))?;
+        let req = tonic::codegen::http::Request::get(uri)
+            .body(tonic::body::Body::empty())
+            .map_err(|e| fail(e.to_string()))?;
+        std::future::poll_fn(|cx| channel.poll_ready(cx))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let resp = channel.call(req).await.map_err(|e| fail(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(fail(format!("/metrics answered {}", resp.status())));
+        }
+        let body = axum::body::to_bytes(axum::body::Body::new(resp.into_body()), 16 << 20)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// Runs `call` against each endpoint in turn, each on its own connection, until one

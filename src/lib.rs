@@ -23,6 +23,8 @@
 //!   [`runtime::MemberRuntime`] that runs members.
 //! - [`local`]: the local runtime, the same planner driving `etcd-server` processes on
 //!   loopback addresses (`etcd-operator local`).
+//! - [`certs`]: the certificate lifecycle of `spec.tls` (the operator as the cluster's CA):
+//!   issuing with rcgen, and the gated planner of renewals and CA rotations (pure).
 //! - [`crd`]: the `EtcdCluster` resource (spec, status, CRD schema and CEL rules).
 //! - [`model`]: the stages' shared vocabulary (a member's bootstrap configuration, the desired
 //!   state, spec hashes); it depends on no stage, so imports only point down the pipeline.
@@ -36,6 +38,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod certs;
 pub mod controller;
 pub mod crd;
 pub mod etcd;

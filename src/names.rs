@@ -19,6 +19,8 @@ pub const CLIENT_PORT_NAME: &str = "client";
 pub const PEER_PORT_NAME: &str = "peer";
 /// Where the ConfigMap with the members' configuration files is mounted.
 pub const CONFIG_DIR: &str = "/etc/etcd";
+/// Where a pod mounts the cluster's TLS files (`ca.crt`, `server.*`, `peer.*`).
+pub const TLS_DIR: &str = "/etc/etcd-tls";
 /// Where the data volume is mounted.
 pub const DATA_MOUNT: &str = "/var/lib/etcd";
 /// The data directory, one level below the mount so a filesystem's `lost+found` stays out of
@@ -100,16 +102,23 @@ pub struct ClusterNames {
     pub namespace: String,
     /// How members are addressed.
     pub addressing: Addressing,
+    /// Clients reach members over TLS (`https://` client URLs).
+    pub client_tls: bool,
+    /// Members reach each other over TLS (`https://` peer URLs).
+    pub peer_tls: bool,
 }
 
 impl ClusterNames {
     /// Names of `cluster`; `None` when it has no namespace (the resource is namespaced, so
     /// only a malformed object lacks one).
     pub fn of(cluster: &EtcdCluster) -> Option<Self> {
+        let tls = cluster.spec.tls.as_ref().filter(|t| t.enabled);
         Some(Self {
             cluster: cluster.name_any(),
             namespace: cluster.namespace()?,
             addressing: Addressing::Dns,
+            client_tls: tls.is_some_and(|t| t.client),
+            peer_tls: tls.is_some_and(|t| t.peer),
         })
     }
 
@@ -181,20 +190,49 @@ impl ClusterNames {
         }
     }
 
+    fn scheme(tls: bool) -> &'static str {
+        if tls { "https" } else { "http" }
+    }
+
     /// Member `i`'s peer URL.
     pub fn peer_url(&self, i: i32) -> String {
-        format!("http://{}:{}", self.member_host(i), self.peer_port())
+        let scheme = Self::scheme(self.peer_tls);
+        format!("{scheme}://{}:{}", self.member_host(i), self.peer_port())
     }
 
     /// Member `i`'s client URL.
     pub fn client_url(&self, i: i32) -> String {
-        format!("http://{}:{}", self.member_host(i), self.client_port())
+        let scheme = Self::scheme(self.client_tls);
+        format!("{scheme}://{}:{}", self.member_host(i), self.client_port())
+    }
+
+    /// The URL member `i` listens on for peers.
+    pub fn listen_peer_url(&self, i: i32) -> String {
+        let scheme = Self::scheme(self.peer_tls);
+        format!("{scheme}://{}:{}", self.listen_host(i), self.peer_port())
+    }
+
+    /// The URL member `i` listens on for clients.
+    pub fn listen_client_url(&self, i: i32) -> String {
+        let scheme = Self::scheme(self.client_tls);
+        format!("{scheme}://{}:{}", self.listen_host(i), self.client_port())
+    }
+
+    /// The client Service's DNS name.
+    pub fn client_service_host(&self) -> String {
+        format!("{}.{}.svc", self.client_service(), self.namespace)
+    }
+
+    /// The wildcard DNS name that covers every member's host (`*.<peer-service>.<ns>.svc`).
+    pub fn members_wildcard(&self) -> String {
+        format!("*.{}.{}.svc", self.peer_service(), self.namespace)
     }
 
     /// The ordinal of the member whose peer URL is `url`, if it is one of ours.
     pub fn ordinal_of_peer_url(&self, url: &str) -> Option<i32> {
         let host = url
-            .strip_prefix("http://")?
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))?
             .strip_suffix(&format!(":{}", self.peer_port()))?;
         if let Addressing::Local(local) = self.addressing {
             return local.ordinal_of_ip(host.parse().ok()?);
@@ -247,12 +285,23 @@ mod tests {
 
     #[test]
     fn peer_urls_map_back_to_ordinals() {
-        let n = ClusterNames {
+        let mut n = ClusterNames {
             cluster: "main".into(),
             namespace: "db".into(),
             addressing: Addressing::Dns,
+            client_tls: false,
+            peer_tls: false,
         };
         assert_eq!(n.peer_url(2), "http://main-2.main-peer.db.svc:2380");
+        n.peer_tls = true;
+        assert_eq!(n.peer_url(2), "https://main-2.main-peer.db.svc:2380");
+        assert_eq!(n.ordinal_of_peer_url(&n.peer_url(2)), Some(2));
+        // A member still on its http URL (TLS being turned on) is still ours.
+        assert_eq!(
+            n.ordinal_of_peer_url("http://main-2.main-peer.db.svc:2380"),
+            Some(2)
+        );
+        n.peer_tls = false;
         assert_eq!(n.ordinal_of_peer_url(&n.peer_url(2)), Some(2));
         assert_eq!(
             n.ordinal_of_peer_url("http://main-2.main-peer.other.svc:2380"),

@@ -48,9 +48,15 @@ pub const MANAGED_FLAGS: &[(&str, &str)] = &[
     ("snapshot-count", "spec.server.snapshotCount"),
     ("heartbeat-interval", "spec.server.heartbeatIntervalMs"),
     ("election-timeout", "spec.server.electionTimeoutMs"),
-    // TLS follows the certificates the operator will issue (spec.tls, not built yet).
-    ("client-cert-auth", "the operator (spec.tls, not built yet)"),
-    ("auto-tls", "the operator (spec.tls, not built yet)"),
+    // TLS follows the certificates the operator issues (spec.tls).
+    ("cert-file", "the operator (spec.tls)"),
+    ("key-file", "the operator (spec.tls)"),
+    ("trusted-ca-file", "the operator (spec.tls)"),
+    ("client-cert-auth", "the operator (spec.tls)"),
+    ("auto-tls", "the operator (spec.tls)"),
+    ("peer-cert-file", "the operator (spec.tls)"),
+    ("peer-key-file", "the operator (spec.tls)"),
+    ("peer-trusted-ca-file", "the operator (spec.tls)"),
     (
         "peer-client-cert-auth",
         "the operator (spec.tls, not built yet)",
@@ -131,6 +137,25 @@ pub enum Error {
     InvalidSpec(Vec<String>),
 }
 
+/// `spec.tls`: its durations, and what is built so far (the `Auto` provider).
+fn check_tls(spec: &crate::crd::EtcdClusterSpec, problems: &mut Vec<String>) {
+    let Some(tls) = spec.tls.as_ref().filter(|t| t.enabled) else {
+        return;
+    };
+    if let Err(e) = crate::certs::Settings::of(tls) {
+        problems.push(e.to_string());
+    }
+    if tls.provider != crate::crd::TlsProvider::Auto {
+        problems.push(format!(
+            "spec.tls.provider {:?} is not supported yet (use Auto)",
+            tls.provider
+        ));
+    }
+    if !tls.client && !tls.peer {
+        problems.push("spec.tls: enabled, but neither client nor peer is on".to_owned());
+    }
+}
+
 /// Validates `cluster`.
 pub fn validate(cluster: &EtcdCluster) -> Result<ValidatedCluster, Error> {
     let names = ClusterNames::of(cluster).ok_or(Error::MissingNamespace)?;
@@ -147,6 +172,7 @@ pub fn validate(cluster: &EtcdCluster) -> Result<ValidatedCluster, Error> {
         problems.push("image must not be empty".to_owned());
     }
     check_server(spec, &mut problems);
+    check_tls(spec, &mut problems);
     for key in spec.pod.labels.keys() {
         if RESERVED_LABELS.contains(&key.as_str()) {
             problems.push(format!("pod.labels: {key} is set by the operator"));

@@ -376,24 +376,6 @@ impl ClientOp for LeaseClientOp {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_padded_decimal() {
-        assert_eq!(key_for(42, 8), b"00000042");
-        assert_eq!(key_for(123_456_789, 4), b"123456789");
-    }
-
-    #[test]
-    fn values_have_the_requested_size() {
-        let mut rng = StdRng::seed_from_u64(1);
-        assert_eq!(random_value(256, &mut rng).len(), 256);
-        assert!(random_value(0, &mut rng).is_empty());
-    }
-}
-
 /// `connect`: one new connection per request, one read over it.
 struct ConnectClient {
     endpoint: String,
@@ -414,5 +396,23 @@ impl ClientOp for ConnectClient {
         };
         let uri = ch.uri("/etcdserverpb.KV/Range");
         h2_call::<_, pb::RangeResponse>(&mut ch, &uri, &req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_padded_decimal() {
+        assert_eq!(key_for(42, 8), b"00000042");
+        assert_eq!(key_for(123_456_789, 4), b"123456789");
+    }
+
+    #[test]
+    fn values_have_the_requested_size() {
+        let mut rng = StdRng::seed_from_u64(1);
+        assert_eq!(random_value(256, &mut rng).len(), 256);
+        assert!(random_value(0, &mut rng).is_empty());
     }
 }

@@ -9,7 +9,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::{Error, meta};
 use crate::model::{Desired, MemberBootstrap};
 pub use crate::model::{parse_member, parse_member_files};
-use crate::names::DATA_DIR;
+use crate::names::{DATA_DIR, TLS_DIR};
 use crate::validate::ValidatedCluster;
 
 /// The file name of `member`'s configuration.
@@ -21,7 +21,7 @@ pub fn file_name(member: &str) -> String {
 pub fn build(cluster: &ValidatedCluster, desired: &Desired) -> Result<ConfigMap, Error> {
     let mut data = BTreeMap::new();
     for (i, member) in desired.members.iter().enumerate() {
-        let text = render(cluster, i as i32, member).map_err(|source| Error::Render {
+        let text = render(cluster, i as i32, member, TLS_DIR).map_err(|source| Error::Render {
             member: member.name.clone(),
             source,
         })?;
@@ -39,6 +39,7 @@ pub fn render(
     cluster: &ValidatedCluster,
     ordinal: i32,
     member: &MemberBootstrap,
+    tls_dir: &str,
 ) -> Result<String, serde_yaml_ng::Error> {
     let n = &cluster.names;
     let s = &cluster.spec.server;
@@ -49,23 +50,9 @@ pub fn render(
     let text = |v: String| Value::String(v);
     put("name", text(member.name.clone()));
     put("data-dir", text(DATA_DIR.to_owned()));
-    put(
-        "listen-client-urls",
-        text(format!(
-            "http://{}:{}",
-            n.listen_host(ordinal),
-            n.client_port()
-        )),
-    );
+    put("listen-client-urls", text(n.listen_client_url(ordinal)));
     put("advertise-client-urls", text(n.client_url(ordinal)));
-    put(
-        "listen-peer-urls",
-        text(format!(
-            "http://{}:{}",
-            n.listen_host(ordinal),
-            n.peer_port()
-        )),
-    );
+    put("listen-peer-urls", text(n.listen_peer_url(ordinal)));
     put("initial-advertise-peer-urls", text(n.peer_url(ordinal)));
     put("initial-cluster", text(member.initial_cluster_value()));
     put(
@@ -93,6 +80,37 @@ pub fn render(
     }
     for (k, v) in &cluster.extra_args {
         put(k, v.clone());
+    }
+    // TLS: the operator's certificates, reloaded by the server when they change on disk.
+    let file = |name: &str| text(format!("{}/{name}", tls_dir.trim_end_matches('/')));
+    let client_cert_auth = cluster
+        .spec
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_cert_auth);
+    if n.client_tls {
+        let mut block = Mapping::new();
+        let mut set = |k: &str, v: Value| {
+            block.insert(Value::String(k.to_owned()), v);
+        };
+        set("cert-file", file("server.crt"));
+        set("key-file", file("server.key"));
+        if client_cert_auth {
+            set("trusted-ca-file", file("ca.crt"));
+            set("client-cert-auth", Value::Bool(true));
+        }
+        put("client-transport-security", Value::Mapping(block));
+    }
+    if n.peer_tls {
+        let mut block = Mapping::new();
+        let mut set = |k: &str, v: Value| {
+            block.insert(Value::String(k.to_owned()), v);
+        };
+        set("cert-file", file("peer.crt"));
+        set("key-file", file("peer.key"));
+        set("trusted-ca-file", file("ca.crt"));
+        set("client-cert-auth", Value::Bool(true));
+        put("peer-transport-security", Value::Mapping(block));
     }
     serde_yaml_ng::to_string(&m)
 }

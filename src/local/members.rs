@@ -207,7 +207,10 @@ impl LocalMembers {
             member: member.name.clone(),
             source,
         };
-        let text = configmap::render(cluster, i, member).map_err(err)?;
+        let tls_dir = std::path::absolute(self.options.state_dir.join("tls"))
+            .unwrap_or_else(|_| self.options.state_dir.join("tls"));
+        let text =
+            configmap::render(cluster, i, member, &tls_dir.display().to_string()).map_err(err)?;
         let mut map: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&text).map_err(err)?;
         let data = std::path::absolute(self.member_dir(i).join("data"))
             .unwrap_or_else(|_| self.member_dir(i).join("data"));

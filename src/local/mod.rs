@@ -18,6 +18,7 @@
 
 mod file;
 mod members;
+mod tls;
 
 pub use members::LocalMembers;
 
@@ -110,6 +111,9 @@ pub enum Error {
     /// A membership change failed.
     #[error(transparent)]
     Etcd(#[from] etcd::Error),
+    /// Certificates could not be issued.
+    #[error(transparent)]
+    Certs(crate::certs::Error),
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
@@ -223,10 +227,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     report: watch::Sender<Option<Report>>,
 ) -> Result<(), Error> {
+    let certs = tls::LocalCerts::new(&options.state_dir);
     let etcd = EtcdClient {
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(3),
+        tls_dir: Some(certs.dir().to_owned()),
     };
+    let mut last_certs: Option<String> = None;
     let mut generation = 1;
     let mut seen = modified(&options.spec_file);
     let first = file::load_spec(&options.spec_file, "pending", generation)?;
@@ -261,6 +268,27 @@ pub async fn run(
         cluster.status = last_status.clone();
 
         members.supervise().await;
+        // Certificates first: a new cluster's members start with them.
+        if let Some(mut names) = ClusterNames::of(&cluster) {
+            names.addressing = Addressing::Local(members.options.addressing);
+            let replicas = members.observe_members().0.map_or(0, |s| s.replicas);
+            match certs.pass(&etcd, &cluster, &names, replicas).await {
+                Ok(Some(message)) if last_certs.as_ref() != Some(&message) => {
+                    info!(%message, "certificates");
+                    println!("{message}");
+                    last_certs = Some(message);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let message = format!("certificates: {e}");
+                    if last_certs.as_ref() != Some(&message) {
+                        warn!(%message);
+                        println!("{message}");
+                        last_certs = Some(message);
+                    }
+                }
+            }
+        }
         let pass = reconcile(&etcd, &mut members, &cluster).await;
         let error = pass.error.as_ref().map(ToString::to_string);
         if let Some(change) = &pass.change {

@@ -48,6 +48,8 @@ pub fn names() -> ClusterNames {
         cluster: "main".into(),
         namespace: "db".into(),
         addressing: Addressing::Dns,
+        client_tls: false,
+        peer_tls: false,
     }
 }
 

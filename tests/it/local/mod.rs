@@ -9,6 +9,7 @@
 mod lifecycle;
 mod operator_killed;
 mod scaling;
+mod tls;
 
 // Sections share their helpers.
 #[allow(unused_imports)]
@@ -17,6 +18,8 @@ use lifecycle::*;
 use operator_killed::*;
 #[allow(unused_imports)]
 use scaling::*;
+#[allow(unused_imports)]
+use tls::*;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

@@ -1,0 +1,110 @@
+//! Issuing real certificates and reading them back; the files; the metrics a member exposes.
+
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::crd::KeyAlgorithm;
+
+#[test]
+fn issued_certificates_chain_and_name_what_they_should() {
+    let now = SystemTime::now();
+    for alg in [
+        KeyAlgorithm::EcdsaP256,
+        KeyAlgorithm::EcdsaP384,
+        KeyAlgorithm::Ed25519,
+    ] {
+        let ca = issue::new_ca("c-ca", alg, Duration::from_secs(3600), now).expect("ca");
+        let sans = vec!["127.0.0.10".to_owned(), "*.c-peer.ns.svc".to_owned()];
+        let leaf = issue::leaf(
+            &ca,
+            LeafKind::Peer,
+            "c-peer",
+            &sans,
+            alg,
+            Duration::from_secs(60),
+            now,
+        )
+        .expect("leaf");
+        assert_eq!(leaf.info.common_name, "c-peer");
+        assert_eq!(leaf.info.sha256.len(), 64);
+        assert!(leaf.info.not_after <= issue::unix(now) + 60);
+        let (_, parsed) = x509_parser::pem::parse_x509_pem(leaf.cert_pem.as_bytes()).expect("pem");
+        let cert = parsed.parse_x509().expect("x509");
+        let (_, ca_parsed) = x509_parser::pem::parse_x509_pem(ca.cert_pem.as_bytes()).expect("pem");
+        let ca_cert = ca_parsed.parse_x509().expect("x509");
+        cert.verify_signature(Some(ca_cert.public_key()))
+            .expect("signed by the CA");
+        let names = format!("{:?}", cert.subject_alternative_name());
+        assert!(
+            names.contains("c-peer.ns.svc") && names.contains("[127, 0, 0, 10]"),
+            "{names}"
+        );
+    }
+}
+
+#[test]
+fn files_hold_the_bundle_and_each_pair_key_first() {
+    let spec: crate::crd::TlsSpec = serde_yaml_ng::from_str("enabled: true\n").expect("spec");
+    let settings = Settings::of(&spec).expect("settings");
+    let mut auth = Authority::default();
+    let subjects = Subjects {
+        server: vec!["localhost".into()],
+        peer: vec!["localhost".into()],
+    };
+    apply(
+        &mut auth,
+        &CertStep::Bootstrap,
+        &Requests::default(),
+        "c",
+        &subjects,
+        &settings,
+        SystemTime::now(),
+    )
+    .expect("bootstrap");
+    auth.cas.push(auth.cas[0].clone());
+    let files = files(&auth);
+    let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "ca.crt",
+            "server.key",
+            "server.crt",
+            "peer.key",
+            "peer.crt",
+            "client.key",
+            "client.crt"
+        ]
+    );
+    assert_eq!(issue::inspect_all(&files[0].1).expect("bundle").len(), 2);
+}
+
+#[test]
+fn loaded_material_is_read_from_the_expiry_metric() {
+    let text = "# HELP etcd_server_tls_cert_expiry_seconds x\n\
+        etcd_server_tls_cert_expiry_seconds{role=\"client\",sha256=\"aa\"} 1\n\
+        etcd_server_tls_cert_expiry_seconds{role=\"client-ca\",sha256=\"c1\"} 1\n\
+        etcd_server_tls_cert_expiry_seconds{role=\"client-ca\",sha256=\"c2\"} 1\n\
+        etcd_server_tls_cert_expiry_seconds{role=\"peer\",sha256=\"bb\"} 1\n\
+        etcd_server_tls_cert_expiry_seconds{role=\"peer-ca\",sha256=\"c1\"} 1\n\
+        etcd_server_has_leader 1\n";
+    let l = loaded_from_metrics(text);
+    assert_eq!(l.server.as_deref(), Some("aa"));
+    assert_eq!(l.client_cas, ["c1", "c2"]);
+    assert_eq!(l.peer.as_deref(), Some("bb"));
+    assert_eq!(l.peer_cas, ["c1"]);
+}
+
+#[test]
+fn durations_are_go_durations_and_renewal_must_fit_validity() {
+    let spec: crate::crd::TlsSpec =
+        serde_yaml_ng::from_str("enabled: true\nvalidity: 24h\nrenewBefore: 48h\n").expect("spec");
+    let e = Settings::of(&spec)
+        .expect_err("renewBefore > validity")
+        .to_string();
+    assert!(e.contains("spec.tls.renewBefore"), "{e}");
+    let spec: crate::crd::TlsSpec =
+        serde_yaml_ng::from_str("enabled: true\nvalidity: 1y\n").expect("spec");
+    let e = Settings::of(&spec).expect_err("bad duration").to_string();
+    assert!(e.contains("spec.tls.validity"), "{e}");
+}

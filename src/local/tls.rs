@@ -1,0 +1,177 @@
+//! The local runtime's certificates (`spec.tls`, provider `Auto`): the operator's authority in
+//! `<state-dir>/tls/authority.json` (CA keys included, mode 0600) and the files members and
+//! users read beside it (`ca.crt`, `server.*`, `peer.*`, `client.*`), every one replaced
+//! atomically, so a reader never sees half a file. Each pass asks every member what it has
+//! loaded (its expiry metric) and takes the planner's next step.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::{Error, io};
+use crate::certs::{self, Authority, CertStep, Requests};
+use crate::crd::{EtcdCluster, TlsProvider};
+use crate::etcd::EtcdClient;
+use crate::names::ClusterNames;
+
+/// The local certificate store.
+pub(super) struct LocalCerts {
+    dir: PathBuf,
+}
+
+/// Writes `text` to `path` through a temporary file and a rename.
+fn write_atomically(path: &Path, text: &str, private: bool) -> Result<(), Error> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(io("write", &tmp))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("rename", &tmp))
+}
+
+impl LocalCerts {
+    pub(super) fn new(state_dir: &Path) -> Self {
+        Self {
+            dir: state_dir.join("tls"),
+        }
+    }
+
+    /// The directory of the files.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn load(&self) -> Result<Authority, Error> {
+        let path = self.dir.join("authority.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| Error::State {
+                path: path.clone(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Authority::default()),
+            Err(e) => Err(io("read", &path)(e)),
+        }
+    }
+
+    /// Records `auth` and publishes its files as one atomic change, the way a kubelet
+    /// updates a Secret volume: the files go into a new `..v<n>` directory, the `..data`
+    /// symlink is swapped to it with a rename, and `ca.crt`, `server.crt`, ... are symlinks
+    /// through `..data`. A reader never sees a key from one version and a certificate from
+    /// another, as long as it reads both through one resolution of `..data`... and even when
+    /// it does not, the next read gets a consistent pair.
+    fn save(&self, auth: &Authority) -> Result<(), Error> {
+        use std::os::unix::fs::symlink;
+        std::fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
+        let json = serde_json::to_string_pretty(auth).map_err(|source| Error::State {
+            path: self.dir.join("authority.json"),
+            source,
+        })?;
+        // The authority first: files on disk never run ahead of what the operator recorded.
+        write_atomically(&self.dir.join("authority.json"), &json, true)?;
+        let stamp = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let version = format!("..v{stamp}");
+        let vdir = self.dir.join(&version);
+        std::fs::create_dir_all(&vdir).map_err(io("create", &vdir))?;
+        let files = certs::files(auth);
+        for (name, text) in &files {
+            write_atomically(&vdir.join(name), text, name.ends_with(".key"))?;
+        }
+        let tmp = self.dir.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        symlink(&version, &tmp).map_err(io("link", &tmp))?;
+        let data = self.dir.join("..data");
+        std::fs::rename(&tmp, &data).map_err(io("rename", &tmp))?;
+        for (name, _) in &files {
+            let link = self.dir.join(name);
+            if std::fs::symlink_metadata(&link).is_err() {
+                symlink(format!("..data/{name}"), &link).map_err(io("link", &link))?;
+            }
+        }
+        // Older versions go; the one just replaced stays a moment for readers that hold it.
+        let mut versions: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map_err(io("read", &self.dir))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("..v"))
+            })
+            .collect();
+        versions.sort();
+        for old in versions.iter().rev().skip(2) {
+            let _ = std::fs::remove_dir_all(old);
+        }
+        Ok(())
+    }
+
+    /// One pass of the certificate lifecycle for the members `0..replicas`; returns what
+    /// changed, for the terminal and the change list.
+    pub(super) async fn pass(
+        &self,
+        etcd: &EtcdClient,
+        cluster: &EtcdCluster,
+        names: &ClusterNames,
+        replicas: i32,
+    ) -> Result<Option<String>, Error> {
+        let Some(spec) = cluster.spec.tls.as_ref().filter(|t| t.enabled) else {
+            return Ok(None);
+        };
+        if spec.provider != TlsProvider::Auto {
+            return Ok(None);
+        }
+        let settings = certs::Settings::of(spec).map_err(Error::Certs)?;
+        let subjects = certs::subjects(names, &spec.extra_sans);
+        let mut auth = self.load()?;
+        let annotation = |key: &str| {
+            cluster
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .cloned()
+        };
+        let requests = Requests {
+            rotate_certs: annotation(certs::ROTATE_CERTS_ANNOTATION),
+            rotate_ca: annotation(certs::ROTATE_CA_ANNOTATION),
+        };
+        let mut members = Vec::new();
+        if auth.signing_ca().is_some() {
+            for i in 0..replicas {
+                let loaded = etcd
+                    .metrics(&names.client_url(i))
+                    .await
+                    .ok()
+                    .map(|text| certs::loaded_from_metrics(&text));
+                members.push((names.member(i), loaded));
+            }
+        }
+        let now = SystemTime::now();
+        let step = certs::rotation::next(
+            &auth,
+            &settings.policy,
+            &requests,
+            &members,
+            certs::issue::unix(now),
+        );
+        let name = names.cluster.as_str();
+        if !certs::apply(&mut auth, &step, &requests, name, &subjects, &settings, now)
+            .map_err(Error::Certs)?
+        {
+            return Ok(match step {
+                CertStep::Wait { reason } => Some(format!("certificates: {reason}")),
+                _ => None,
+            });
+        }
+        self.save(&auth)?;
+        Ok(Some(format!("certificates: {}", certs::describe(&step))))
+    }
+}

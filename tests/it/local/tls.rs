@@ -1,0 +1,237 @@
+//! `spec.tls` in the local runtime: a 3-member cluster on https client and peer URLs with the
+//! operator as its CA, under continuous writes from a client that re-reads the trust bundle
+//! and its certificate from `<state-dir>/tls/`: a leaf rotation, then a full CA rotation,
+//! with zero failed requests, the members' process ids unchanged, and at the end certificates
+//! that chain to the new CA with the old CA gone from the bundle.
+
+use super::*;
+
+use etcd_operator::certs;
+use etcd_operator::etcd::EtcdClient;
+
+/// The cluster file with TLS on and `annotations` (YAML lines under `metadata.annotations`).
+fn write_tls_spec(setup: &Setup, annotations: &str) {
+    let yaml = format!(
+        "apiVersion: etcd.rustops.dev/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: local\n  annotations:\n    note: tls\n{annotations}\
+         spec:\n  replicas: 3\n  server:\n    heartbeatIntervalMs: 50\n    electionTimeoutMs: 500\n  tls:\n    enabled: true\n"
+    );
+    let tmp = setup.spec.with_extension("tmp");
+    std::fs::write(&tmp, yaml).expect("write spec");
+    std::fs::rename(&tmp, &setup.spec).expect("rename spec");
+}
+
+fn tls_dir(setup: &Setup) -> PathBuf {
+    setup.dir.path().join("state").join("tls")
+}
+
+fn https(setup: &Setup, i: i32) -> String {
+    format!(
+        "https://{}:{}",
+        setup.addressing.ip(i),
+        setup.addressing.client_port
+    )
+}
+
+/// A client from the files on disk now (the bundle and the client certificate).
+async fn tls_client(
+    dir: &std::path::Path,
+    endpoints: Vec<String>,
+) -> Result<etcd_client::Client, String> {
+    let read = |n: &str| std::fs::read(dir.join(n)).map_err(|e| e.to_string());
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read("ca.crt")?))
+        .identity(etcd_client::Identity::from_pem(
+            read("client.crt")?,
+            read("client.key")?,
+        ));
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(3))
+        .with_tls(tls);
+    etcd_client::Client::connect(endpoints, Some(options))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The authority the operator recorded.
+fn authority(setup: &Setup) -> certs::Authority {
+    let text = std::fs::read_to_string(tls_dir(setup).join("authority.json")).expect("authority");
+    serde_json::from_str(&text).expect("authority json")
+}
+
+/// Whether every member has loaded exactly the recorded certificates and bundle.
+async fn members_on(setup: &Setup, auth: &certs::Authority) -> bool {
+    let etcd = EtcdClient {
+        tls_dir: Some(tls_dir(setup)),
+        ..EtcdClient::default()
+    };
+    let mut bundle = auth.bundle();
+    bundle.sort();
+    for i in 0..3 {
+        let Ok(text) = etcd.metrics(&https(setup, i)).await else {
+            return false;
+        };
+        let mut l = certs::loaded_from_metrics(&text);
+        l.client_cas.sort();
+        l.peer_cas.sort();
+        let fp = |s: &Option<certs::Stored>| s.as_ref().map(|c| c.info.sha256.clone());
+        if l.server != fp(&auth.server)
+            || l.peer != fp(&auth.peer)
+            || l.client_cas != bundle
+            || l.peer_cas != bundle
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Waits until the recorded authority satisfies `done` and every member runs on it.
+async fn wait_authority(
+    setup: &Setup,
+    rt: &Runtime,
+    what: &str,
+    done: impl Fn(&certs::Authority) -> bool,
+) -> certs::Authority {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let auth = authority(setup);
+        if done(&auth) && members_on(setup, &auth).await {
+            return auth;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}\n{}",
+            (auth.phase, auth.cas.len()),
+            rt.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn pids(setup: &Setup) -> Vec<String> {
+    (0..3)
+        .map(|i| std::fs::read_to_string(setup.member_dir(i).join("etcd.pid")).unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_and_the_ca_rotate_under_load_without_a_failed_request() {
+    let setup = Setup::new(Ipv4Addr::new(127, 0, 60, 10));
+    write_tls_spec(&setup, "");
+    let mut rt = Runtime::start(setup.options(Duration::from_millis(500)));
+    rt.wait(
+        "3 members in sync over TLS",
+        Duration::from_secs(90),
+        in_sync(3),
+    )
+    .await;
+    let first = wait_authority(&setup, &rt, "the first certificates", |a| a.cas.len() == 1).await;
+    let before = pids(&setup);
+    // Plain HTTP to an https member fails, and so does TLS without a client certificate.
+    assert!(
+        client(&setup.endpoint(0))
+            .await
+            .get("k", None)
+            .await
+            .is_err(),
+        "plain http answered"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let endpoints: Vec<String> = (0..3).map(|i| https(&setup, i)).collect();
+    let writer = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let dir = tls_dir(&setup);
+        let endpoints = endpoints.clone();
+        tokio::spawn(async move {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // A new connection (and a fresh read of the files) every 20 writes.
+                let mut c = match tls_client(&dir, endpoints.clone()).await {
+                    Ok(c) => c,
+                    Err(e) => panic!("connecting with the files on disk failed: {e}"),
+                };
+                for _ in 0..20 {
+                    seq += 1;
+                    match c.put(format!("tls/{seq:08}"), "v", None).await {
+                        Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                        Err(e) => {
+                            eprintln!("write {seq} failed: {e}");
+                            failed.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        })
+    };
+
+    // 1. New leaves on request.
+    write_tls_spec(&setup, "    etcd.rustops.dev/rotate-certs: \"1\"\n");
+    let renewed = wait_authority(&setup, &rt, "renewed leaves", |a| {
+        a.server.as_ref().map(|s| &s.info.sha256) != first.server.as_ref().map(|s| &s.info.sha256)
+    })
+    .await;
+    assert_eq!(renewed.cas, first.cas, "a leaf rotation keeps the CA");
+
+    // 2. A full CA rotation.
+    write_tls_spec(
+        &setup,
+        "    etcd.rustops.dev/rotate-certs: \"1\"\n    etcd.rustops.dev/rotate-ca: \"1\"\n",
+    );
+    let old_ca = first.cas[0].info.sha256.clone();
+    let rotated = wait_authority(&setup, &rt, "the CA rotation", |a| {
+        a.phase == certs::Phase::Idle && a.cas.len() == 1 && a.cas[0].info.sha256 != old_ca
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "failed writes");
+    assert!(
+        ok.load(Ordering::SeqCst) > 100,
+        "too few writes to mean anything"
+    );
+    assert_eq!(pids(&setup), before, "a member restarted");
+    let new_ca = rotated.cas[0].info.sha256.clone();
+    for leaf in rotated.leaves() {
+        assert_eq!(
+            leaf.issuer.as_deref(),
+            Some(new_ca.as_str()),
+            "{}",
+            leaf.info.common_name
+        );
+    }
+    let bundle = std::fs::read_to_string(tls_dir(&setup).join("ca.crt")).expect("bundle");
+    let in_bundle = certs::issue::inspect_all(&bundle).expect("bundle");
+    assert_eq!(in_bundle.len(), 1);
+    assert_eq!(in_bundle[0].sha256, new_ca);
+    // A client trusting only the old CA is refused by now.
+    let old_pem = &first.cas[0].cert_pem;
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(old_pem.clone()))
+        .identity(etcd_client::Identity::from_pem(
+            first.client.as_ref().expect("client").cert_pem.clone(),
+            first.client.as_ref().expect("client").key_pem.clone(),
+        ));
+    let stale = etcd_client::Client::connect(
+        [https(&setup, 0)],
+        Some(
+            etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(1))
+                .with_timeout(Duration::from_secs(2))
+                .with_tls(tls),
+        ),
+    )
+    .await;
+    if let Ok(mut c) = stale {
+        assert!(
+            c.get("k", None).await.is_err(),
+            "the old CA's client was let in"
+        );
+    }
+    rt.shutdown().await;
+}
