@@ -448,6 +448,37 @@ pub struct EtcdClusterStatus {
     /// Name of the member that leads the Raft group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
+
+    /// The certificates in use, with `spec.tls` on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
+}
+
+/// The certificates of a cluster with `spec.tls` on.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsStatus {
+    /// Where a CA rotation stands: `Idle`, `TrustBoth` (the bundle trusts the old and the new
+    /// CA), `NewLeaves` (certificates re-issued by the new CA; the old CA still trusted).
+    pub phase: String,
+    /// Every certificate: the CAs of the trust bundle, then the leaves.
+    #[serde(default)]
+    pub certificates: Vec<CertificateStatus>,
+}
+
+/// One certificate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStatus {
+    /// `ca`, `server`, `peer` or `client`.
+    pub role: String,
+    /// Its Common Name.
+    pub common_name: String,
+    /// SHA-256 of the certificate (what the members' `etcd_server_tls_cert_expiry_seconds`
+    /// metric shows for the material they loaded).
+    pub sha256: String,
+    /// When it expires (RFC 3339).
+    pub not_after: String,
 }
 
 /// One member of the cluster.

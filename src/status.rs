@@ -20,6 +20,36 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 /// Condition: data lives in emptyDir volumes (a warning, present only then).
 pub const EPHEMERAL_STORAGE: &str = "EphemeralStorage";
+/// Condition: with `spec.tls` on, valid certificates are in use (reasons `Ready`,
+/// `RotationInProgress`, `CertificateExpiringSoon`, `RotationStuck`, `Expired`, `NotIssued`).
+pub const CERTIFICATES_READY: &str = "CertificatesReady";
+
+/// Sets `status.tls` and the `CertificatesReady` condition (keeping its transition time when
+/// its status did not change); `None` removes both (TLS off).
+pub fn set_tls(
+    status: &mut EtcdClusterStatus,
+    old: Option<&EtcdClusterStatus>,
+    tls: Option<(crate::crd::TlsStatus, crate::certs::status::Readiness)>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    status.conditions.retain(|c| c.type_ != CERTIFICATES_READY);
+    let Some((tls, ready)) = tls else {
+        status.tls = None;
+        return;
+    };
+    status.tls = Some(tls);
+    let old = old.cloned().unwrap_or_default();
+    status.conditions.push(condition(
+        &old,
+        CERTIFICATES_READY,
+        ready.ready,
+        ready.reason,
+        ready.message,
+        generation,
+        now,
+    ));
+}
 
 /// Why writing the status failed.
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +253,8 @@ pub fn compute(
         current_version,
         leader: leader.map(|m| m.name.clone()),
         members,
+        // Set by `set_tls` where certificates are managed.
+        tls: None,
     }
 }
 

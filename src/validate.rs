@@ -441,4 +441,42 @@ mod tests {
         );
         assert!(typed_value(ValueKind::LogLevel, "loud").is_none());
     }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        for (tls, want) in [
+            (
+                serde_json::json!({"enabled": true, "validity": "24h", "renewBefore": "48h"}),
+                "spec.tls.renewBefore: must be shorter than validity",
+            ),
+            (
+                serde_json::json!({"enabled": true, "provider": "Secrets"}),
+                "spec.tls.provider Secrets is not supported yet",
+            ),
+            (
+                serde_json::json!({"enabled": true, "client": false, "peer": false}),
+                "neither client nor peer",
+            ),
+            (serde_json::json!({"enabled": true}), ""),
+        ] {
+            let c = cluster(serde_json::json!({
+                "tls": tls,
+                "server": {"extraArgs": {"peer-cert-file": "/x"}}
+            }));
+            let p = match validate(&c) {
+                Err(Error::InvalidSpec(p)) => p,
+                other => panic!("{other:?}"),
+            };
+            assert!(
+                p.iter()
+                    .any(|m| m.contains("--peer-cert-file is set by the operator (spec.tls)")),
+                "{p:?}"
+            );
+            if !want.is_empty() {
+                assert!(p.iter().any(|m| m.contains(want)), "{want}: {p:?}");
+            } else {
+                assert_eq!(p.len(), 1, "{p:?}");
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@
 
 pub mod issue;
 pub mod rotation;
+pub mod status;
 
 use std::time::{Duration, SystemTime};
 

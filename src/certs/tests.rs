@@ -108,3 +108,47 @@ fn durations_are_go_durations_and_renewal_must_fit_validity() {
     let e = Settings::of(&spec).expect_err("bad duration").to_string();
     assert!(e.contains("spec.tls.validity"), "{e}");
 }
+
+#[test]
+fn the_condition_follows_the_lifecycle() {
+    let spec: crate::crd::TlsSpec = serde_yaml_ng::from_str("enabled: true\n").expect("spec");
+    let settings = Settings::of(&spec).expect("settings");
+    let now = SystemTime::now();
+    let unix = issue::unix(now);
+    let mut auth = Authority::default();
+    let (_, r) = status::tls_status(&auth, &CertStep::Bootstrap, None, unix, 0);
+    assert_eq!((r.ready, r.reason), (false, "NotIssued"));
+    let subjects = Subjects {
+        server: vec!["localhost".into()],
+        peer: vec!["localhost".into()],
+    };
+    apply(
+        &mut auth,
+        &CertStep::Bootstrap,
+        &Requests::default(),
+        "c",
+        &subjects,
+        &settings,
+        now,
+    )
+    .expect("bootstrap");
+    let renew = settings.policy.renew_before;
+    let (tls, r) = status::tls_status(&auth, &CertStep::Idle, None, unix, renew);
+    assert_eq!(
+        (r.ready, r.reason, tls.phase.as_str()),
+        (true, "Ready", "Idle")
+    );
+    assert_eq!(tls.certificates.len(), 4);
+    let wait = CertStep::Wait {
+        reason: "waiting for m1".into(),
+    };
+    let (_, r) = status::tls_status(&auth, &wait, Some(unix), unix + 5, renew);
+    assert_eq!(r.reason, "RotationInProgress");
+    let (_, r) = status::tls_status(&auth, &wait, Some(unix), unix + 601, renew);
+    assert_eq!(r.reason, "RotationStuck");
+    let late = auth.server.as_ref().expect("server").info.not_after - 10;
+    let (_, r) = status::tls_status(&auth, &CertStep::Idle, None, late, renew);
+    assert_eq!(r.reason, "CertificateExpiringSoon");
+    let (_, r) = status::tls_status(&auth, &CertStep::Idle, None, late + 20, renew);
+    assert_eq!((r.ready, r.reason), (false, "Expired"));
+}

@@ -227,13 +227,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     report: watch::Sender<Option<Report>>,
 ) -> Result<(), Error> {
-    let certs = tls::LocalCerts::new(&options.state_dir);
+    let mut certs = tls::LocalCerts::new(&options.state_dir);
     let etcd = EtcdClient {
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(3),
         tls_dir: Some(certs.dir().to_owned()),
     };
     let mut last_certs: Option<String> = None;
+    let mut tls_hint = false;
     let mut generation = 1;
     let mut seen = modified(&options.spec_file);
     let first = file::load_spec(&options.spec_file, "pending", generation)?;
@@ -269,16 +270,21 @@ pub async fn run(
 
         members.supervise().await;
         // Certificates first: a new cluster's members start with them.
+        let mut tls_status = None;
         if let Some(mut names) = ClusterNames::of(&cluster) {
             names.addressing = Addressing::Local(members.options.addressing);
             let replicas = members.observe_members().0.map_or(0, |s| s.replicas);
             match certs.pass(&etcd, &cluster, &names, replicas).await {
-                Ok(Some(message)) if last_certs.as_ref() != Some(&message) => {
-                    info!(%message, "certificates");
-                    println!("{message}");
-                    last_certs = Some(message);
+                Ok(pass) => {
+                    tls_status = pass.status;
+                    if let Some(message) = pass.message
+                        && last_certs.as_ref() != Some(&message)
+                    {
+                        info!(%message, "certificates");
+                        println!("{message}");
+                        last_certs = Some(message);
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => {
                     let message = format!("certificates: {e}");
                     if last_certs.as_ref() != Some(&message) {
@@ -289,6 +295,22 @@ pub async fn run(
                 }
             }
         }
+        if tls_status.is_some() && !tls_hint {
+            tls_hint = true;
+            let d = std::path::absolute(certs.dir()).unwrap_or_else(|_| certs.dir().to_owned());
+            let endpoint = ClusterNames::of(&cluster).map(|mut n| {
+                n.addressing = Addressing::Local(members.options.addressing);
+                n.client_url(0)
+            });
+            println!(
+                "TLS is on; the CA bundle and a client certificate are in {}:\n  etcdctl --endpoints={} --cacert={} --cert={} --key={} endpoint health",
+                d.display(),
+                endpoint.unwrap_or_default(),
+                d.join("ca.crt").display(),
+                d.join("client.crt").display(),
+                d.join("client.key").display(),
+            );
+        }
         let pass = reconcile(&etcd, &mut members, &cluster).await;
         let error = pass.error.as_ref().map(ToString::to_string);
         if let Some(change) = &pass.change {
@@ -298,7 +320,15 @@ pub async fn run(
             }
         }
         if let (Some(plan), Some(names)) = (&pass.plan, &pass.names) {
-            let status = status::compute(&cluster, names, &pass.observed, plan, Timestamp::now());
+            let mut status =
+                status::compute(&cluster, names, &pass.observed, plan, Timestamp::now());
+            status::set_tls(
+                &mut status,
+                last_status.as_ref(),
+                tls_status,
+                cluster.metadata.generation,
+                Timestamp::now(),
+            );
             let text = describe(&plan.step, &status);
             if text != last_printed {
                 print!("{text}");

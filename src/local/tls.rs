@@ -16,6 +16,17 @@ use crate::names::ClusterNames;
 /// The local certificate store.
 pub(super) struct LocalCerts {
     dir: PathBuf,
+    /// When the planner started waiting for members (to report a stuck rotation).
+    waiting_since: Option<i64>,
+}
+
+/// What one pass did and what the status says.
+#[derive(Default)]
+pub(super) struct CertsPass {
+    /// A line for the terminal when something changed (or a wait began).
+    pub(super) message: Option<String>,
+    /// `status.tls` and the `CertificatesReady` condition; `None` with TLS off.
+    pub(super) status: Option<(crate::crd::TlsStatus, certs::status::Readiness)>,
 }
 
 /// Writes `text` to `path` through a temporary file and a rename.
@@ -39,6 +50,7 @@ impl LocalCerts {
     pub(super) fn new(state_dir: &Path) -> Self {
         Self {
             dir: state_dir.join("tls"),
+            waiting_since: None,
         }
     }
 
@@ -116,17 +128,17 @@ impl LocalCerts {
     /// One pass of the certificate lifecycle for the members `0..replicas`; returns what
     /// changed, for the terminal and the change list.
     pub(super) async fn pass(
-        &self,
+        &mut self,
         etcd: &EtcdClient,
         cluster: &EtcdCluster,
         names: &ClusterNames,
         replicas: i32,
-    ) -> Result<Option<String>, Error> {
+    ) -> Result<CertsPass, Error> {
         let Some(spec) = cluster.spec.tls.as_ref().filter(|t| t.enabled) else {
-            return Ok(None);
+            return Ok(CertsPass::default());
         };
         if spec.provider != TlsProvider::Auto {
-            return Ok(None);
+            return Ok(CertsPass::default());
         }
         let settings = certs::Settings::of(spec).map_err(Error::Certs)?;
         let subjects = certs::subjects(names, &spec.extra_sans);
@@ -162,16 +174,36 @@ impl LocalCerts {
             &members,
             certs::issue::unix(now),
         );
-        let name = names.cluster.as_str();
-        if !certs::apply(&mut auth, &step, &requests, name, &subjects, &settings, now)
-            .map_err(Error::Certs)?
-        {
-            return Ok(match step {
-                CertStep::Wait { reason } => Some(format!("certificates: {reason}")),
-                _ => None,
-            });
+        let unix = certs::issue::unix(now);
+        match &step {
+            CertStep::Wait { .. } => {
+                self.waiting_since.get_or_insert(unix);
+            }
+            _ => self.waiting_since = None,
         }
-        self.save(&auth)?;
-        Ok(Some(format!("certificates: {}", certs::describe(&step))))
+        let name = names.cluster.as_str();
+        let changed = certs::apply(&mut auth, &step, &requests, name, &subjects, &settings, now)
+            .map_err(Error::Certs)?;
+        if changed {
+            self.save(&auth)?;
+        }
+        let message = match &step {
+            CertStep::Wait { reason } => Some(format!("certificates: {reason}")),
+            _ if changed => Some(format!("certificates: {}", certs::describe(&step))),
+            _ => None,
+        };
+        // The status describes what is now on disk.
+        let shown = if changed { CertStep::Idle } else { step };
+        let status = certs::status::tls_status(
+            &auth,
+            &shown,
+            self.waiting_since,
+            unix,
+            settings.policy.renew_before,
+        );
+        Ok(CertsPass {
+            message,
+            status: Some(status),
+        })
     }
 }

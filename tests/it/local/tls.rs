@@ -233,5 +233,18 @@ async fn certificates_and_the_ca_rotate_under_load_without_a_failed_request() {
             "the old CA's client was let in"
         );
     }
+    // The status shows the new CA and every certificate, and the condition is back to Ready.
+    let report = rt
+        .wait("CertificatesReady/Ready", Duration::from_secs(20), |r| {
+            r.status.conditions.iter().any(|c| {
+                c.type_ == "CertificatesReady" && c.status == "True" && c.reason == "Ready"
+            })
+        })
+        .await;
+    let tls = report.status.tls.expect("status.tls");
+    assert_eq!(tls.phase, "Idle");
+    let roles: Vec<&str> = tls.certificates.iter().map(|c| c.role.as_str()).collect();
+    assert_eq!(roles, ["ca", "server", "peer", "client"]);
+    assert_eq!(tls.certificates[0].sha256, new_ca);
     rt.shutdown().await;
 }
