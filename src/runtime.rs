@@ -102,6 +102,14 @@ pub enum Change {
         /// Member name.
         name: String,
     },
+    /// The certificate lifecycle took a step (`spec.tls`).
+    Certificates {
+        /// Event reason (`CertificatesIssued`, `CertificatesRenewed`, `CARotation`,
+        /// `CertificatesRecovered`).
+        reason: &'static str,
+        /// What was done.
+        message: String,
+    },
 }
 
 impl Change {
@@ -116,6 +124,7 @@ impl Change {
             Self::Readded { .. } => "MemberReadded",
             Self::Restarted { .. } => "MemberRestarted",
             Self::Wiped { .. } => "MemberWiped",
+            Self::Certificates { reason, .. } => reason,
         }
     }
 
@@ -128,6 +137,7 @@ impl Change {
             Self::Removed { .. } => "ScaleDown",
             Self::LostRemoved { .. } | Self::Readded { .. } | Self::Wiped { .. } => "Replace",
             Self::Restarted { .. } => "RollingUpdate",
+            Self::Certificates { .. } => "Certificates",
         }
     }
 
@@ -146,6 +156,7 @@ impl Change {
             }
             Self::Restarted { names } => format!("restarted {}", names.join(", ")),
             Self::Wiped { name } => format!("wiped the volume of {name}"),
+            Self::Certificates { message, .. } => message.clone(),
         }
     }
 }

@@ -283,6 +283,16 @@ pub fn describe(step: &CertStep) -> String {
     }
 }
 
+/// The Event reason of a step that changed something.
+pub fn event_reason(step: &CertStep) -> &'static str {
+    match step {
+        CertStep::Bootstrap => "CertificatesIssued",
+        CertStep::AddCa { .. } | CertStep::ReissueFromNewCa | CertStep::DropOldCa => "CARotation",
+        CertStep::Recover { .. } => "CertificatesRecovered",
+        _ => "CertificatesRenewed",
+    }
+}
+
 /// What a member has loaded, from the text of its `/metrics`.
 pub fn loaded_from_metrics(text: &str) -> Loaded {
     let mut l = Loaded::default();

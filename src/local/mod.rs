@@ -277,6 +277,12 @@ pub async fn run(
             match certs.pass(&etcd, &cluster, &names, replicas).await {
                 Ok(pass) => {
                     tls_status = pass.status;
+                    if let Some(change) = pass.change {
+                        changes.push(change);
+                        if changes.len() > 500 {
+                            changes.remove(0);
+                        }
+                    }
                     if let Some(message) = pass.message
                         && last_certs.as_ref() != Some(&message)
                     {

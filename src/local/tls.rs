@@ -27,6 +27,8 @@ pub(super) struct CertsPass {
     pub(super) message: Option<String>,
     /// `status.tls` and the `CertificatesReady` condition; `None` with TLS off.
     pub(super) status: Option<(crate::crd::TlsStatus, certs::status::Readiness)>,
+    /// The step taken, as the Event a controller would record.
+    pub(super) change: Option<crate::runtime::Change>,
 }
 
 /// Writes `text` to `path` through a temporary file and a rename.
@@ -193,6 +195,7 @@ impl LocalCerts {
             _ => None,
         };
         // The status describes what is now on disk.
+        let step_taken = step.clone();
         let shown = if changed { CertStep::Idle } else { step };
         let status = certs::status::tls_status(
             &auth,
@@ -201,9 +204,14 @@ impl LocalCerts {
             unix,
             settings.policy.renew_before,
         );
+        let change = changed.then(|| crate::runtime::Change::Certificates {
+            reason: certs::event_reason(&step_taken),
+            message: certs::describe(&step_taken),
+        });
         Ok(CertsPass {
             message,
             status: Some(status),
+            change,
         })
     }
 }

@@ -11,9 +11,14 @@ use etcd_operator::etcd::EtcdClient;
 
 /// The cluster file with TLS on and `annotations` (YAML lines under `metadata.annotations`).
 fn write_tls_spec(setup: &Setup, annotations: &str) {
+    write_tls_spec_with(setup, annotations, "");
+}
+
+/// Like [`write_tls_spec`], with more `spec.tls` lines (indented four spaces).
+fn write_tls_spec_with(setup: &Setup, annotations: &str, tls: &str) {
     let yaml = format!(
         "apiVersion: etcd.rustops.dev/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: local\n  annotations:\n    note: tls\n{annotations}\
-         spec:\n  replicas: 3\n  server:\n    heartbeatIntervalMs: 50\n    electionTimeoutMs: 500\n  tls:\n    enabled: true\n"
+         spec:\n  replicas: 3\n  server:\n    heartbeatIntervalMs: 50\n    electionTimeoutMs: 500\n  tls:\n    enabled: true\n{tls}"
     );
     let tmp = setup.spec.with_extension("tmp");
     std::fs::write(&tmp, yaml).expect("write spec");
@@ -246,5 +251,72 @@ async fn certificates_and_the_ca_rotate_under_load_without_a_failed_request() {
     let roles: Vec<&str> = tls.certificates.iter().map(|c| c.role.as_str()).collect();
     assert_eq!(roles, ["ca", "server", "peer", "client"]);
     assert_eq!(tls.certificates[0].sha256, new_ca);
+    rt.shutdown().await;
+}
+
+/// The cluster was down past its certificates' expiry: members cannot start on expired
+/// material (the server refuses it), so the operator re-issues without waiting for them, says
+/// so, and the cluster comes back with its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_down_past_expiry_comes_back_with_new_certificates() {
+    let setup = Setup::new(Ipv4Addr::new(127, 0, 61, 10));
+    write_tls_spec_with(&setup, "", "    validity: 40s\n    renewBefore: 10s\n");
+    let mut rt = Runtime::start(setup.options(Duration::from_millis(300)));
+    rt.wait(
+        "3 members in sync over TLS",
+        Duration::from_secs(60),
+        in_sync(3),
+    )
+    .await;
+    let endpoints: Vec<String> = (0..3).map(|i| https(&setup, i)).collect();
+    let mut c = tls_client(&tls_dir(&setup), endpoints.clone())
+        .await
+        .expect("client");
+    c.put("before", "expiry", None).await.expect("put");
+    drop(c);
+    let issued = authority(&setup);
+    rt.shutdown().await;
+    // Down until every leaf has expired.
+    let expiry = issued
+        .leaves()
+        .map(|l| l.info.not_after)
+        .max()
+        .expect("leaves");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64
+    };
+    while now() <= expiry + 1 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut rt = Runtime::start(setup.options(Duration::from_millis(300)));
+    let report = rt
+        .wait(
+            "3 members back in sync",
+            Duration::from_secs(90),
+            in_sync(3),
+        )
+        .await;
+    assert!(
+        report
+            .changes
+            .iter()
+            .any(|ch| ch.reason() == "CertificatesRecovered"),
+        "no recovery event: {:?}",
+        report.changes
+    );
+    let recovered = authority(&setup);
+    assert_eq!(
+        recovered.cas, issued.cas,
+        "the CA was still valid and stays"
+    );
+    assert!(recovered.leaves().all(|l| l.info.not_after > now()));
+    let mut c = tls_client(&tls_dir(&setup), endpoints)
+        .await
+        .expect("client");
+    let got = c.get("before", None).await.expect("get");
+    assert_eq!(got.kvs()[0].value(), b"expiry");
     rt.shutdown().await;
 }
