@@ -70,6 +70,18 @@ pub async fn apply(
     Ok(())
 }
 
+/// Applies the certificate Secrets, in order.
+pub async fn apply_secrets(
+    client: &Client,
+    ns: &str,
+    secrets: &[k8s_openapi::api::core::v1::Secret],
+) -> Result<(), Error> {
+    for s in secrets {
+        apply_one(client, ns, s).await?;
+    }
+    Ok(())
+}
+
 async fn apply_one<K>(client: &Client, ns: &str, obj: &K) -> Result<(), Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
@@ -53,6 +53,9 @@ pub enum Error {
     /// Writing the status failed.
     #[error(transparent)]
     Status(#[from] status::Error),
+    /// The certificates could not be read or issued.
+    #[error("certificates: {0}")]
+    Certs(String),
 }
 
 impl Error {
@@ -65,6 +68,7 @@ impl Error {
             Self::Build(_) => "build",
             Self::Apply(_) => "apply",
             Self::Status(_) => "status",
+            Self::Certs(_) => "certificates",
         }
     }
 }
@@ -102,6 +106,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Consecutive failures per cluster (`namespace/name`), for per-object backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Per cluster: since when the certificate lifecycle has waited for members.
+    cert_waits: Mutex<HashMap<String, i64>>,
 }
 
 impl Context {
@@ -122,6 +128,7 @@ impl Context {
             etcd,
             metrics,
             failures: Mutex::default(),
+            cert_waits: Mutex::default(),
         }
     }
 
@@ -146,13 +153,25 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     let names =
         ClusterNames::of(&cluster).ok_or(Error::Malformed(validate::Error::MissingNamespace))?;
 
-    let observed = observe::observe(&ctx.client, ctx.etcd.as_ref(), &names).await?;
+    // With TLS on, the operator talks to members with the cluster's own client certificate.
+    let tls_on = cluster
+        .spec
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.enabled && t.provider == crate::crd::TlsProvider::Auto);
+    let authority = if tls_on {
+        crate::certs::kube::read_authority(&ctx.client, &names)
+            .await
+            .map_err(Error::Certs)?
+    } else {
+        None
+    };
+    let etcd: Arc<dyn EtcdAdmin> = match authority.as_ref().and_then(crate::certs::client_tls) {
+        Some(tls) => ctx.etcd.clone().with_tls(tls),
+        None => ctx.etcd.clone(),
+    };
+    let observed = observe::observe(&ctx.client, etcd.as_ref(), &names).await?;
     let validated = match validate::validate(&cluster) {
-        // The certificates' Secrets and mounts are not built for pods yet (the local runtime
-        // runs TLS): refuse rather than roll pods onto files they do not have.
-        Ok(v) if v.spec.tls.as_ref().is_some_and(|t| t.enabled) => Err(vec![
-            "spec.tls is supported by `etcd-operator local` only so far; on Kubernetes it is not built yet".to_owned(),
-        ]),
         Ok(v) => Ok(v),
         Err(validate::Error::InvalidSpec(problems)) => Err(problems),
         Err(e) => return Err(Error::Malformed(e)),
@@ -201,21 +220,108 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
 
     // Membership calls go to the members that exist now.
     let existing = observed.statefulset.as_ref().map_or(0, |s| s.replicas);
+    // Certificates before members: a new cluster's pods mount them.
+    let tls_status = if tls_on {
+        certificates(
+            &ctx,
+            &cluster,
+            &validated,
+            etcd.as_ref(),
+            authority,
+            existing,
+        )
+        .await?
+    } else {
+        None
+    };
     let mut members = StatefulSetRuntime {
         client: ctx.client.clone(),
         pdb_exists: observed.pdb_exists,
     };
-    execute(&ctx, &cluster, &validated, &mut members, existing, &plan).await?;
-    let status = status::compute(&cluster, &names, &observed, &plan, Timestamp::now());
+    execute(
+        &ctx,
+        etcd.as_ref(),
+        &cluster,
+        &validated,
+        &mut members,
+        existing,
+        &plan,
+    )
+    .await?;
+    let mut status = status::compute(&cluster, &names, &observed, &plan, Timestamp::now());
+    status::set_tls(
+        &mut status,
+        cluster.status.as_ref(),
+        tls_status,
+        cluster.metadata.generation,
+        Timestamp::now(),
+    );
     status::patch(&ctx.client, &cluster, &status).await?;
     ctx.failures().remove(&key(&cluster));
     Ok(Action::requeue(plan.requeue_after))
+}
+
+/// One pass of the certificate lifecycle: the next step, the Secrets applied (every pass, so
+/// a deleted one comes back), the step announced. Returns what the status shows.
+async fn certificates(
+    ctx: &Context,
+    cluster: &EtcdCluster,
+    validated: &ValidatedCluster,
+    etcd: &dyn EtcdAdmin,
+    authority: Option<crate::certs::Authority>,
+    existing: i32,
+) -> Result<Option<(crate::crd::TlsStatus, crate::certs::status::Readiness)>, Error> {
+    let k = key(cluster);
+    let mut waiting = ctx
+        .cert_waits
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&k)
+        .copied();
+    let outcome = crate::certs::pass(
+        etcd,
+        cluster,
+        &validated.names,
+        existing,
+        authority.unwrap_or_default(),
+        &mut waiting,
+    )
+    .await
+    .map_err(|e| Error::Certs(e.to_string()))?;
+    {
+        let mut waits = ctx.cert_waits.lock().unwrap_or_else(|e| e.into_inner());
+        match waiting {
+            Some(t) => waits.insert(k, t),
+            None => waits.remove(&k),
+        };
+    }
+    let Some(o) = outcome else {
+        return Ok(None);
+    };
+    let secrets = build::secret::build(validated, &o.authority);
+    apply::apply_secrets(&ctx.client, &validated.names.namespace, &secrets).await?;
+    if let Some(message) = &o.message {
+        info!(%message, "certificates");
+    }
+    if let Some(change) = &o.change {
+        publish(
+            ctx,
+            cluster,
+            EventType::Normal,
+            change.reason(),
+            change.action(),
+            change.message(),
+        )
+        .await;
+    }
+    Ok(Some(o.status))
 }
 
 /// Carries out the plan's etcd side (the membership change shared with the local runtime)
 /// and announces it.
 async fn execute(
     ctx: &Context,
+    etcd: &dyn EtcdAdmin,
     cluster: &EtcdCluster,
     validated: &ValidatedCluster,
     members: &mut StatefulSetRuntime,
@@ -235,9 +341,7 @@ async fn execute(
         )
         .await;
     }
-    if let Some(change) =
-        runtime::execute(ctx.etcd.as_ref(), members, validated, current, plan).await?
-    {
+    if let Some(change) = runtime::execute(etcd, members, validated, current, plan).await? {
         info!(change = ?change, "membership changed");
         publish(
             ctx,
@@ -302,7 +406,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     .owns(Api::<StatefulSet>::all(client.clone()), owned())
     .owns(Api::<Service>::all(client.clone()), owned())
     .owns(Api::<ConfigMap>::all(client.clone()), owned())
-    .owns(Api::<PodDisruptionBudget>::all(client), owned())
+    .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned())
+    .owns(Api::<Secret>::all(client), owned())
     .graceful_shutdown_on(shutdown)
     .shutdown_on_signal()
     .run(reconcile, error_policy, ctx)

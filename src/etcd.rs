@@ -112,6 +112,35 @@ pub trait EtcdAdmin: Send + Sync + 'static {
         leader_endpoint: &'a str,
         to: u64,
     ) -> BoxFuture<'a, Result<(), Error>>;
+    /// The `/metrics` text at `url` (which certificates a member has loaded).
+    fn metrics<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<String, Error>> {
+        Box::pin(async move {
+            Err(Error::Unreachable {
+                endpoints: url.to_owned(),
+                message: "this client reads no metrics".to_owned(),
+            })
+        })
+    }
+    /// The same client, presenting `tls` to `https://` endpoints (a cluster's own client
+    /// certificate and trust bundle).
+    fn with_tls(self: std::sync::Arc<Self>, tls: ClientTls) -> std::sync::Arc<dyn EtcdAdmin>;
+}
+
+/// The client certificate and trust bundle for `https://` members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientTls {
+    /// A directory with `ca.crt`, `client.crt` and `client.key`, read at every connection
+    /// (so a rotation is picked up): the local runtime's.
+    Dir(std::path::PathBuf),
+    /// The PEM texts themselves (from the cluster's Secrets).
+    Pem {
+        /// The trust bundle.
+        ca: String,
+        /// The client certificate.
+        cert: String,
+        /// Its key.
+        key: String,
+    },
 }
 
 /// [`EtcdAdmin`] over etcd's gRPC API, with a fresh connection per call: the operator talks
@@ -122,9 +151,8 @@ pub struct EtcdClient {
     pub connect_timeout: Duration,
     /// Per-request timeout.
     pub request_timeout: Duration,
-    /// For `https://` endpoints: the directory holding `ca.crt` (the trust bundle),
-    /// `client.crt` and `client.key`, read at every connection (so a rotation is picked up).
-    pub tls_dir: Option<std::path::PathBuf>,
+    /// For `https://` endpoints: the client certificate and the trust bundle.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for EtcdClient {
@@ -132,7 +160,7 @@ impl Default for EtcdClient {
         Self {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(5),
-            tls_dir: None,
+            tls: None,
         }
     }
 }
@@ -195,22 +223,32 @@ impl EtcdClient {
             .connect_timeout(self.connect_timeout)
             .timeout(self.request_timeout);
         if url.starts_with("https://") {
-            let Some(dir) = &self.tls_dir else {
-                return Err(CallError::Connect(format!(
-                    "{endpoint} is https but the operator has no client certificate"
-                )));
-            };
-            let read = |name: &str| {
-                std::fs::read(dir.join(name)).map_err(|e| {
-                    CallError::Connect(format!("failed to read {}: {e}", dir.join(name).display()))
-                })
+            let (ca, cert, key) = match &self.tls {
+                None => {
+                    return Err(CallError::Connect(format!(
+                        "{endpoint} is https but the operator has no client certificate"
+                    )));
+                }
+                Some(ClientTls::Dir(dir)) => {
+                    let read = |name: &str| {
+                        std::fs::read(dir.join(name)).map_err(|e| {
+                            CallError::Connect(format!(
+                                "failed to read {}: {e}",
+                                dir.join(name).display()
+                            ))
+                        })
+                    };
+                    (read("ca.crt")?, read("client.crt")?, read("client.key")?)
+                }
+                Some(ClientTls::Pem { ca, cert, key }) => (
+                    ca.clone().into_bytes(),
+                    cert.clone().into_bytes(),
+                    key.clone().into_bytes(),
+                ),
             };
             let tls = tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.crt")?))
-                .identity(tonic::transport::Identity::from_pem(
-                    read("client.crt")?,
-                    read("client.key")?,
-                ));
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .identity(tonic::transport::Identity::from_pem(cert, key));
             ep = ep
                 .tls_config(tls)
                 .map_err(|e| CallError::Connect(format!("{e}: {}", source_chain(&e))))?;
@@ -232,7 +270,7 @@ impl EtcdClient {
 
     /// A member's `/metrics` text (over TLS for `https://`), read from its client port: how
     /// the operator learns which certificates a member has loaded.
-    pub async fn metrics(&self, endpoint: &str) -> Result<String, Error> {
+    pub async fn read_metrics(&self, endpoint: &str) -> Result<String, Error> {
         use tonic::codegen::Service;
         let fail = |message: String| Error::Unreachable {
             endpoints: endpoint.to_owned(),
@@ -443,6 +481,16 @@ impl EtcdAdmin for EtcdClient {
                 .map_err(|e| rejected(e.into()))?;
             Ok(())
         })
+    }
+
+    fn metrics<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<String, Error>> {
+        Box::pin(self.read_metrics(url))
+    }
+
+    fn with_tls(self: std::sync::Arc<Self>, tls: ClientTls) -> std::sync::Arc<dyn EtcdAdmin> {
+        let mut c = (*self).clone();
+        c.tls = Some(tls);
+        std::sync::Arc::new(c)
     }
 }
 

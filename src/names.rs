@@ -21,6 +21,13 @@ pub const PEER_PORT_NAME: &str = "peer";
 pub const CONFIG_DIR: &str = "/etc/etcd";
 /// Where a pod mounts the cluster's TLS files (`ca.crt`, `server.*`, `peer.*`).
 pub const TLS_DIR: &str = "/etc/etcd-tls";
+/// The volume of the TLS files.
+pub const TLS_VOLUME: &str = "tls";
+/// With client TLS on, a pod also serves `/metrics` and the health endpoints over plain HTTP
+/// on this port (kubelet probes cannot present a client certificate; kubeadm does the same).
+pub const METRICS_PORT: i32 = 2381;
+/// The name of the metrics port.
+pub const METRICS_PORT_NAME: &str = "metrics";
 /// Where the data volume is mounted.
 pub const DATA_MOUNT: &str = "/var/lib/etcd";
 /// The data directory, one level below the mount so a filesystem's `lost+found` stays out of
@@ -221,6 +228,32 @@ impl ClusterNames {
     /// The client Service's DNS name.
     pub fn client_service_host(&self) -> String {
         format!("{}.{}.svc", self.client_service(), self.namespace)
+    }
+
+    /// The Secret the pods mount: the trust bundle and the server and peer pairs.
+    pub fn tls_secret(&self) -> String {
+        format!("{}-tls", self.cluster)
+    }
+
+    /// The Secret for clients: `ca.crt`, `tls.crt`, `tls.key` (CN `root`).
+    pub fn client_tls_secret(&self) -> String {
+        format!("{}-client-tls", self.cluster)
+    }
+
+    /// The Secret where the operator keeps its CA keys and rotation state.
+    pub fn ca_secret(&self) -> String {
+        format!("{}-ca", self.cluster)
+    }
+
+    /// Where the operator reads member `i`'s metrics (which certificates it loaded): the
+    /// plain metrics port in a pod with client TLS, otherwise the client URL.
+    pub fn metrics_url(&self, i: i32) -> String {
+        match self.addressing {
+            Addressing::Dns if self.client_tls => {
+                format!("http://{}:{METRICS_PORT}", self.member_host(i))
+            }
+            _ => self.client_url(i),
+        }
     }
 
     /// The wildcard DNS name that covers every member's host (`*.<peer-service>.<ns>.svc`).

@@ -9,7 +9,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::{Error, meta};
 use crate::model::{Desired, MemberBootstrap};
 pub use crate::model::{parse_member, parse_member_files};
-use crate::names::{DATA_DIR, TLS_DIR};
+use crate::names::{Addressing, DATA_DIR, METRICS_PORT, TLS_DIR};
 use crate::validate::ValidatedCluster;
 
 /// The file name of `member`'s configuration.
@@ -88,6 +88,12 @@ pub fn render(
         .tls
         .as_ref()
         .is_some_and(|t| t.client_cert_auth);
+    if n.client_tls && n.addressing == Addressing::Dns {
+        put(
+            "listen-metrics-urls",
+            text(format!("http://{}:{METRICS_PORT}", n.listen_host(ordinal))),
+        );
+    }
     if n.client_tls {
         let mut block = Mapping::new();
         let mut set = |k: &str, v: Value| {

@@ -3,6 +3,7 @@
 
 pub mod configmap;
 pub mod pdb;
+pub mod secret;
 pub mod service;
 pub mod statefulset;
 

@@ -13,8 +13,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Volume, VolumeMount,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -23,7 +23,8 @@ use super::{config_hash, meta, spec_hash};
 use crate::model::Desired;
 use crate::names::{
     CLIENT_PORT, CLIENT_PORT_NAME, CONFIG_DIR, CONFIG_HASH_ANNOTATION, CONFIG_VOLUME, CONTAINER,
-    DATA_MOUNT, DATA_VOLUME, PEER_PORT, PEER_PORT_NAME, RUN_AS, SPEC_HASH_ANNOTATION,
+    DATA_MOUNT, DATA_VOLUME, METRICS_PORT, METRICS_PORT_NAME, PEER_PORT, PEER_PORT_NAME, RUN_AS,
+    SPEC_HASH_ANNOTATION, TLS_DIR, TLS_VOLUME,
 };
 use crate::validate::ValidatedCluster;
 
@@ -43,7 +44,7 @@ pub fn build(cluster: &ValidatedCluster, desired: &Desired) -> StatefulSet {
         spec_hash(cluster),
     )]));
 
-    let (volumes, claims) = if spec.storage.empty_dir {
+    let (mut volumes, claims) = if spec.storage.empty_dir {
         let data = Volume {
             name: DATA_VOLUME.to_owned(),
             empty_dir: Some(EmptyDirVolumeSource {
@@ -59,6 +60,20 @@ pub fn build(cluster: &ValidatedCluster, desired: &Desired) -> StatefulSet {
             Some(vec![claim_template(cluster)]),
         )
     };
+
+    if names.client_tls || names.peer_tls {
+        // The operator's certificates; the kubelet updates the files in place (an atomic
+        // switch of the volume's `..data` link) and the server reloads them.
+        volumes.push(Volume {
+            name: TLS_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names.tls_secret()),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
 
     StatefulSet {
         metadata,
@@ -197,11 +212,11 @@ fn default_affinity(cluster: &ValidatedCluster) -> Affinity {
     }
 }
 
-fn http_probe(path: &str, period: i32, timeout: i32, failures: i32) -> Probe {
+fn http_probe(port: &str, path: &str, period: i32, timeout: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
-            port: IntOrString::String(CLIENT_PORT_NAME.to_owned()),
+            port: IntOrString::String(port.to_owned()),
             scheme: Some("HTTP".to_owned()),
             ..HTTPGetAction::default()
         }),
@@ -213,6 +228,56 @@ fn http_probe(path: &str, period: i32, timeout: i32, failures: i32) -> Probe {
 }
 
 fn container(cluster: &ValidatedCluster) -> Container {
+    let names = &cluster.names;
+    // With client TLS the probes use the plain metrics port.
+    let probe_port = if names.client_tls {
+        METRICS_PORT_NAME
+    } else {
+        CLIENT_PORT_NAME
+    };
+    let mut ports = vec![
+        ContainerPort {
+            name: Some(CLIENT_PORT_NAME.to_owned()),
+            container_port: CLIENT_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        },
+        ContainerPort {
+            name: Some(PEER_PORT_NAME.to_owned()),
+            container_port: PEER_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        },
+    ];
+    if names.client_tls {
+        ports.push(ContainerPort {
+            name: Some(METRICS_PORT_NAME.to_owned()),
+            container_port: METRICS_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        });
+    }
+    let mut mounts = vec![
+        VolumeMount {
+            name: CONFIG_VOLUME.to_owned(),
+            mount_path: CONFIG_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: DATA_VOLUME.to_owned(),
+            mount_path: DATA_MOUNT.to_owned(),
+            ..VolumeMount::default()
+        },
+    ];
+    if names.client_tls || names.peer_tls {
+        mounts.push(VolumeMount {
+            name: TLS_VOLUME.to_owned(),
+            mount_path: TLS_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     Container {
         name: CONTAINER.to_owned(),
         image: Some(cluster.spec.image().to_owned()),
@@ -233,40 +298,21 @@ fn container(cluster: &ValidatedCluster) -> Container {
             }),
             ..EnvVar::default()
         }]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some(CLIENT_PORT_NAME.to_owned()),
-                container_port: CLIENT_PORT,
-                protocol: Some("TCP".to_owned()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some(PEER_PORT_NAME.to_owned()),
-                container_port: PEER_PORT,
-                protocol: Some("TCP".to_owned()),
-                ..ContainerPort::default()
-            },
-        ]),
+        ports: Some(ports),
         // Ready means "serves linearizable requests", which needs quorum: the client Service
         // and the StatefulSet's rolling update both wait on it.
-        readiness_probe: Some(http_probe("/readyz", 5, 3, 3)),
+        readiness_probe: Some(http_probe(probe_port, "/readyz", 5, 3, 3)),
         // Alive must not depend on quorum, or losing quorum would restart every member.
-        liveness_probe: Some(http_probe("/livez", 10, 5, 3)),
-        startup_probe: Some(http_probe("/livez", 5, 3, STARTUP_FAILURE_THRESHOLD)),
+        liveness_probe: Some(http_probe(probe_port, "/livez", 10, 5, 3)),
+        startup_probe: Some(http_probe(
+            probe_port,
+            "/livez",
+            5,
+            3,
+            STARTUP_FAILURE_THRESHOLD,
+        )),
         resources: cluster.spec.resources.clone(),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: CONFIG_VOLUME.to_owned(),
-                mount_path: CONFIG_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: DATA_VOLUME.to_owned(),
-                mount_path: DATA_MOUNT.to_owned(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(mounts),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),

@@ -9,12 +9,14 @@
 //! (CN `root`: the operator's and the users' client certificate).
 
 pub mod issue;
+pub mod kube;
 pub mod rotation;
 pub mod status;
 
 use std::time::{Duration, SystemTime};
 
-use crate::crd::{KeyAlgorithm, MAX_REPLICAS, TlsSpec};
+use crate::crd::{EtcdCluster, KeyAlgorithm, MAX_REPLICAS, TlsProvider, TlsSpec};
+use crate::etcd::EtcdAdmin;
 use crate::names::{Addressing, ClusterNames};
 pub use issue::{CertInfo, Issued, LeafKind};
 pub use rotation::{Authority, CertStep, Loaded, Phase, Policy, Requests, Stored};
@@ -291,6 +293,119 @@ pub fn event_reason(step: &CertStep) -> &'static str {
         CertStep::Recover { .. } => "CertificatesRecovered",
         _ => "CertificatesRenewed",
     }
+}
+
+/// What one pass of the lifecycle did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The authority after the step (store it, and publish its files, when `changed`).
+    pub authority: Authority,
+    /// Whether the step changed the authority.
+    pub changed: bool,
+    /// A line for logs and the terminal (a step taken, or what it waits for).
+    pub message: Option<String>,
+    /// `status.tls` and the `CertificatesReady` condition.
+    pub status: (crate::crd::TlsStatus, status::Readiness),
+    /// The step taken, as an Event.
+    pub change: Option<crate::runtime::Change>,
+}
+
+/// One pass of the lifecycle for `cluster` with members `0..replicas`, shared by the
+/// controller and the local runtime: asks each member what it has loaded (its metrics), plans
+/// the next step and carries it out on `auth`. `waiting_since` tracks how long the planner
+/// has been waiting. `None` when TLS is off or not the operator's to manage.
+pub async fn pass(
+    etcd: &dyn EtcdAdmin,
+    cluster: &EtcdCluster,
+    names: &ClusterNames,
+    replicas: i32,
+    mut auth: Authority,
+    waiting_since: &mut Option<i64>,
+) -> Result<Option<Outcome>, Error> {
+    let Some(spec) = cluster.spec.tls.as_ref().filter(|t| t.enabled) else {
+        return Ok(None);
+    };
+    if spec.provider != TlsProvider::Auto {
+        return Ok(None);
+    }
+    let settings = Settings::of(spec)?;
+    let subjects = subjects(names, &spec.extra_sans);
+    let annotation = |key: &str| {
+        cluster
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .cloned()
+    };
+    let requests = Requests {
+        rotate_certs: annotation(ROTATE_CERTS_ANNOTATION),
+        rotate_ca: annotation(ROTATE_CA_ANNOTATION),
+    };
+    let mut members = Vec::new();
+    if auth.signing_ca().is_some() {
+        for i in 0..replicas {
+            let loaded = etcd
+                .metrics(&names.metrics_url(i))
+                .await
+                .ok()
+                .map(|text| loaded_from_metrics(&text));
+            members.push((names.member(i), loaded));
+        }
+    }
+    let now = SystemTime::now();
+    let unix = issue::unix(now);
+    let step = rotation::next(&auth, &settings.policy, &requests, &members, unix);
+    match &step {
+        CertStep::Wait { .. } => {
+            waiting_since.get_or_insert(unix);
+        }
+        _ => *waiting_since = None,
+    }
+    let changed = apply(
+        &mut auth,
+        &step,
+        &requests,
+        &names.cluster,
+        &subjects,
+        &settings,
+        now,
+    )?;
+    let message = match &step {
+        CertStep::Wait { reason } => Some(format!("certificates: {reason}")),
+        _ if changed => Some(format!("certificates: {}", describe(&step))),
+        _ => None,
+    };
+    let change = changed.then(|| crate::runtime::Change::Certificates {
+        reason: event_reason(&step),
+        message: describe(&step),
+    });
+    // The status describes what is on disk after the step.
+    let shown = if changed { CertStep::Idle } else { step };
+    let status = status::tls_status(
+        &auth,
+        &shown,
+        *waiting_since,
+        unix,
+        settings.policy.renew_before,
+    );
+    Ok(Some(Outcome {
+        authority: auth,
+        changed,
+        message,
+        status,
+        change,
+    }))
+}
+
+/// The client certificate and bundle of `auth`, for the operator's own calls.
+pub fn client_tls(auth: &Authority) -> Option<crate::etcd::ClientTls> {
+    let client = auth.client.as_ref()?;
+    Some(crate::etcd::ClientTls::Pem {
+        ca: auth.bundle_pem(),
+        cert: client.cert_pem.clone(),
+        key: client.key_pem.clone(),
+    })
 }
 
 /// What a member has loaded, from the text of its `/metrics`.

@@ -231,7 +231,7 @@ pub async fn run(
     let etcd = EtcdClient {
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(3),
-        tls_dir: Some(certs.dir().to_owned()),
+        tls: Some(etcd::ClientTls::Dir(certs.dir().to_owned())),
     };
     let mut last_certs: Option<String> = None;
     let mut tls_hint = false;

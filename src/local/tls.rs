@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::{Error, io};
-use crate::certs::{self, Authority, CertStep, Requests};
-use crate::crd::{EtcdCluster, TlsProvider};
+use crate::certs::{self, Authority};
+use crate::crd::EtcdCluster;
 use crate::etcd::EtcdClient;
 use crate::names::ClusterNames;
 
@@ -127,8 +127,7 @@ impl LocalCerts {
         Ok(())
     }
 
-    /// One pass of the certificate lifecycle for the members `0..replicas`; returns what
-    /// changed, for the terminal and the change list.
+    /// One pass of the certificate lifecycle for the members `0..replicas`.
     pub(super) async fn pass(
         &mut self,
         etcd: &EtcdClient,
@@ -136,82 +135,27 @@ impl LocalCerts {
         names: &ClusterNames,
         replicas: i32,
     ) -> Result<CertsPass, Error> {
-        let Some(spec) = cluster.spec.tls.as_ref().filter(|t| t.enabled) else {
+        let auth = self.load()?;
+        let outcome = certs::pass(
+            etcd,
+            cluster,
+            names,
+            replicas,
+            auth,
+            &mut self.waiting_since,
+        )
+        .await
+        .map_err(Error::Certs)?;
+        let Some(o) = outcome else {
             return Ok(CertsPass::default());
         };
-        if spec.provider != TlsProvider::Auto {
-            return Ok(CertsPass::default());
+        if o.changed {
+            self.save(&o.authority)?;
         }
-        let settings = certs::Settings::of(spec).map_err(Error::Certs)?;
-        let subjects = certs::subjects(names, &spec.extra_sans);
-        let mut auth = self.load()?;
-        let annotation = |key: &str| {
-            cluster
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(key))
-                .cloned()
-        };
-        let requests = Requests {
-            rotate_certs: annotation(certs::ROTATE_CERTS_ANNOTATION),
-            rotate_ca: annotation(certs::ROTATE_CA_ANNOTATION),
-        };
-        let mut members = Vec::new();
-        if auth.signing_ca().is_some() {
-            for i in 0..replicas {
-                let loaded = etcd
-                    .metrics(&names.client_url(i))
-                    .await
-                    .ok()
-                    .map(|text| certs::loaded_from_metrics(&text));
-                members.push((names.member(i), loaded));
-            }
-        }
-        let now = SystemTime::now();
-        let step = certs::rotation::next(
-            &auth,
-            &settings.policy,
-            &requests,
-            &members,
-            certs::issue::unix(now),
-        );
-        let unix = certs::issue::unix(now);
-        match &step {
-            CertStep::Wait { .. } => {
-                self.waiting_since.get_or_insert(unix);
-            }
-            _ => self.waiting_since = None,
-        }
-        let name = names.cluster.as_str();
-        let changed = certs::apply(&mut auth, &step, &requests, name, &subjects, &settings, now)
-            .map_err(Error::Certs)?;
-        if changed {
-            self.save(&auth)?;
-        }
-        let message = match &step {
-            CertStep::Wait { reason } => Some(format!("certificates: {reason}")),
-            _ if changed => Some(format!("certificates: {}", certs::describe(&step))),
-            _ => None,
-        };
-        // The status describes what is now on disk.
-        let step_taken = step.clone();
-        let shown = if changed { CertStep::Idle } else { step };
-        let status = certs::status::tls_status(
-            &auth,
-            &shown,
-            self.waiting_since,
-            unix,
-            settings.policy.renew_before,
-        );
-        let change = changed.then(|| crate::runtime::Change::Certificates {
-            reason: certs::event_reason(&step_taken),
-            message: certs::describe(&step_taken),
-        });
         Ok(CertsPass {
-            message,
-            status: Some(status),
-            change,
+            message: o.message,
+            status: Some(o.status),
+            change: o.change,
         })
     }
 }

@@ -281,6 +281,13 @@ impl EtcdAdmin for FakeEtcd {
     fn move_leader<'a>(&'a self, _: &'a str, to: u64) -> BoxFuture<'a, Result<(), EtcdError>> {
         Box::pin(async move { self.record(format!("move-leader {to:x}")) })
     }
+
+    fn with_tls(
+        self: std::sync::Arc<Self>,
+        _tls: etcd_operator::etcd::ClientTls,
+    ) -> std::sync::Arc<dyn EtcdAdmin> {
+        self
+    }
 }
 
 /// The ConfigMap the operator would have written for a cluster bootstrapped with `n` members.

@@ -67,13 +67,13 @@ fn authority(setup: &Setup) -> certs::Authority {
 /// Whether every member has loaded exactly the recorded certificates and bundle.
 async fn members_on(setup: &Setup, auth: &certs::Authority) -> bool {
     let etcd = EtcdClient {
-        tls_dir: Some(tls_dir(setup)),
+        tls: Some(etcd_operator::etcd::ClientTls::Dir(tls_dir(setup))),
         ..EtcdClient::default()
     };
     let mut bundle = auth.bundle();
     bundle.sort();
     for i in 0..3 {
-        let Ok(text) = etcd.metrics(&https(setup, i)).await else {
+        let Ok(text) = etcd.read_metrics(&https(setup, i)).await else {
             return false;
         };
         let mut l = certs::loaded_from_metrics(&text);

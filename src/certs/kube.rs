@@ -1,0 +1,27 @@
+//! The Kubernetes side of the lifecycle's state: the authority lives in the `<cluster>-ca`
+//! Secret (the Secrets themselves are built in `build::secret` and applied with the rest).
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use super::Authority;
+use crate::build::secret;
+use crate::names::ClusterNames;
+
+/// The authority recorded in `<cluster>-ca`: `None` when the Secret does not exist (the
+/// cluster gets a new CA). A Secret that exists but cannot be read is an error, never a
+/// reason to make a new CA over the one the members trust.
+pub async fn read_authority(
+    client: &Client,
+    names: &ClusterNames,
+) -> Result<Option<Authority>, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &names.namespace);
+    let name = names.ca_secret();
+    match api.get_opt(&name).await {
+        Ok(None) => Ok(None),
+        Ok(Some(s)) => secret::authority(&s)
+            .map(Some)
+            .ok_or_else(|| format!("Secret {name} holds no readable {}", secret::AUTHORITY_KEY)),
+        Err(e) => Err(format!("failed to read Secret {name}: {e}")),
+    }
+}
