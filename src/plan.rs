@@ -187,6 +187,31 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
         return Plan::new(Step::Bootstrap, Some(bootstrap(cluster)), REQUEUE_BUSY);
     };
     let names = &cluster.names;
+    // Members created with http peer URLs cannot move to https (or back) by a restart: their
+    // peers would dial the old scheme. Until that migration is built, refuse the change.
+    let scheme = if names.peer_tls {
+        "https://"
+    } else {
+        "http://"
+    };
+    if let Some(m) = observed.member_configs.values().find(|m| {
+        m.initial_cluster
+            .iter()
+            .any(|(_, url)| !url.starts_with(scheme))
+    }) {
+        let problem = format!(
+            "spec.tls: {} was created with {} peer URLs; turning TLS on or off for a running cluster is not supported yet (restore spec.tls)",
+            m.name,
+            if names.peer_tls { "http" } else { "https" },
+        );
+        return Plan::new(
+            Step::Invalid {
+                problems: vec![problem],
+            },
+            None,
+            REQUEUE_BLOCKED,
+        );
+    }
     let current = sts.replicas;
     let keep = desired(cluster, observed, current);
     let changed = sts.spec_hash.as_deref() != Some(spec_hash(cluster).as_str());

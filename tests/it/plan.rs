@@ -440,6 +440,38 @@ fn an_invalid_spec_applies_nothing_whatever_was_observed() {
     }
 }
 
+/// Members created on http peer URLs are not restarted onto https ones (their peers would
+/// dial the old scheme and the cluster would split): the change is refused until the
+/// migration exists, and nothing is applied.
+#[test]
+fn turning_tls_on_for_a_running_cluster_is_refused() {
+    let plain = validated(&cluster("  replicas: 3\n"));
+    let observed = settled(&plain, 3, all_healthy(3));
+    let tls = validated(&cluster("  replicas: 3\n  tls:\n    enabled: true\n"));
+    let p = plan(Ok(&tls), &observed);
+    match &p.step {
+        Step::Invalid { problems } => {
+            assert!(
+                problems[0].contains("turning TLS on or off"),
+                "{problems:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.desired, None);
+    // The same spec on a cluster created with TLS plans normally.
+    let mut observed = settled(&tls, 3, all_healthy(3));
+    for m in observed.member_configs.values_mut() {
+        for (_, url) in &mut m.initial_cluster {
+            *url = url.replacen("http://", "https://", 1);
+        }
+    }
+    assert!(!matches!(
+        plan(Ok(&tls), &observed).step,
+        Step::Invalid { .. }
+    ));
+}
+
 #[test]
 fn bootstrap_members_start_new_and_later_members_join_existing() {
     let c = validated(&cluster("  replicas: 3\n"));
