@@ -82,6 +82,28 @@ pub async fn apply_secrets(
     Ok(())
 }
 
+/// Applies cert-manager `Certificate` objects.
+pub async fn apply_certificates(
+    client: &Client,
+    ns: &str,
+    certificates: &[kube::api::DynamicObject],
+) -> Result<(), Error> {
+    let ar = crate::build::certmanager::api_resource();
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for c in certificates {
+        let name = c.name_any();
+        api.patch(&name, &params, &Patch::Apply(c))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "Certificate".into(),
+                name,
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 async fn apply_one<K>(client: &Client, ns: &str, obj: &K) -> Result<(), Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>

@@ -154,11 +154,9 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         ClusterNames::of(&cluster).ok_or(Error::Malformed(validate::Error::MissingNamespace))?;
 
     // With TLS on, the operator talks to members with the cluster's own client certificate.
-    let tls_on = cluster
-        .spec
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.enabled && t.provider == crate::crd::TlsProvider::Auto);
+    use crate::crd::TlsProvider;
+    let provider = crate::certs::provider::enabled(cluster.spec.tls.as_ref()).map(|t| t.provider);
+    let tls_on = provider == Some(TlsProvider::Auto);
     let authority = if tls_on {
         crate::certs::kube::read_authority(&ctx.client, &names)
             .await
@@ -166,7 +164,21 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     } else {
         None
     };
-    let etcd: Arc<dyn EtcdAdmin> = match authority.as_ref().and_then(crate::certs::client_tls) {
+    // Auto: the operator's own certificate from its authority; cert-manager's or yours: the
+    // client Secret (absent until issued: members are then unreachable, as they would be).
+    let client_tls = match provider {
+        Some(TlsProvider::Auto) => authority.as_ref().and_then(crate::certs::client_tls),
+        Some(_) => match crate::certs::provider::client_secret(&names, cluster.spec.tls.as_ref()) {
+            Some(secret) => {
+                crate::certs::kube::read_client_tls(&ctx.client, &names.namespace, &secret)
+                    .await
+                    .map_err(Error::Certs)?
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let etcd: Arc<dyn EtcdAdmin> = match client_tls {
         Some(tls) => ctx.etcd.clone().with_tls(tls),
         None => ctx.etcd.clone(),
     };
@@ -232,6 +244,13 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         )
         .await?
     } else {
+        if provider == Some(TlsProvider::CertManager)
+            && let Some(tls) = validated.spec.tls.as_ref()
+            && let Some(issuer) = tls.cert_manager.as_ref()
+        {
+            let certificates = build::certmanager::build(&validated, tls, issuer);
+            apply::apply_certificates(&ctx.client, &names.namespace, &certificates).await?;
+        }
         None
     };
     let mut members = StatefulSetRuntime {

@@ -124,7 +124,9 @@ pub struct EtcdClusterSpec {
 /// TLS settings (`spec.tls`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("self.provider != 'CertManager' || has(self.certManager)")
-    .message("provider CertManager needs certManager.issuerRef"))]
+    .message("provider CertManager needs certManager"))]
+#[x_kube(validation = Rule::new("self.provider != 'Secrets' || has(self.secrets)")
+    .message("provider Secrets needs secrets"))]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
     /// Turn TLS on. With it off (the default) members speak plain HTTP/2.
@@ -152,6 +154,10 @@ pub struct TlsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_manager: Option<CertManagerIssuer>,
 
+    /// Your own Secrets, for provider `Secrets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<UserSecrets>,
+
     /// How long leaf certificates are valid, as a Go duration (default `8760h`, one year).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"))]
@@ -172,7 +178,7 @@ pub struct TlsSpec {
     pub key_algorithm: KeyAlgorithm,
 
     /// More names for the client certificate (load balancers, external DNS names, IPs).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, rename = "extraSANs", skip_serializing_if = "Vec::is_empty")]
     pub extra_sans: Vec<String>,
 }
 
@@ -206,6 +212,27 @@ pub struct CertManagerIssuer {
 
 fn issuer_kind() -> String {
     "Issuer".to_owned()
+}
+
+/// Secrets you provide (each with `tls.crt`, `tls.key` and `ca.crt`, as cert-manager and
+/// `kubectl create secret tls` plus a CA make them). The operator mounts them; members reload
+/// them when the kubelet updates the files.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSecrets {
+    /// The client port's certificate; its `ca.crt` holds the CAs client certificates are
+    /// checked against.
+    #[schemars(length(min = 1, max = 253))]
+    pub server_secret: String,
+    /// The members' peer certificate (valid for server and client authentication, naming
+    /// every member's host); its `ca.crt` holds the CAs of the members' certificates.
+    #[schemars(length(min = 1, max = 253))]
+    pub peer_secret: String,
+    /// A client certificate for the operator's own calls, with a `ca.crt` that trusts the
+    /// server certificate. Needed with `clientCertAuth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub client_secret: Option<String>,
 }
 
 /// Key algorithm of the certificates.

@@ -145,11 +145,22 @@ fn check_tls(spec: &crate::crd::EtcdClusterSpec, problems: &mut Vec<String>) {
     if let Err(e) = crate::certs::Settings::of(tls) {
         problems.push(e.to_string());
     }
-    if tls.provider != crate::crd::TlsProvider::Auto {
-        problems.push(format!(
-            "spec.tls.provider {:?} is not supported yet (use Auto)",
-            tls.provider
-        ));
+    match tls.provider {
+        crate::crd::TlsProvider::Auto => {}
+        crate::crd::TlsProvider::CertManager if tls.cert_manager.is_none() => {
+            problems.push("spec.tls.provider CertManager needs spec.tls.certManager".to_owned())
+        }
+        crate::crd::TlsProvider::CertManager => {}
+        crate::crd::TlsProvider::Secrets => match &tls.secrets {
+            None => problems.push("spec.tls.provider Secrets needs spec.tls.secrets".to_owned()),
+            Some(s) if tls.client && tls.client_cert_auth && s.client_secret.is_none() => {
+                problems.push(
+                    "spec.tls.secrets.clientSecret is needed with clientCertAuth: the operator presents it to the members"
+                        .to_owned(),
+                )
+            }
+            Some(_) => {}
+        },
     }
     if !tls.client && !tls.peer {
         problems.push("spec.tls: enabled, but neither client nor peer is on".to_owned());
@@ -451,7 +462,12 @@ mod tests {
             ),
             (
                 serde_json::json!({"enabled": true, "provider": "Secrets"}),
-                "spec.tls.provider Secrets is not supported yet",
+                "spec.tls.provider Secrets needs spec.tls.secrets",
+            ),
+            (
+                serde_json::json!({"enabled": true, "provider": "Secrets",
+                    "secrets": {"serverSecret": "s", "peerSecret": "p"}}),
+                "clientSecret is needed with clientCertAuth",
             ),
             (
                 serde_json::json!({"enabled": true, "client": false, "peer": false}),

@@ -114,7 +114,7 @@ pub fn render(
         };
         set("cert-file", file("peer.crt"));
         set("key-file", file("peer.key"));
-        set("trusted-ca-file", file("ca.crt"));
+        set("trusted-ca-file", file("peer-ca.crt"));
         set("client-cert-auth", Value::Bool(true));
         put("peer-transport-security", Value::Mapping(block));
     }

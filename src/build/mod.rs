@@ -1,6 +1,7 @@
 //! Build (pure): one builder per Kubernetes object, each from the validated cluster and the
 //! planner's [`Desired`](crate::model::Desired) state to a k8s-openapi struct, ready for server-side apply.
 
+pub mod certmanager;
 pub mod configmap;
 pub mod pdb;
 pub mod secret;

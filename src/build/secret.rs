@@ -55,10 +55,17 @@ pub fn build(cluster: &ValidatedCluster, auth: &Authority) -> Vec<Secret> {
             cluster,
             names.tls_secret(),
             "Opaque",
-            ["ca.crt", "server.crt", "server.key", "peer.crt", "peer.key"]
-                .into_iter()
-                .map(|n| (n, file(n)))
-                .collect(),
+            [
+                "ca.crt",
+                "server.crt",
+                "server.key",
+                "peer-ca.crt",
+                "peer.crt",
+                "peer.key",
+            ]
+            .into_iter()
+            .map(|n| (n, file(n)))
+            .collect(),
         ),
         secret(
             cluster,

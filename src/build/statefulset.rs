@@ -11,15 +11,17 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, ProjectedVolumeSource, SeccompProfile, SecretProjection,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeProjection,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{config_hash, meta, spec_hash};
+use crate::certs::provider::Mount;
 use crate::model::Desired;
 use crate::names::{
     CLIENT_PORT, CLIENT_PORT_NAME, CONFIG_DIR, CONFIG_HASH_ANNOTATION, CONFIG_VOLUME, CONTAINER,
@@ -61,18 +63,63 @@ pub fn build(cluster: &ValidatedCluster, desired: &Desired) -> StatefulSet {
         )
     };
 
-    if names.client_tls || names.peer_tls {
-        // The operator's certificates; the kubelet updates the files in place (an atomic
-        // switch of the volume's `..data` link) and the server reloads them.
-        volumes.push(Volume {
+    // The certificates; the kubelet updates the files in place (an atomic switch of the
+    // volume's `..data` link) and the server reloads them.
+    match crate::certs::provider::mount(names, spec.tls.as_ref()) {
+        None => {}
+        Some(Mount::Whole { secret }) => volumes.push(Volume {
             name: TLS_VOLUME.to_owned(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(names.tls_secret()),
+                secret_name: Some(secret),
                 default_mode: Some(0o440),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
-        });
+        }),
+        Some(Mount::Mapped { server, peer }) => {
+            let source = |secret: String, items: &[(&str, &str)]| VolumeProjection {
+                secret: Some(SecretProjection {
+                    name: secret,
+                    items: Some(
+                        items
+                            .iter()
+                            .map(|(key, path)| KeyToPath {
+                                key: (*key).to_owned(),
+                                path: (*path).to_owned(),
+                                mode: None,
+                            })
+                            .collect(),
+                    ),
+                    optional: Some(false),
+                }),
+                ..VolumeProjection::default()
+            };
+            volumes.push(Volume {
+                name: TLS_VOLUME.to_owned(),
+                projected: Some(ProjectedVolumeSource {
+                    default_mode: Some(0o440),
+                    sources: Some(vec![
+                        source(
+                            server,
+                            &[
+                                ("tls.crt", "server.crt"),
+                                ("tls.key", "server.key"),
+                                ("ca.crt", "ca.crt"),
+                            ],
+                        ),
+                        source(
+                            peer,
+                            &[
+                                ("tls.crt", "peer.crt"),
+                                ("tls.key", "peer.key"),
+                                ("ca.crt", "peer-ca.crt"),
+                            ],
+                        ),
+                    ]),
+                }),
+                ..Volume::default()
+            });
+        }
     }
 
     StatefulSet {

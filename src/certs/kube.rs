@@ -25,3 +25,31 @@ pub async fn read_authority(
         Err(e) => Err(format!("failed to read Secret {name}: {e}")),
     }
 }
+
+/// A client certificate Secret (`tls.crt`, `tls.key`, `ca.crt`) as the operator's client TLS;
+/// `None` while it does not exist (cert-manager has not issued it yet).
+pub async fn read_client_tls(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<crate::etcd::ClientTls>, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = match api.get_opt(name).await {
+        Ok(None) => return Ok(None),
+        Ok(Some(s)) => s,
+        Err(e) => return Err(format!("failed to read Secret {name}: {e}")),
+    };
+    let get = |k: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .ok_or_else(|| format!("Secret {name} has no {k}"))
+    };
+    Ok(Some(crate::etcd::ClientTls::Pem {
+        ca: get("ca.crt")?,
+        cert: get("tls.crt")?,
+        key: get("tls.key")?,
+    }))
+}

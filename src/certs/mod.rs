@@ -10,6 +10,7 @@
 
 pub mod issue;
 pub mod kube;
+pub mod provider;
 pub mod rotation;
 pub mod status;
 
@@ -203,7 +204,11 @@ pub fn apply(
 
 /// The files members and clients read, by name.
 pub fn files(auth: &Authority) -> Vec<(&'static str, String)> {
-    let mut out = vec![("ca.crt", auth.bundle_pem())];
+    // One bundle for both ports: the operator's CA signs clients and members alike.
+    let mut out = vec![
+        ("ca.crt", auth.bundle_pem()),
+        ("peer-ca.crt", auth.bundle_pem()),
+    ];
     for (name, leaf) in [
         ("server", &auth.server),
         ("peer", &auth.peer),

@@ -68,6 +68,7 @@ fn files_hold_the_bundle_and_each_pair_key_first() {
         names,
         [
             "ca.crt",
+            "peer-ca.crt",
             "server.key",
             "server.crt",
             "peer.key",

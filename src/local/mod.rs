@@ -393,6 +393,15 @@ async fn reconcile(etcd: &EtcdClient, members: &mut LocalMembers, cluster: &Etcd
     };
     let addressing = Addressing::Local(members.options.addressing);
     let validated = match validate::validate(cluster) {
+        // Locally the operator is the CA: there are no Secrets to take certificates from.
+        Ok(v)
+            if crate::certs::provider::enabled(v.spec.tls.as_ref())
+                .is_some_and(|t| t.provider != crate::crd::TlsProvider::Auto) =>
+        {
+            Err(vec![
+                "spec.tls.provider: the local runtime supports Auto only".to_owned(),
+            ])
+        }
         Ok(mut v) => {
             v.names.addressing = addressing;
             Ok(v)

@@ -442,3 +442,117 @@ fn a_user_affinity_replaces_the_default() {
     assert!(affinity.node_affinity.is_some());
     assert!(affinity.pod_anti_affinity.is_none());
 }
+
+/// The TLS volume by provider: the operator's Secret as is, or cert-manager's and your
+/// `kubernetes.io/tls` Secrets mapped onto the same file names.
+#[test]
+fn the_tls_volume_follows_the_provider() {
+    let volume = |spec: &str| {
+        let o = objects(spec);
+        let pod = o
+            .statefulset
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod");
+        pod.volumes
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == "tls")
+    };
+    assert!(volume("  replicas: 3\n").is_none());
+    let auto = volume("  replicas: 3\n  tls:\n    enabled: true\n").expect("tls volume");
+    assert_eq!(
+        auto.secret.and_then(|s| s.secret_name).as_deref(),
+        Some("main-tls")
+    );
+    let mapped = |v: k8s_openapi::api::core::v1::Volume| -> Vec<(String, String, String)> {
+        v.projected
+            .expect("projected")
+            .sources
+            .expect("sources")
+            .into_iter()
+            .flat_map(|s| {
+                let s = s.secret.expect("secret source");
+                let name = s.name.clone();
+                s.items
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |i| (name.clone(), i.key, i.path))
+            })
+            .collect()
+    };
+    let own = volume(
+        "  replicas: 3\n  tls:\n    enabled: true\n    provider: Secrets\n    secrets:\n      serverSecret: my-server\n      peerSecret: my-peer\n      clientSecret: my-client\n",
+    )
+    .expect("tls volume");
+    let files = mapped(own);
+    for want in [
+        ("my-server", "tls.crt", "server.crt"),
+        ("my-server", "ca.crt", "ca.crt"),
+        ("my-peer", "tls.key", "peer.key"),
+        ("my-peer", "ca.crt", "peer-ca.crt"),
+    ] {
+        assert!(
+            files
+                .iter()
+                .any(|(s, k, p)| (s.as_str(), k.as_str(), p.as_str()) == want),
+            "{want:?} not in {files:?}"
+        );
+    }
+    let cm = volume(
+        "  replicas: 3\n  tls:\n    enabled: true\n    provider: CertManager\n    certManager:\n      issuerName: ca-issuer\n",
+    )
+    .expect("tls volume");
+    let files = mapped(cm);
+    assert!(
+        files
+            .iter()
+            .any(|(s, _, p)| s == "main-server-tls" && p == "server.crt")
+    );
+    assert!(
+        files
+            .iter()
+            .any(|(s, _, p)| s == "main-peer-tls" && p == "peer.crt")
+    );
+}
+
+#[test]
+fn cert_manager_certificates_name_every_member_and_the_issuer() {
+    let c = validated(&cluster(
+        "  replicas: 3\n  tls:\n    enabled: true\n    provider: CertManager\n    validity: 2160h\n    extraSANs: [etcd.example.com, 10.1.2.3]\n    certManager:\n      issuerName: ca-issuer\n      issuerKind: ClusterIssuer\n",
+    ));
+    let tls = c.spec.tls.clone().expect("tls");
+    let issuer = tls.cert_manager.clone().expect("issuer");
+    let certs = etcd_operator::build::certmanager::build(&c, &tls, &issuer);
+    let names: Vec<String> = certs.iter().map(|c| c.name_any()).collect();
+    assert_eq!(names, ["main-server", "main-peer", "main-client"]);
+    let spec = |i: usize| &certs[i].data["spec"];
+    assert_eq!(spec(0)["secretName"], "main-server-tls");
+    assert_eq!(spec(0)["issuerRef"]["kind"], "ClusterIssuer");
+    assert_eq!(spec(0)["duration"], "2160h");
+    let dns: Vec<&str> = spec(0)["dnsNames"]
+        .as_array()
+        .expect("dnsNames")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        dns.contains(&"*.main-peer.db.svc") && dns.contains(&"etcd.example.com"),
+        "{dns:?}"
+    );
+    assert!(dns.contains(&"main-client.db.svc"), "{dns:?}");
+    assert!(
+        spec(0)["ipAddresses"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "10.1.2.3"))
+    );
+    let usages = spec(1)["usages"].as_array().expect("usages");
+    assert!(usages.iter().any(|u| u == "client auth") && usages.iter().any(|u| u == "server auth"));
+    assert_eq!(spec(2)["commonName"], "root");
+    assert_eq!(
+        certs[0].metadata.owner_references.as_ref().map(Vec::len),
+        Some(1)
+    );
+}

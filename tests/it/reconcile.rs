@@ -443,7 +443,14 @@ async fn a_tls_cluster_gets_its_certificates_before_its_members() {
                 .unwrap_or_default();
             assert_eq!(
                 keys,
-                ["ca.crt", "peer.crt", "peer.key", "server.crt", "server.key"]
+                [
+                    "ca.crt",
+                    "peer-ca.crt",
+                    "peer.crt",
+                    "peer.key",
+                    "server.crt",
+                    "server.key"
+                ]
             );
         }),
         checked(Method::PATCH, CLIENT_TLS, Reply::Echo, |b| {

@@ -161,10 +161,19 @@ pub async fn route_connections(
                         Err(_) => return,
                     };
                     let conn = stream.get_ref().1;
-                    if !tls.files().skip_san_verification
-                        && let Some(cert) = conn.peer_certificates().and_then(|c| c.first())
-                        && let Err(e) = check_peer_address(cert, remote.ip()).await
-                    {
+                    // DNS lookups inside are bounded as a whole by the hello's timeout.
+                    let check = async {
+                        match conn.peer_certificates().and_then(|c| c.first()) {
+                            Some(cert) if !tls.files().skip_san_verification => {
+                                check_peer_address(cert, remote.ip()).await
+                            }
+                            _ => Ok(()),
+                        }
+                    };
+                    let checked = tokio::time::timeout(HELLO_TIMEOUT, check)
+                        .await
+                        .unwrap_or_else(|_| Err("resolving its DNS names timed out".into()));
+                    if let Err(e) = checked {
                         tracing::warn!(%remote, error = %e, "rejected a peer connection: its certificate does not name its address");
                         return;
                     }

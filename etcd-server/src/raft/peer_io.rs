@@ -244,9 +244,12 @@ impl PeerIo {
             .filter(|(_, o)| o.conn.is_some())
             .filter_map(|(id, o)| {
                 let quiet = now - o.last_progress;
-                match o.pending() {
-                    0 if quiet >= wire::KEEPALIVE => Some((*id, false)),
-                    0 => None,
+                // Encrypted bytes still waiting count as pending: a peer that stopped
+                // reading is found as soon as with a plain stream.
+                let tls_waiting = o.conn.as_ref().is_some_and(|(_, s)| s.has_pending_tls());
+                match (o.pending(), tls_waiting) {
+                    (0, false) if quiet >= wire::KEEPALIVE => Some((*id, false)),
+                    (0, false) => None,
                     _ => (quiet >= wire::USER_TIMEOUT).then_some((*id, true)),
                 }
             })
@@ -343,6 +346,15 @@ impl PeerIo {
         self.out_tokens.insert(token, to);
         self.transport.set_connected(to, Some(now));
         tracing::debug!(peer = format!("{to:x}"), "raft stream connected");
+        // Bytes the handshake left inside a TLS connection raise no readiness event.
+        if self
+            .out
+            .get(&to)
+            .and_then(|o| o.conn.as_ref())
+            .is_some_and(|(_, s)| s.may_hold_input())
+        {
+            self.read_outgoing(to);
+        }
         self.flush(to);
     }
 
@@ -404,9 +416,7 @@ impl PeerIo {
         // TLS records of bytes taken earlier go first.
         match stream.flush_tls() {
             Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
-                return;
-            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
             Err(e) => {
                 tracing::debug!(peer = format!("{to:x}"), error = %e, "failed to write to a raft stream");
                 failed = true;

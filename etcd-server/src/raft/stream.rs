@@ -92,10 +92,15 @@ impl Stream {
         };
         drain(conn, &mut self.sock)?;
         let n = conn.writer().write(buf)?;
-        match drain(conn, &mut self.sock) {
-            Err(e) if e.kind() != ErrorKind::WouldBlock => Err(e),
-            _ => Ok(n),
-        }
+        // Once the connection took bytes, report them taken whatever the socket says: a
+        // retry must not encrypt them twice. A broken socket shows up on the next call.
+        let _ = drain(conn, &mut self.sock);
+        Ok(n)
+    }
+
+    /// Whether encrypted bytes wait in the connection for the socket.
+    pub(super) fn has_pending_tls(&self) -> bool {
+        self.tls.as_ref().is_some_and(|c| c.wants_write())
     }
 
     /// Writes the TLS records waiting in the connection; `WouldBlock` if some still wait.
@@ -113,11 +118,14 @@ impl Stream {
     }
 }
 
-/// Writes a connection's pending TLS records to the socket.
+/// Writes a connection's pending TLS records to the socket (`WouldBlock` when it is full).
 fn drain(conn: &mut rustls::Connection, sock: &mut mio::net::TcpStream) -> io::Result<()> {
     while conn.wants_write() {
-        if conn.write_tls(sock)? == 0 {
-            return Err(ErrorKind::WriteZero.into());
+        match conn.write_tls(sock) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())
