@@ -233,7 +233,8 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     // Membership calls go to the members that exist now.
     let existing = observed.statefulset.as_ref().map_or(0, |s| s.replicas);
     // Certificates before members: a new cluster's pods mount them.
-    let tls_status = if tls_on {
+    // A refused spec (a TLS toggle on a running cluster) issues nothing.
+    let tls_status = if tls_on && !matches!(plan.step, Step::Invalid { .. }) {
         certificates(
             &ctx,
             &cluster,

@@ -85,6 +85,12 @@ impl Settings {
                 reason: "must be shorter than validity".into(),
             });
         }
+        if renew_before >= ca_validity {
+            return Err(Error::Duration {
+                field: "renewBefore",
+                reason: "must be shorter than caValidity".into(),
+            });
+        }
         Ok(Self {
             policy: Policy {
                 validity: validity.as_secs(),
@@ -93,6 +99,7 @@ impl Settings {
                 client: spec.client,
                 peer: spec.peer,
                 client_cert_auth: spec.client && spec.client_cert_auth,
+                subjects: 0,
             },
             algorithm: spec.key_algorithm,
         })
@@ -119,6 +126,7 @@ fn issue_leaves(
     let one = |kind, cn: &str, sans: &[String]| {
         issue::leaf(&ca.issued(), kind, cn, sans, alg, v, now).map(|i| Stored::of(i, Some(&ca)))
     };
+    auth.issued_for = settings.policy.subjects;
     auth.server = Some(one(
         LeafKind::Server,
         &format!("{cluster}-server"),
@@ -181,9 +189,12 @@ pub fn apply(
         CertStep::Recover {
             new_ca: replace, ..
         } => {
-            if *replace {
-                auth.cas = vec![new_ca(cluster, settings, now)?];
-            }
+            // Only the signing CA stays trusted: a rotation cut short by the expiry ends here.
+            auth.cas = if *replace {
+                vec![new_ca(cluster, settings, now)?]
+            } else {
+                auth.cas.last().cloned().into_iter().collect()
+            };
             auth.phase = Phase::Idle;
             issue_leaves(auth, cluster, subjects, settings, now)?;
         }
@@ -333,8 +344,28 @@ pub async fn pass(
     if spec.provider != TlsProvider::Auto {
         return Ok(None);
     }
-    let settings = Settings::of(spec)?;
+    let mut settings = Settings::of(spec)?;
     let subjects = subjects(names, &spec.extra_sans);
+    settings.policy.subjects = {
+        use sha2::Digest;
+        let text = format!(
+            "{:?}|{}|{}",
+            settings.algorithm,
+            subjects.server.join(","),
+            subjects.peer.join(",")
+        );
+        let d = sha2::Sha256::digest(text.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&d[..8]);
+        u64::from_le_bytes(first)
+    };
+    if auth.signing_ca().is_none() && replicas > 0 {
+        // Members exist and trust some CA: a new one would lock them out of each other.
+        return Err(Error::Issue(format!(
+            "no certificate authority is recorded for {}, whose members exist: restore its CA record ({}-ca Secret, or tls/authority.json locally); refusing to make a new CA the members would not trust",
+            names.cluster, names.cluster
+        )));
+    }
     let annotation = |key: &str| {
         cluster
             .metadata

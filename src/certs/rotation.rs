@@ -80,6 +80,10 @@ pub struct Authority {
     /// The `rotate-ca` annotation value last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_ca: Option<String>,
+    /// What the leaves were issued for ([`Policy::subjects`]): new names or a new key
+    /// algorithm re-issue them.
+    #[serde(default)]
+    pub issued_for: u64,
 }
 
 impl Authority {
@@ -134,6 +138,8 @@ pub struct Policy {
     pub peer: bool,
     /// The client port trusts the bundle for client certificates.
     pub client_cert_auth: bool,
+    /// A digest of the names and key algorithm the leaves must have.
+    pub subjects: u64,
 }
 
 /// Rotations asked for through annotations (their current values).
@@ -251,30 +257,40 @@ pub fn next(
             reason: format!("the CA expired at {}", signing.info.not_after),
         };
     }
-    if let Some(leaf) = auth.leaves().find(|l| now >= l.info.not_after) {
+    // A leaf is no better than the CA that signed it.
+    let expires = |l: &Stored| {
+        let ca = auth
+            .cas
+            .iter()
+            .find(|c| l.issuer.as_deref() == Some(c.info.sha256.as_str()));
+        l.info
+            .not_after
+            .min(ca.map_or(i64::MAX, |c| c.info.not_after))
+    };
+    if let Some(leaf) = auth.leaves().find(|l| now >= expires(l)) {
         return CertStep::Recover {
             new_ca: false,
-            reason: format!(
-                "{} expired at {}",
-                leaf.info.common_name, leaf.info.not_after
-            ),
+            reason: format!("{} expired at {}", leaf.info.common_name, expires(leaf)),
         };
     }
-    // Nothing moves on while a member runs on older material.
     let waiting = unconfirmed(auth, policy, members);
-    if !waiting.is_empty() {
-        return CertStep::Wait {
-            reason: format!(
-                "waiting for {} to load the new material",
-                waiting.join("; ")
-            ),
-        };
-    }
+    let wait = || CertStep::Wait {
+        reason: format!(
+            "waiting for {} to load the new material",
+            waiting.join("; ")
+        ),
+    };
+    // The rotation's later steps take trust away from what members may still use: each
+    // waits until every member runs on the files on disk.
     match auth.phase {
-        Phase::TrustBoth => return CertStep::ReissueFromNewCa,
-        Phase::NewLeaves => return CertStep::DropOldCa,
+        Phase::TrustBoth if waiting.is_empty() => return CertStep::ReissueFromNewCa,
+        Phase::NewLeaves if waiting.is_empty() => return CertStep::DropOldCa,
+        Phase::TrustBoth | Phase::NewLeaves => return wait(),
         Phase::Idle => {}
     }
+    // Adding trust and renewing leaves from a trusted CA are safe with members behind (a
+    // member that is down reads the current files when it comes back): they do not wait, so
+    // one stuck member cannot let the others' certificates expire.
     let renew_at = |info: &CertInfo| info.not_after - policy.renew_before as i64;
     if now >= renew_at(&signing.info)
         || (requests.rotate_ca.is_some() && requests.rotate_ca != auth.rotated_ca)
@@ -306,6 +322,14 @@ pub fn next(
         return CertStep::RenewLeaves {
             reason: "requested by the rotate-certs annotation".into(),
         };
+    }
+    if auth.issued_for != policy.subjects {
+        return CertStep::RenewLeaves {
+            reason: "the names or the key algorithm changed".into(),
+        };
+    }
+    if !waiting.is_empty() {
+        return wait();
     }
     CertStep::Idle
 }

@@ -104,6 +104,14 @@ fn durations_are_go_durations_and_renewal_must_fit_validity() {
         .expect_err("renewBefore > validity")
         .to_string();
     assert!(e.contains("spec.tls.renewBefore"), "{e}");
+    let spec: crate::crd::TlsSpec = serde_yaml_ng::from_str(
+        "enabled: true\nvalidity: 24h\ncaValidity: 24h\nrenewBefore: 30h\n",
+    )
+    .expect("spec");
+    let e = Settings::of(&spec)
+        .expect_err("renewBefore > caValidity")
+        .to_string();
+    assert!(e.contains("renewBefore"), "{e}");
     let spec: crate::crd::TlsSpec =
         serde_yaml_ng::from_str("enabled: true\nvalidity: 1y\n").expect("spec");
     let e = Settings::of(&spec).expect_err("bad duration").to_string();

@@ -102,6 +102,7 @@ impl LocalCerts {
         let _ = std::fs::remove_file(&tmp);
         symlink(&version, &tmp).map_err(io("link", &tmp))?;
         let data = self.dir.join("..data");
+        let previous = std::fs::read_link(&data).ok();
         std::fs::rename(&tmp, &data).map_err(io("rename", &tmp))?;
         for (name, _) in &files {
             let link = self.dir.join(name);
@@ -110,21 +111,26 @@ impl LocalCerts {
             }
         }
         // Older versions go; the one just replaced stays a moment for readers that hold it.
-        let mut versions: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+        let keep = [Some(PathBuf::from(&version)), previous];
+        for entry in std::fs::read_dir(&self.dir)
             .map_err(io("read", &self.dir))?
             .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("..v"))
-            })
-            .collect();
-        versions.sort();
-        for old in versions.iter().rev().skip(2) {
-            let _ = std::fs::remove_dir_all(old);
+        {
+            let name = PathBuf::from(entry.file_name());
+            let is_version = name.to_str().is_some_and(|n| n.starts_with("..v"));
+            if is_version && !keep.contains(&Some(name)) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
         }
         Ok(())
+    }
+
+    /// Whether the published files are exactly `auth`'s (a crash between recording the
+    /// authority and publishing its files leaves them behind).
+    fn published(&self, auth: &Authority) -> bool {
+        certs::files(auth).iter().all(|(name, text)| {
+            std::fs::read_to_string(self.dir.join(name)).is_ok_and(|t| t == *text)
+        })
     }
 
     /// One pass of the certificate lifecycle for the members `0..replicas`.
@@ -149,7 +155,7 @@ impl LocalCerts {
         let Some(o) = outcome else {
             return Ok(CertsPass::default());
         };
-        if o.changed {
+        if o.changed || !self.published(&o.authority) {
             self.save(&o.authority)?;
         }
         Ok(CertsPass {

@@ -198,18 +198,71 @@ fn expired_material_is_replaced_without_waiting_for_members() {
 }
 
 #[test]
-fn a_member_that_does_not_answer_holds_every_step() {
-    let w = World::new("enabled: true\n");
+fn a_member_that_does_not_answer_holds_the_rotation_but_not_renewals() {
+    let mut w = World::new("enabled: true\n");
     let r = Requests {
         rotate_certs: Some("x".into()),
-        rotate_ca: None,
+        rotate_ca: Some("y".into()),
     };
     let mut m = members(&loaded(&w.auth));
     m[1].1 = None;
     let unix = crate::certs::issue::unix(w.now);
+    // Adding trust is safe with a member down: it reads the current files when it is back.
     let step = next(&w.auth, &w.s.policy, &r, &m, unix);
-    match step {
+    assert!(matches!(step, CertStep::AddCa { .. }), "{step:?}");
+    w.run(&step, &r);
+    // Re-issuing from the new CA is not: the member might not trust it yet.
+    let mut m = members(&loaded(&w.auth));
+    m[1].1 = None;
+    match next(&w.auth, &w.s.policy, &r, &m, unix) {
         CertStep::Wait { reason } => assert!(reason.contains("m1 (not answering)"), "{reason}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// An expiry in the middle of a CA rotation ends it: new leaves from the signing CA, and the
+/// old CA, whose leaves expired with it, leaves the bundle.
+#[test]
+fn recovery_in_a_rotation_keeps_only_the_signing_ca() {
+    let mut w = World::new("enabled: true\nvalidity: 2400h\ncaValidity: 240h\nrenewBefore: 48h\n");
+    let r = Requests {
+        rotate_certs: None,
+        rotate_ca: Some("1".into()),
+    };
+    w.now += Duration::from_secs(5 * DAY);
+    let step = w.next(&r, None);
+    assert!(matches!(step, CertStep::AddCa { .. }), "{step:?}");
+    w.run(&step, &r);
+    assert_eq!(w.auth.phase, Phase::TrustBoth);
+    // Stuck in TrustBoth (a member never confirms) until the old CA expires.
+    w.now += Duration::from_secs(6 * DAY);
+    let stuck = Loaded::default();
+    let step = w.next(&r, Some(&stuck));
+    assert!(
+        matches!(step, CertStep::Recover { new_ca: false, .. }),
+        "{step:?}"
+    );
+    let signing = w.auth.cas[1].info.sha256.clone();
+    w.run(&step, &r);
+    assert_eq!(w.auth.bundle(), vec![signing.clone()]);
+    assert_eq!(w.auth.phase, Phase::Idle);
+    assert!(
+        w.auth
+            .leaves()
+            .all(|l| l.issuer.as_deref() == Some(signing.as_str()))
+    );
+}
+
+#[test]
+fn new_names_or_a_new_algorithm_reissue_the_leaves() {
+    let mut w = World::new("enabled: true\n");
+    w.s.policy.subjects = 42;
+    let step = w.next(&Requests::default(), None);
+    match &step {
+        CertStep::RenewLeaves { reason } => assert!(reason.contains("names"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    w.run(&step, &Requests::default());
+    assert_eq!(w.auth.issued_for, 42);
+    assert_eq!(w.next(&Requests::default(), None), CertStep::Idle);
 }
