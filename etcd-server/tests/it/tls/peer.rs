@@ -300,7 +300,9 @@ fn a_running_cluster_moves_from_http_to_https_peers() {
             let id = list
                 .members()
                 .iter()
-                .find(|m| m.name() == format!("m{i}"))
+                // By peer URL: the name is published through Raft a moment after the member
+                // serves, and a busy machine may ask before it lands.
+                .find(|m| m.peer_urls().contains(&http[i]))
                 .expect("member")
                 .id();
             c.member_update(id, [url.clone()])
