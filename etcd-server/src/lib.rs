@@ -70,8 +70,46 @@ pub struct Listeners {
 pub struct BoundListener {
     /// The socket.
     pub listener: TcpListener,
-    /// Whether it serves TLS (an `https://` URL).
-    pub tls: bool,
+    /// What it serves.
+    pub schemes: Schemes,
+}
+
+/// What a listener serves: the schemes of the listen URLs on its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schemes {
+    /// Plain (`http://`).
+    Http,
+    /// TLS (`https://`).
+    Https,
+    /// Both, on one port (an `http://` and an `https://` URL with the same address, which
+    /// etcd refuses): each connection is told apart by its first byte, a TLS handshake or not.
+    /// This is how a running cluster moves between plain and TLS without a moment where a
+    /// member serves neither.
+    Both,
+}
+
+impl Schemes {
+    /// The schemes of the URLs (`true` for `https://`) on one address.
+    pub fn of(tls: impl IntoIterator<Item = bool>) -> Self {
+        let (mut plain, mut secure) = (false, false);
+        for t in tls {
+            if t {
+                secure = true;
+            } else {
+                plain = true;
+            }
+        }
+        match (plain, secure) {
+            (true, true) => Self::Both,
+            (false, true) => Self::Https,
+            _ => Self::Http,
+        }
+    }
+
+    /// Whether it serves TLS at all.
+    pub fn tls(self) -> bool {
+        self != Self::Http
+    }
 }
 
 /// Errors from [`run`].
@@ -147,7 +185,8 @@ pub async fn run(
         .map(|t| tokio::spawn(t.clone().watch()))
         .collect();
     for listener in listeners.client {
-        let tls = listener.tls.then(|| client_tls.clone()).flatten();
+        let schemes = listener.schemes;
+        let tls = schemes.tls().then(|| client_tls.clone()).flatten();
         let listener = listener.listener;
         let s = server.clone();
         let mut routes = tonic::service::Routes::builder();
@@ -191,13 +230,14 @@ pub async fn run(
         let service = serve::ClientService::new(app, s.clone(), max_msg);
         let stop = client_stop.subscribe();
         tasks.push(tokio::spawn(async move {
-            serve::serve(listener, service, stop, tls)
+            serve::serve(listener, service, stop, tls, schemes)
                 .await
                 .map_err(RunError::Http)
         }));
     }
     for listener in listeners.peer {
-        let tls = listener.tls.then(|| peer_tls.clone()).flatten();
+        let schemes = listener.schemes;
+        let tls = schemes.tls().then(|| peer_tls.clone()).flatten();
         let listener = listener.listener;
         let mut stop = stop_tx.subscribe();
         let svc = crate::proto::peerpb::peer_server::PeerServer::new(api::peer::PeerService::new(
@@ -212,7 +252,7 @@ pub async fn run(
         let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(64);
         let (s, accept_stop) = (server.clone(), stop_tx.subscribe());
         tasks.push(tokio::spawn(async move {
-            api::peer::route_connections(listener, tls, s, grpc_tx, accept_stop).await;
+            api::peer::route_connections(listener, tls, schemes, s, grpc_tx, accept_stop).await;
             Ok(())
         }));
         tasks.push(tokio::spawn(async move {
@@ -233,7 +273,7 @@ pub async fn run(
         let stopped = async move {
             let _ = stop.recv().await;
         };
-        let tls = listener.tls.then(|| client_tls.clone()).flatten();
+        let tls = listener.schemes.tls().then(|| client_tls.clone()).flatten();
         tasks.push(tokio::spawn(async move {
             match tls {
                 Some(tls) => {

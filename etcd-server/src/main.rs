@@ -153,26 +153,8 @@ fn main() -> anyhow::Result<()> {
     };
     let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     rt.block_on(async move {
-        let mut client = Vec::new();
-        for url in &config.listen_client {
-            let addr = url.addr;
-            client.push(etcd_server::BoundListener {
-                listener: tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("failed to listen on client address {addr}"))?,
-                tls: url.tls,
-            });
-        }
-        let mut peer = Vec::new();
-        for url in &config.listen_peer {
-            let addr = url.addr;
-            peer.push(etcd_server::BoundListener {
-                listener: tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("failed to listen on peer address {addr}"))?,
-                tls: url.tls,
-            });
-        }
+        let client = bind_all(&config.listen_client, "client").await?;
+        let peer = bind_all(&config.listen_peer, "peer").await?;
         let mut metrics = Vec::new();
         for url in &config.listen_metrics {
             let addr = url.addr;
@@ -180,7 +162,7 @@ fn main() -> anyhow::Result<()> {
                 listener: tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("failed to listen on metrics address {addr}"))?,
-                tls: url.tls,
+                schemes: etcd_server::Schemes::of([url.tls]),
             });
         }
         let shutdown = async {
@@ -211,4 +193,30 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Binds one listener per address of `urls`: an `http://` and an `https://` URL on the same
+/// address share it (see [`etcd_server::Schemes::Both`]).
+async fn bind_all(
+    urls: &[etcd_server::config::ListenUrl],
+    what: &str,
+) -> anyhow::Result<Vec<etcd_server::BoundListener>> {
+    let mut addrs: Vec<std::net::SocketAddr> = Vec::new();
+    for url in urls {
+        if !addrs.contains(&url.addr) {
+            addrs.push(url.addr);
+        }
+    }
+    let mut out = Vec::new();
+    for addr in addrs {
+        let schemes =
+            etcd_server::Schemes::of(urls.iter().filter(|u| u.addr == addr).map(|u| u.tls));
+        out.push(etcd_server::BoundListener {
+            listener: tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("failed to listen on {what} address {addr}"))?,
+            schemes,
+        });
+    }
+    Ok(out)
 }

@@ -78,6 +78,7 @@ pub async fn serve(
     service: ClientService,
     mut stop: watch::Receiver<bool>,
     tls: Option<Arc<crate::tls::ReloadingTls>>,
+    schemes: crate::Schemes,
 ) -> std::io::Result<()> {
     let mut conns = JoinSet::new();
     let conn_stop = stop.clone();
@@ -90,30 +91,39 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    let (service, stop) = (service.clone(), conn_stop.clone());
-                    match &tls {
-                        None => {
-                            conns.spawn(connection(tcp, service, stop));
-                        }
-                        // The handshake runs on the connection's task, with the material in
-                        // use right now (a reload affects only later connections).
-                        Some(tls) => {
-                            let acceptor = tls.acceptor();
-                            conns.spawn(async move {
-                                let shake = tokio::time::timeout(
+                    let (service, stop, tls) = (service.clone(), conn_stop.clone(), tls.clone());
+                    // The handshake runs on the connection's task, with the material in use
+                    // right now (a reload affects only later connections).
+                    conns.spawn(async move {
+                        let tls = match (tls, schemes) {
+                            (Some(tls), crate::Schemes::Both) => {
+                                let opens = crate::tls::opens_with_handshake(
+                                    &tcp,
                                     crate::tls::HANDSHAKE_TIMEOUT,
-                                    acceptor.accept(tcp),
                                 );
-                                match shake.await {
-                                    Ok(Ok(stream)) => connection(stream, service, stop).await,
-                                    Ok(Err(e)) => {
-                                        tracing::debug!(%peer, error = %e, "TLS handshake failed")
-                                    }
-                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                match opens.await {
+                                    Some(true) => Some(tls),
+                                    Some(false) => None,
+                                    None => return,
                                 }
-                            });
+                            }
+                            (tls, _) => tls,
+                        };
+                        let Some(tls) = tls else {
+                            return connection(tcp, service, stop).await;
+                        };
+                        let shake = tokio::time::timeout(
+                            crate::tls::HANDSHAKE_TIMEOUT,
+                            tls.acceptor().accept(tcp),
+                        );
+                        match shake.await {
+                            Ok(Ok(stream)) => connection(stream, service, stop).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
-                    }
+                    });
                 }
                 // Out of file descriptors and the like: wait instead of spinning.
                 Err(e) => {

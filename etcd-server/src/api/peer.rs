@@ -122,6 +122,7 @@ impl AsyncWrite for PeerConn {
 pub async fn route_connections(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<ReloadingTls>>,
+    schemes: crate::Schemes,
     server: Arc<EtcdServer>,
     grpc: tokio::sync::mpsc::Sender<std::io::Result<PeerConn>>,
     mut stop: tokio::sync::broadcast::Receiver<()>,
@@ -142,6 +143,18 @@ pub async fn route_connections(
         let _ = tcp.set_nodelay(true);
         let (server, grpc, tls) = (server.clone(), grpc.clone(), tls.clone());
         tokio::spawn(async move {
+            // A port serving both schemes (a cluster moving between them): TLS when the
+            // connection opens with a handshake.
+            let tls = match (tls, schemes) {
+                (Some(tls), crate::Schemes::Both) => {
+                    match crate::tls::opens_with_handshake(&tcp, HELLO_TIMEOUT).await {
+                        Some(true) => Some(tls),
+                        Some(false) => None,
+                        None => return,
+                    }
+                }
+                (tls, _) => tls,
+            };
             match tls {
                 None if is_raft_stream(&tcp).await => {
                     accept_raft_stream(server, tcp, |s| Ok(RaftStream::plain(s.into_std()?))).await;

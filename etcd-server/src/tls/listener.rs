@@ -1,4 +1,5 @@
-//! The metrics port's TLS listener for axum, and `--auto-tls` / `--peer-auto-tls`'s
+//! The metrics port's TLS listener for axum, telling TLS from plain on a port that serves
+//! both, and `--auto-tls` / `--peer-auto-tls`'s
 //! self-signed certificates.
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,18 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.inner.local_addr()
+    }
+}
+
+/// On a port that serves both schemes: whether a new connection opens with a TLS handshake
+/// record (content type 22), looked at without taking it. `None` when the client closed or
+/// sent nothing within `timeout` (every protocol on these ports has the client speak first).
+pub async fn opens_with_handshake(tcp: &tokio::net::TcpStream, timeout: Duration) -> Option<bool> {
+    const HANDSHAKE_RECORD: u8 = 0x16;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) => Some(first[0] == HANDSHAKE_RECORD),
+        _ => None,
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use rustls::{ClientConfig, ServerConfig};
 
-pub use listener::{METRICS_HANDSHAKE, TlsListener, auto_tls};
+pub use listener::{METRICS_HANDSHAKE, TlsListener, auto_tls, opens_with_handshake};
 pub use verify::check_peer_address;
 
 /// How often the certificate files are checked for changes.

@@ -619,6 +619,56 @@ fn client_certificates_must_name_the_allowed_hostname() {
     assert!(!ok, "a certificate naming another host got in");
 }
 
+/// An `http://` and an `https://` client URL on the same address share one port (etcd
+/// refuses this; the operator uses it to move a running cluster between the schemes): etcdctl
+/// gets in both ways, and the TLS side still wants a client certificate.
+#[test]
+fn one_port_serves_http_and_https_together() {
+    let certs = CertSet::new();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (port, peer) = (free_port(), free_port());
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let mut p = Proc::launch(
+        Kind::Ours,
+        Spec {
+            name: "default".into(),
+            client_url: format!("http://127.0.0.1:{port},https://127.0.0.1:{port}"),
+            peer_url: peer_url.clone(),
+            advertise_peer_url: peer_url.clone(),
+            initial_cluster: format!("default={peer_url}"),
+            initial_cluster_state: "new".into(),
+            data_dir: tmp.path().join("data"),
+            extra: certs.server_flags(),
+        },
+    );
+    let (http, https) = (
+        format!("http://127.0.0.1:{port}"),
+        format!("https://127.0.0.1:{port}"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ctl(&certs, &https, Some("client"), &["put", "k", "tls"]).0 {
+        assert!(p.is_running(), "exited:\n{}", p.log());
+        assert!(Instant::now() < deadline, "not ready:\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, out, err) = ctl(&certs, &http, None, &["get", "k", "--print-value-only"]);
+    assert!(ok && out.trim() == "tls", "plain read: {out} {err}");
+    let (ok, _, err) = ctl(&certs, &http, None, &["put", "k", "plain"]);
+    assert!(ok, "plain write: {err}");
+    let (ok, out, err) = ctl(
+        &certs,
+        &https,
+        Some("client"),
+        &["get", "k", "--print-value-only"],
+    );
+    assert!(ok && out.trim() == "plain", "TLS read: {out} {err}");
+    let (ok, _, _) = ctl(&certs, &https, None, &["get", "k"]);
+    assert!(!ok, "TLS without a client certificate got in");
+    let (ok, _, _) = ctl(&certs, &https, Some("stranger"), &["get", "k"]);
+    assert!(!ok, "another CA's certificate got in");
+    p.stop();
+}
+
 /// An `https://` `--listen-metrics-urls` serves `/metrics` and `/health` with the client
 /// port's certificates, and refuses a client without a certificate.
 #[test]
