@@ -153,11 +153,11 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     let names =
         ClusterNames::of(&cluster).ok_or(Error::Malformed(validate::Error::MissingNamespace))?;
 
-    // With TLS on, the operator talks to members with the cluster's own client certificate.
+    // With TLS on, the operator talks to members with the cluster's own client certificate;
+    // also with `spec.tls` turned off, while members may still serve TLS only.
     use crate::crd::TlsProvider;
-    let provider = crate::certs::provider::enabled(cluster.spec.tls.as_ref()).map(|t| t.provider);
-    let tls_on = provider == Some(TlsProvider::Auto);
-    let authority = if tls_on {
+    let provider = cluster.spec.tls.as_ref().map(|t| t.provider);
+    let authority = if provider == Some(TlsProvider::Auto) {
         crate::certs::kube::read_authority(&ctx.client, &names)
             .await
             .map_err(Error::Certs)?
@@ -232,9 +232,12 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
 
     // Membership calls go to the members that exist now.
     let existing = observed.statefulset.as_ref().map_or(0, |s| s.replicas);
+    // Built as planned: a cluster moving between plain and TLS serves both.
+    let validated = validated.tls_moving(plan.tls_moving);
+    let tls = crate::certs::provider::effective(&validated.names, validated.spec.tls.as_ref());
+    let provider = tls.as_ref().map(|t| t.provider);
     // Certificates before members: a new cluster's pods mount them.
-    // A refused spec (a TLS toggle on a running cluster) issues nothing.
-    let tls_status = if tls_on && !matches!(plan.step, Step::Invalid { .. }) {
+    let tls_status = if provider == Some(TlsProvider::Auto) {
         certificates(
             &ctx,
             &cluster,
@@ -245,8 +248,9 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         )
         .await?
     } else {
-        if provider == Some(TlsProvider::CertManager)
-            && let Some(tls) = validated.spec.tls.as_ref()
+        if let Some(tls) = tls
+            .as_ref()
+            .filter(|t| t.provider == TlsProvider::CertManager)
             && let Some(issuer) = tls.cert_manager.as_ref()
         {
             let certificates = build::certmanager::build(&validated, tls, issuer);

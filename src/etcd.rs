@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcd_api::proto::etcdserverpb::{
     MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
-    MoveLeaderRequest, StatusRequest, cluster_client::ClusterClient,
+    MemberUpdateRequest, MoveLeaderRequest, StatusRequest, cluster_client::ClusterClient,
     maintenance_client::MaintenanceClient,
 };
 use futures::future::BoxFuture;
@@ -112,6 +112,13 @@ pub trait EtcdAdmin: Send + Sync + 'static {
         leader_endpoint: &'a str,
         to: u64,
     ) -> BoxFuture<'a, Result<(), Error>>;
+    /// Sets member `id`'s peer URLs to `[peer_url]` (`MemberUpdate`).
+    fn update_peer_url<'a>(
+        &'a self,
+        endpoints: &'a [String],
+        id: u64,
+        peer_url: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>>;
     /// The `/metrics` text at `url` (which certificates a member has loaded).
     fn metrics<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<String, Error>> {
         Box::pin(async move {
@@ -211,13 +218,40 @@ struct Conn {
 }
 
 impl EtcdClient {
-    /// One connection to `endpoint`, with TLS for `https://`.
+    /// One connection to `endpoint`, with TLS for `https://`. With the cluster's client
+    /// certificate at hand, TLS is tried first and plain second, whatever `endpoint` says:
+    /// while a cluster moves between plain and TLS, members not yet restarted serve only the
+    /// scheme they had. (Only this order tells at connect time: a TLS handshake with a plain
+    /// member fails at once, while HTTP/2 to a TLS member looks connected until the first
+    /// call.)
     async fn channel(&self, endpoint: &str) -> Result<(Channel, String), CallError> {
         let url = if endpoint.contains("://") {
             endpoint.to_owned()
         } else {
             format!("http://{endpoint}")
         };
+        if self.tls.is_none() {
+            return self.channel_to(&url).await;
+        }
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .unwrap_or(&url);
+        let (secure, plain) = (format!("https://{rest}"), format!("http://{rest}"));
+        match self.channel_to(&secure).await {
+            Ok(c) => Ok(c),
+            Err(e) => self.channel_to(&plain).await.map_err(|plain_error| {
+                if url.starts_with("https://") {
+                    e
+                } else {
+                    plain_error
+                }
+            }),
+        }
+    }
+
+    async fn channel_to(&self, url: &str) -> Result<(Channel, String), CallError> {
+        let (url, endpoint) = (url.to_owned(), url);
         let mut ep = Endpoint::from_shared(url.clone())
             .map_err(|e| CallError::Connect(format!("bad endpoint {endpoint}: {e}")))?
             .connect_timeout(self.connect_timeout)
@@ -458,6 +492,26 @@ impl EtcdAdmin for EtcdClient {
         Box::pin(async move {
             self.on_each(endpoints, "remove a member", true, |mut c| async move {
                 c.cluster.member_remove(MemberRemoveRequest { id }).await
+            })
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn update_peer_url<'a>(
+        &'a self,
+        endpoints: &'a [String],
+        id: u64,
+        peer_url: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            self.on_each(endpoints, "update a member", true, |mut c| async move {
+                c.cluster
+                    .member_update(MemberUpdateRequest {
+                        id,
+                        peer_ur_ls: vec![peer_url.to_owned()],
+                    })
+                    .await
             })
             .await?;
             Ok(())

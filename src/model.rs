@@ -65,21 +65,30 @@ pub struct Desired {
 }
 
 /// Hash of everything in the spec except `replicas`, plus the operator version (a new
-/// operator may build different pods). The planner compares it with the StatefulSet's
+/// operator may build different pods) and whether the cluster moves between plain and TLS. The planner compares it with the StatefulSet's
 /// annotation to know whether a rollout is pending.
 pub fn spec_hash(cluster: &ValidatedCluster) -> String {
     let mut spec = serde_json::to_value(&cluster.spec).unwrap_or_default();
     if let Some(obj) = spec.as_object_mut() {
         obj.remove("replicas");
     }
-    fnv64_hex(&format!("{}|{spec}", env!("CARGO_PKG_VERSION")))
+    // Moving between plain and TLS builds other pods (both schemes on each port).
+    let moving = if cluster.names.tls_moving {
+        "|tls-moving"
+    } else {
+        ""
+    };
+    fnv64_hex(&format!("{}|{spec}{moving}", env!("CARGO_PKG_VERSION")))
 }
 
 /// Hash of the server options written to the configuration files; on the pod template so that
 /// changing them rolls the pods.
 pub fn config_hash(cluster: &ValidatedCluster) -> String {
     let options = serde_json::to_value(&cluster.spec.server).unwrap_or_default();
-    fnv64_hex(&options.to_string())
+    // The files' listen URLs and TLS blocks too: moving between plain and TLS changes only
+    // them, and each step must restart the pods.
+    let tls = serde_json::to_value(&cluster.spec.tls).unwrap_or_default();
+    fnv64_hex(&format!("{options}|{tls}|{}", cluster.names.tls_moving))
 }
 
 /// FNV-1a, 64 bits: stable across Rust releases, unlike `DefaultHasher`.

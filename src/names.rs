@@ -113,6 +113,10 @@ pub struct ClusterNames {
     pub client_tls: bool,
     /// Members reach each other over TLS (`https://` peer URLs).
     pub peer_tls: bool,
+    /// The cluster is moving between plain and TLS (turned on or off while it runs): members
+    /// serve both schemes on each port and hold the TLS material, until every member
+    /// advertises the wanted scheme. Set by the planner from what it observes.
+    pub tls_moving: bool,
 }
 
 impl ClusterNames {
@@ -126,7 +130,18 @@ impl ClusterNames {
             addressing: Addressing::Dns,
             client_tls: tls.is_some_and(|t| t.client),
             peer_tls: tls.is_some_and(|t| t.peer),
+            tls_moving: false,
         })
+    }
+
+    /// Whether members serve TLS to clients (as wanted, or while moving).
+    pub fn serves_client_tls(&self) -> bool {
+        self.client_tls || self.tls_moving
+    }
+
+    /// Whether members serve TLS to each other (as wanted, or while moving).
+    pub fn serves_peer_tls(&self) -> bool {
+        self.peer_tls || self.tls_moving
     }
 
     /// The StatefulSet (and PodDisruptionBudget) name.
@@ -213,16 +228,22 @@ impl ClusterNames {
         format!("{scheme}://{}:{}", self.member_host(i), self.client_port())
     }
 
-    /// The URL member `i` listens on for peers.
+    /// The URLs member `i` listens on for peers (both schemes on the one port while moving).
     pub fn listen_peer_url(&self, i: i32) -> String {
-        let scheme = Self::scheme(self.peer_tls);
-        format!("{scheme}://{}:{}", self.listen_host(i), self.peer_port())
+        self.listen_urls(self.peer_tls, self.listen_host(i), self.peer_port())
     }
 
-    /// The URL member `i` listens on for clients.
+    /// The URLs member `i` listens on for clients (both schemes while moving).
     pub fn listen_client_url(&self, i: i32) -> String {
-        let scheme = Self::scheme(self.client_tls);
-        format!("{scheme}://{}:{}", self.listen_host(i), self.client_port())
+        self.listen_urls(self.client_tls, self.listen_host(i), self.client_port())
+    }
+
+    fn listen_urls(&self, tls: bool, host: String, port: u16) -> String {
+        if self.tls_moving {
+            format!("http://{host}:{port},https://{host}:{port}")
+        } else {
+            format!("{}://{host}:{port}", Self::scheme(tls))
+        }
     }
 
     /// The client Service's DNS name.
@@ -249,7 +270,7 @@ impl ClusterNames {
     /// plain metrics port in a pod with client TLS, otherwise the client URL.
     pub fn metrics_url(&self, i: i32) -> String {
         match self.addressing {
-            Addressing::Dns if self.client_tls => {
+            Addressing::Dns if self.serves_client_tls() => {
                 format!("http://{}:{METRICS_PORT}", self.member_host(i))
             }
             _ => self.client_url(i),
@@ -324,6 +345,7 @@ mod tests {
             addressing: Addressing::Dns,
             client_tls: false,
             peer_tls: false,
+            tls_moving: false,
         };
         assert_eq!(n.peer_url(2), "http://main-2.main-peer.db.svc:2380");
         n.peer_tls = true;

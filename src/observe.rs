@@ -127,6 +127,10 @@ pub struct MemberView {
     pub is_learner: bool,
     /// Its answer to a status request.
     pub health: MemberHealth,
+    /// Its peer URL is `https://`.
+    pub peer_tls: bool,
+    /// Its advertised client URL is `https://`; `None` until it started and published one.
+    pub client_tls: Option<bool>,
 }
 
 /// A member's health.
@@ -355,6 +359,8 @@ pub async fn observe_etcd(etcd: &dyn EtcdAdmin, names: &ClusterNames, replicas: 
                 ordinal,
                 is_learner: m.is_learner,
                 health,
+                peer_tls: m.peer_urls.iter().any(|u| u.starts_with("https://")),
+                client_tls: m.client_urls.first().map(|u| u.starts_with("https://")),
             }
         }
     });

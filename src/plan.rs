@@ -135,6 +135,16 @@ pub enum Step {
         /// Member name.
         name: String,
     },
+    /// Moving between plain and TLS: every member serves both schemes now; move this
+    /// member's peer URL to the wanted scheme (`MemberUpdate`).
+    UpdatePeerUrl {
+        /// Member name.
+        name: String,
+        /// Member ID.
+        id: u64,
+        /// Its new peer URL.
+        peer_url: String,
+    },
     /// Blocked: nothing may safely change now.
     Wait {
         /// Why.
@@ -153,6 +163,9 @@ pub struct Plan {
     pub desired: Option<Desired>,
     /// When to look again.
     pub requeue_after: Duration,
+    /// The cluster moves between plain and TLS: build it with
+    /// [`ValidatedCluster::tls_moving`].
+    pub tls_moving: bool,
 }
 
 impl Plan {
@@ -161,6 +174,7 @@ impl Plan {
             step,
             desired,
             requeue_after,
+            tls_moving: false,
         }
     }
 }
@@ -186,32 +200,39 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
     let Some(sts) = &observed.statefulset else {
         return Plan::new(Step::Bootstrap, Some(bootstrap(cluster)), REQUEUE_BUSY);
     };
+    // TLS turned on or off while the cluster runs: members serve both schemes until every
+    // one advertises the wanted one (see `tls_moving`).
+    let moving = tls_moving(cluster, observed, sts);
+    let moved = cluster.tls_moving(moving);
+    let mut plan = steps(&moved, observed, sts);
+    plan.tls_moving = moving;
+    plan
+}
+
+/// Whether the cluster moves between plain and TLS: some member advertises a peer or client
+/// URL of the other scheme than `spec.tls` wants. Without etcd to ask, whatever the
+/// StatefulSet was last built as.
+fn tls_moving(
+    cluster: &ValidatedCluster,
+    observed: &Observed,
+    sts: &crate::observe::StatefulSetState,
+) -> bool {
     let names = &cluster.names;
-    // Members created with http peer URLs cannot move to https (or back) by a restart: their
-    // peers would dial the old scheme. Until that migration is built, refuse the change.
-    let scheme = if names.peer_tls {
-        "https://"
-    } else {
-        "http://"
-    };
-    if let Some(m) = observed.member_configs.values().find(|m| {
-        m.initial_cluster
-            .iter()
-            .any(|(_, url)| !url.starts_with(scheme))
-    }) {
-        let problem = format!(
-            "spec.tls: {} was created with {} peer URLs; turning TLS on or off for a running cluster is not supported yet (restore spec.tls)",
-            m.name,
-            if names.peer_tls { "http" } else { "https" },
-        );
-        return Plan::new(
-            Step::Invalid {
-                problems: vec![problem],
-            },
-            None,
-            REQUEUE_BLOCKED,
-        );
+    match &observed.etcd {
+        EtcdState::Reachable(view) => view.members.iter().any(|m| {
+            m.peer_tls != names.peer_tls || m.client_tls.is_some_and(|c| c != names.client_tls)
+        }),
+        _ => sts.spec_hash.as_deref() == Some(spec_hash(&cluster.tls_moving(true)).as_str()),
     }
+}
+
+/// [`plan`] for a cluster with a StatefulSet.
+fn steps(
+    cluster: &ValidatedCluster,
+    observed: &Observed,
+    sts: &crate::observe::StatefulSetState,
+) -> Plan {
+    let names = &cluster.names;
     let current = sts.replicas;
     let keep = desired(cluster, observed, current);
     let changed = sts.spec_hash.as_deref() != Some(spec_hash(cluster).as_str());
@@ -434,6 +455,33 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
                 REQUEUE_BUSY,
             ),
         };
+    }
+
+    // Moving between plain and TLS, every member on the template that serves both: each
+    // member's peer URL to the wanted scheme, one at a time. Client URLs follow by themselves
+    // (members advertise the wanted scheme once restarted). Membership waits until done.
+    if names.tls_moving {
+        let scheme = if names.peer_tls { "https" } else { "http" };
+        if let Some(m) = view
+            .members
+            .iter()
+            .find(|m| m.ordinal.is_some() && m.peer_tls != names.peer_tls)
+        {
+            let i = m.ordinal.unwrap_or_default();
+            return Plan::new(
+                Step::UpdatePeerUrl {
+                    name: names.member(i),
+                    id: m.id,
+                    peer_url: names.peer_url(i),
+                },
+                Some(keep),
+                REQUEUE_BUSY,
+            );
+        }
+        return wait(
+            format!("moving to {scheme}: waiting for every member to advertise it"),
+            keep,
+        );
     }
 
     // Scaling, one member at a time.

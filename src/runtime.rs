@@ -102,6 +102,13 @@ pub enum Change {
         /// Member name.
         name: String,
     },
+    /// A member's peer URL moved to the other scheme (TLS turned on or off).
+    PeerUrlMoved {
+        /// Member name.
+        name: String,
+        /// Its new peer URL.
+        peer_url: String,
+    },
     /// The certificate lifecycle took a step (`spec.tls`).
     Certificates {
         /// Event reason (`CertificatesIssued`, `CertificatesRenewed`, `CARotation`,
@@ -124,6 +131,7 @@ impl Change {
             Self::Readded { .. } => "MemberReadded",
             Self::Restarted { .. } => "MemberRestarted",
             Self::Wiped { .. } => "MemberWiped",
+            Self::PeerUrlMoved { .. } => "PeerUrlMoved",
             Self::Certificates { reason, .. } => reason,
         }
     }
@@ -137,6 +145,7 @@ impl Change {
             Self::Removed { .. } => "ScaleDown",
             Self::LostRemoved { .. } | Self::Readded { .. } | Self::Wiped { .. } => "Replace",
             Self::Restarted { .. } => "RollingUpdate",
+            Self::PeerUrlMoved { .. } => "MoveTls",
             Self::Certificates { .. } => "Certificates",
         }
     }
@@ -156,6 +165,9 @@ impl Change {
             }
             Self::Restarted { names } => format!("restarted {}", names.join(", ")),
             Self::Wiped { name } => format!("wiped the volume of {name}"),
+            Self::PeerUrlMoved { name, peer_url } => {
+                format!("moved {name}'s peer URL to {peer_url}")
+            }
             Self::Certificates { message, .. } => message.clone(),
         }
     }
@@ -223,6 +235,13 @@ pub async fn change_membership(
             Some(Change::Readded {
                 name: name.clone(),
                 id,
+            })
+        }
+        Step::UpdatePeerUrl { name, id, peer_url } => {
+            etcd.update_peer_url(&endpoints, *id, peer_url).await?;
+            Some(Change::PeerUrlMoved {
+                name: name.clone(),
+                peer_url: peer_url.clone(),
             })
         }
         _ => None,

@@ -194,6 +194,11 @@ pub fn compute(
             "ReplacingMember",
             format!("wiping the volume of {name}, whose data cannot join"),
         ),
+        Step::UpdatePeerUrl { name, peer_url, .. } => (
+            true,
+            "MovingTls",
+            format!("moving {name}'s peer URL to {peer_url}"),
+        ),
         Step::Wait { reason } if !formed => (true, "Bootstrapping", reason.clone()),
         Step::Wait { reason } => (false, "Blocked", reason.clone()),
         Step::InSync => (false, "InSync", "the cluster matches its spec".to_owned()),

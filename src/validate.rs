@@ -123,6 +123,16 @@ pub struct ValidatedCluster {
     pub warnings: Vec<SpecWarning>,
 }
 
+impl ValidatedCluster {
+    /// The same cluster while it moves between plain and TLS (see
+    /// [`ClusterNames::tls_moving`]).
+    pub fn tls_moving(&self, moving: bool) -> Self {
+        let mut c = self.clone();
+        c.names.tls_moving = moving;
+        c
+    }
+}
+
 /// Why validation failed.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {

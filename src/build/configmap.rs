@@ -88,13 +88,13 @@ pub fn render(
         .tls
         .as_ref()
         .is_some_and(|t| t.client_cert_auth);
-    if n.client_tls && n.addressing == Addressing::Dns {
+    if n.serves_client_tls() && n.addressing == Addressing::Dns {
         put(
             "listen-metrics-urls",
             text(format!("http://{}:{METRICS_PORT}", n.listen_host(ordinal))),
         );
     }
-    if n.client_tls {
+    if n.serves_client_tls() {
         let mut block = Mapping::new();
         let mut set = |k: &str, v: Value| {
             block.insert(Value::String(k.to_owned()), v);
@@ -107,7 +107,7 @@ pub fn render(
         }
         put("client-transport-security", Value::Mapping(block));
     }
-    if n.peer_tls {
+    if n.serves_peer_tls() {
         let mut block = Mapping::new();
         let mut set = |k: &str, v: Value| {
             block.insert(Value::String(k.to_owned()), v);

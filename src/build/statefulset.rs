@@ -277,7 +277,7 @@ fn http_probe(port: &str, path: &str, period: i32, timeout: i32, failures: i32) 
 fn container(cluster: &ValidatedCluster) -> Container {
     let names = &cluster.names;
     // With client TLS the probes use the plain metrics port.
-    let probe_port = if names.client_tls {
+    let probe_port = if names.serves_client_tls() {
         METRICS_PORT_NAME
     } else {
         CLIENT_PORT_NAME
@@ -296,7 +296,7 @@ fn container(cluster: &ValidatedCluster) -> Container {
             ..ContainerPort::default()
         },
     ];
-    if names.client_tls {
+    if names.serves_client_tls() {
         ports.push(ContainerPort {
             name: Some(METRICS_PORT_NAME.to_owned()),
             container_port: METRICS_PORT,
@@ -317,7 +317,7 @@ fn container(cluster: &ValidatedCluster) -> Container {
             ..VolumeMount::default()
         },
     ];
-    if names.client_tls || names.peer_tls {
+    if names.serves_client_tls() || names.serves_peer_tls() {
         mounts.push(VolumeMount {
             name: TLS_VOLUME.to_owned(),
             mount_path: TLS_DIR.to_owned(),

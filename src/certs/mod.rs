@@ -338,9 +338,12 @@ pub async fn pass(
     mut auth: Authority,
     waiting_since: &mut Option<i64>,
 ) -> Result<Option<Outcome>, Error> {
-    let Some(spec) = cluster.spec.tls.as_ref().filter(|t| t.enabled) else {
+    // `names` as planned: while the cluster moves between plain and TLS the material is
+    // needed either way.
+    let Some(spec) = provider::effective(names, cluster.spec.tls.as_ref()) else {
         return Ok(None);
     };
+    let spec = &spec;
     if spec.provider != TlsProvider::Auto {
         return Ok(None);
     }
@@ -359,12 +362,33 @@ pub async fn pass(
         first.copy_from_slice(&d[..8]);
         u64::from_le_bytes(first)
     };
+    // What each member has loaded, from its metrics (the plain metrics port, else the client
+    // port in whichever scheme answers).
+    let loaded = |i: i32| async move {
+        let text = match etcd.metrics(&names.metrics_url(i)).await {
+            Ok(text) => Ok(text),
+            Err(_) => etcd.metrics(&names.client_url(i)).await,
+        };
+        text.ok().map(|text| loaded_from_metrics(&text))
+    };
     if auth.signing_ca().is_none() && replicas > 0 {
-        // Members exist and trust some CA: a new one would lock them out of each other.
-        return Err(Error::Issue(format!(
-            "no certificate authority is recorded for {}, whose members exist: restore its CA record ({}-ca Secret, or tls/authority.json locally); refusing to make a new CA the members would not trust",
-            names.cluster, names.cluster
-        )));
+        // Members exist: a new CA is fine only if none of them serves TLS yet (TLS being
+        // turned on); members that trust some CA would be locked out of each other.
+        let mut plain = true;
+        for i in 0..replicas {
+            plain &= loaded(i).await.is_some_and(|l| {
+                l.server.is_none()
+                    && l.peer.is_none()
+                    && l.client_cas.is_empty()
+                    && l.peer_cas.is_empty()
+            });
+        }
+        if !plain {
+            return Err(Error::Issue(format!(
+                "no certificate authority is recorded for {}, whose members exist and serve TLS (or do not answer): restore its CA record ({}-ca Secret, or tls/authority.json locally); refusing to make a new CA the members would not trust",
+                names.cluster, names.cluster
+            )));
+        }
     }
     let annotation = |key: &str| {
         cluster
@@ -381,12 +405,7 @@ pub async fn pass(
     let mut members = Vec::new();
     if auth.signing_ca().is_some() {
         for i in 0..replicas {
-            let loaded = etcd
-                .metrics(&names.metrics_url(i))
-                .await
-                .ok()
-                .map(|text| loaded_from_metrics(&text));
-            members.push((names.member(i), loaded));
+            members.push((names.member(i), loaded(i).await));
         }
     }
     let now = SystemTime::now();

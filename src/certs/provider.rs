@@ -30,9 +30,30 @@ pub fn enabled(spec: Option<&TlsSpec>) -> Option<&TlsSpec> {
     spec.filter(|t| t.enabled && (t.client || t.peer))
 }
 
+/// The TLS settings in effect for `names`' cluster: the enabled spec, or while the cluster
+/// moves between plain and TLS (either way, see [`ClusterNames::tls_moving`]) the spec's
+/// settings with both sides on (defaults when `spec.tls` is gone), since members then serve
+/// both. `None` when TLS is off and settled.
+pub fn effective(names: &ClusterNames, spec: Option<&TlsSpec>) -> Option<TlsSpec> {
+    if let Some(tls) = enabled(spec) {
+        let mut tls = tls.clone();
+        if names.tls_moving {
+            (tls.client, tls.peer) = (true, true);
+        }
+        return Some(tls);
+    }
+    names.tls_moving.then(|| {
+        let mut tls = spec.cloned().unwrap_or_else(|| {
+            serde_json::from_str("{}").expect("every TlsSpec field has a default")
+        });
+        (tls.enabled, tls.client, tls.peer) = (true, true, true);
+        tls
+    })
+}
+
 /// The volume for `spec`; `None` with TLS off.
 pub fn mount(names: &ClusterNames, spec: Option<&TlsSpec>) -> Option<Mount> {
-    let tls = enabled(spec)?;
+    let tls = effective(names, spec)?;
     Some(match tls.provider {
         TlsProvider::Auto => Mount::Whole {
             secret: names.tls_secret(),
@@ -59,7 +80,7 @@ pub fn cert_manager_secret(names: &ClusterNames, role: &str) -> String {
 /// Where the operator finds its client certificate (`tls.crt`, `tls.key`, `ca.crt`) for
 /// providers other than `Auto` (which keeps it in its authority).
 pub fn client_secret(names: &ClusterNames, spec: Option<&TlsSpec>) -> Option<String> {
-    let tls = enabled(spec)?;
+    let tls = spec?;
     match tls.provider {
         TlsProvider::Auto => None,
         TlsProvider::CertManager => Some(cert_manager_secret(names, "client")),

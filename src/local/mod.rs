@@ -235,6 +235,7 @@ pub async fn run(
     };
     let mut last_certs: Option<String> = None;
     let mut tls_hint = false;
+    let mut tls_moving = false;
     let mut generation = 1;
     let mut seen = modified(&options.spec_file);
     let first = file::load_spec(&options.spec_file, "pending", generation)?;
@@ -269,10 +270,12 @@ pub async fn run(
         cluster.status = last_status.clone();
 
         members.supervise().await;
-        // Certificates first: a new cluster's members start with them.
+        // Certificates first: a new cluster's members start with them (and a cluster moving
+        // between plain and TLS, as last planned, needs them either way).
         let mut tls_status = None;
         if let Some(mut names) = ClusterNames::of(&cluster) {
             names.addressing = Addressing::Local(members.options.addressing);
+            names.tls_moving = tls_moving;
             let replicas = members.observe_members().0.map_or(0, |s| s.replicas);
             match certs.pass(&etcd, &cluster, &names, replicas).await {
                 Ok(pass) => {
@@ -318,6 +321,7 @@ pub async fn run(
             );
         }
         let pass = reconcile(&etcd, &mut members, &cluster).await;
+        tls_moving = pass.plan.as_ref().is_some_and(|p| p.tls_moving);
         let error = pass.error.as_ref().map(ToString::to_string);
         if let Some(change) = &pass.change {
             changes.push(change.clone());
@@ -437,6 +441,8 @@ async fn reconcile(etcd: &EtcdClient, members: &mut LocalMembers, cluster: &Etcd
     let plan = plan::plan(validated.as_ref().map_err(Vec::as_slice), &observed);
     if let Ok(v) = &validated {
         let current = observed.statefulset.as_ref().map_or(0, |s| s.replicas);
+        // Built as planned: a cluster moving between plain and TLS serves both.
+        let v = &v.tls_moving(plan.tls_moving);
         match runtime::execute(etcd as &dyn EtcdAdmin, members, v, current, &plan).await {
             Ok(Some(change)) => {
                 info!(change = ?change, "membership changed");

@@ -50,6 +50,7 @@ pub fn names() -> ClusterNames {
         addressing: Addressing::Dns,
         client_tls: false,
         peer_tls: false,
+        tls_moving: false,
     }
 }
 
@@ -70,6 +71,8 @@ pub fn healthy(i: i32) -> MemberView {
             version: "3.5.17".into(),
             raft_index: 10,
         },
+        peer_tls: false,
+        client_tls: Some(false),
     }
 }
 
@@ -280,6 +283,15 @@ impl EtcdAdmin for FakeEtcd {
 
     fn move_leader<'a>(&'a self, _: &'a str, to: u64) -> BoxFuture<'a, Result<(), EtcdError>> {
         Box::pin(async move { self.record(format!("move-leader {to:x}")) })
+    }
+
+    fn update_peer_url<'a>(
+        &'a self,
+        _: &'a [String],
+        id: u64,
+        peer_url: &'a str,
+    ) -> BoxFuture<'a, Result<(), EtcdError>> {
+        Box::pin(async move { self.record(format!("update {id:x} {peer_url}")) })
     }
 
     fn with_tls(

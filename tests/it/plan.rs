@@ -440,36 +440,109 @@ fn an_invalid_spec_applies_nothing_whatever_was_observed() {
     }
 }
 
-/// Members created on http peer URLs are not restarted onto https ones (their peers would
-/// dial the old scheme and the cluster would split): the change is refused until the
-/// migration exists, and nothing is applied.
+/// TLS turned on for a running plain cluster, then off again: every member first restarts
+/// onto files that serve both schemes on each port (with the TLS material), then each peer URL
+/// moves by `MemberUpdate`, one member at a time, then the members restart onto the wanted
+/// scheme alone. What the planner sees of the members (their advertised URLs) is all it
+/// decides from; without etcd it keeps whatever the StatefulSet was built as.
 #[test]
-fn turning_tls_on_for_a_running_cluster_is_refused() {
+fn tls_is_turned_on_and_off_for_a_running_cluster_through_both_schemes() {
+    use etcd_operator::build::configmap;
+    use etcd_operator::model::spec_hash;
     let plain = validated(&cluster("  replicas: 3\n"));
-    let observed = settled(&plain, 3, all_healthy(3));
     let tls = validated(&cluster("  replicas: 3\n  tls:\n    enabled: true\n"));
-    let p = plan(Ok(&tls), &observed);
-    match &p.step {
-        Step::Invalid { problems } => {
-            assert!(
-                problems[0].contains("turning TLS on or off"),
-                "{problems:?}"
-            )
+    let urls = |peer: bool, client: bool| {
+        let mut members = all_healthy(3);
+        for m in &mut members {
+            (m.peer_tls, m.client_tls) = (peer, Some(client));
         }
-        other => panic!("{other:?}"),
+        members
+    };
+    let hashed = |o: &mut Observed, hash: String| {
+        o.statefulset.as_mut().expect("sts").spec_hash = Some(hash);
+    };
+    for (from, to, old, new) in [(&plain, &tls, false, true), (&tls, &plain, true, false)] {
+        let moving_hash = spec_hash(&to.tls_moving(true));
+        // The spec changed: the template that serves both is applied first.
+        let o = settled(from, 3, urls(old, old));
+        let p = plan(Ok(to), &o);
+        assert_eq!(
+            (&p.step, p.tls_moving),
+            (&Step::RollOut, true),
+            "{old}→{new}"
+        );
+        let both = to.tls_moving(true);
+        let file =
+            configmap::render(&both, 0, &o.member_configs["main-0"], "/tls").expect("render");
+        assert!(
+            file.contains("listen-client-urls: http://0.0.0.0:2379,https://0.0.0.0:2379")
+                && file.contains("listen-peer-urls: http://0.0.0.0:2380,https://0.0.0.0:2380")
+                && file.contains("peer-transport-security")
+                && file.contains("client-transport-security"),
+            "{file}"
+        );
+        // Members restart onto it one at a time.
+        let mut o = with_stale(settled(from, 3, urls(old, old)), &[0, 1, 2]);
+        hashed(&mut o, moving_hash.clone());
+        assert_eq!(
+            plan(Ok(to), &o).step,
+            Step::RestartMembers {
+                names: vec!["main-1".into()]
+            }
+        );
+        // All restarted (advertising the new client scheme): peer URLs move one by one.
+        let mut o = settled(from, 3, urls(old, new));
+        hashed(&mut o, moving_hash.clone());
+        let n = &to.names;
+        assert_eq!(
+            plan(Ok(to), &o).step,
+            Step::UpdatePeerUrl {
+                name: "main-0".into(),
+                id: member_id(0),
+                peer_url: n.peer_url(0)
+            }
+        );
+        assert!(
+            n.peer_url(0)
+                .starts_with(if new { "https://" } else { "http://" })
+        );
+        let mut members = urls(old, new);
+        members[0].peer_tls = new;
+        let mut o = settled(from, 3, members);
+        hashed(&mut o, moving_hash.clone());
+        assert!(matches!(
+            plan(Ok(to), &o).step,
+            Step::UpdatePeerUrl { ref name, .. } if name == "main-1"
+        ));
+        // Moving is never a time for membership changes.
+        let grown = validated(&cluster(if new {
+            "  replicas: 5\n  tls:\n    enabled: true\n"
+        } else {
+            "  replicas: 5\n"
+        }));
+        let mut o = settled(from, 3, urls(old, new));
+        hashed(&mut o, spec_hash(&grown.tls_moving(true)));
+        assert!(matches!(
+            plan(Ok(&grown), &o).step,
+            Step::UpdatePeerUrl { .. }
+        ));
+        // Without etcd the planner keeps building both schemes.
+        let mut o = settled(from, 3, urls(old, new));
+        hashed(&mut o, moving_hash.clone());
+        o.etcd = EtcdState::Unreachable {
+            error: "refused".into(),
+        };
+        assert!(plan(Ok(to), &o).tls_moving);
+        // Every member advertises the new scheme: the template with it alone rolls out.
+        let mut o = settled(from, 3, urls(new, new));
+        hashed(&mut o, moving_hash);
+        let p = plan(Ok(to), &o);
+        assert_eq!((&p.step, p.tls_moving), (&Step::RollOut, false));
+        assert_eq!(
+            plan(Ok(to), &settled(to, 3, urls(new, new))).step,
+            Step::InSync
+        );
     }
-    assert_eq!(p.desired, None);
-    // The same spec on a cluster created with TLS plans normally.
-    let mut observed = settled(&tls, 3, all_healthy(3));
-    for m in observed.member_configs.values_mut() {
-        for (_, url) in &mut m.initial_cluster {
-            *url = url.replacen("http://", "https://", 1);
-        }
-    }
-    assert!(!matches!(
-        plan(Ok(&tls), &observed).step,
-        Step::Invalid { .. }
-    ));
 }
 
 #[test]

@@ -767,6 +767,7 @@ async fn a_settling_cluster_defers_the_whole_step() {
             members: bootstrap_configs(2).into_values().collect(),
         }),
         requeue_after: Duration::from_secs(5),
+        tls_moving: false,
     };
     for (refusal, deferred) in [
         ("etcdserver: unhealthy cluster", true),

@@ -320,3 +320,159 @@ async fn a_cluster_down_past_expiry_comes_back_with_new_certificates() {
     assert_eq!(got.kvs()[0].value(), b"expiry");
     rt.shutdown().await;
 }
+
+/// The cluster file with `spec.tls.enabled: on` and no annotations.
+fn write_tls_enabled(setup: &Setup, on: bool) {
+    let yaml = format!(
+        "apiVersion: etcd.rustops.dev/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: local\n\
+         spec:\n  replicas: 3\n  server:\n    heartbeatIntervalMs: 50\n    electionTimeoutMs: 500\n  tls:\n    enabled: {on}\n"
+    );
+    let tmp = setup.spec.with_extension("tmp");
+    std::fs::write(&tmp, yaml).expect("write spec");
+    std::fs::rename(&tmp, &setup.spec).expect("rename spec");
+}
+
+/// One put by a client that knows both schemes: TLS (from the files on disk) first, plain
+/// second, each over every member, a few tries within about six seconds. `Err` only when no
+/// member took it either way.
+async fn put_either_way(
+    dir: &std::path::Path,
+    plain: &[String],
+    secure: &[String],
+    key: &str,
+) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        if let Ok(mut c) = tls_client(dir, secure.to_vec()).await {
+            match c.put(key, "v", None).await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = format!("tls: {e}"),
+            }
+        }
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_millis(500))
+            .with_timeout(Duration::from_secs(2));
+        if let Ok(mut c) = etcd_client::Client::connect(plain.to_vec(), Some(options)).await {
+            match c.put(key, "v", None).await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = format!("plain: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(last)
+}
+
+/// Waits until the cluster is in sync with every member advertising `scheme` for peers and
+/// clients, as etcd's own member list says.
+async fn wait_scheme(setup: &Setup, rt: &mut Runtime, scheme: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let etcd = EtcdClient {
+        tls: Some(etcd_operator::etcd::ClientTls::Dir(tls_dir(setup))),
+        ..EtcdClient::default()
+    };
+    use etcd_operator::etcd::EtcdAdmin;
+    loop {
+        let synced = rt.report.borrow().as_ref().is_some_and(in_sync(3));
+        let endpoints: Vec<String> = (0..3).map(|i| setup.endpoint(i)).collect();
+        if synced && let Ok(list) = etcd.member_list(&endpoints).await {
+            let prefix = format!("{scheme}://");
+            let all = list.members.len() == 3
+                && list.members.iter().all(|m| {
+                    m.peer_urls.iter().all(|u| u.starts_with(&prefix))
+                        && !m.client_urls.is_empty()
+                        && m.client_urls.iter().all(|u| u.starts_with(&prefix))
+                });
+            if all {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster did not move to {scheme}:\n{}",
+            rt.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// `spec.tls.enabled` turned on for a running plain cluster, off again, and on again, under
+/// continuous writes: each move passes through members that serve both schemes on each port,
+/// so a client that tries TLS and then plain never finds the cluster closed to it, and every
+/// acknowledged write is there at the end. The member processes restart (twice per move,
+/// one at a time); certificates reloads never do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_turns_on_and_off_for_a_running_cluster_without_a_failed_write() {
+    let setup = Setup::new(Ipv4Addr::new(127, 0, 62, 10));
+    write_tls_enabled(&setup, false);
+    let mut rt = Runtime::start(setup.options(Duration::from_millis(300)));
+    wait_scheme(&setup, &mut rt, "http").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let writer = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let dir = tls_dir(&setup);
+        let plain: Vec<String> = (0..3).map(|i| setup.endpoint(i)).collect();
+        let secure: Vec<String> = (0..3).map(|i| https(&setup, i)).collect();
+        tokio::spawn(async move {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                seq += 1;
+                match put_either_way(&dir, &plain, &secure, &format!("move/{seq:08}")).await {
+                    Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
+                    Err(e) => {
+                        eprintln!("write {seq} failed: {e}");
+                        failed.fetch_add(1, Ordering::SeqCst)
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    for (on, scheme) in [(true, "https"), (false, "http"), (true, "https")] {
+        write_tls_enabled(&setup, on);
+        wait_scheme(&setup, &mut rt, scheme).await;
+        // The other scheme is gone.
+        let closed = if on {
+            client(&setup.endpoint(0))
+                .await
+                .get("k", None)
+                .await
+                .is_err()
+        } else {
+            match tls_client(&tls_dir(&setup), vec![https(&setup, 0)]).await {
+                Ok(mut c) => c.get("k", None).await.is_err(),
+                Err(_) => true,
+            }
+        };
+        let other = if on { "plain" } else { "TLS" };
+        assert!(closed, "{other} still answers after moving to {scheme}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "failed writes");
+    let acknowledged = ok.load(Ordering::SeqCst);
+    assert!(acknowledged > 100, "too few writes to mean anything");
+    let mut c = tls_client(&tls_dir(&setup), (0..3).map(|i| https(&setup, i)).collect())
+        .await
+        .expect("client");
+    let stored = c
+        .get(
+            "move/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .expect("count");
+    assert!(
+        stored.count() >= acknowledged as i64,
+        "{} stored, {acknowledged} acknowledged",
+        stored.count()
+    );
+    rt.shutdown().await;
+}

@@ -267,7 +267,10 @@ fn a_running_cluster_moves_from_http_to_https_peers() {
         .map(|_| format!("http://127.0.0.1:{}", free_port()))
         .collect();
     // Each member serves both schemes on its one peer port while the cluster moves.
-    let https: Vec<String> = http.iter().map(|u| u.replacen("http", "https", 1)).collect();
+    let https: Vec<String> = http
+        .iter()
+        .map(|u| u.replacen("http", "https", 1))
+        .collect();
     let listen: Vec<String> = (0..3)
         .map(|i| format!("{},{}", http[i], https[i]))
         .collect();
