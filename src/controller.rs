@@ -256,7 +256,12 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
             let certificates = build::certmanager::build(&validated, tls, issuer);
             apply::apply_certificates(&ctx.client, &names.namespace, &certificates).await?;
         }
-        None
+        match tls.as_ref() {
+            Some(tls) => {
+                Some(external_certificates(&ctx, &validated, tls, etcd.as_ref(), existing).await?)
+            }
+            None => None,
+        }
     };
     let mut members = StatefulSetRuntime {
         client: ctx.client.clone(),
@@ -283,6 +288,52 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     status::patch(&ctx.client, &cluster, &status).await?;
     ctx.failures().remove(&key(&cluster));
     Ok(Action::requeue(plan.requeue_after))
+}
+
+/// What the status shows of certificates the operator does not issue (`CertManager`,
+/// `Secrets`): what their Secrets hold, and whether every member has loaded it.
+async fn external_certificates(
+    ctx: &Context,
+    validated: &ValidatedCluster,
+    tls: &crate::crd::TlsSpec,
+    etcd: &dyn EtcdAdmin,
+    existing: i32,
+) -> Result<(crate::crd::TlsStatus, crate::certs::status::Readiness), Error> {
+    use crate::certs::provider::{Mount, client_secret, mount};
+    let names = &validated.names;
+    let mut wanted: Vec<(&'static str, String)> = Vec::new();
+    if let Some(Mount::Mapped { server, peer }) = mount(names, Some(tls)) {
+        wanted.extend([("server", server), ("peer", peer)]);
+    }
+    if let Some(client) = client_secret(names, Some(tls)) {
+        wanted.push(("client", client));
+    }
+    let mut secrets = Vec::new();
+    for (role, name) in wanted {
+        secrets.push(
+            crate::certs::kube::read_external(&ctx.client, &names.namespace, role, &name)
+                .await
+                .map_err(Error::Certs)?,
+        );
+    }
+    let mut members = Vec::new();
+    for i in 0..existing {
+        let loaded = etcd
+            .metrics(&names.metrics_url(i))
+            .await
+            .ok()
+            .map(|text| crate::certs::loaded_from_metrics(&text));
+        members.push((names.member(i), loaded));
+    }
+    let renew_before = crate::certs::Settings::of(tls)
+        .map(|s| s.policy.renew_before)
+        .map_err(|e| Error::Certs(e.to_string()))?;
+    Ok(crate::certs::status::external_status(
+        &secrets,
+        &members,
+        crate::certs::issue::unix(std::time::SystemTime::now()),
+        renew_before,
+    ))
 }
 
 /// One pass of the certificate lifecycle: the next step, the Secrets applied (every pass, so

@@ -53,3 +53,31 @@ pub async fn read_client_tls(
         key: get("tls.key")?,
     }))
 }
+
+/// `tls.crt` and `ca.crt` of a certificate Secret the operator does not issue, for
+/// `status.tls`; both `None` while the Secret does not exist.
+pub async fn read_external(
+    client: &Client,
+    namespace: &str,
+    role: &'static str,
+    name: &str,
+) -> Result<super::status::ExternalSecret, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("failed to read Secret {name}: {e}"))?;
+    let get = |k: &str| {
+        secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(k))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    };
+    Ok(super::status::ExternalSecret {
+        role,
+        name: name.to_owned(),
+        cert: get("tls.crt"),
+        ca: get("ca.crt"),
+    })
+}

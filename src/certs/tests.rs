@@ -161,3 +161,80 @@ fn the_condition_follows_the_lifecycle() {
     let (_, r) = status::tls_status(&auth, &CertStep::Idle, None, late + 20, renew);
     assert_eq!((r.ready, r.reason), (false, "Expired"));
 }
+
+/// `status.tls` for certificates in Secrets the operator does not issue: missing Secrets,
+/// members still on older certificates, an approaching expiry, and all well.
+#[test]
+fn external_certificates_are_reported_from_their_secrets_and_the_members() {
+    use status::{ExternalSecret, external_status};
+    let now = SystemTime::now();
+    let t = issue::unix(now);
+    let alg = KeyAlgorithm::EcdsaP256;
+    let ca = issue::new_ca("my-ca", alg, Duration::from_secs(90 * 86400), now).expect("ca");
+    let leaf = |kind, cn: &str, days: u64| {
+        issue::leaf(
+            &ca,
+            kind,
+            cn,
+            &[],
+            alg,
+            Duration::from_secs(days * 86400),
+            now,
+        )
+        .expect("leaf")
+    };
+    let (server, peer, client) = (
+        leaf(LeafKind::Server, "srv", 60),
+        leaf(LeafKind::Peer, "peer", 60),
+        leaf(LeafKind::Client, "root", 10),
+    );
+    let secret = |role, issued: &Issued| ExternalSecret {
+        role,
+        name: format!("my-{role}"),
+        cert: Some(issued.cert_pem.clone()),
+        ca: Some(ca.cert_pem.clone()),
+    };
+    let secrets = vec![
+        secret("server", &server),
+        secret("peer", &peer),
+        secret("client", &client),
+    ];
+    let on = |s: &Issued, p: &Issued| Loaded {
+        server: Some(s.info.sha256.clone()),
+        peer: Some(p.info.sha256.clone()),
+        ..Loaded::default()
+    };
+    let members = |loaded: Vec<Option<Loaded>>| -> Vec<(String, Option<Loaded>)> {
+        loaded
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| (format!("c-{i}"), l))
+            .collect()
+    };
+    let day = 86400;
+    // All loaded, the client certificate 10 days from expiry: Ready with 5 days' margin,
+    // expiring soon with 30.
+    let all = members(vec![Some(on(&server, &peer)); 3]);
+    let (tls, r) = external_status(&secrets, &all, t, 5 * day);
+    assert_eq!((tls.phase.as_str(), r.reason), ("External", "Ready"));
+    let roles: Vec<&str> = tls.certificates.iter().map(|c| c.role.as_str()).collect();
+    assert_eq!(roles, ["ca", "server", "peer", "client"]);
+    assert_eq!(tls.certificates[1].sha256, server.info.sha256);
+    let (_, r) = external_status(&secrets, &all, t, 30 * day);
+    assert_eq!(r.reason, "CertificateExpiringSoon");
+    // A member still on an older server certificate, one not answering.
+    let old = leaf(LeafKind::Server, "srv", 60);
+    let mixed = members(vec![Some(on(&server, &peer)), Some(on(&old, &peer)), None]);
+    let (_, r) = external_status(&secrets, &mixed, t, 5 * day);
+    assert_eq!(r.reason, "RotationInProgress");
+    assert!(r.message.contains("c-1, c-2"), "{}", r.message);
+    // A Secret not issued yet.
+    let mut missing = secrets.clone();
+    missing[1].cert = None;
+    let (_, r) = external_status(&missing, &all, t, 5 * day);
+    assert_eq!((r.ready, r.reason), (false, "NotIssued"));
+    assert!(r.message.contains("my-peer"), "{}", r.message);
+    // Past the client certificate's expiry.
+    let (_, r) = external_status(&secrets, &all, t + 11 * day as i64, 5 * day);
+    assert_eq!((r.ready, r.reason), (false, "Expired"));
+}

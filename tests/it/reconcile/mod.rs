@@ -21,6 +21,8 @@ use tower_test::mock::{self, Handle};
 
 use crate::fixtures::*;
 
+mod tls;
+
 /// What the mock answers.
 enum Reply {
     /// 404 with a Kubernetes Status body.
@@ -414,100 +416,6 @@ async fn bootstrap_applies_everything_in_order_then_status() {
         .await
         .expect("reconciles");
     assert_eq!(action, Action::requeue(Duration::from_secs(5)));
-    finish(server).await;
-}
-
-/// `spec.tls` on a new cluster: no CA record yet, so the operator becomes the CA and applies
-/// the three Secrets (the record first) before anything else; the ConfigMap's files use
-/// https and the mounted paths; the StatefulSet mounts the Secret; the status reports the
-/// certificates.
-#[tokio::test]
-async fn a_tls_cluster_gets_its_certificates_before_its_members() {
-    const CA: &str = "/api/v1/namespaces/db/secrets/main-ca";
-    const TLS: &str = "/api/v1/namespaces/db/secrets/main-tls";
-    const CLIENT_TLS: &str = "/api/v1/namespaces/db/secrets/main-client-tls";
-    let (ctx, handle) = context(Arc::new(FakeEtcd::default()));
-    let mut steps = vec![step(Method::GET, CA, Reply::NotFound)];
-    steps.extend([
-        step(Method::GET, STS, Reply::NotFound),
-        step(Method::GET, CM, Reply::NotFound),
-        step(Method::GET, PDB, Reply::NotFound),
-        checked(Method::PATCH, CA, Reply::Echo, |b| {
-            assert_eq!(b["kind"], "Secret");
-            assert!(b["data"]["authority.json"].is_string(), "{b}");
-        }),
-        checked(Method::PATCH, TLS, Reply::Echo, |b| {
-            let keys: Vec<&str> = b["data"]
-                .as_object()
-                .map(|m| m.keys().map(String::as_str).collect())
-                .unwrap_or_default();
-            assert_eq!(
-                keys,
-                [
-                    "ca.crt",
-                    "peer-ca.crt",
-                    "peer.crt",
-                    "peer.key",
-                    "server.crt",
-                    "server.key"
-                ]
-            );
-        }),
-        checked(Method::PATCH, CLIENT_TLS, Reply::Echo, |b| {
-            assert_eq!(b["type"], "kubernetes.io/tls");
-            assert!(b["data"]["tls.crt"].is_string() && b["data"]["ca.crt"].is_string());
-        }),
-        checked(Method::POST, EVENTS, Reply::Echo, |b| {
-            assert_eq!(b["reason"], "CertificatesIssued")
-        }),
-        checked(Method::POST, EVENTS, Reply::Echo, |b| {
-            assert_eq!(b["reason"], "Bootstrapping")
-        }),
-    ]);
-    let mut a = applies(3);
-    a[0] = checked(Method::PATCH, CM, Reply::Echo, |b| {
-        let f = b["data"]["main-0.yaml"].as_str().expect("member file");
-        for want in [
-            "listen-client-urls: https://0.0.0.0:2379",
-            "initial-advertise-peer-urls: https://main-0.main-peer.db.svc:2380",
-            "listen-metrics-urls: http://0.0.0.0:2381",
-            "cert-file: /etc/etcd-tls/server.crt",
-            "cert-file: /etc/etcd-tls/peer.crt",
-            "trusted-ca-file: /etc/etcd-tls/ca.crt",
-        ] {
-            assert!(f.contains(want), "{want} not in\n{f}");
-        }
-    });
-    a[4] = checked(Method::PATCH, STS, Reply::Echo, |b| {
-        let pod = &b["spec"]["template"]["spec"];
-        let volumes = pod["volumes"].as_array().expect("volumes");
-        assert!(
-            volumes
-                .iter()
-                .any(|v| v["name"] == "tls" && v["secret"]["secretName"] == "main-tls"),
-            "{volumes:?}"
-        );
-        let c = &pod["containers"][0];
-        assert!(
-            c["volumeMounts"]
-                .as_array()
-                .is_some_and(|m| m.iter().any(|m| m["mountPath"] == "/etc/etcd-tls"))
-        );
-        assert_eq!(c["readinessProbe"]["httpGet"]["port"], "metrics");
-    });
-    steps.extend(a);
-    steps.push(checked(Method::PATCH, STATUS, Reply::Echo, |b| {
-        let tls = &b["status"]["tls"];
-        assert_eq!(tls["phase"], "Idle");
-        assert_eq!(tls["certificates"].as_array().map(Vec::len), Some(4));
-        assert_eq!(
-            condition(b, "CertificatesReady"),
-            ("True".into(), "Ready".into())
-        );
-    }));
-    let server = run_steps(steps, handle);
-    let cluster = cluster("  tls:\n    enabled: true\n");
-    reconcile(Arc::new(cluster), ctx).await.expect("reconciles");
     finish(server).await;
 }
 
