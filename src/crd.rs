@@ -245,6 +245,10 @@ pub enum KeyAlgorithm {
     EcdsaP384,
     /// Ed25519 (Go clients accept it; some older clients do not).
     Ed25519,
+    /// RSA, 2048-bit keys (slower handshakes; for clients or policies that need RSA).
+    Rsa2048,
+    /// RSA, 4096-bit keys.
+    Rsa4096,
 }
 
 fn default_replicas() -> i32 {

@@ -31,6 +31,12 @@ fn private_key(alg: KeyAlgorithm) -> serde_json::Value {
             json!({"algorithm": "ECDSA", "size": 384, "rotationPolicy": "Always"})
         }
         KeyAlgorithm::Ed25519 => json!({"algorithm": "Ed25519", "rotationPolicy": "Always"}),
+        KeyAlgorithm::Rsa2048 => {
+            json!({"algorithm": "RSA", "size": 2048, "rotationPolicy": "Always"})
+        }
+        KeyAlgorithm::Rsa4096 => {
+            json!({"algorithm": "RSA", "size": 4096, "rotationPolicy": "Always"})
+        }
     }
 }
 

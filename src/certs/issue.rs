@@ -53,10 +53,13 @@ fn rc(e: rcgen::Error) -> Error {
 }
 
 fn key_pair(alg: KeyAlgorithm) -> Result<KeyPair, Error> {
+    let rsa = |size| KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size).map_err(rc);
     let alg = match alg {
         KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
         KeyAlgorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
         KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
+        KeyAlgorithm::Rsa2048 => return rsa(rcgen::RsaKeySize::_2048),
+        KeyAlgorithm::Rsa4096 => return rsa(rcgen::RsaKeySize::_4096),
     };
     KeyPair::generate_for(alg).map_err(rc)
 }

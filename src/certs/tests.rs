@@ -12,6 +12,8 @@ fn issued_certificates_chain_and_name_what_they_should() {
         KeyAlgorithm::EcdsaP256,
         KeyAlgorithm::EcdsaP384,
         KeyAlgorithm::Ed25519,
+        KeyAlgorithm::Rsa2048,
+        KeyAlgorithm::Rsa4096,
     ] {
         let ca = issue::new_ca("c-ca", alg, Duration::from_secs(3600), now).expect("ca");
         let sans = vec!["127.0.0.10".to_owned(), "*.c-peer.ns.svc".to_owned()];

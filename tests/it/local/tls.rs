@@ -476,3 +476,43 @@ async fn tls_turns_on_and_off_for_a_running_cluster_without_a_failed_write() {
     );
     rt.shutdown().await;
 }
+
+/// `keyAlgorithm: Rsa2048`: the operator's RSA CA and certificates serve clients and peers
+/// (members form over mutual TLS with them, and a client with the RSA client certificate
+/// writes and reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_certificates_serve_clients_and_peers() {
+    let setup = Setup::new(Ipv4Addr::new(127, 0, 63, 10));
+    write_tls_spec_with(&setup, "", "    keyAlgorithm: Rsa2048\n");
+    let mut rt = Runtime::start(setup.options(Duration::from_millis(300)));
+    rt.wait(
+        "3 members in sync over RSA certificates",
+        Duration::from_secs(90),
+        in_sync(3),
+    )
+    .await;
+    let auth = authority(&setup);
+    let key = &auth.client.as_ref().expect("client certificate").key_pem;
+    let der = pem_der(key);
+    assert!(
+        // rsaEncryption, 1.2.840.113549.1.1.1
+        der.windows(11).any(|w| w
+            == [
+                0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01
+            ]),
+        "not an RSA key"
+    );
+    let mut c = tls_client(&tls_dir(&setup), (0..3).map(|i| https(&setup, i)).collect())
+        .await
+        .expect("client");
+    c.put("rsa", "v", None).await.expect("put");
+    let got = c.get("rsa", None).await.expect("get");
+    assert_eq!(got.kvs()[0].value(), b"v");
+    rt.shutdown().await;
+}
+
+/// The DER bytes of a PEM private key.
+fn pem_der(pem: &str) -> Vec<u8> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("pem");
+    p.contents
+}
