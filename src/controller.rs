@@ -157,7 +157,10 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     // also with `spec.tls` turned off, while members may still serve TLS only.
     use crate::crd::TlsProvider;
     let provider = cluster.spec.tls.as_ref().map(|t| t.provider);
-    let authority = if provider == Some(TlsProvider::Auto) {
+    // Also with `spec.tls` removed from a cluster that had it (its status still shows
+    // certificates): its members may still serve TLS only.
+    let had_tls = cluster.status.as_ref().is_some_and(|s| s.tls.is_some());
+    let authority = if provider == Some(TlsProvider::Auto) || provider.is_none() && had_tls {
         crate::certs::kube::read_authority(&ctx.client, &names)
             .await
             .map_err(Error::Certs)?
@@ -167,7 +170,7 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     // Auto: the operator's own certificate from its authority; cert-manager's or yours: the
     // client Secret (absent until issued: members are then unreachable, as they would be).
     let client_tls = match provider {
-        Some(TlsProvider::Auto) => authority.as_ref().and_then(crate::certs::client_tls),
+        Some(TlsProvider::Auto) | None => authority.as_ref().and_then(crate::certs::client_tls),
         Some(_) => match crate::certs::provider::client_secret(&names, cluster.spec.tls.as_ref()) {
             Some(secret) => {
                 crate::certs::kube::read_client_tls(&ctx.client, &names.namespace, &secret)
@@ -176,7 +179,6 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
             }
             None => None,
         },
-        None => None,
     };
     let etcd: Arc<dyn EtcdAdmin> = match client_tls {
         Some(tls) => ctx.etcd.clone().with_tls(tls),

@@ -119,6 +119,16 @@ pub trait EtcdAdmin: Send + Sync + 'static {
         id: u64,
         peer_url: &'a str,
     ) -> BoxFuture<'a, Result<(), Error>>;
+    /// A snapshot of the member at `endpoint` (`Maintenance.Snapshot`): its revision (from
+    /// the first message's header), then the bytes as they stream.
+    fn snapshot<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<Snapshot, Error>> {
+        Box::pin(async move {
+            Err(Error::Unreachable {
+                endpoints: endpoint.to_owned(),
+                message: "this client takes no snapshots".to_owned(),
+            })
+        })
+    }
     /// The `/metrics` text at `url` (which certificates a member has loaded).
     fn metrics<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<String, Error>> {
         Box::pin(async move {
@@ -131,6 +141,18 @@ pub trait EtcdAdmin: Send + Sync + 'static {
     /// The same client, presenting `tls` to `https://` endpoints (a cluster's own client
     /// certificate and trust bundle).
     fn with_tls(self: std::sync::Arc<Self>, tls: ClientTls) -> std::sync::Arc<dyn EtcdAdmin>;
+}
+
+/// A snapshot being streamed from a member.
+pub struct Snapshot {
+    /// The revision it holds (the first message's header).
+    pub revision: i64,
+    /// The member's cluster ID.
+    pub cluster_id: u64,
+    /// The member's server version.
+    pub version: String,
+    /// The bytes: the first message's, then the rest as they come.
+    pub chunks: futures::stream::BoxStream<'static, Result<Vec<u8>, Error>>,
 }
 
 /// The client certificate and trust bundle for `https://` members.
@@ -218,36 +240,43 @@ struct Conn {
 }
 
 impl EtcdClient {
-    /// One connection to `endpoint`, with TLS for `https://`. With the cluster's client
-    /// certificate at hand, TLS is tried first and plain second, whatever `endpoint` says:
-    /// while a cluster moves between plain and TLS, members not yet restarted serve only the
-    /// scheme they had. (Only this order tells at connect time: a TLS handshake with a plain
-    /// member fails at once, while HTTP/2 to a TLS member looks connected until the first
-    /// call.)
+    /// One connection to `endpoint`, with TLS for `https://`, for membership calls and
+    /// metrics. The member may serve the other scheme than `endpoint` says (while a cluster
+    /// moves between plain and TLS, members not yet restarted serve only the scheme they
+    /// had), so the other is tried too: TLS first when the operator holds the cluster's
+    /// client certificate (only this order tells at connect time: a TLS handshake with a
+    /// plain member fails at once, while HTTP/2 to a TLS member looks connected until the
+    /// first call), and plain after a TLS endpoint the operator has no certificate for yet
+    /// (TLS being turned on). A member serving only TLS is never reached in plain, so a
+    /// settled TLS cluster is never spoken to in the clear. Health checks use [`Self::status`],
+    /// which keeps to the scheme the member advertises.
     async fn channel(&self, endpoint: &str) -> Result<(Channel, String), CallError> {
         let url = if endpoint.contains("://") {
             endpoint.to_owned()
         } else {
             format!("http://{endpoint}")
         };
-        if self.tls.is_none() {
-            return self.channel_to(&url).await;
-        }
         let rest = url
             .strip_prefix("https://")
             .or_else(|| url.strip_prefix("http://"))
-            .unwrap_or(&url);
+            .unwrap_or(&url)
+            .to_owned();
         let (secure, plain) = (format!("https://{rest}"), format!("http://{rest}"));
-        match self.channel_to(&secure).await {
-            Ok(c) => Ok(c),
-            Err(e) => self.channel_to(&plain).await.map_err(|plain_error| {
-                if url.starts_with("https://") {
-                    e
-                } else {
-                    plain_error
-                }
-            }),
+        let order = match (&self.tls, url.starts_with("https://")) {
+            (Some(_), _) => [secure, plain],
+            (None, true) => [url.clone(), plain],
+            (None, false) => return self.channel_to(&url).await,
+        };
+        // Both failed: report the attempt in the scheme asked for.
+        let mut errors = Vec::new();
+        for candidate in order {
+            match self.channel_to(&candidate).await {
+                Ok(c) => return Ok(c),
+                Err(e) => errors.push((candidate, e)),
+            }
         }
+        let pick = errors.iter().position(|(c, _)| *c == url).unwrap_or(0);
+        Err(errors.swap_remove(pick).1)
     }
 
     async fn channel_to(&self, url: &str) -> Result<(Channel, String), CallError> {
@@ -440,7 +469,18 @@ impl EtcdAdmin for EtcdClient {
                 endpoints: endpoint.to_owned(),
                 message: e.to_string(),
             };
-            let mut conn = self.connect(endpoint).await.map_err(unreachable)?;
+            // The scheme the member advertises, strictly: a health check must not pass on
+            // the other scheme when the advertised one is broken.
+            let url = if endpoint.contains("://") {
+                endpoint.to_owned()
+            } else {
+                format!("http://{endpoint}")
+            };
+            let (channel, _) = self.channel_to(&url).await.map_err(unreachable)?;
+            let mut conn = Conn {
+                cluster: ClusterClient::new(channel.clone()),
+                maintenance: MaintenanceClient::new(channel),
+            };
             let s = conn
                 .maintenance
                 .status(StatusRequest {})
@@ -539,6 +579,48 @@ impl EtcdAdmin for EtcdClient {
 
     fn metrics<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<String, Error>> {
         Box::pin(self.read_metrics(url))
+    }
+
+    fn snapshot<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<Snapshot, Error>> {
+        use futures::StreamExt;
+        Box::pin(async move {
+            let fail = |message: String| Error::Unreachable {
+                endpoints: endpoint.to_owned(),
+                message,
+            };
+            let (channel, _) = self
+                .channel(endpoint)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            // No overall deadline: a large snapshot streams for as long as it takes.
+            let mut client = MaintenanceClient::new(channel);
+            let mut stream = client
+                .snapshot(etcd_api::proto::etcdserverpb::SnapshotRequest {})
+                .await
+                .map_err(|e| fail(e.message().to_owned()))?
+                .into_inner();
+            let first = stream
+                .message()
+                .await
+                .map_err(|e| fail(e.message().to_owned()))?
+                .ok_or_else(|| fail("the snapshot stream ended at once".to_owned()))?;
+            let header = first.header.unwrap_or_default();
+            let endpoint = endpoint.to_owned();
+            let rest = stream.map(move |m| {
+                m.map(|m| m.blob).map_err(|e| Error::Unreachable {
+                    endpoints: endpoint.clone(),
+                    message: format!("the snapshot stream broke: {}", e.message()),
+                })
+            });
+            Ok(Snapshot {
+                revision: header.revision,
+                cluster_id: header.cluster_id,
+                version: first.version.clone(),
+                chunks: futures::stream::once(async move { Ok(first.blob) })
+                    .chain(rest)
+                    .boxed(),
+            })
+        })
     }
 
     fn with_tls(self: std::sync::Arc<Self>, tls: ClientTls) -> std::sync::Arc<dyn EtcdAdmin> {

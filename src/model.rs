@@ -85,10 +85,68 @@ pub fn spec_hash(cluster: &ValidatedCluster) -> String {
 /// changing them rolls the pods.
 pub fn config_hash(cluster: &ValidatedCluster) -> String {
     let options = serde_json::to_value(&cluster.spec.server).unwrap_or_default();
-    // The files' listen URLs and TLS blocks too: moving between plain and TLS changes only
-    // them, and each step must restart the pods.
-    let tls = serde_json::to_value(&cluster.spec.tls).unwrap_or_default();
-    fnv64_hex(&format!("{options}|{tls}|{}", cluster.names.tls_moving))
+    // The files' listen URLs and TLS blocks too (not validity and the like, which change no
+    // file): moving between plain and TLS changes only them, and each step must restart the
+    // pods.
+    let tls = cluster.spec.tls.as_ref().filter(|t| t.enabled);
+    let files = (
+        TlsBuilt::of(cluster).encode(),
+        tls.map(|t| (t.client_cert_auth, t.provider)),
+    );
+    fnv64_hex(&format!("{options}|{files:?}"))
+}
+
+/// What a StatefulSet was built to serve: its members' schemes and whether they serve both
+/// (see [`crate::names::ClusterNames::tls_moving`]). Kept on it (and locally in the state
+/// file) so that, without etcd to ask, the planner never switches the scheme members serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct TlsBuilt {
+    /// `https://` client URLs.
+    pub client: bool,
+    /// `https://` peer URLs.
+    pub peer: bool,
+    /// Both schemes on each port.
+    pub moving: bool,
+}
+
+impl TlsBuilt {
+    /// What `cluster` is built as.
+    pub fn of(cluster: &ValidatedCluster) -> Self {
+        let n = &cluster.names;
+        Self {
+            client: n.client_tls,
+            peer: n.peer_tls,
+            moving: n.tls_moving,
+        }
+    }
+
+    /// The annotation value: `client=https,peer=http,moving=false`.
+    pub fn encode(self) -> String {
+        let scheme = |tls: bool| if tls { "https" } else { "http" };
+        format!(
+            "client={},peer={},moving={}",
+            scheme(self.client),
+            scheme(self.peer),
+            self.moving
+        )
+    }
+
+    /// Reads [`TlsBuilt::encode`]'s value; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut built = Self::default();
+        let mut seen = 0;
+        for pair in text.split(',') {
+            let (k, v) = pair.split_once('=')?;
+            match (k.trim(), v.trim()) {
+                ("client", v) => built.client = v == "https",
+                ("peer", v) => built.peer = v == "https",
+                ("moving", v) => built.moving = v.parse().ok()?,
+                _ => return None,
+            }
+            seen += 1;
+        }
+        (seen == 3).then_some(built)
+    }
 }
 
 /// FNV-1a, 64 bits: stable across Rust releases, unlike `DefaultHasher`.

@@ -58,6 +58,9 @@ pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=etcd-operator";
 /// Hash of the spec (without `replicas`) the StatefulSet was last built from; the planner
 /// compares it with the current spec to know whether a rollout is pending.
 pub const SPEC_HASH_ANNOTATION: &str = "etcd.rustops.dev/spec-hash";
+/// The StatefulSet annotation saying which schemes its members serve
+/// ([`crate::model::TlsBuilt`]).
+pub const TLS_BUILT_ANNOTATION: &str = "etcd.rustops.dev/tls";
 /// Hash of the server options on the pod template, so that a change to the members'
 /// configuration files rolls the pods (kubelet would not restart them for a ConfigMap change).
 pub const CONFIG_HASH_ANNOTATION: &str = "etcd.rustops.dev/config-hash";

@@ -88,6 +88,8 @@ pub struct StatefulSetState {
     pub ready_replicas: i32,
     /// The spec hash it was built from.
     pub spec_hash: Option<String>,
+    /// The schemes it was built to serve (absent on StatefulSets of older operators).
+    pub tls_built: Option<crate::model::TlsBuilt>,
 }
 
 /// etcd as seen from the operator.
@@ -316,6 +318,12 @@ fn statefulset_state(sts: &StatefulSet) -> StatefulSetState {
             .as_ref()
             .and_then(|a| a.get(SPEC_HASH_ANNOTATION))
             .cloned(),
+        tls_built: sts
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::names::TLS_BUILT_ANNOTATION))
+            .and_then(|v| crate::model::TlsBuilt::decode(v)),
     }
 }
 

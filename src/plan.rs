@@ -210,8 +210,9 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
 }
 
 /// Whether the cluster moves between plain and TLS: some member advertises a peer or client
-/// URL of the other scheme than `spec.tls` wants. Without etcd to ask, whatever the
-/// StatefulSet was last built as.
+/// URL of the other scheme than `spec.tls` wants. Without etcd to ask, members never switch
+/// scheme: a StatefulSet built as moving, or for other schemes than wanted, is built to serve
+/// both (a superset of what any member serves now).
 fn tls_moving(
     cluster: &ValidatedCluster,
     observed: &Observed,
@@ -222,7 +223,11 @@ fn tls_moving(
         EtcdState::Reachable(view) => view.members.iter().any(|m| {
             m.peer_tls != names.peer_tls || m.client_tls.is_some_and(|c| c != names.client_tls)
         }),
-        _ => sts.spec_hash.as_deref() == Some(spec_hash(&cluster.tls_moving(true)).as_str()),
+        _ => match sts.tls_built {
+            Some(b) => b.moving || b.client != names.client_tls || b.peer != names.peer_tls,
+            // Built by an older operator: moving only if its hash says so.
+            None => sts.spec_hash.as_deref() == Some(spec_hash(&cluster.tls_moving(true)).as_str()),
+        },
     }
 }
 
@@ -478,10 +483,25 @@ fn steps(
                 REQUEUE_BUSY,
             );
         }
-        return wait(
-            format!("moving to {scheme}: waiting for every member to advertise it"),
-            keep,
-        );
+        let others: Vec<String> = view
+            .members
+            .iter()
+            .filter(|m| {
+                m.ordinal.is_none()
+                    && (m.peer_tls != names.peer_tls
+                        || m.client_tls.is_some_and(|c| c != names.client_tls))
+            })
+            .map(|m| display_name(cluster, m))
+            .collect();
+        let reason = if others.is_empty() {
+            format!("moving to {scheme}: waiting for every member to advertise it")
+        } else {
+            format!(
+                "moving to {scheme}: members {} were not created by the operator and still advertise the other scheme; update their URLs or remove them",
+                others.join(", ")
+            )
+        };
+        return wait(reason, keep);
     }
 
     // Scaling, one member at a time.

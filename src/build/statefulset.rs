@@ -41,10 +41,13 @@ pub fn build(cluster: &ValidatedCluster, desired: &Desired) -> StatefulSet {
     let names = &cluster.names;
     let spec = &cluster.spec;
     let mut metadata = meta(cluster, names.statefulset());
-    metadata.annotations = Some(BTreeMap::from([(
-        SPEC_HASH_ANNOTATION.to_owned(),
-        spec_hash(cluster),
-    )]));
+    metadata.annotations = Some(BTreeMap::from([
+        (SPEC_HASH_ANNOTATION.to_owned(), spec_hash(cluster)),
+        (
+            crate::names::TLS_BUILT_ANNOTATION.to_owned(),
+            crate::model::TlsBuilt::of(cluster).encode(),
+        ),
+    ]));
 
     let (mut volumes, claims) = if spec.storage.empty_dir {
         let data = Volume {

@@ -12,6 +12,9 @@ pub(super) struct State {
     pub(super) replicas: i32,
     /// Hash of the spec members were configured from.
     pub(super) spec_hash: String,
+    /// The schemes members were configured to serve (absent in older state files).
+    #[serde(default)]
+    pub(super) tls_built: Option<crate::model::TlsBuilt>,
 }
 
 /// A running member process.
@@ -255,6 +258,7 @@ impl LocalMembers {
             replicas: state.replicas,
             ready_replicas: 0,
             spec_hash: Some(state.spec_hash.clone()),
+            tls_built: state.tls_built,
         };
         (Some(sts), configs, pods)
     }
@@ -436,6 +440,7 @@ impl LocalMembers {
             uid: self.uid(),
             replicas: n,
             spec_hash: spec_hash(cluster),
+            tls_built: Some(crate::model::TlsBuilt::of(cluster)),
         });
         self.save_state()?;
 

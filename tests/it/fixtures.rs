@@ -111,6 +111,7 @@ pub fn settled(cluster: &ValidatedCluster, n: i32, members: Vec<MemberView>) -> 
             replicas: n,
             ready_replicas: members.iter().filter(|m| m.healthy()).count() as i32,
             spec_hash: Some(spec_hash(cluster)),
+            tls_built: Some(etcd_operator::model::TlsBuilt::of(cluster)),
         }),
         member_configs: bootstrap_configs(n),
         pdb_exists: n >= 3,

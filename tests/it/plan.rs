@@ -245,6 +245,7 @@ fn rows() -> Vec<Row> {
                     replicas: 3,
                     ready_replicas: 2,
                     spec_hash: Some("older".into()),
+                    tls_built: None,
                 });
                 o
             }),
@@ -265,6 +266,7 @@ fn rows() -> Vec<Row> {
                     replicas: 3,
                     ready_replicas: 0,
                     spec_hash: Some("older".into()),
+                    tls_built: None,
                 });
                 o
             }),
@@ -448,7 +450,7 @@ fn an_invalid_spec_applies_nothing_whatever_was_observed() {
 #[test]
 fn tls_is_turned_on_and_off_for_a_running_cluster_through_both_schemes() {
     use etcd_operator::build::configmap;
-    use etcd_operator::model::spec_hash;
+    use etcd_operator::model::{TlsBuilt, spec_hash};
     let plain = validated(&cluster("  replicas: 3\n"));
     let tls = validated(&cluster("  replicas: 3\n  tls:\n    enabled: true\n"));
     let urls = |peer: bool, client: bool| {
@@ -526,13 +528,21 @@ fn tls_is_turned_on_and_off_for_a_running_cluster_through_both_schemes() {
             plan(Ok(&grown), &o).step,
             Step::UpdatePeerUrl { .. }
         ));
-        // Without etcd the planner keeps building both schemes.
-        let mut o = settled(from, 3, urls(old, new));
-        hashed(&mut o, moving_hash.clone());
-        o.etcd = EtcdState::Unreachable {
-            error: "refused".into(),
+        // Without etcd the planner never switches the scheme members serve: a StatefulSet
+        // built as moving, or for the other schemes (the spec was just changed), is built to
+        // serve both; one built for the wanted schemes stays as it is.
+        let unreachable = |built: TlsBuilt| {
+            let mut o = settled(from, 3, urls(old, new));
+            o.statefulset.as_mut().expect("sts").tls_built = Some(built);
+            o.etcd = EtcdState::Unreachable {
+                error: "refused".into(),
+            };
+            plan(Ok(to), &o).tls_moving
         };
-        assert!(plan(Ok(to), &o).tls_moving);
+        let wanted = TlsBuilt::of(to);
+        assert!(unreachable(TlsBuilt::of(&to.tls_moving(true))));
+        assert!(unreachable(TlsBuilt::of(from)));
+        assert!(!unreachable(wanted));
         // Every member advertises the new scheme: the template with it alone rolls out.
         let mut o = settled(from, 3, urls(new, new));
         hashed(&mut o, moving_hash);
