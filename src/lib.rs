@@ -25,6 +25,8 @@
 //!   loopback addresses (`etcd-operator local`).
 //! - [`certs`]: the certificate lifecycle of `spec.tls` (the operator as the cluster's CA):
 //!   issuing with rcgen, and the gated planner of renewals and CA rotations (pure).
+//! - [`backup`]: `spec.backup`, scheduled snapshots streamed to S3-compatible storage with
+//!   metadata and retention (schedule and retention are pure).
 //! - [`crd`]: the `EtcdCluster` resource (spec, status, CRD schema and CEL rules).
 //! - [`model`]: the stages' shared vocabulary (a member's bootstrap configuration, the desired
 //!   state, spec hashes); it depends on no stage, so imports only point down the pipeline.
@@ -37,6 +39,7 @@
 //! `etcd-operator local` and `etcd-operator crd`.
 
 pub mod apply;
+pub mod backup;
 pub mod build;
 pub mod certs;
 pub mod controller;

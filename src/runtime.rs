@@ -109,6 +109,13 @@ pub enum Change {
         /// Its new peer URL.
         peer_url: String,
     },
+    /// A backup was taken, failed or deleted (`spec.backup`).
+    Backup {
+        /// Event reason (`BackupTaken`, `BackupFailed`, `BackupDeleted`).
+        reason: &'static str,
+        /// What happened.
+        message: String,
+    },
     /// The certificate lifecycle took a step (`spec.tls`).
     Certificates {
         /// Event reason (`CertificatesIssued`, `CertificatesRenewed`, `CARotation`,
@@ -132,7 +139,7 @@ impl Change {
             Self::Restarted { .. } => "MemberRestarted",
             Self::Wiped { .. } => "MemberWiped",
             Self::PeerUrlMoved { .. } => "PeerUrlMoved",
-            Self::Certificates { reason, .. } => reason,
+            Self::Certificates { reason, .. } | Self::Backup { reason, .. } => reason,
         }
     }
 
@@ -147,6 +154,7 @@ impl Change {
             Self::Restarted { .. } => "RollingUpdate",
             Self::PeerUrlMoved { .. } => "MoveTls",
             Self::Certificates { .. } => "Certificates",
+            Self::Backup { .. } => "Backup",
         }
     }
 
@@ -168,7 +176,7 @@ impl Change {
             Self::PeerUrlMoved { name, peer_url } => {
                 format!("moved {name}'s peer URL to {peer_url}")
             }
-            Self::Certificates { message, .. } => message.clone(),
+            Self::Certificates { message, .. } | Self::Backup { message, .. } => message.clone(),
         }
     }
 }

@@ -51,6 +51,25 @@ pub fn set_tls(
     ));
 }
 
+/// Sets `status.backup` and its conditions (`BackupReady`, `BackupOverdue`) from a backup
+/// pass.
+pub fn set_backup(
+    status: &mut EtcdClusterStatus,
+    old: Option<&EtcdClusterStatus>,
+    outcome: crate::backup::Outcome,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let old = old.cloned().unwrap_or_default();
+    status.backup = Some(outcome.status);
+    for (type_, value, reason, message) in outcome.conditions {
+        status.conditions.retain(|c| c.type_ != type_);
+        status.conditions.push(condition(
+            &old, type_, value, reason, message, generation, now,
+        ));
+    }
+}
+
 /// Why writing the status failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -260,6 +279,8 @@ pub fn compute(
         members,
         // Set by `set_tls` where certificates are managed.
         tls: None,
+        // Kept until a backup pass replaces it (`set_backup`).
+        backup: old.backup.clone().filter(|_| cluster.spec.backup.is_some()),
     }
 }
 

@@ -147,6 +147,26 @@ pub enum Error {
     InvalidSpec(Vec<String>),
 }
 
+/// `spec.backup`: the schedule and its time zone, and the bucket.
+fn check_backup(spec: &crate::crd::EtcdClusterSpec, problems: &mut Vec<String>) {
+    let Some(b) = spec.backup.as_ref() else {
+        return;
+    };
+    if let Err(e) = crate::backup::Schedule::parse(&b.schedule, b.time_zone.as_deref()) {
+        problems.push(e.to_string());
+    }
+    if b.s3.bucket.trim().is_empty() {
+        problems.push("spec.backup.s3.bucket must not be empty".to_owned());
+    }
+    if let Some(endpoint) = &b.s3.endpoint
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        problems.push(format!(
+            "spec.backup.s3.endpoint {endpoint:?} must be an http:// or https:// URL"
+        ));
+    }
+}
+
 /// `spec.tls`: its durations, and what is built so far (the `Auto` provider).
 fn check_tls(spec: &crate::crd::EtcdClusterSpec, problems: &mut Vec<String>) {
     let Some(tls) = spec.tls.as_ref().filter(|t| t.enabled) else {
@@ -194,6 +214,7 @@ pub fn validate(cluster: &EtcdCluster) -> Result<ValidatedCluster, Error> {
     }
     check_server(spec, &mut problems);
     check_tls(spec, &mut problems);
+    check_backup(spec, &mut problems);
     for key in spec.pod.labels.keys() {
         if RESERVED_LABELS.contains(&key.as_str()) {
             problems.push(format!("pod.labels: {key} is set by the operator"));

@@ -11,6 +11,12 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod backup;
+
+pub use backup::{
+    BackupCompression, BackupRecord, BackupSpec, BackupStatus, Retention, S3Credentials, S3Location,
+};
+
 /// The API group the operator owns.
 pub const GROUP: &str = "etcd.rustops.dev";
 /// The served and stored version.
@@ -119,6 +125,10 @@ pub struct EtcdClusterSpec {
     /// rotates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+
+    /// Scheduled snapshot backups to S3-compatible storage, verified, with retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
 }
 
 /// TLS settings (`spec.tls`).
@@ -483,6 +493,10 @@ pub struct EtcdClusterStatus {
     /// The certificates in use, with `spec.tls` on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsStatus>,
+
+    /// Backups, with `spec.backup` set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
 }
 
 /// The certificates of a cluster with `spec.tls` on.

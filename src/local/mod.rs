@@ -16,6 +16,7 @@
 //! controller does; [`LocalMembers::supervise`] plays the kubelet, restarting a member whose
 //! process exited (with a doubling backoff, as CrashLoopBackOff does).
 
+mod backup;
 mod file;
 mod members;
 mod tls;
@@ -138,6 +139,9 @@ pub struct Options {
     pub restart_backoff: Duration,
     /// How long a member gets to stop after SIGTERM before it is killed.
     pub stop_timeout: Duration,
+    /// S3 credentials for `spec.backup` (from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`
+    /// and `AWS_SESSION_TOKEN`); `None` leaves them to the default AWS chain.
+    pub s3_credentials: Option<crate::backup::StaticCredentials>,
 }
 
 impl Options {
@@ -160,6 +164,7 @@ impl Options {
             poll_interval: Duration::from_secs(1),
             restart_backoff: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(10),
+            s3_credentials: crate::backup::StaticCredentials::from_env(),
         }
     }
 }
@@ -236,6 +241,7 @@ pub async fn run(
     let mut last_certs: Option<String> = None;
     let mut tls_hint = false;
     let mut tls_moving = false;
+    let mut backups = backup::LocalBackups::new(options.s3_credentials.clone());
     let mut generation = 1;
     let mut seen = modified(&options.spec_file);
     let first = file::load_spec(&options.spec_file, "pending", generation)?;
@@ -339,6 +345,24 @@ pub async fn run(
                 cluster.metadata.generation,
                 Timestamp::now(),
             );
+            let previous = last_status.as_ref().and_then(|s| s.backup.as_ref());
+            if let Some(outcome) = backups
+                .pass(&etcd, &cluster, names, &pass.observed, previous)
+                .await
+            {
+                changes.extend(outcome.changes.iter().cloned());
+                if changes.len() > 500 {
+                    let extra = changes.len() - 500;
+                    changes.drain(..extra);
+                }
+                status::set_backup(
+                    &mut status,
+                    last_status.as_ref(),
+                    outcome,
+                    cluster.metadata.generation,
+                    Timestamp::now(),
+                );
+            }
             let text = describe(&plan.step, &status);
             if text != last_printed {
                 print!("{text}");

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod certs;
+pub mod s3;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

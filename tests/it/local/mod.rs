@@ -6,6 +6,7 @@
 //! Each test has its own loopback range and free ports, so they run beside each other and
 //! beside the formation tests.
 
+mod backup;
 mod lifecycle;
 mod operator_killed;
 mod scaling;

@@ -75,9 +75,11 @@ fn a_segment_left_with_an_unsynced_commit_record_is_synced_first() {
         w.save(Some(&hs(1, index - 1)), &[ent(index, 1, &value)])
             .expect("save");
     }
-    w.wait_for_spare();
     let mut switched = false;
     for _ in 0..100 {
+        // The spare segment is prepared on another thread; without waiting, a busy machine
+        // moves on later (or at another save) and the step under test may never come.
+        w.wait_for_spare();
         // The commit index moves alone (not synced), then the next entry comes.
         w.save(Some(&hs(1, index)), &[]).expect("save");
         assert!(w.dirty);

@@ -1,0 +1,162 @@
+//! `spec.backup` and `status.backup`: scheduled snapshots to S3-compatible storage.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Scheduled backups (`spec.backup`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// When to take a backup: a 5-field cron expression (`0 */6 * * *`), a shorthand
+    /// (`@hourly`, `@daily`, `@weekly`, `@monthly`), or `@every <duration>` (`@every 30m`).
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: String,
+
+    /// The time zone of the cron expression (an IANA name such as `Europe/Berlin`; default
+    /// `UTC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+
+    /// Where backups go.
+    pub s3: S3Location,
+
+    /// Which backups to keep. A backup kept by any rule stays.
+    #[serde(default)]
+    pub retention: Retention,
+
+    /// How snapshots are compressed (default `Zstd`).
+    #[serde(default)]
+    pub compression: BackupCompression,
+
+    /// Restore each new backup into a scratch member and compare it with the cluster before
+    /// calling it verified (default true).
+    #[serde(default = "yes")]
+    pub verify: bool,
+
+    /// Take no scheduled backups (the `etcd.rustops.dev/backup-now` annotation still does).
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An S3 bucket and prefix.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Location {
+    /// The bucket.
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+
+    /// A key prefix (`etcd/prod/`); backups go under `<prefix><cluster>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+
+    /// The endpoint of an S3-compatible store (`https://minio.example:9000`); AWS when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+
+    /// The region (default `us-east-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+
+    /// Address buckets as `<endpoint>/<bucket>` rather than `<bucket>.<endpoint>` (most
+    /// S3-compatible stores want this).
+    #[serde(default)]
+    pub force_path_style: bool,
+
+    /// A Secret with `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally
+    /// `AWS_SESSION_TOKEN`. Without it the default AWS credential chain is used (environment,
+    /// web identity / IRSA, instance profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<S3Credentials>,
+}
+
+/// The Secret holding S3 credentials.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Credentials {
+    /// The Secret's name, in the cluster's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Which backups to keep (`spec.backup.retention`). Every rule counts backups that are
+/// verified (or, with `verify: false`, complete); a backup kept by any rule stays. With no rule
+/// set, the last 7 are kept.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// The newest N backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub keep_last: Option<u32>,
+    /// The newest backup of each of the last N hours that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub keep_hourly: Option<u32>,
+    /// The newest backup of each of the last N days that have one (UTC days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub keep_daily: Option<u32>,
+    /// The newest backup of each of the last N ISO weeks that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub keep_weekly: Option<u32>,
+}
+
+/// How a snapshot is stored.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackupCompression {
+    /// As the server streams it.
+    None,
+    /// zstd (the default).
+    #[default]
+    Zstd,
+}
+
+/// What the operator knows of the cluster's backups (`status.backup`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// When the last backup succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<Time>,
+    /// When the last backup failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Time>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_reason: Option<String>,
+    /// When the next scheduled backup is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_scheduled: Option<Time>,
+    /// The newest backups, newest first.
+    #[serde(default)]
+    pub recent: Vec<BackupRecord>,
+    /// The last `etcd.rustops.dev/backup-now` value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<String>,
+}
+
+/// One backup.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    /// The snapshot object's key.
+    pub key: String,
+    /// The etcd revision it holds.
+    pub revision: i64,
+    /// Its size in the bucket, bytes.
+    pub size: i64,
+    /// Whether it was restored and compared with the cluster.
+    #[serde(default)]
+    pub verified: bool,
+    /// When it was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken: Option<Time>,
+}
