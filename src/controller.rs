@@ -396,6 +396,8 @@ async fn backups(
         members: crate::backup::member_count(observed),
         store: &store,
         previous: cluster.status.as_ref().and_then(|s| s.backup.as_ref()),
+        // The image ships etcd-server next to the operator.
+        server_bin: Some(&crate::local::default_server_bin()),
         now: crate::certs::issue::unix(std::time::SystemTime::now()),
     })
     .await

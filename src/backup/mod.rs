@@ -2,13 +2,16 @@
 //! metadata object beside each, and retention.
 //!
 //! Layout: [`schedule`] (when a backup is due, pure), [`retention`] (which to keep, pure),
-//! [`store`] (the bucket), [`take`] (one backup), and here [`pass`], the step both runtimes
-//! run each reconcile: take a backup when one is due or asked for, then apply retention.
+//! [`store`] (the bucket), [`take`] (one backup), [`verify`] (restoring one into a scratch
+//! member and comparing it with the cluster), and here [`pass`], the step both runtimes run
+//! each reconcile: take a backup when one is due or asked for, verify it, then apply
+//! retention.
 
 pub mod retention;
 pub mod schedule;
 pub mod store;
 pub mod take;
+pub mod verify;
 
 use crate::crd::{BackupCompression, BackupRecord, BackupStatus, EtcdCluster};
 use crate::etcd::EtcdAdmin;
@@ -56,6 +59,14 @@ pub enum Error {
     /// The S3 credentials could not be read.
     #[error("S3 credentials: {0}")]
     Credentials(String),
+    /// A backup did not restore to what the cluster held.
+    #[error("verifying {key}: {reason}")]
+    Verify {
+        /// The snapshot's key.
+        key: String,
+        /// What differed.
+        reason: String,
+    },
     /// No member to take a snapshot from.
     #[error("no healthy member to take a snapshot from")]
     NoSource,
@@ -92,6 +103,13 @@ pub struct Metadata {
     pub compression: BackupCompression,
     /// Whether it was restored and compared with the cluster: `None` until checked.
     pub verified: Option<bool>,
+    /// Why verification failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_error: Option<String>,
+    /// What the source member held at the revision when the backup was taken (`HashKV` and
+    /// key count), which verification compares the restored member with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<crate::etcd::Digest>,
     /// The `spec.backup` that made it.
     pub spec: serde_json::Value,
 }
@@ -106,6 +124,14 @@ impl Metadata {
             taken: time(self.taken),
         }
     }
+}
+
+/// The metadata object's key for the snapshot at `key`.
+pub fn metadata_key(key: &str) -> String {
+    format!(
+        "{}.json",
+        key.trim_end_matches(".zst").trim_end_matches(".snap")
+    )
 }
 
 fn time(unix: i64) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
@@ -251,6 +277,8 @@ pub struct Inputs<'a> {
     pub store: &'a Store,
     /// `status.backup` before.
     pub previous: Option<&'a BackupStatus>,
+    /// The `etcd-server` binary verification restores with; `None` skips verification.
+    pub server_bin: Option<&'a std::path::Path>,
     /// Now, Unix seconds.
     pub now: i64,
 }
@@ -305,7 +333,7 @@ pub async fn pass(i: Inputs<'_>) -> Result<Option<Outcome>, Error> {
         }
     }
     match result {
-        Ok(meta) => {
+        Ok(mut meta) => {
             status.last_success = time(i.now);
             out.changes.push(Change::Backup {
                 reason: "BackupTaken",
@@ -317,6 +345,36 @@ pub async fn pass(i: Inputs<'_>) -> Result<Option<Outcome>, Error> {
                     meta.size
                 ),
             });
+            if spec.verify
+                && let Some(bin) = i.server_bin
+            {
+                let checked = match meta.digest {
+                    None => Err(Error::Verify {
+                        key: meta.key.clone(),
+                        reason: "the source member's HashKV at the revision could not be read"
+                            .into(),
+                    }),
+                    Some(expected) => verify::verify(i.etcd, i.store, &meta, expected, bin).await,
+                };
+                meta.verified = Some(checked.is_ok());
+                meta.verify_error = checked.as_ref().err().map(ToString::to_string);
+                let text =
+                    serde_json::to_vec_pretty(&meta).map_err(|e| Error::Metadata(e.to_string()))?;
+                i.store.put(&metadata_key(&meta.key), text).await?;
+                out.changes.push(match checked {
+                    Ok(()) => Change::Backup {
+                        reason: "BackupVerified",
+                        message: format!(
+                            "verified {}: restored, it holds what the cluster held at revision {}",
+                            meta.key, meta.revision
+                        ),
+                    },
+                    Err(e) => Change::Backup {
+                        reason: "BackupVerificationFailed",
+                        message: e.to_string(),
+                    },
+                });
+            }
             let all = list(i.store).await?;
             let candidates: Vec<retention::Candidate> = all
                 .iter()
@@ -326,14 +384,15 @@ pub async fn pass(i: Inputs<'_>) -> Result<Option<Outcome>, Error> {
                     good: m.verified == Some(true) || (!spec.verify && m.verified.is_none()),
                 })
                 .collect();
-            let gone = retention::to_delete(&spec.retention, &candidates, |_| false);
+            let failed: Vec<&str> = all
+                .iter()
+                .filter(|m| m.verified == Some(false))
+                .map(|m| m.key.as_str())
+                .collect();
+            let gone = retention::to_delete(&spec.retention, &candidates, |k| failed.contains(&k));
             for m in all.iter().filter(|m| gone.contains(&m.key)) {
                 // The metadata first: a backup without it no longer counts.
-                let meta_key = format!(
-                    "{}.json",
-                    m.key.trim_end_matches(".zst").trim_end_matches(".snap")
-                );
-                i.store.delete(&meta_key).await?;
+                i.store.delete(&metadata_key(&m.key)).await?;
                 i.store.delete(&m.key).await?;
                 out.changes.push(Change::Backup {
                     reason: "BackupDeleted",

@@ -139,6 +139,9 @@ pub async fn take(
         return Err(e);
     }
     upload.finish().await?;
+    // What the source holds at the revision, for verification (before compaction can move
+    // past it).
+    let digest = etcd.digest(endpoint, snapshot.revision).await.ok();
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let meta = Metadata {
         key,
@@ -154,6 +157,8 @@ pub async fn take(
         raw_sha256: hex(&raw_sha.finalize()),
         compression,
         verified: None,
+        verify_error: None,
+        digest,
         spec,
     };
     let text = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Metadata(e.to_string()))?;

@@ -10,14 +10,19 @@ use crate::crd::BackupStatus;
 /// The bucket client, for the `s3` block it was made from.
 pub(super) struct LocalBackups {
     credentials: Option<StaticCredentials>,
+    server_bin: std::path::PathBuf,
     store: Option<(String, Store)>,
     last_message: Option<String>,
 }
 
 impl LocalBackups {
-    pub(super) fn new(credentials: Option<StaticCredentials>) -> Self {
+    pub(super) fn new(
+        credentials: Option<StaticCredentials>,
+        server_bin: std::path::PathBuf,
+    ) -> Self {
         Self {
             credentials,
+            server_bin,
             store: None,
             last_message: None,
         }
@@ -48,6 +53,7 @@ impl LocalBackups {
             members: backup::member_count(observed),
             store,
             previous,
+            server_bin: Some(&self.server_bin),
             now,
         })
         .await;

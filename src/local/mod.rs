@@ -241,7 +241,8 @@ pub async fn run(
     let mut last_certs: Option<String> = None;
     let mut tls_hint = false;
     let mut tls_moving = false;
-    let mut backups = backup::LocalBackups::new(options.s3_credentials.clone());
+    let mut backups =
+        backup::LocalBackups::new(options.s3_credentials.clone(), options.server_bin.clone());
     let mut generation = 1;
     let mut seen = modified(&options.spec_file);
     let first = file::load_spec(&options.spec_file, "pending", generation)?;

@@ -159,3 +159,89 @@ async fn scheduled_backups_match_their_metadata_and_retention_keeps_the_last_two
     assert_eq!(count(&again, "BackupTaken"), before + 1);
     rt.shutdown().await;
 }
+
+/// `verify: true`: each backup is restored into a scratch member and compared with what the
+/// cluster held at its revision before it counts, so retention keeps verified ones; a tampered
+/// object, and a restore that holds other data than the cluster did, are caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_are_verified_by_restoring_them_and_tampering_is_caught() {
+    use etcd_operator::etcd::{Digest, EtcdClient};
+    let s3 = tokio::task::spawn_blocking(|| S3Server::start("verified"))
+        .await
+        .expect("weed");
+    let setup = Setup::new(Ipv4Addr::new(127, 0, 65, 10));
+    let yaml = format!(
+        "apiVersion: etcd.rustops.dev/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: local\n\
+         spec:\n  replicas: 3\n  server:\n    heartbeatIntervalMs: 50\n    electionTimeoutMs: 500\n  backup:\n    schedule: \"@every 3s\"\n    retention:\n      keepLast: 1\n    s3:\n      bucket: {}\n      endpoint: {}\n      forcePathStyle: true\n",
+        s3.bucket, s3.endpoint
+    );
+    std::fs::write(&setup.spec, yaml).expect("write spec");
+    let credentials = StaticCredentials {
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+        session_token: None,
+    };
+    let mut options = setup.options(Duration::from_millis(300));
+    options.s3_credentials = Some(credentials.clone());
+    let mut rt = Runtime::start(options);
+    rt.wait("3 members in sync", Duration::from_secs(60), in_sync(3))
+        .await;
+    let mut c = client(&setup.endpoint(1)).await;
+    for i in 0..50 {
+        c.put(format!("v{i:03}"), format!("{i}"), None)
+            .await
+            .expect("put");
+    }
+    let report = rt
+        .wait(
+            "two verified backups, the older deleted",
+            Duration::from_secs(120),
+            |r| count(r, "BackupVerified") >= 2 && count(r, "BackupDeleted") >= 1,
+        )
+        .await;
+    assert_eq!(
+        count(&report, "BackupVerificationFailed"),
+        0,
+        "{:?}",
+        report.changes
+    );
+    let status = report.status.backup.expect("status.backup");
+    assert!(status.recent.iter().all(|b| b.verified), "{status:?}");
+
+    let location: etcd_operator::crd::S3Location = serde_yaml_ng::from_str(&format!(
+        "bucket: {}\nendpoint: {}\nforcePathStyle: true\n",
+        s3.bucket, s3.endpoint
+    ))
+    .expect("location");
+    let store = Store::new(&location, "local", Some(credentials)).await;
+    let newest = backup::list(&store).await.expect("list").remove(0);
+    assert_eq!(newest.verified, Some(true));
+    let digest = newest.digest.expect("the source's digest");
+    assert!(digest.keys >= 50, "{digest:?}");
+    let etcd = EtcdClient::default();
+    let bin = server_binary();
+    // The same backup against other expectations: the comparison is real.
+    let other = Digest {
+        keys: digest.keys + 1,
+        ..digest
+    };
+    let e = backup::verify::verify(&etcd, &store, &newest, other, &bin)
+        .await
+        .expect_err("another key count passed")
+        .to_string();
+    assert!(e.contains("keys"), "{e}");
+    backup::verify::verify(&etcd, &store, &newest, digest, &bin)
+        .await
+        .expect("verifies again");
+    // One flipped byte in the object.
+    let mut object = store.get(&newest.key).await.expect("object");
+    let middle = object.len() / 2;
+    object[middle] ^= 0xff;
+    store.put(&newest.key, object).await.expect("tamper");
+    let e = backup::verify::verify(&etcd, &store, &newest, digest, &bin)
+        .await
+        .expect_err("a tampered object passed")
+        .to_string();
+    assert!(e.contains("SHA-256"), "{e}");
+    rt.shutdown().await;
+}
