@@ -7,6 +7,7 @@
 //! each reconcile: take a backup when one is due or asked for, verify it, then apply
 //! retention.
 
+pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod store;
@@ -67,6 +68,9 @@ pub enum Error {
         /// What differed.
         reason: String,
     },
+    /// A new cluster could not start from its backup.
+    #[error("restoring from a backup: {0}")]
+    Restore(String),
     /// No member to take a snapshot from.
     #[error("no healthy member to take a snapshot from")]
     NoSource,

@@ -44,6 +44,32 @@ fn yes() -> bool {
     true
 }
 
+/// How a new cluster starts (`spec.bootstrap`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    /// Start from a backup: every member restores the same snapshot before its first start,
+    /// with its own name and peer URL. Only read when the cluster is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<FromBackup>,
+}
+
+/// Which backup a new cluster starts from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FromBackup {
+    /// Where the backups are (default: `spec.backup.s3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Location>,
+    /// The cluster whose backups they are (default: this cluster's name): backups live under
+    /// `<prefix><cluster>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The snapshot object's key; without it, the newest backup (a verified one if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
 /// An S3 bucket and prefix.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 mod backup;
 
 pub use backup::{
-    BackupCompression, BackupRecord, BackupSpec, BackupStatus, Retention, S3Credentials, S3Location,
+    BackupCompression, BackupRecord, BackupSpec, BackupStatus, BootstrapSpec, FromBackup,
+    Retention, S3Credentials, S3Location,
 };
 
 /// The API group the operator owns.
@@ -129,6 +130,10 @@ pub struct EtcdClusterSpec {
     /// Scheduled snapshot backups to S3-compatible storage, verified, with retention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
+
+    /// How a new cluster starts: from a backup. Only read when the cluster is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapSpec>,
 }
 
 /// TLS settings (`spec.tls`).

@@ -417,12 +417,16 @@ impl LocalMembers {
             println!("deleted {} and its data", self.member_name(i));
         }
 
+        let mut restoring = Vec::new();
         for (i, member) in desired.members.iter().enumerate() {
             let i = i as i32;
             let text = self.render(cluster, i, member)?;
             let dir = self.member_dir(i);
             let path = self.config_path(i);
             let existing = std::fs::read_to_string(&path).ok();
+            if existing.is_none() && member.state == crate::model::InitialState::New {
+                restoring.push((i, member));
+            }
             if existing.is_none() {
                 // A new member must start from an empty data directory to join.
                 let data = dir.join("data");
@@ -444,12 +448,77 @@ impl LocalMembers {
         });
         self.save_state()?;
 
+        if let Some(from) = cluster
+            .spec
+            .bootstrap
+            .as_ref()
+            .and_then(|b| b.from_backup.as_ref())
+            && !restoring.is_empty()
+        {
+            self.restore_from_backup(cluster, from, &restoring).await?;
+        }
+
         // Running members keep running: restarts are the planner's (RestartMembers).
         for i in 0..n {
             if !self.running.contains_key(&i) && !self.pending.contains_key(&i) {
                 self.start(i)?;
             }
         }
+        Ok(())
+    }
+
+    /// `spec.bootstrap.fromBackup`: the chosen backup, downloaded once and checked, restored
+    /// into each new member's data dir under its own name and peer URL before its first start.
+    async fn restore_from_backup(
+        &self,
+        cluster: &ValidatedCluster,
+        from: &crate::crd::FromBackup,
+        members: &[(i32, &MemberBootstrap)],
+    ) -> Result<(), Error> {
+        use crate::backup::{Error as BackupError, Store, restore};
+        let location = from
+            .s3
+            .as_ref()
+            .or_else(|| cluster.spec.backup.as_ref().map(|b| &b.s3))
+            .ok_or_else(|| {
+                Error::Backup(BackupError::Restore(
+                    "spec.bootstrap.fromBackup needs s3, or spec.backup.s3".into(),
+                ))
+            })?;
+        let source = from.cluster.as_deref().unwrap_or(&cluster.names.cluster);
+        let store = Store::new(location, source, self.options.s3_credentials.clone()).await;
+        let meta = restore::choose(&store, from).await.map_err(Error::Backup)?;
+        let scratch = self.options.state_dir.join("restore");
+        let file = restore::fetch(&store, &meta, &scratch)
+            .await
+            .map_err(Error::Backup)?;
+        for (i, member) in members {
+            let data = std::path::absolute(self.member_dir(*i).join("data"))
+                .unwrap_or_else(|_| self.member_dir(*i).join("data"));
+            let peer_url = cluster.names.peer_url(*i);
+            let initial = member.initial_cluster_value();
+            restore::restore_member(
+                &self.options.server_bin,
+                &file,
+                restore::Member {
+                    name: &member.name,
+                    peer_url: &peer_url,
+                    initial_cluster: &initial,
+                    token: &cluster.token,
+                    data_dir: &data,
+                },
+            )
+            .await
+            .map_err(Error::Backup)?;
+            println!(
+                "restored {} from s3://{}/{} (revision {})",
+                member.name,
+                store.bucket(),
+                meta.key,
+                meta.revision
+            );
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
         Ok(())
     }
 

@@ -89,6 +89,9 @@ pub enum Error {
     /// The cluster lacks what validation needs.
     #[error(transparent)]
     Malformed(validate::Error),
+    /// A new cluster could not start from its backup.
+    #[error(transparent)]
+    Backup(crate::backup::Error),
     /// A member's configuration file could not be rendered.
     #[error("failed to render the configuration of {member}: {source}")]
     Render {

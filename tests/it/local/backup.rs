@@ -245,3 +245,98 @@ async fn backups_are_verified_by_restoring_them_and_tampering_is_caught() {
     assert!(e.contains("SHA-256"), "{e}");
     rt.shutdown().await;
 }
+
+/// `spec.bootstrap.fromBackup`: a new cluster (another name, other addresses) starts from the
+/// newest verified backup of another: every member restored from the same snapshot, the same
+/// keys and values, and the same HashKV at the backup's revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_cluster_starts_from_the_newest_verified_backup_of_another() {
+    let s3 = tokio::task::spawn_blocking(|| S3Server::start("restore"))
+        .await
+        .expect("weed");
+    let credentials = StaticCredentials {
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+        session_token: None,
+    };
+    let source = Setup::new(Ipv4Addr::new(127, 0, 66, 10));
+    write_backup_spec(&source, &s3, "@every 1h", "");
+    let yaml = std::fs::read_to_string(&source.spec)
+        .expect("spec")
+        .replace("    verify: false\n", "");
+    std::fs::write(&source.spec, yaml).expect("spec");
+    let mut options = source.options(Duration::from_millis(300));
+    options.s3_credentials = Some(credentials.clone());
+    let mut rt = Runtime::start(options);
+    rt.wait("3 members in sync", Duration::from_secs(60), in_sync(3))
+        .await;
+    let mut c = client(&source.endpoint(0)).await;
+    for i in 0..40 {
+        c.put(format!("r{i:03}"), format!("value {i}"), None)
+            .await
+            .expect("put");
+    }
+    c.delete("r000", None).await.expect("delete");
+    let yaml = std::fs::read_to_string(&source.spec)
+        .expect("spec")
+        .replace(
+            "    note: backup\n",
+            "    note: backup\n    etcd.rustops.dev/backup-now: \"restore-me\"\n",
+        );
+    std::fs::write(&source.spec, yaml).expect("spec");
+    rt.wait("a verified backup", Duration::from_secs(60), |r| {
+        count(r, "BackupVerified") >= 1
+    })
+    .await;
+    let location: etcd_operator::crd::S3Location = serde_yaml_ng::from_str(&format!(
+        "bucket: {}\nendpoint: {}\nforcePathStyle: true\nprefix: etcd\n",
+        s3.bucket, s3.endpoint
+    ))
+    .expect("location");
+    let store = Store::new(&location, "local", Some(credentials.clone())).await;
+    let backup = backup::list(&store).await.expect("list").remove(0);
+    let source_kvs = c
+        .get("r", Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .expect("source keys");
+    rt.shutdown().await;
+
+    let copy = Setup::new(Ipv4Addr::new(127, 0, 67, 10));
+    let yaml = format!(
+        "apiVersion: etcd.rustops.dev/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: copy\n\
+         spec:\n  replicas: 3\n  server:\n    heartbeatIntervalMs: 50\n    electionTimeoutMs: 500\n  bootstrap:\n    fromBackup:\n      cluster: local\n      s3:\n        bucket: {}\n        endpoint: {}\n        forcePathStyle: true\n        prefix: etcd\n",
+        s3.bucket, s3.endpoint
+    );
+    std::fs::write(&copy.spec, yaml).expect("spec");
+    let mut options = copy.options(Duration::from_millis(300));
+    options.s3_credentials = Some(credentials);
+    let mut rt = Runtime::start(options);
+    rt.wait(
+        "the restored cluster in sync",
+        Duration::from_secs(60),
+        in_sync(3),
+    )
+    .await;
+    for i in 0..3 {
+        let mut c = client(&copy.endpoint(i)).await;
+        let kvs = c
+            .get("r", Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+            .expect("restored keys");
+        let pairs = |r: &etcd_client::GetResponse| -> Vec<(Vec<u8>, Vec<u8>, i64)> {
+            r.kvs()
+                .iter()
+                .map(|kv| (kv.key().to_vec(), kv.value().to_vec(), kv.mod_revision()))
+                .collect()
+        };
+        assert_eq!(pairs(&kvs), pairs(&source_kvs), "member {i}");
+        let hash = c.hash_kv(backup.revision).await.expect("hash kv").hash();
+        assert_eq!(
+            Some(hash),
+            backup.digest.map(|d| d.hash),
+            "member {i} at revision {}",
+            backup.revision
+        );
+    }
+    rt.shutdown().await;
+}
