@@ -399,7 +399,7 @@ async fn backups(
             })
         }
     };
-    let store = Store::new(&spec.s3, &names.cluster, credentials).await;
+    let store = Store::new(&spec.s3, &names.namespace, &names.cluster, credentials).await;
     crate::backup::pass(Inputs {
         etcd,
         cluster,

@@ -60,6 +60,14 @@ pub enum Error {
     /// The S3 credentials could not be read.
     #[error("S3 credentials: {0}")]
     Credentials(String),
+    /// A backup could not be checked (the store or this machine failed, not the backup).
+    #[error("could not verify {key}: {reason}")]
+    Unverifiable {
+        /// The snapshot's key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// A backup did not restore to what the cluster held.
     #[error("verifying {key}: {reason}")]
     Verify {
@@ -157,7 +165,12 @@ pub async fn list(store: &Store) -> Result<Vec<Metadata>, Error> {
         }
         let bytes = store.get(&key).await?;
         match serde_json::from_slice::<Metadata>(&bytes) {
-            Ok(m) => out.push(m),
+            // Only a metadata object beside its own snapshot counts (a copied one naming
+            // another key must not make retention delete that key).
+            Ok(m) if metadata_key(&m.key) == key => out.push(m),
+            Ok(m) => {
+                tracing::warn!(%key, named = %m.key, "skipping a metadata object that names another snapshot")
+            }
             Err(e) => {
                 tracing::warn!(%key, error = %e, "skipping a metadata object that does not parse")
             }
@@ -287,6 +300,44 @@ pub struct Inputs<'a> {
     pub now: i64,
 }
 
+/// Deletes what retention no longer keeps (metadata first: a backup without it no longer
+/// counts); returns the newest backups left, for the status.
+async fn apply_retention(
+    i: &Inputs<'_>,
+    spec: &crate::crd::BackupSpec,
+    out: &mut Outcome,
+) -> Result<Vec<BackupRecord>, Error> {
+    let all = list(i.store).await?;
+    let candidates: Vec<retention::Candidate> = all
+        .iter()
+        .map(|m| retention::Candidate {
+            key: m.key.clone(),
+            taken: m.taken,
+            good: m.verified == Some(true) || (!spec.verify && m.verified.is_none()),
+        })
+        .collect();
+    let failed: Vec<&str> = all
+        .iter()
+        .filter(|m| m.verified == Some(false))
+        .map(|m| m.key.as_str())
+        .collect();
+    let gone = retention::to_delete(&spec.retention, &candidates, |k| failed.contains(&k));
+    for m in all.iter().filter(|m| gone.contains(&m.key)) {
+        i.store.delete(&metadata_key(&m.key)).await?;
+        i.store.delete(&m.key).await?;
+        out.changes.push(Change::Backup {
+            reason: "BackupDeleted",
+            message: format!("deleted {} (retention)", m.key),
+        });
+    }
+    Ok(all
+        .iter()
+        .filter(|m| !gone.contains(&m.key))
+        .take(RECENT)
+        .map(Metadata::record)
+        .collect())
+}
+
 /// One pass: `None` without `spec.backup`. Takes a backup when the schedule says it is due
 /// (not while `suspend`) or the `backup-now` annotation has a value not acted on yet; after a
 /// successful one, deletes what retention no longer keeps.
@@ -315,7 +366,8 @@ pub async fn pass(i: Inputs<'_>) -> Result<Option<Outcome>, Error> {
     let mut out = Outcome::default();
     if !due {
         status.next_scheduled = time(next);
-        out.next_in = next - i.now;
+        // Suspended, the recorded time may be long past: look again in an hour.
+        out.next_in = if spec.suspend { 3600 } else { next - i.now };
         out.conditions = conditions(&status, &schedule, spec.suspend, i.now);
         out.status = status;
         return Ok(Some(out));
@@ -338,7 +390,6 @@ pub async fn pass(i: Inputs<'_>) -> Result<Option<Outcome>, Error> {
     }
     match result {
         Ok(mut meta) => {
-            status.last_success = time(i.now);
             out.changes.push(Change::Backup {
                 reason: "BackupTaken",
                 message: format!(
@@ -349,22 +400,28 @@ pub async fn pass(i: Inputs<'_>) -> Result<Option<Outcome>, Error> {
                     meta.size
                 ),
             });
+            // Verification: a backup that does not restore to what the cluster held is not a
+            // success (and retention deletes it); one that could not be checked (the store,
+            // this machine) stays unverified and is neither counted nor deleted.
+            let mut good = true;
             if spec.verify
                 && let Some(bin) = i.server_bin
             {
                 let checked = match meta.digest {
-                    None => Err(Error::Verify {
+                    None => Err(Error::Unverifiable {
                         key: meta.key.clone(),
                         reason: "the source member's HashKV at the revision could not be read"
                             .into(),
                     }),
                     Some(expected) => verify::verify(i.etcd, i.store, &meta, expected, bin).await,
                 };
-                meta.verified = Some(checked.is_ok());
+                meta.verified = match &checked {
+                    Ok(()) => Some(true),
+                    Err(Error::Verify { .. }) => Some(false),
+                    Err(_) => None,
+                };
                 meta.verify_error = checked.as_ref().err().map(ToString::to_string);
-                let text =
-                    serde_json::to_vec_pretty(&meta).map_err(|e| Error::Metadata(e.to_string()))?;
-                i.store.put(&metadata_key(&meta.key), text).await?;
+                good = meta.verified != Some(false);
                 out.changes.push(match checked {
                     Ok(()) => Change::Backup {
                         reason: "BackupVerified",
@@ -373,42 +430,41 @@ pub async fn pass(i: Inputs<'_>) -> Result<Option<Outcome>, Error> {
                             meta.key, meta.revision
                         ),
                     },
-                    Err(e) => Change::Backup {
+                    Err(e @ Error::Verify { .. }) => Change::Backup {
                         reason: "BackupVerificationFailed",
                         message: e.to_string(),
                     },
+                    Err(e) => Change::Backup {
+                        reason: "BackupNotVerified",
+                        message: e.to_string(),
+                    },
                 });
+                match serde_json::to_vec_pretty(&meta) {
+                    Ok(text) => {
+                        if let Err(e) = i.store.put(&metadata_key(&meta.key), text).await {
+                            out.changes.push(Change::Backup {
+                                reason: "BackupNotVerified",
+                                message: format!("recording the verification failed: {e}"),
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "backup metadata"),
+                }
             }
-            let all = list(i.store).await?;
-            let candidates: Vec<retention::Candidate> = all
-                .iter()
-                .map(|m| retention::Candidate {
-                    key: m.key.clone(),
-                    taken: m.taken,
-                    good: m.verified == Some(true) || (!spec.verify && m.verified.is_none()),
-                })
-                .collect();
-            let failed: Vec<&str> = all
-                .iter()
-                .filter(|m| m.verified == Some(false))
-                .map(|m| m.key.as_str())
-                .collect();
-            let gone = retention::to_delete(&spec.retention, &candidates, |k| failed.contains(&k));
-            for m in all.iter().filter(|m| gone.contains(&m.key)) {
-                // The metadata first: a backup without it no longer counts.
-                i.store.delete(&metadata_key(&m.key)).await?;
-                i.store.delete(&m.key).await?;
-                out.changes.push(Change::Backup {
-                    reason: "BackupDeleted",
-                    message: format!("deleted {} (retention)", m.key),
-                });
+            if good {
+                status.last_success = time(i.now);
+            } else {
+                status.last_failure = time(i.now);
+                status.last_failure_reason = meta.verify_error.clone();
             }
-            status.recent = all
-                .iter()
-                .filter(|m| !gone.contains(&m.key))
-                .take(RECENT)
-                .map(Metadata::record)
-                .collect();
+            // Retention never fails the pass: the backup is taken and recorded either way.
+            match apply_retention(&i, spec, &mut out).await {
+                Ok(kept) => status.recent = kept,
+                Err(e) => out.changes.push(Change::Backup {
+                    reason: "RetentionFailed",
+                    message: format!("retention: {e}"),
+                }),
+            }
         }
         Err(e) => {
             status.last_failure = time(i.now);

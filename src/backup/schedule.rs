@@ -34,6 +34,9 @@ impl Schedule {
             if d.as_secs() < 1 {
                 return Err(bad("the interval must be at least 1s".into()));
             }
+            if d.as_secs() > 366 * 86400 {
+                return Err(bad("the interval must be at most 366 days".into()));
+            }
             return Ok(Self::Every(d.as_secs() as i64));
         }
         if !text.starts_with('@') && text.split_whitespace().count() != 5 {
@@ -68,11 +71,21 @@ impl Schedule {
         match self {
             Self::Every(secs) => Some(after + secs),
             Self::Cron { cron, tz } => {
-                let start: DateTime<Utc> = Utc.timestamp_opt(after, 0).single()?;
-                let local = start.with_timezone(tz);
-                cron.find_next_occurrence(&local, false)
-                    .ok()
-                    .map(|t| t.timestamp())
+                // A wall time that occurs twice (the night clocks go back) resolves to its
+                // first instant, which can lie before `after`: search on from there.
+                let mut from: DateTime<Utc> = Utc.timestamp_opt(after, 0).single()?;
+                for _ in 0..8 {
+                    let t = cron
+                        .find_next_occurrence(&from.with_timezone(tz), false)
+                        .ok()?
+                        .timestamp();
+                    if t > after {
+                        return Some(t);
+                    }
+                    // Past the repeated hour: a wall time that happens twice runs once.
+                    from = Utc.timestamp_opt(from.timestamp() + 3600, 0).single()?;
+                }
+                None
             }
         }
     }
@@ -148,6 +161,23 @@ mod tests {
         for (schedule, tz, after, want) in cases {
             let s = Schedule::parse(schedule, *tz).expect(schedule);
             assert_eq!(s.next_after(at(after)), Some(at(want)), "{schedule} {tz:?}");
+        }
+        // The night clocks go back in Berlin (2026-10-25, 03:00 CEST → 02:00 CET): 02:30
+        // happens twice; the next time after the first one is never in the past.
+        let night = Schedule::parse("30 2 * * *", Some("Europe/Berlin")).expect("night");
+        let mut t = at("2026-10-24T12:00:00Z");
+        for _ in 0..5 {
+            let next = night.next_after(t).expect("next");
+            assert!(next > t, "{next} <= {t}");
+            t = next;
+        }
+        for after in [
+            at("2026-10-25T00:00:00Z"),
+            at("2026-10-25T00:40:00Z"),
+            at("2026-10-25T01:10:00Z"),
+        ] {
+            let next = night.next_after(after).expect("next");
+            assert!(next > after, "after {after}: {next}");
         }
         let daily = Schedule::parse("0 3 * * *", None).expect("daily");
         assert_eq!(daily.interval_at(at("2026-03-01T05:00:00Z")), 86400);

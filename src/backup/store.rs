@@ -35,12 +35,13 @@ impl StaticCredentials {
     }
 }
 
-/// A bucket and the prefix every key of the cluster lives under.
+/// A bucket and the prefix every key of one cluster lives under: `<prefix><namespace>/<name>/`
+/// (the namespace keeps same-named clusters of two namespaces sharing a bucket apart).
 #[derive(Clone, Debug)]
 pub struct Store {
     client: Client,
     bucket: String,
-    /// `<prefix><cluster>/`.
+    /// `<prefix><namespace>/<cluster>/`.
     pub prefix: String,
 }
 
@@ -81,10 +82,12 @@ where
 }
 
 impl Store {
-    /// A client for `location` with `credentials`, or the default AWS chain without them.
+    /// A client for `location` with `credentials`, or the default AWS chain without them,
+    /// for the backups of cluster `name` in `namespace`.
     pub async fn new(
         location: &S3Location,
-        cluster: &str,
+        namespace: &str,
+        name: &str,
         credentials: Option<StaticCredentials>,
     ) -> Self {
         use aws_config::BehaviorVersion;
@@ -116,7 +119,7 @@ impl Store {
         Self {
             client: Client::from_conf(config.build()),
             bucket: location.bucket.clone(),
-            prefix: format!("{prefix}{cluster}/"),
+            prefix: format!("{prefix}{namespace}/{name}/"),
         }
     }
 
@@ -178,7 +181,7 @@ impl Store {
         Ok(bytes.into_bytes().to_vec())
     }
 
-    /// Every key under the cluster's prefix with its size.
+    /// Every key directly under the cluster's prefix (not in deeper "folders") with its size.
     pub async fn list(&self) -> Result<Vec<(String, i64)>, Error> {
         let mut out = Vec::new();
         let mut token = None;
@@ -188,6 +191,7 @@ impl Store {
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(&self.prefix)
+                .delimiter("/")
                 .set_continuation_token(token)
                 .send()
                 .await
@@ -256,24 +260,29 @@ impl Upload<'_> {
         Ok(())
     }
 
-    /// Completes the upload: the object appears at its key.
-    pub async fn finish(self) -> Result<(), Error> {
+    /// Completes the upload: the object appears at its key. When that fails the upload is
+    /// abandoned, so no parts are left behind.
+    pub async fn finish(mut self) -> Result<(), Error> {
         let s = self.store;
-        s.client
+        let done = s
+            .client
             .complete_multipart_upload()
             .bucket(&s.bucket)
             .key(&self.key)
             .upload_id(&self.id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(self.parts))
+                    .set_parts(Some(std::mem::take(&mut self.parts)))
                     .build(),
             )
             .send()
             .await
             .map_err(|e| sdk_message(&e))
-            .map_err(s3_error("complete an upload to", &s.bucket))?;
-        Ok(())
+            .map_err(s3_error("complete an upload to", &s.bucket));
+        if done.is_err() {
+            self.abort().await;
+        }
+        done.map(|_| ())
     }
 
     /// Abandons the upload and its parts.

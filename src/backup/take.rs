@@ -92,6 +92,9 @@ pub async fn take(
         spec,
     } = job;
     let snapshot = etcd.snapshot(endpoint).await.map_err(Error::Etcd)?;
+    // What the source holds at the revision, for verification: read now, before the upload
+    // gives compaction time to move past it.
+    let digest = etcd.digest(endpoint, snapshot.revision).await.ok();
     let (key, meta_key) = keys(store, cluster, taken, snapshot.revision, compression);
     let mut sink = match compression {
         BackupCompression::None => Sink::Plain(Vec::with_capacity(PART_SIZE)),
@@ -139,9 +142,6 @@ pub async fn take(
         return Err(e);
     }
     upload.finish().await?;
-    // What the source holds at the revision, for verification (before compaction can move
-    // past it).
-    let digest = etcd.digest(endpoint, snapshot.revision).await.ok();
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let meta = Metadata {
         key,

@@ -14,10 +14,19 @@ use crate::crd::BackupCompression;
 use crate::etcd::{Digest, EtcdAdmin};
 
 /// How long the scratch member may take to restore and answer.
-const SCRATCH_TIMEOUT: Duration = Duration::from_secs(60);
+const SCRATCH_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The backup is bad: it does not hold what its metadata or the cluster says.
 fn failed(key: &str, reason: String) -> Error {
     Error::Verify {
+        key: key.to_owned(),
+        reason,
+    }
+}
+
+/// The backup could not be checked here (this machine, not the backup).
+fn unchecked(key: &str, reason: String) -> Error {
+    Error::Unverifiable {
         key: key.to_owned(),
         reason,
     }
@@ -79,15 +88,19 @@ pub async fn verify(
 ) -> Result<(), Error> {
     let key = &meta.key;
     let raw = download(store, meta).await?;
-    let io = |what: &str, e: std::io::Error| failed(key, format!("{what}: {e}"));
+    let io = |what: &str, e: std::io::Error| unchecked(key, format!("{what}: {e}"));
     let dir = tempfile::tempdir().map_err(|e| io("scratch dir", e))?;
     let file = dir.path().join("backup.snap");
     std::fs::write(&file, &raw).map_err(|e| io("writing the snapshot", e))?;
     let data = dir.path().join("data");
-    let (client, peer) = (
-        free_port().map_err(|e| io("a free port", e))?,
-        free_port().map_err(|e| io("a free port", e))?,
-    );
+    let client = free_port().map_err(|e| io("a free port", e))?;
+    let mut peer = free_port().map_err(|e| io("a free port", e))?;
+    for _ in 0..10 {
+        if peer != client {
+            break;
+        }
+        peer = free_port().map_err(|e| io("a free port", e))?;
+    }
     let peer_url = format!("http://127.0.0.1:{peer}");
     let client_url = format!("http://127.0.0.1:{client}");
     let restore = tokio::process::Command::new(server_bin)
@@ -103,7 +116,7 @@ pub async fn verify(
         .output();
     let out = tokio::time::timeout(SCRATCH_TIMEOUT, restore)
         .await
-        .map_err(|_| failed(key, "etcd-server snapshot restore timed out".into()))?
+        .map_err(|_| unchecked(key, "etcd-server snapshot restore timed out".into()))?
         .map_err(|e| io(&format!("running {}", server_bin.display()), e))?;
     if !out.status.success() {
         return Err(failed(
@@ -135,15 +148,18 @@ pub async fn verify(
         if let Ok(Some(status)) = member.try_wait() {
             let log = std::fs::read_to_string(dir.path().join("member.log")).unwrap_or_default();
             let last = log.lines().last().unwrap_or_default().to_owned();
-            return Err(failed(
-                key,
-                format!("the restored member exited ({status}): {last}"),
-            ));
+            let reason = format!("the restored member exited ({status}): {last}");
+            // Another process took its port: nothing to say about the backup.
+            return Err(if log.contains("Address already in use") {
+                unchecked(key, reason)
+            } else {
+                failed(key, reason)
+            });
         }
         match etcd.digest(&client_url, meta.revision).await {
             Ok(d) => break d,
             Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(failed(
+                return Err(unchecked(
                     key,
                     format!("the restored member did not answer: {e}"),
                 ));

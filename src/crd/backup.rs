@@ -61,8 +61,8 @@ pub struct FromBackup {
     /// Where the backups are (default: `spec.backup.s3`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Location>,
-    /// The cluster whose backups they are (default: this cluster's name): backups live under
-    /// `<prefix><cluster>/`.
+    /// The cluster whose backups they are, in this cluster's namespace (default: this
+    /// cluster's name): backups live under `<prefix><namespace>/<cluster>/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     /// The snapshot object's key; without it, the newest backup (a verified one if any).
@@ -78,7 +78,7 @@ pub struct S3Location {
     #[schemars(length(min = 3, max = 63))]
     pub bucket: String,
 
-    /// A key prefix (`etcd/prod/`); backups go under `<prefix><cluster>/`.
+    /// A key prefix (`etcd/prod/`); backups go under `<prefix><namespace>/<cluster>/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
 

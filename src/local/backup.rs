@@ -40,7 +40,13 @@ impl LocalBackups {
         let spec = cluster.spec.backup.as_ref()?;
         let location = serde_json::to_string(&spec.s3).unwrap_or_default();
         if self.store.as_ref().is_none_or(|(l, _)| *l != location) {
-            let store = Store::new(&spec.s3, &names.cluster, self.credentials.clone()).await;
+            let store = Store::new(
+                &spec.s3,
+                &names.namespace,
+                &names.cluster,
+                self.credentials.clone(),
+            )
+            .await;
             self.store = Some((location, store));
         }
         let (_, store) = self.store.as_ref()?;

@@ -417,24 +417,40 @@ impl LocalMembers {
             println!("deleted {} and its data", self.member_name(i));
         }
 
+        // New members start from an empty data directory (to join), or, bootstrapping from a
+        // backup, from the backup. Restored before their files are written: a restore that
+        // fails leaves no file behind, and the next pass restores again rather than start
+        // members on empty data.
         let mut restoring = Vec::new();
         for (i, member) in desired.members.iter().enumerate() {
             let i = i as i32;
-            let text = self.render(cluster, i, member)?;
+            if std::fs::read_to_string(self.config_path(i)).is_ok() {
+                continue;
+            }
             let dir = self.member_dir(i);
-            let path = self.config_path(i);
-            let existing = std::fs::read_to_string(&path).ok();
-            if existing.is_none() && member.state == crate::model::InitialState::New {
+            let data = dir.join("data");
+            if data.exists() {
+                std::fs::remove_dir_all(&data).map_err(io("delete", &data))?;
+            }
+            std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+            if member.state == crate::model::InitialState::New {
                 restoring.push((i, member));
             }
-            if existing.is_none() {
-                // A new member must start from an empty data directory to join.
-                let data = dir.join("data");
-                if data.exists() {
-                    std::fs::remove_dir_all(&data).map_err(io("delete", &data))?;
-                }
-                std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-            }
+        }
+        if let Some(from) = cluster
+            .spec
+            .bootstrap
+            .as_ref()
+            .and_then(|b| b.from_backup.as_ref())
+            && !restoring.is_empty()
+        {
+            self.restore_from_backup(cluster, from, &restoring).await?;
+        }
+        for (i, member) in desired.members.iter().enumerate() {
+            let i = i as i32;
+            let text = self.render(cluster, i, member)?;
+            let path = self.config_path(i);
+            let existing = std::fs::read_to_string(&path).ok();
             if existing.as_deref() != Some(text.as_str()) {
                 std::fs::write(&path, &text).map_err(io("write", &path))?;
             }
@@ -447,16 +463,6 @@ impl LocalMembers {
             tls_built: Some(crate::model::TlsBuilt::of(cluster)),
         });
         self.save_state()?;
-
-        if let Some(from) = cluster
-            .spec
-            .bootstrap
-            .as_ref()
-            .and_then(|b| b.from_backup.as_ref())
-            && !restoring.is_empty()
-        {
-            self.restore_from_backup(cluster, from, &restoring).await?;
-        }
 
         // Running members keep running: restarts are the planner's (RestartMembers).
         for i in 0..n {
@@ -486,12 +492,41 @@ impl LocalMembers {
                 ))
             })?;
         let source = from.cluster.as_deref().unwrap_or(&cluster.names.cluster);
-        let store = Store::new(location, source, self.options.s3_credentials.clone()).await;
+        let store = Store::new(
+            location,
+            &cluster.names.namespace,
+            source,
+            self.options.s3_credentials.clone(),
+        )
+        .await;
         let meta = restore::choose(&store, from).await.map_err(Error::Backup)?;
         let scratch = self.options.state_dir.join("restore");
         let file = restore::fetch(&store, &meta, &scratch)
             .await
             .map_err(Error::Backup)?;
+        let restored = self.restore_members(cluster, &file, members).await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        let done = restored?;
+        for name in done {
+            println!(
+                "restored {name} from s3://{}/{} (revision {})",
+                store.bucket(),
+                meta.key,
+                meta.revision
+            );
+        }
+        Ok(())
+    }
+
+    /// Each member's data dir from `file`; returns their names.
+    async fn restore_members(
+        &self,
+        cluster: &ValidatedCluster,
+        file: &std::path::Path,
+        members: &[(i32, &MemberBootstrap)],
+    ) -> Result<Vec<String>, Error> {
+        use crate::backup::restore;
+        let mut done = Vec::new();
         for (i, member) in members {
             let data = std::path::absolute(self.member_dir(*i).join("data"))
                 .unwrap_or_else(|_| self.member_dir(*i).join("data"));
@@ -499,7 +534,7 @@ impl LocalMembers {
             let initial = member.initial_cluster_value();
             restore::restore_member(
                 &self.options.server_bin,
-                &file,
+                file,
                 restore::Member {
                     name: &member.name,
                     peer_url: &peer_url,
@@ -510,16 +545,9 @@ impl LocalMembers {
             )
             .await
             .map_err(Error::Backup)?;
-            println!(
-                "restored {} from s3://{}/{} (revision {})",
-                member.name,
-                store.bucket(),
-                meta.key,
-                meta.revision
-            );
+            done.push(member.name.clone());
         }
-        let _ = std::fs::remove_dir_all(&scratch);
-        Ok(())
+        Ok(done)
     }
 
     pub(super) async fn restart_member(&mut self, i: i32) -> Result<(), Error> {

@@ -152,10 +152,12 @@ impl Maintenance for MaintenanceService {
         let server = self.server.clone();
         let tmp = tempfile::NamedTempFile::new().map_err(|e| Status::internal(e.to_string()))?;
         let tmp_path = tmp.path().to_owned();
-        tokio::task::spawn_blocking(move || {
-            server.store().exclusive(|b| {
+        // The revision the copy holds, read while no write can apply (a header filled after
+        // the copy could name a later revision than its data).
+        let copied = tokio::task::spawn_blocking(move || {
+            server.store().exclusive_at(|b, rev| {
                 std::fs::copy(b.path(), &tmp_path)
-                    .map(|_| ())
+                    .map(|_| rev)
                     .map_err(|e| crate::backend::BackendError::Storage(e.to_string()))
             })
         })
@@ -163,7 +165,10 @@ impl Maintenance for MaintenanceService {
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(EtcdError::from)?;
         let (tx, rx) = mpsc::channel(4);
-        let mut header = None;
+        let mut header = Some(crate::proto::etcdserverpb::ResponseHeader {
+            revision: copied,
+            ..Default::default()
+        });
         self.server.fill_header(&mut header);
         tokio::spawn(async move {
             let result: std::io::Result<()> = async {

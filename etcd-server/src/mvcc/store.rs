@@ -232,9 +232,18 @@ impl KvStore {
         &self,
         f: impl FnOnce(&Backend) -> Result<R, BackendError>,
     ) -> Result<R, MvccError> {
+        self.exclusive_at(|b, _| f(b))
+    }
+
+    /// Like [`Self::exclusive`], with the revision the backend holds meanwhile (what a copy
+    /// made inside holds, which a reader of the revision afterwards could overstate).
+    pub fn exclusive_at<R>(
+        &self,
+        f: impl FnOnce(&Backend, i64) -> Result<R, BackendError>,
+    ) -> Result<R, MvccError> {
         let state = self.state_mut();
         self.backend.sync()?;
-        let out = f(&self.backend)?;
+        let out = f(&self.backend, state.current_rev)?;
         drop(state);
         Ok(out)
     }

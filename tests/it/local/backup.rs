@@ -92,7 +92,7 @@ async fn scheduled_backups_match_their_metadata_and_retention_keeps_the_last_two
         s3.bucket, s3.endpoint
     ))
     .expect("location");
-    let store = Store::new(&location, "local", Some(credentials)).await;
+    let store = Store::new(&location, "default", "local", Some(credentials)).await;
     let all = backup::list(&store).await.expect("list");
     assert_eq!(all.len(), 2, "retention left {all:?}");
     let objects = store.list().await.expect("objects");
@@ -102,7 +102,9 @@ async fn scheduled_backups_match_their_metadata_and_retention_keeps_the_last_two
         "a snapshot and its metadata each: {objects:?}"
     );
     let newest = &all[0];
-    assert!(newest.key.starts_with("etcd/local/local-") && newest.key.ends_with(".snap.zst"));
+    assert!(
+        newest.key.starts_with("etcd/default/local/local-") && newest.key.ends_with(".snap.zst")
+    );
     assert!(
         newest.revision >= written,
         "{} < {written}",
@@ -213,7 +215,7 @@ async fn backups_are_verified_by_restoring_them_and_tampering_is_caught() {
         s3.bucket, s3.endpoint
     ))
     .expect("location");
-    let store = Store::new(&location, "local", Some(credentials)).await;
+    let store = Store::new(&location, "default", "local", Some(credentials)).await;
     let newest = backup::list(&store).await.expect("list").remove(0);
     assert_eq!(newest.verified, Some(true));
     let digest = newest.digest.expect("the source's digest");
@@ -293,7 +295,7 @@ async fn a_new_cluster_starts_from_the_newest_verified_backup_of_another() {
         s3.bucket, s3.endpoint
     ))
     .expect("location");
-    let store = Store::new(&location, "local", Some(credentials.clone())).await;
+    let store = Store::new(&location, "default", "local", Some(credentials.clone())).await;
     let backup = backup::list(&store).await.expect("list").remove(0);
     let source_kvs = c
         .get("r", Some(etcd_client::GetOptions::new().with_prefix()))
