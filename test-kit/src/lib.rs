@@ -61,15 +61,21 @@ pub fn free_port() -> u16 {
 /// test open many outgoing connections, and an ephemeral port handed out by the kernel for one
 /// of them must not collide with a port a test is about to listen on.
 pub fn free_port_on(ip: std::net::Ipv4Addr) -> u16 {
+    free_port_in(ip, 20_000..32_000)
+}
+
+/// A free TCP port on `ip` in `range` (helper servers such as the S3 server pick theirs in a
+/// range of their own, so they never race the servers under test for one).
+pub fn free_port_in(ip: std::net::Ipv4Addr, range: std::ops::Range<u16>) -> u16 {
     use rand::Rng;
     let mut rng = rand::rng();
     for _ in 0..10_000 {
-        let port = rng.random_range(20_000..32_000);
+        let port = rng.random_range(range.clone());
         if TcpListener::bind((ip, port)).is_ok() {
             return port;
         }
     }
-    panic!("no free port found on {ip} in 20000..32000");
+    panic!("no free port found on {ip} in {range:?}");
 }
 
 /// The `etcd-server` binary under test: `$ETCD_SERVER_BIN`, else the one in the test
@@ -167,7 +173,7 @@ impl Proc {
             p.spawn_no_wait();
             match p.try_wait_ready(Duration::from_secs(20)) {
                 Ok(()) => return p,
-                Err(e) if e.contains("Address already in use") => last = e,
+                Err(e) if e.to_lowercase().contains("address already in use") => last = e,
                 Err(e) => panic!("{e}"),
             }
         }
@@ -442,7 +448,7 @@ impl Cluster {
                 match m.try_wait_ready(Duration::from_secs(30)) {
                     Ok(()) => {}
                     // Another test took a port between our pick and the bind: start over.
-                    Err(e) if e.contains("Address already in use") => {
+                    Err(e) if e.to_lowercase().contains("address already in use") => {
                         last = e;
                         continue 'attempt;
                     }

