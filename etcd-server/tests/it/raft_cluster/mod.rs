@@ -198,14 +198,19 @@ async fn wait_agreed_leader(c: &Cluster, idx: &[usize], timeout: Duration) -> us
 /// linearizable read on `eps[0]`, waits until every member has applied it, then compares
 /// HashKV at that revision. Returns the revision.
 async fn assert_converged(eps: &[String], what: &str) -> i64 {
+    // A member promoted a moment ago may not have applied its promotion yet, and refuses
+    // linearizable reads as a learner until it has (as etcd does).
     let rev = {
-        let mut c = client(&eps[0]).await;
-        c.get("converge-probe", None)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: read on {}: {e}", eps[0]))
-            .header()
-            .unwrap()
-            .revision()
+        let c = client(&eps[0]).await;
+        retry(STEP, &[NOT_LEARNER_RPC], what, || {
+            let mut c = c.clone();
+            async move { c.get("converge-probe", None).await }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{what}: read on {}: {e}", eps[0]))
+        .header()
+        .unwrap()
+        .revision()
     };
     let mut hashes = Vec::new();
     for ep in eps {
