@@ -186,18 +186,6 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     };
     let observed = observe::observe(&ctx.client, etcd.as_ref(), &names).await?;
     let validated = match validate::validate(&cluster) {
-        // Restoring a new cluster's members needs an init step in their pods, not built yet.
-        Ok(v)
-            if v.spec
-                .bootstrap
-                .as_ref()
-                .is_some_and(|b| b.from_backup.is_some())
-                && observed.statefulset.is_none() =>
-        {
-            Err(vec![
-                "spec.bootstrap.fromBackup: restoring on Kubernetes is not built yet (etcd-operator local does it); remove it to start an empty cluster".to_owned(),
-            ])
-        }
         Ok(v) => Ok(v),
         Err(validate::Error::InvalidSpec(problems)) => Err(problems),
         Err(e) => return Err(Error::Malformed(e)),

@@ -37,6 +37,39 @@ enum Command {
     /// Run an EtcdCluster on this machine: members are local etcd-server processes, driven
     /// by the same planner as on Kubernetes.
     Local(LocalArgs),
+    /// Backups of a cluster: list them, take one now, or restore a member's data dir.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// List the backups of the cluster in an EtcdCluster file (`spec.backup.s3`), newest first.
+    List {
+        /// The EtcdCluster YAML file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Print JSON (every backup's metadata) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a backup of a cluster run by `etcd-operator local` now: taken, verified and
+    /// followed by retention as a scheduled one.
+    Now(LocalArgs),
+    /// Make one member's data dir from a backup, before its first start (the restore init
+    /// container of a cluster with `spec.bootstrap.fromBackup`). Does nothing for a member
+    /// that has data or joins an existing cluster.
+    Restore {
+        /// The member's etcd configuration file (name, data-dir, initial-cluster, ...).
+        #[arg(long)]
+        config_file: PathBuf,
+        /// Where the backup is, as JSON: {"s3": {...}, "namespace": ..., "cluster": ..., "key": ...}.
+        #[arg(long, env = "ETCD_OPERATOR_RESTORE_SOURCE")]
+        source: String,
+        /// The etcd-server binary [default: next to etcd-operator, else from PATH].
+        #[arg(long)]
+        etcd_server: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -99,15 +132,86 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => run(args).await,
         Command::Local(args) => local(args).await,
+        Command::Backup(command) => backup(command).await,
     }
 }
 
-async fn local(args: LocalArgs) -> anyhow::Result<()> {
+async fn backup(command: BackupCommand) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_writer(std::io::stderr)
         .init();
+    let credentials = etcd_operator::backup::StaticCredentials::from_env();
+    match command {
+        BackupCommand::List { file, json } => {
+            let all = local::list_backups(&file, credentials).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(());
+            }
+            println!(
+                "{:<60} {:>10} {:>12} {:<20} VERIFIED",
+                "KEY", "REVISION", "SIZE", "TAKEN"
+            );
+            for m in all {
+                let taken = chrono::DateTime::from_timestamp(m.taken, 0)
+                    .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                    .unwrap_or_default();
+                let verified = match m.verified {
+                    Some(true) => "yes",
+                    Some(false) => "FAILED",
+                    None => "-",
+                };
+                println!(
+                    "{:<60} {:>10} {:>12} {:<20} {verified}",
+                    m.key, m.revision, m.size, taken
+                );
+            }
+            Ok(())
+        }
+        BackupCommand::Now(args) => {
+            let options = local_options(args);
+            let changes = local::backup_now(&options).await?;
+            let mut failed = false;
+            for change in &changes {
+                println!("{}", change.message());
+                failed |= matches!(
+                    change,
+                    etcd_operator::runtime::Change::Backup {
+                        reason: "BackupFailed" | "BackupVerificationFailed",
+                        ..
+                    }
+                );
+            }
+            if failed {
+                anyhow::bail!("the backup failed");
+            }
+            Ok(())
+        }
+        BackupCommand::Restore {
+            config_file,
+            source,
+            etcd_server,
+        } => {
+            use etcd_operator::backup::restore;
+            let source: restore::Source = serde_json::from_str(&source)
+                .context("--source (ETCD_OPERATOR_RESTORE_SOURCE) is not valid JSON")?;
+            let config = restore::MemberConfig::read(&config_file)?;
+            let bin = etcd_server.unwrap_or_else(local::default_server_bin);
+            match restore::restore_from_config(&config, &source, credentials, &bin).await? {
+                restore::Restored::Restored(m) => println!(
+                    "restored {} from s3://{}/{} (revision {})",
+                    config.name, source.s3.bucket, m.key, m.revision
+                ),
+                restore::Restored::Skipped(why) => println!("nothing to restore: {why}"),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn local_options(args: LocalArgs) -> local::Options {
     let mut options = local::Options::new(args.file);
     if let Some(dir) = args.state_dir {
         options.state_dir = dir;
@@ -120,12 +224,21 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
     if let Some(bin) = args.etcd_server {
         options.server_bin = bin;
     }
+    options
+}
+
+async fn local(args: LocalArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    let (base_ip, client_port, peer_port) = (args.base_ip, args.client_port, args.peer_port);
+    let options = local_options(args);
     println!(
         "state in {}; members from {} (client port {}, peer port {})",
         options.state_dir.display(),
-        args.base_ip,
-        args.client_port,
-        args.peer_port
+        base_ip, client_port, peer_port
     );
     let (report, _) = tokio::sync::watch::channel(None);
     // Ctrl-C or SIGTERM (what `kill` and `timeout` send) stops the members cleanly.

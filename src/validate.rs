@@ -149,6 +149,17 @@ pub enum Error {
 
 /// `spec.backup`: the schedule and its time zone, and the bucket.
 fn check_backup(spec: &crate::crd::EtcdClusterSpec, problems: &mut Vec<String>) {
+    if let Some(from) = spec.bootstrap.as_ref().and_then(|b| b.from_backup.as_ref()) {
+        match from.s3.as_ref() {
+            None if spec.backup.is_none() => problems.push(
+                "spec.bootstrap.fromBackup needs s3 (or spec.backup.s3) to find the backup in"
+                    .to_owned(),
+            ),
+            Some(s3) if s3.bucket.trim().is_empty() => problems
+                .push("spec.bootstrap.fromBackup.s3.bucket must not be empty".to_owned()),
+            _ => {}
+        }
+    }
     let Some(b) = spec.backup.as_ref() else {
         return;
     };

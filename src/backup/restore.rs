@@ -37,12 +37,10 @@ pub async fn choose(store: &Store, from: &FromBackup) -> Result<Metadata, Error>
 
 /// Downloads `meta`'s snapshot, checked against both sums, into `dir`; returns the file.
 pub async fn fetch(store: &Store, meta: &Metadata, dir: &Path) -> Result<PathBuf, Error> {
-    let raw = verify::download(store, meta).await?;
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Restore(format!("creating {}: {e}", dir.display())))?;
     let file = dir.join("restore.snap");
-    std::fs::write(&file, raw)
-        .map_err(|e| Error::Restore(format!("writing {}: {e}", file.display())))?;
+    verify::download(store, meta, &file).await?;
     Ok(file)
 }
 
@@ -88,4 +86,119 @@ pub async fn restore_member(
         )));
     }
     Ok(())
+}
+
+/// Where the backup a member restores from is: the bucket, and the namespace and cluster whose
+/// backups they are. The init container gets it as JSON in [`SOURCE_ENV`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    /// The bucket.
+    pub s3: crate::crd::S3Location,
+    /// The namespace of the cluster whose backups they are.
+    pub namespace: String,
+    /// That cluster's name.
+    pub cluster: String,
+    /// The snapshot's key; the newest usable backup without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// The environment variable the restore init container reads its [`Source`] from.
+pub const SOURCE_ENV: &str = "ETCD_OPERATOR_RESTORE_SOURCE";
+
+/// What a member's configuration file (etcd's YAML config file) says about bootstrapping.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MemberConfig {
+    /// `name`.
+    pub name: String,
+    /// `data-dir`.
+    pub data_dir: PathBuf,
+    /// `initial-cluster`.
+    pub initial_cluster: String,
+    /// `initial-cluster-token`.
+    #[serde(default)]
+    pub initial_cluster_token: String,
+    /// `initial-advertise-peer-urls`.
+    pub initial_advertise_peer_urls: String,
+    /// `initial-cluster-state` (`new` by default, as in etcd).
+    #[serde(default)]
+    pub initial_cluster_state: Option<String>,
+}
+
+impl MemberConfig {
+    /// Reads the file at `path`.
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Restore(format!("reading {}: {e}", path.display())))?;
+        serde_yaml_ng::from_str(&text)
+            .map_err(|e| Error::Restore(format!("{}: {e}", path.display())))
+    }
+}
+
+/// What [`restore_from_config`] did.
+#[derive(Debug)]
+pub enum Restored {
+    /// The member's data dir was made from this backup.
+    Restored(Metadata),
+    /// Nothing to do, and why.
+    Skipped(String),
+}
+
+/// The restore init step of one member: with `initial-cluster-state: new` and no data yet,
+/// makes the member's data dir from the backup `source` names (downloaded beside the data dir,
+/// checked, restored under the member's own name and peer URL, then deleted). A member that
+/// has data, or that joins an existing cluster, is left alone, so the step is safe to run
+/// at every start of the pod.
+pub async fn restore_from_config(
+    config: &MemberConfig,
+    source: &Source,
+    credentials: Option<super::StaticCredentials>,
+    server_bin: &Path,
+) -> Result<Restored, Error> {
+    if config.initial_cluster_state.as_deref().unwrap_or("new") != "new" {
+        return Ok(Restored::Skipped(format!(
+            "{} joins an existing cluster",
+            config.name
+        )));
+    }
+    let has_data = std::fs::read_dir(&config.data_dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if has_data {
+        return Ok(Restored::Skipped(format!(
+            "{} already has data in {}",
+            config.name,
+            config.data_dir.display()
+        )));
+    }
+    let store = Store::new(&source.s3, &source.namespace, &source.cluster, credentials).await;
+    let from = FromBackup {
+        s3: None,
+        cluster: None,
+        key: source.key.clone(),
+    };
+    let meta = choose(&store, &from).await?;
+    let scratch = config.data_dir.with_extension("restore");
+    let file = fetch(&store, &meta, &scratch).await;
+    let result = match file {
+        Ok(file) => {
+            restore_member(
+                server_bin,
+                &file,
+                Member {
+                    name: &config.name,
+                    peer_url: &config.initial_advertise_peer_urls,
+                    initial_cluster: &config.initial_cluster,
+                    token: &config.initial_cluster_token,
+                    data_dir: &config.data_dir,
+                },
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_dir_all(&scratch);
+    result.map(|()| Restored::Restored(meta))
 }

@@ -181,6 +181,21 @@ impl Store {
         Ok(bytes.into_bytes().to_vec())
     }
 
+    /// The object at `key` as a stream of chunks, for reading large objects without holding
+    /// them whole.
+    pub async fn get_stream(&self, key: &str) -> Result<ByteStream, Error> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| sdk_message(&e))
+            .map_err(s3_error("read from", &self.bucket))?;
+        Ok(out.body)
+    }
+
     /// Every key directly under the cluster's prefix (not in deeper "folders") with its size.
     pub async fn list(&self) -> Result<Vec<(String, i64)>, Error> {
         let mut out = Vec::new();

@@ -42,38 +42,120 @@ fn free_port() -> Result<u16, std::io::Error> {
         .port())
 }
 
-/// The snapshot of `meta`, downloaded and checked against both sums.
-pub async fn download(store: &Store, meta: &Metadata) -> Result<Vec<u8>, Error> {
+/// Writes what goes through it to a file and into a SHA-256, counting bytes.
+struct HashingFile {
+    file: std::io::BufWriter<std::fs::File>,
+    sha: sha2::Sha256,
+    size: u64,
+}
+
+impl std::io::Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Decompresses (or not) into the file.
+enum Out {
+    Plain(HashingFile),
+    Zstd(Box<zstd::stream::write::Decoder<'static, HashingFile>>),
+}
+
+/// Downloads the snapshot of `meta` into the file `to`, streamed (never whole in memory):
+/// the object's SHA-256 is checked as it arrives, and the decompressed snapshot's as it is
+/// written. A backup whose sums differ is an [`Error::Verify`]; a store or disk failure is
+/// not the backup's fault ([`Error::Store`] / [`Error::Unverifiable`]). On error the file is
+/// removed.
+pub async fn download(store: &Store, meta: &Metadata, to: &Path) -> Result<(), Error> {
+    let result = download_inner(store, meta, to).await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(to);
+    }
+    result
+}
+
+async fn download_inner(store: &Store, meta: &Metadata, to: &Path) -> Result<(), Error> {
+    use std::io::Write as _;
     let key = &meta.key;
-    let object = store.get(key).await?;
-    let sum = hex(&sha2::Sha256::digest(&object));
+    let io = |e: std::io::Error| unchecked(key, format!("writing {}: {e}", to.display()));
+    let file = HashingFile {
+        file: std::io::BufWriter::new(std::fs::File::create(to).map_err(io)?),
+        sha: sha2::Sha256::new(),
+        size: 0,
+    };
+    let mut out = match meta.compression {
+        BackupCompression::Zstd => Out::Zstd(Box::new(
+            zstd::stream::write::Decoder::new(file).map_err(io)?,
+        )),
+        BackupCompression::None => Out::Plain(file),
+    };
+    let mut body = store.get_stream(key).await?;
+    let mut stored = sha2::Sha256::new();
+    let mut stored_size = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Error::Store {
+            op: "read from",
+            bucket: store.bucket().to_owned(),
+            message: e.to_string(),
+        })?;
+        stored.update(&chunk);
+        stored_size += chunk.len() as u64;
+        let written = match &mut out {
+            Out::Plain(f) => f.write_all(&chunk),
+            Out::Zstd(z) => z.write_all(&chunk),
+        };
+        if let Err(e) = written {
+            // A decoder error means the bytes are not zstd; a file error is this machine's.
+            return Err(match (&out, e.kind()) {
+                (Out::Zstd(_), std::io::ErrorKind::Other | std::io::ErrorKind::InvalidData) => {
+                    failed(key, format!("it does not decompress: {e}"))
+                }
+                _ => io(e),
+            });
+        }
+    }
+    let sum = hex(&stored.finalize());
     if sum != meta.sha256 {
         return Err(failed(
             key,
             format!(
-                "the object's SHA-256 is {sum}, its metadata says {} ({} bytes, {} expected)",
-                meta.sha256,
-                object.len(),
-                meta.size
+                "the object's SHA-256 is {sum}, its metadata says {} ({stored_size} bytes, {} expected)",
+                meta.sha256, meta.size
             ),
         ));
     }
-    let raw = match meta.compression {
-        BackupCompression::Zstd => zstd::decode_all(object.as_slice())
-            .map_err(|e| failed(key, format!("it does not decompress: {e}")))?,
-        BackupCompression::None => object,
+    let mut file = match out {
+        Out::Plain(f) => f,
+        Out::Zstd(mut z) => {
+            z.flush()
+                .map_err(|e| failed(key, format!("it does not decompress: {e}")))?;
+            z.into_inner()
+        }
     };
-    let sum = hex(&sha2::Sha256::digest(&raw));
-    if sum != meta.raw_sha256 {
+    file.flush().map_err(io)?;
+    let sum = hex(&file.sha.clone().finalize());
+    if sum != meta.raw_sha256 || file.size != meta.raw_size {
         return Err(failed(
             key,
             format!(
-                "the snapshot's SHA-256 is {sum}, its metadata says {}",
-                meta.raw_sha256
+                "the snapshot's SHA-256 is {sum} ({} bytes), its metadata says {} ({} bytes)",
+                file.size, meta.raw_sha256, meta.raw_size
             ),
         ));
     }
-    Ok(raw)
+    file.file
+        .into_inner()
+        .map_err(|e| io(e.into_error()))?
+        .sync_all()
+        .map_err(io)?;
+    Ok(())
 }
 
 /// Restores `meta`'s snapshot into a scratch member run by `server_bin` and compares it with
@@ -87,11 +169,10 @@ pub async fn verify(
     server_bin: &Path,
 ) -> Result<(), Error> {
     let key = &meta.key;
-    let raw = download(store, meta).await?;
     let io = |what: &str, e: std::io::Error| unchecked(key, format!("{what}: {e}"));
     let dir = tempfile::tempdir().map_err(|e| io("scratch dir", e))?;
     let file = dir.path().join("backup.snap");
-    std::fs::write(&file, &raw).map_err(|e| io("writing the snapshot", e))?;
+    download(store, meta, &file).await?;
     let data = dir.path().join("data");
     let client = free_port().map_err(|e| io("a free port", e))?;
     let mut peer = free_port().map_err(|e| io("a free port", e))?;

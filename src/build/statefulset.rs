@@ -208,6 +208,7 @@ fn pod_template(cluster: &ValidatedCluster, volumes: Vec<Volume>) -> PodTemplate
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
+            init_containers: restore_container(cluster).map(|c| vec![c]),
             containers: vec![container(cluster)],
             volumes: Some(volumes),
             termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
@@ -277,6 +278,110 @@ fn http_probe(port: &str, path: &str, period: i32, timeout: i32, failures: i32) 
     }
 }
 
+/// `POD_NAME` from the downward API: each pod reads its own configuration file.
+fn pod_name_env() -> EnvVar {
+    EnvVar {
+        name: "POD_NAME".to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".to_owned(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// With `spec.bootstrap.fromBackup`, the init container that makes a new member's data dir
+/// from the backup before etcd-server first starts (`etcd-operator backup restore`, from the
+/// same image). It reads the member's own configuration file, and does nothing for a member
+/// that has data or joins an existing cluster, so it is safe at every pod start.
+fn restore_container(cluster: &ValidatedCluster) -> Option<Container> {
+    let from = cluster.spec.bootstrap.as_ref()?.from_backup.as_ref()?;
+    let s3 = from
+        .s3
+        .as_ref()
+        .or_else(|| cluster.spec.backup.as_ref().map(|b| &b.s3))?;
+    let names = &cluster.names;
+    let source = crate::backup::restore::Source {
+        s3: s3.clone(),
+        namespace: names.namespace.clone(),
+        cluster: from.cluster.clone().unwrap_or_else(|| names.cluster.clone()),
+        key: from.key.clone(),
+    };
+    let mut env = vec![
+        pod_name_env(),
+        EnvVar {
+            name: crate::backup::restore::SOURCE_ENV.to_owned(),
+            value: Some(serde_json::to_string(&source).unwrap_or_default()),
+            ..EnvVar::default()
+        },
+    ];
+    if let Some(secret) = &s3.credentials_secret_ref {
+        for (key, optional) in [
+            ("AWS_ACCESS_KEY_ID", false),
+            ("AWS_SECRET_ACCESS_KEY", false),
+            ("AWS_SESSION_TOKEN", true),
+        ] {
+            env.push(EnvVar {
+                name: key.to_owned(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
+                        name: secret.name.clone(),
+                        key: key.to_owned(),
+                        optional: optional.then_some(true),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            });
+        }
+    }
+    Some(Container {
+        name: "restore".to_owned(),
+        image: Some(cluster.spec.image().to_owned()),
+        command: Some(vec![
+            "etcd-operator".to_owned(),
+            "backup".to_owned(),
+            "restore".to_owned(),
+        ]),
+        args: Some(vec![format!(
+            "--config-file={CONFIG_DIR}/$(POD_NAME).yaml"
+        )]),
+        env: Some(env),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        resources: cluster.spec.resources.clone(),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: CONFIG_VOLUME.to_owned(),
+                mount_path: CONFIG_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: DATA_VOLUME.to_owned(),
+                mount_path: DATA_MOUNT.to_owned(),
+                ..VolumeMount::default()
+            },
+        ]),
+        security_context: Some(restricted()),
+        ..Container::default()
+    })
+}
+
 fn container(cluster: &ValidatedCluster) -> Container {
     let names = &cluster.names;
     // With client TLS the probes use the plain metrics port.
@@ -337,17 +442,7 @@ fn container(cluster: &ValidatedCluster) -> Container {
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         // Kubernetes expands $(POD_NAME) from the env below: each pod reads its own file.
         args: Some(vec![format!("--config-file={CONFIG_DIR}/$(POD_NAME).yaml")]),
-        env: Some(vec![EnvVar {
-            name: "POD_NAME".to_owned(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".to_owned(),
-                    ..ObjectFieldSelector::default()
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+        env: Some(vec![pod_name_env()]),
         ports: Some(ports),
         // Ready means "serves linearizable requests", which needs quorum: the client Service
         // and the StatefulSet's rolling update both wait on it.
@@ -363,15 +458,7 @@ fn container(cluster: &ValidatedCluster) -> Container {
         )),
         resources: cluster.spec.resources.clone(),
         volume_mounts: Some(mounts),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted()),
         ..Container::default()
     }
 }

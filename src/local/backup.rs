@@ -84,3 +84,85 @@ impl LocalBackups {
         }
     }
 }
+
+/// The bucket of the cluster in the file at `spec_file`: `spec.backup.s3`, else
+/// `spec.bootstrap.fromBackup.s3`.
+async fn store_of(
+    spec_file: &std::path::Path,
+    credentials: Option<StaticCredentials>,
+) -> Result<(EtcdCluster, ClusterNames, Store), Error> {
+    let cluster = file::load_spec(spec_file, "cli", 1)?;
+    let names = ClusterNames::of(&cluster)
+        .ok_or(Error::Malformed(validate::Error::MissingNamespace))?;
+    let location = cluster
+        .spec
+        .backup
+        .as_ref()
+        .map(|b| b.s3.clone())
+        .or_else(|| {
+            cluster
+                .spec
+                .bootstrap
+                .as_ref()
+                .and_then(|b| b.from_backup.as_ref())
+                .and_then(|f| f.s3.clone())
+        })
+        .ok_or_else(|| {
+            Error::Backup(backup::Error::Restore(format!(
+                "{}: no spec.backup.s3 to find backups in",
+                spec_file.display()
+            )))
+        })?;
+    let store = Store::new(&location, &names.namespace, &names.cluster, credentials).await;
+    Ok((cluster, names, store))
+}
+
+/// `etcd-operator backup list`: every backup of the cluster in `spec_file`, newest first.
+pub async fn list_backups(
+    spec_file: &std::path::Path,
+    credentials: Option<StaticCredentials>,
+) -> Result<Vec<backup::Metadata>, Error> {
+    let (_, _, store) = store_of(spec_file, credentials).await?;
+    backup::list(&store).await.map_err(Error::Backup)
+}
+
+/// `etcd-operator backup now`: one backup of the running local cluster in `options`, taken,
+/// verified and followed by retention exactly as a scheduled one; returns what happened.
+pub async fn backup_now(options: &Options) -> Result<Vec<Change>, Error> {
+    let (mut cluster, mut names, store) =
+        store_of(&options.spec_file, options.s3_credentials.clone()).await?;
+    names.addressing = Addressing::Local(options.addressing);
+    let certs = tls::LocalCerts::new(&options.state_dir);
+    let etcd = EtcdClient {
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(10),
+        tls: Some(etcd::ClientTls::Dir(certs.dir().to_owned())),
+    };
+    let replicas = cluster.spec.replicas;
+    let sources: Vec<String> = (0..replicas).map(|i| names.client_url(i)).collect();
+    let members = etcd
+        .member_list(&sources)
+        .await
+        .map(|l| l.members.len())
+        .unwrap_or_default();
+    let now = crate::certs::issue::unix(std::time::SystemTime::now());
+    cluster
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(backup::BACKUP_NOW_ANNOTATION.to_owned(), format!("cli-{now}"));
+    let outcome = backup::pass(Inputs {
+        etcd: &etcd as &dyn EtcdAdmin,
+        cluster: &cluster,
+        names: &names,
+        sources,
+        members,
+        store: &store,
+        previous: None,
+        server_bin: Some(&options.server_bin),
+        now,
+    })
+    .await
+    .map_err(Error::Backup)?;
+    Ok(outcome.map(|o| o.changes).unwrap_or_default())
+}

@@ -556,3 +556,99 @@ fn cert_manager_certificates_name_every_member_and_the_issuer() {
         Some(1)
     );
 }
+
+/// `spec.bootstrap.fromBackup`: each pod gets an init container from the same image that runs
+/// `etcd-operator backup restore` on its own configuration file, with the backup's location
+/// as JSON and the S3 credentials from the named Secret; without it, no init container.
+#[test]
+fn a_cluster_from_a_backup_restores_in_an_init_container() {
+    use etcd_operator::backup::restore::{SOURCE_ENV, Source};
+    let pod = |spec: &str| {
+        objects(spec)
+            .statefulset
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod")
+    };
+    assert!(pod("  replicas: 3\n").init_containers.is_none());
+    let p = pod(concat!(
+        "  replicas: 3\n  image: registry.example/etcd:1\n",
+        "  bootstrap:\n    fromBackup:\n      cluster: old\n      key: etcd/default/old/x.snap.zst\n",
+        "      s3:\n        bucket: backups\n        prefix: etcd/\n        endpoint: http://s3.example:9000\n",
+        "        forcePathStyle: true\n        credentialsSecretRef: {name: s3-creds}\n",
+    ));
+    let init = p.init_containers.expect("init containers");
+    assert_eq!(init.len(), 1);
+    let c = &init[0];
+    assert_eq!(c.image.as_deref(), Some("registry.example/etcd:1"));
+    assert_eq!(
+        c.command.clone().unwrap(),
+        ["etcd-operator", "backup", "restore"]
+    );
+    assert_eq!(
+        c.args.clone().unwrap(),
+        ["--config-file=/etc/etcd/$(POD_NAME).yaml"]
+    );
+    let env = c.env.clone().unwrap();
+    let get = |name: &str| env.iter().find(|e| e.name == name).cloned();
+    let source: Source =
+        serde_json::from_str(get(SOURCE_ENV).unwrap().value.as_deref().unwrap()).unwrap();
+    assert_eq!(source.cluster, "old");
+    assert_eq!(source.namespace, "db");
+    assert_eq!(source.key.as_deref(), Some("etcd/default/old/x.snap.zst"));
+    assert_eq!(source.s3.bucket, "backups");
+    assert!(source.s3.force_path_style);
+    assert!(get("POD_NAME").unwrap().value_from.unwrap().field_ref.is_some());
+    for (key, optional) in [
+        ("AWS_ACCESS_KEY_ID", None),
+        ("AWS_SECRET_ACCESS_KEY", None),
+        ("AWS_SESSION_TOKEN", Some(true)),
+    ] {
+        let r = get(key)
+            .and_then(|e| e.value_from)
+            .and_then(|v| v.secret_key_ref)
+            .unwrap_or_else(|| panic!("{key} from the Secret"));
+        assert_eq!((r.name.as_str(), r.key.as_str(), r.optional), ("s3-creds", key, optional));
+    }
+    let mounts: Vec<(String, String)> = c
+        .volume_mounts
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.mount_path))
+        .collect();
+    assert!(mounts.contains(&("config".into(), "/etc/etcd".into())), "{mounts:?}");
+    assert!(mounts.contains(&("data".into(), "/var/lib/etcd".into())), "{mounts:?}");
+    assert_eq!(
+        c.security_context.as_ref().and_then(|s| s.read_only_root_filesystem),
+        Some(true)
+    );
+    // Defaulting to spec.backup.s3 and this cluster's name; no Secret, no credential env.
+    let p = pod(concat!(
+        "  replicas: 3\n  bootstrap:\n    fromBackup: {}\n",
+        "  backup:\n    schedule: '@daily'\n    s3: {bucket: mine}\n",
+    ));
+    let c = &p.init_containers.unwrap()[0];
+    let env = c.env.clone().unwrap();
+    let source: Source = serde_json::from_str(
+        env.iter().find(|e| e.name == SOURCE_ENV).unwrap().value.as_deref().unwrap(),
+    )
+    .unwrap();
+    assert_eq!((source.cluster.as_str(), source.s3.bucket.as_str()), ("main", "mine"));
+    assert!(source.key.is_none());
+    assert!(!env.iter().any(|e| e.name.starts_with("AWS_")));
+}
+
+/// A fromBackup with nowhere to look is a spec error, not a pod that fails to start.
+#[test]
+fn a_backup_source_without_a_bucket_is_refused() {
+    let c = cluster("  replicas: 3\n  bootstrap:\n    fromBackup: {key: x}\n");
+    match etcd_operator::validate::validate(&c) {
+        Err(etcd_operator::validate::Error::InvalidSpec(p)) => {
+            assert!(p.iter().any(|p| p.contains("fromBackup needs s3")), "{p:?}")
+        }
+        other => panic!("accepted: {:?}", other.map(|_| ())),
+    }
+}
