@@ -238,7 +238,9 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
     println!(
         "state in {}; members from {} (client port {}, peer port {})",
         options.state_dir.display(),
-        base_ip, client_port, peer_port
+        base_ip,
+        client_port,
+        peer_port
     );
     let (report, _) = tokio::sync::watch::channel(None);
     // Ctrl-C or SIGTERM (what `kill` and `timeout` send) stops the members cleanly.

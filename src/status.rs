@@ -281,6 +281,8 @@ pub fn compute(
         tls: None,
         // Kept until a backup pass replaces it (`set_backup`).
         backup: old.backup.clone().filter(|_| cluster.spec.backup.is_some()),
+        // Only a restore pass changes it.
+        restore: old.restore.clone(),
     }
 }
 

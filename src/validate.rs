@@ -155,8 +155,9 @@ fn check_backup(spec: &crate::crd::EtcdClusterSpec, problems: &mut Vec<String>) 
                 "spec.bootstrap.fromBackup needs s3 (or spec.backup.s3) to find the backup in"
                     .to_owned(),
             ),
-            Some(s3) if s3.bucket.trim().is_empty() => problems
-                .push("spec.bootstrap.fromBackup.s3.bucket must not be empty".to_owned()),
+            Some(s3) if s3.bucket.trim().is_empty() => {
+                problems.push("spec.bootstrap.fromBackup.s3.bucket must not be empty".to_owned())
+            }
             _ => {}
         }
     }

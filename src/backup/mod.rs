@@ -5,8 +5,9 @@
 //! [`store`] (the bucket), [`take`] (one backup), [`verify`] (restoring one into a scratch
 //! member and comparing it with the cluster), and here [`pass`], the step both runtimes run
 //! each reconcile: take a backup when one is due or asked for, verify it, then apply
-//! retention.
+//! retention. [`in_place`] decides what an in-place restore request asks for.
 
+pub mod in_place;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
@@ -146,7 +147,7 @@ pub fn metadata_key(key: &str) -> String {
     )
 }
 
-fn time(unix: i64) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+pub(crate) fn time(unix: i64) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
     k8s_openapi::jiff::Timestamp::from_second(unix)
         .ok()
         .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)

@@ -319,7 +319,10 @@ fn restore_container(cluster: &ValidatedCluster) -> Option<Container> {
     let source = crate::backup::restore::Source {
         s3: s3.clone(),
         namespace: names.namespace.clone(),
-        cluster: from.cluster.clone().unwrap_or_else(|| names.cluster.clone()),
+        cluster: from
+            .cluster
+            .clone()
+            .unwrap_or_else(|| names.cluster.clone()),
         key: from.key.clone(),
     };
     let mut env = vec![
@@ -358,9 +361,7 @@ fn restore_container(cluster: &ValidatedCluster) -> Option<Container> {
             "backup".to_owned(),
             "restore".to_owned(),
         ]),
-        args: Some(vec![format!(
-            "--config-file={CONFIG_DIR}/$(POD_NAME).yaml"
-        )]),
+        args: Some(vec![format!("--config-file={CONFIG_DIR}/$(POD_NAME).yaml")]),
         env: Some(env),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         resources: cluster.spec.resources.clone(),

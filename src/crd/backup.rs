@@ -186,3 +186,49 @@ pub struct BackupRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken: Option<Time>,
 }
+
+/// Where an in-place restore stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestorePhase {
+    /// Asked for, but `etcd.rustops.dev/restore-confirm` does not name the cluster yet.
+    #[default]
+    WaitingForConfirmation,
+    /// The members are stopped and being restored.
+    Restoring,
+    /// Every member was restored and started.
+    Completed,
+    /// The restore failed; the members run on their old data.
+    Failed,
+}
+
+/// The last in-place restore (`status.restore`), asked for with the
+/// `etcd.rustops.dev/restore` annotation.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// The `etcd.rustops.dev/restore` value acted on (a backup key, or `latest`).
+    pub request: String,
+    /// Where it stands.
+    pub phase: RestorePhase,
+    /// The backup restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The revision it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// What happened, or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// etcd's cluster ID before the restore (hex); a restore makes a new cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_cluster_id: Option<String>,
+    /// etcd's cluster ID after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// When it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Time>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Time>,
+}

@@ -15,7 +15,7 @@ mod backup;
 
 pub use backup::{
     BackupCompression, BackupRecord, BackupSpec, BackupStatus, BootstrapSpec, FromBackup,
-    Retention, S3Credentials, S3Location,
+    RestorePhase, RestoreStatus, Retention, S3Credentials, S3Location,
 };
 
 /// The API group the operator owns.
@@ -502,6 +502,10 @@ pub struct EtcdClusterStatus {
     /// Backups, with `spec.backup` set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStatus>,
+
+    /// The last in-place restore, asked for with the `etcd.rustops.dev/restore` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
 }
 
 /// The certificates of a cluster with `spec.tls` on.

@@ -92,8 +92,8 @@ async fn store_of(
     credentials: Option<StaticCredentials>,
 ) -> Result<(EtcdCluster, ClusterNames, Store), Error> {
     let cluster = file::load_spec(spec_file, "cli", 1)?;
-    let names = ClusterNames::of(&cluster)
-        .ok_or(Error::Malformed(validate::Error::MissingNamespace))?;
+    let names =
+        ClusterNames::of(&cluster).ok_or(Error::Malformed(validate::Error::MissingNamespace))?;
     let location = cluster
         .spec
         .backup
@@ -146,11 +146,10 @@ pub async fn backup_now(options: &Options) -> Result<Vec<Change>, Error> {
         .map(|l| l.members.len())
         .unwrap_or_default();
     let now = crate::certs::issue::unix(std::time::SystemTime::now());
-    cluster
-        .metadata
-        .annotations
-        .get_or_insert_default()
-        .insert(backup::BACKUP_NOW_ANNOTATION.to_owned(), format!("cli-{now}"));
+    cluster.metadata.annotations.get_or_insert_default().insert(
+        backup::BACKUP_NOW_ANNOTATION.to_owned(),
+        format!("cli-{now}"),
+    );
     let outcome = backup::pass(Inputs {
         etcd: &etcd as &dyn EtcdAdmin,
         cluster: &cluster,
@@ -165,4 +164,107 @@ pub async fn backup_now(options: &Options) -> Result<Vec<Change>, Error> {
     .await
     .map_err(Error::Backup)?;
     Ok(outcome.map(|o| o.changes).unwrap_or_default())
+}
+
+/// An in-place restore asked for with the `etcd.rustops.dev/restore` annotation (see
+/// [`backup::in_place`]): `status.restore` and the Events, or `None` when nothing is asked.
+pub(super) async fn restore_pass(
+    etcd: &EtcdClient,
+    members: &mut LocalMembers,
+    cluster: &EtcdCluster,
+) -> Option<(crate::crd::RestoreStatus, Vec<Change>)> {
+    use crate::backup::in_place::{self, Request};
+    use crate::crd::{RestorePhase, RestoreStatus};
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    let previous = cluster.status.as_ref().and_then(|s| s.restore.as_ref());
+    let (request, key) = match in_place::requested(cluster) {
+        Request::None => return None,
+        Request::Unconfirmed(r) if previous.is_some_and(|p| p.request == r) => return None,
+        Request::Unconfirmed(r) => {
+            let status = in_place::waiting(&r, &name);
+            let change = Change::Backup {
+                reason: "RestoreNotConfirmed",
+                message: status.message.clone().unwrap_or_default(),
+            };
+            return Some((status, vec![change]));
+        }
+        Request::Run { request, key } => (request, key),
+    };
+    let now = || crate::backup::time(crate::certs::issue::unix(SystemTime::now()));
+    let mut status = RestoreStatus {
+        request: request.clone(),
+        phase: RestorePhase::Restoring,
+        started: now(),
+        ..RestoreStatus::default()
+    };
+    let validated = match validate::validate(cluster) {
+        Ok(mut v) => {
+            v.names.addressing = Addressing::Local(members.options.addressing);
+            v
+        }
+        Err(e) => {
+            status.phase = RestorePhase::Failed;
+            status.message = Some(format!("the spec is not valid: {e}"));
+            status.finished = now();
+            let change = Change::Backup {
+                reason: "RestoreFailed",
+                message: status.message.clone().unwrap_or_default(),
+            };
+            return Some((status, vec![change]));
+        }
+    };
+    let urls: Vec<String> = (0..cluster.spec.replicas)
+        .map(|i| validated.names.client_url(i))
+        .collect();
+    let cluster_id = async |etcd: &EtcdClient| {
+        etcd.member_list(&urls)
+            .await
+            .ok()
+            .map(|l| format!("{:x}", l.cluster_id))
+    };
+    status.previous_cluster_id = cluster_id(etcd).await;
+    let mut changes = vec![Change::Backup {
+        reason: "RestoreStarted",
+        message: format!(
+            "restoring every member of {name} in place from {}",
+            key.as_deref().unwrap_or("the newest usable backup")
+        ),
+    }];
+    match members.restore_in_place(&validated, key).await {
+        Ok((meta, aside)) => {
+            // The restored cluster answers with its new ID once a leader is elected.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                status.cluster_id = cluster_id(etcd).await;
+                if status.cluster_id.is_some() && status.cluster_id != status.previous_cluster_id {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            status.phase = RestorePhase::Completed;
+            status.key = Some(meta.key.clone());
+            status.revision = Some(meta.revision);
+            status.message = Some(format!(
+                "restored every member from {} (revision {}); the cluster ID changed from {} to {}; each member's old data is kept in <member>/{aside}",
+                meta.key,
+                meta.revision,
+                status.previous_cluster_id.as_deref().unwrap_or("?"),
+                status.cluster_id.as_deref().unwrap_or("?"),
+            ));
+            changes.push(Change::Backup {
+                reason: "RestoreCompleted",
+                message: status.message.clone().unwrap_or_default(),
+            });
+        }
+        Err(e) => {
+            status.phase = RestorePhase::Failed;
+            status.message = Some(format!("in-place restore failed: {e}"));
+            changes.push(Change::Backup {
+                reason: "RestoreFailed",
+                message: status.message.clone().unwrap_or_default(),
+            });
+        }
+    }
+    status.finished = now();
+    Some((status, changes))
 }

@@ -550,6 +550,122 @@ impl LocalMembers {
         Ok(done)
     }
 
+    /// In-place restore: the backup (`key`, or the newest usable) is downloaded and checked
+    /// while the members still run; then every member is stopped, its data dir moved aside to
+    /// `data.pre-restore-<time>` (kept, never deleted), made again from the backup under a new
+    /// cluster token (so the cluster gets a new ID, as etcd's restore gives), and started. If a
+    /// member cannot be restored, the old data dirs go back and the members start on them.
+    /// Returns the backup and where the old data dirs are.
+    pub(super) async fn restore_in_place(
+        &mut self,
+        cluster: &ValidatedCluster,
+        key: Option<String>,
+    ) -> Result<(crate::backup::Metadata, String), Error> {
+        use crate::backup::{Error as BackupError, Store, restore};
+        let fail = |m: String| Error::Backup(BackupError::Restore(m));
+        let replicas = self
+            .state
+            .as_ref()
+            .map(|s| s.replicas)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| fail("the cluster has no members to restore".into()))?;
+        let location = cluster
+            .spec
+            .backup
+            .as_ref()
+            .map(|b| &b.s3)
+            .or_else(|| {
+                cluster
+                    .spec
+                    .bootstrap
+                    .as_ref()
+                    .and_then(|b| b.from_backup.as_ref())
+                    .and_then(|f| f.s3.as_ref())
+            })
+            .ok_or_else(|| fail("an in-place restore needs spec.backup.s3".into()))?;
+        let store = Store::new(
+            location,
+            &cluster.names.namespace,
+            &cluster.names.cluster,
+            self.options.s3_credentials.clone(),
+        )
+        .await;
+        let from = crate::crd::FromBackup {
+            s3: None,
+            cluster: None,
+            key,
+        };
+        let meta = restore::choose(&store, &from)
+            .await
+            .map_err(Error::Backup)?;
+        let scratch = self.options.state_dir.join("restore");
+        let file = restore::fetch(&store, &meta, &scratch)
+            .await
+            .map_err(Error::Backup)?;
+
+        println!(
+            "restoring every member from {} (revision {})",
+            meta.key, meta.revision
+        );
+        self.shutdown().await;
+        let stamp = crate::certs::issue::unix(SystemTime::now());
+        let aside = format!("data.pre-restore-{stamp}");
+        let token = format!("{}-restore-{stamp}", cluster.token);
+        let initial = (0..replicas)
+            .map(|i| format!("{}={}", cluster.names.member(i), cluster.names.peer_url(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut result = Ok(());
+        for i in 0..replicas {
+            let data = std::path::absolute(self.member_dir(i).join("data"))
+                .unwrap_or_else(|_| self.member_dir(i).join("data"));
+            if data.exists()
+                && let Err(e) = std::fs::rename(&data, self.member_dir(i).join(&aside))
+            {
+                result = Err(io("move aside", &data)(e));
+                break;
+            }
+            let name = cluster.names.member(i);
+            let peer_url = cluster.names.peer_url(i);
+            if let Err(e) = restore::restore_member(
+                &self.options.server_bin,
+                &file,
+                restore::Member {
+                    name: &name,
+                    peer_url: &peer_url,
+                    initial_cluster: &initial,
+                    token: &token,
+                    data_dir: &data,
+                },
+            )
+            .await
+            {
+                result = Err(Error::Backup(e));
+                break;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+        if let Err(e) = result {
+            // Back to the old data: nothing is lost, and the members run as before.
+            for i in 0..replicas {
+                let old = self.member_dir(i).join(&aside);
+                let data = self.member_dir(i).join("data");
+                if old.exists() {
+                    let _ = std::fs::remove_dir_all(&data);
+                    let _ = std::fs::rename(&old, &data);
+                }
+            }
+            for i in 0..replicas {
+                self.start(i)?;
+            }
+            return Err(e);
+        }
+        for i in 0..replicas {
+            self.start(i)?;
+        }
+        Ok((meta, aside))
+    }
+
     pub(super) async fn restart_member(&mut self, i: i32) -> Result<(), Error> {
         println!(
             "restarting {} with its current configuration",

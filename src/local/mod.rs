@@ -281,6 +281,17 @@ pub async fn run(
         cluster.status = last_status.clone();
 
         members.supervise().await;
+        // An in-place restore, when asked and confirmed, before anything else this pass.
+        if let Some((restore, made)) = backup::restore_pass(&etcd, &mut members, &cluster).await {
+            for change in &made {
+                println!("{}", change.message());
+            }
+            changes.extend(made);
+            let mut status = last_status.clone().unwrap_or_default();
+            status.restore = Some(restore);
+            last_status = Some(status);
+            cluster.status = last_status.clone();
+        }
         // Certificates first: a new cluster's members start with them (and a cluster moving
         // between plain and TLS, as last planned, needs them either way).
         let mut tls_status = None;

@@ -600,7 +600,14 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
     assert_eq!(source.key.as_deref(), Some("etcd/default/old/x.snap.zst"));
     assert_eq!(source.s3.bucket, "backups");
     assert!(source.s3.force_path_style);
-    assert!(get("POD_NAME").unwrap().value_from.unwrap().field_ref.is_some());
+    assert!(
+        get("POD_NAME")
+            .unwrap()
+            .value_from
+            .unwrap()
+            .field_ref
+            .is_some()
+    );
     for (key, optional) in [
         ("AWS_ACCESS_KEY_ID", None),
         ("AWS_SECRET_ACCESS_KEY", None),
@@ -610,7 +617,10 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
             .and_then(|e| e.value_from)
             .and_then(|v| v.secret_key_ref)
             .unwrap_or_else(|| panic!("{key} from the Secret"));
-        assert_eq!((r.name.as_str(), r.key.as_str(), r.optional), ("s3-creds", key, optional));
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str(), r.optional),
+            ("s3-creds", key, optional)
+        );
     }
     let mounts: Vec<(String, String)> = c
         .volume_mounts
@@ -619,10 +629,18 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
         .into_iter()
         .map(|m| (m.name, m.mount_path))
         .collect();
-    assert!(mounts.contains(&("config".into(), "/etc/etcd".into())), "{mounts:?}");
-    assert!(mounts.contains(&("data".into(), "/var/lib/etcd".into())), "{mounts:?}");
+    assert!(
+        mounts.contains(&("config".into(), "/etc/etcd".into())),
+        "{mounts:?}"
+    );
+    assert!(
+        mounts.contains(&("data".into(), "/var/lib/etcd".into())),
+        "{mounts:?}"
+    );
     assert_eq!(
-        c.security_context.as_ref().and_then(|s| s.read_only_root_filesystem),
+        c.security_context
+            .as_ref()
+            .and_then(|s| s.read_only_root_filesystem),
         Some(true)
     );
     // Defaulting to spec.backup.s3 and this cluster's name; no Secret, no credential env.
@@ -633,10 +651,18 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
     let c = &p.init_containers.unwrap()[0];
     let env = c.env.clone().unwrap();
     let source: Source = serde_json::from_str(
-        env.iter().find(|e| e.name == SOURCE_ENV).unwrap().value.as_deref().unwrap(),
+        env.iter()
+            .find(|e| e.name == SOURCE_ENV)
+            .unwrap()
+            .value
+            .as_deref()
+            .unwrap(),
     )
     .unwrap();
-    assert_eq!((source.cluster.as_str(), source.s3.bucket.as_str()), ("main", "mine"));
+    assert_eq!(
+        (source.cluster.as_str(), source.s3.bucket.as_str()),
+        ("main", "mine")
+    );
     assert!(source.key.is_none());
     assert!(!env.iter().any(|e| e.name.starts_with("AWS_")));
 }

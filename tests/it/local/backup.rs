@@ -342,3 +342,247 @@ async fn a_new_cluster_starts_from_the_newest_verified_backup_of_another() {
     }
     rt.shutdown().await;
 }
+
+/// Runs `etcd-operator backup ARGS` with the test S3 server's credentials.
+fn operator_backup(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
+        .arg("backup")
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env_remove("AWS_SESSION_TOKEN")
+        .output()
+        .expect("etcd-operator backup");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The backup CLI and the in-place restore: `etcd-operator backup now` takes and verifies a
+/// backup of the running cluster, `backup list` shows it; a restore asked with the annotation
+/// waits for its confirmation, then stops every member, restores all of them from the backup
+/// (old data kept aside) and starts them: the keys, values, mod revisions and HashKV are the
+/// backup's, writes made after it are gone, and the cluster ID is new. `backup restore` (the
+/// init container) makes a new member's data dir from it once, and leaves it alone after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backup_cli_and_an_in_place_restore() {
+    use etcd_client::GetOptions;
+    let s3 = tokio::task::spawn_blocking(|| S3Server::start("inplace"))
+        .await
+        .expect("weed");
+    let setup = Setup::new(Ipv4Addr::new(127, 0, 68, 10));
+    write_backup_spec(&setup, &s3, "@every 1h", "");
+    let yaml = std::fs::read_to_string(&setup.spec)
+        .expect("spec")
+        .replace("    verify: false\n", "");
+    std::fs::write(&setup.spec, &yaml).expect("spec");
+    let mut options = setup.options(Duration::from_millis(300));
+    options.s3_credentials = Some(StaticCredentials {
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+        session_token: None,
+    });
+    let state = options.state_dir.display().to_string();
+    let mut rt = Runtime::start(options);
+    rt.wait("3 members in sync", Duration::from_secs(60), in_sync(3))
+        .await;
+    let mut c = client(&setup.endpoint(0)).await;
+    for i in 0..30 {
+        c.put(format!("a/{i:03}"), format!("before {i}"), None)
+            .await
+            .expect("put");
+    }
+    let prefix = || Some(GetOptions::new().with_prefix());
+    let backed_up = c.get("a/", prefix()).await.expect("keys");
+
+    // backup now, against the running members.
+    let spec = setup.spec.display().to_string();
+    let base_ip = setup.addressing.base_ip.to_string();
+    let client_port = setup.addressing.client_port.to_string();
+    let peer_port = setup.addressing.peer_port.to_string();
+    let server = server_binary().display().to_string();
+    let (ok, text) = tokio::task::block_in_place(|| {
+        operator_backup(&[
+            "now",
+            "-f",
+            &spec,
+            "--state-dir",
+            &state,
+            "--base-ip",
+            &base_ip,
+            "--client-port",
+            &client_port,
+            "--peer-port",
+            &peer_port,
+            "--etcd-server",
+            &server,
+        ])
+    });
+    assert!(ok && text.contains("verified"), "backup now: {text}");
+    let (ok, text) =
+        tokio::task::block_in_place(|| operator_backup(&["list", "-f", &spec, "--json"]));
+    assert!(ok, "backup list: {text}");
+    let listed: Vec<backup::Metadata> = serde_json::from_str(&text).expect("list --json");
+    assert_eq!(listed.len(), 1, "{text}");
+    let taken = listed[0].clone();
+    assert_eq!(taken.verified, Some(true));
+    let (ok, table) = tokio::task::block_in_place(|| operator_backup(&["list", "-f", &spec]));
+    assert!(
+        ok && table.contains(&taken.key) && table.contains("yes"),
+        "{table}"
+    );
+
+    // Later writes, which the restore must undo.
+    for i in 0..10 {
+        c.put(format!("a/late/{i}"), "after", None)
+            .await
+            .expect("put");
+    }
+    c.delete("a/000", None).await.expect("delete");
+    let old_id = c
+        .member_list()
+        .await
+        .expect("members")
+        .header()
+        .unwrap()
+        .cluster_id();
+
+    // Asked without the confirmation: recorded, nothing restored.
+    let with = |annotations: &str| {
+        let text = yaml.replace(
+            "    note: backup\n",
+            &format!("    note: backup\n{annotations}"),
+        );
+        let tmp = setup.spec.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("spec");
+        std::fs::rename(&tmp, &setup.spec).expect("spec");
+    };
+    with(&format!(
+        "    etcd.rustops.dev/restore: {}\n    etcd.rustops.dev/restore-confirm: other\n",
+        taken.key
+    ));
+    let report = rt
+        .wait("the request recorded", Duration::from_secs(20), |r| {
+            count(r, "RestoreNotConfirmed") == 1
+        })
+        .await;
+    let restore = report.status.restore.expect("status.restore");
+    assert_eq!(
+        restore.phase,
+        etcd_operator::crd::RestorePhase::WaitingForConfirmation
+    );
+    assert!(c.get("a/late/0", None).await.expect("get").count() == 1);
+
+    with(&format!(
+        "    etcd.rustops.dev/restore: {}\n    etcd.rustops.dev/restore-confirm: local\n",
+        taken.key
+    ));
+    let report = rt
+        .wait("the restore done", Duration::from_secs(120), |r| {
+            count(r, "RestoreCompleted") + count(r, "RestoreFailed") >= 1
+        })
+        .await;
+    let restore = report.status.restore.clone().expect("status.restore");
+    assert_eq!(
+        restore.phase,
+        etcd_operator::crd::RestorePhase::Completed,
+        "{restore:?} {:?}",
+        report.changes
+    );
+    assert_eq!(restore.key.as_deref(), Some(taken.key.as_str()));
+    assert_eq!(restore.previous_cluster_id, Some(format!("{old_id:x}")));
+    assert!(
+        restore.cluster_id.is_some() && restore.cluster_id != restore.previous_cluster_id,
+        "{restore:?}"
+    );
+    rt.wait(
+        "3 members in sync after the restore",
+        Duration::from_secs(60),
+        in_sync(3),
+    )
+    .await;
+    for i in 0..3 {
+        let mut c = client(&setup.endpoint(i)).await;
+        let kvs = retry_get(&mut c, "a/").await;
+        let pairs = |r: &etcd_client::GetResponse| -> Vec<(Vec<u8>, Vec<u8>, i64)> {
+            r.kvs()
+                .iter()
+                .map(|kv| (kv.key().to_vec(), kv.value().to_vec(), kv.mod_revision()))
+                .collect()
+        };
+        assert_eq!(pairs(&kvs), pairs(&backed_up), "member {i}");
+        let hash = c.hash_kv(taken.revision).await.expect("hash kv").hash();
+        assert_eq!(Some(hash), taken.digest.map(|d| d.hash), "member {i}");
+        let aside: Vec<_> = std::fs::read_dir(setup.member_dir(i))
+            .expect("member dir")
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("data.pre-restore-")
+            })
+            .collect();
+        assert_eq!(aside.len(), 1, "member {i}'s old data kept");
+    }
+    // The same request again does nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = rt.wait("later", Duration::from_secs(5), |_| true).await;
+    assert_eq!(count(&again, "RestoreStarted"), 1);
+    rt.shutdown().await;
+
+    // The init container's step: a new member's data dir from the backup, once.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("member.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "name: copy-0\ndata-dir: {}\ninitial-cluster: copy-0=http://127.0.0.1:2380\ninitial-cluster-token: copy\ninitial-advertise-peer-urls: http://127.0.0.1:2380\ninitial-cluster-state: new\n",
+            data.display()
+        ),
+    )
+    .expect("config");
+    let source = serde_json::json!({
+        "s3": {"bucket": s3.bucket, "endpoint": s3.endpoint, "forcePathStyle": true, "prefix": "etcd"},
+        "namespace": "default",
+        "cluster": "local",
+    })
+    .to_string();
+    let args = [
+        "restore",
+        "--config-file",
+        &config.display().to_string(),
+        "--source",
+        &source,
+        "--etcd-server",
+        &server,
+    ]
+    .map(|s| s.to_owned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, text) = tokio::task::block_in_place(|| operator_backup(&args));
+    assert!(ok && text.contains("restored copy-0"), "{text}");
+    assert!(data.join("member/snap/db").is_file(), "{text}");
+    let (ok, text) = tokio::task::block_in_place(|| operator_backup(&args));
+    assert!(ok && text.contains("already has data"), "{text}");
+}
+
+/// A linearizable prefix read, retried while the restarted members elect a leader.
+async fn retry_get(c: &mut etcd_client::Client, prefix: &str) -> etcd_client::GetResponse {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match c
+            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+        {
+            Ok(r) => return r,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("read after restore: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("read after restore: {e}"),
+        }
+    }
+}
