@@ -375,8 +375,15 @@ pub async fn pass(i: Inputs<'_>) -> Result<Option<Outcome>, Error> {
     }
     status.last_request = requested;
     let spec_json = serde_json::to_value(spec).unwrap_or_default();
-    let mut result = Err(Error::NoSource);
-    for source in &i.sources {
+    // The bucket first: a missing bucket or wrong credentials fail before any member
+    // streams a snapshot, and are not retried on another member.
+    let mut result = i.store.check().await.and(Err(Error::NoSource));
+    let sources = if result.is_ok() || matches!(result, Err(Error::NoSource)) {
+        i.sources.as_slice()
+    } else {
+        &[]
+    };
+    for source in sources {
         let job = take::Job {
             cluster: &i.names.cluster,
             members: i.members,
@@ -385,7 +392,8 @@ pub async fn pass(i: Inputs<'_>) -> Result<Option<Outcome>, Error> {
             spec: spec_json.clone(),
         };
         result = take::take(i.etcd, source, i.store, job).await;
-        if result.is_ok() {
+        // Another member helps only when this one's stream failed.
+        if !matches!(result, Err(Error::Etcd(_))) {
             break;
         }
     }

@@ -181,6 +181,35 @@ impl Store {
         Ok(bytes.into_bytes().to_vec())
     }
 
+    /// Checks that the bucket exists and these credentials may use it (`HeadBucket`), so a
+    /// backup fails with a clear reason before a member streams a snapshot for nothing (and
+    /// a store that would create a missing bucket on upload does not hide a typo).
+    pub async fn check(&self) -> Result<(), Error> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                let message = match status {
+                    Some(404) => "NoSuchBucket: the bucket does not exist".to_owned(),
+                    Some(403) => {
+                        "AccessDenied: the credentials may not use the bucket (check them)"
+                            .to_owned()
+                    }
+                    Some(400) => {
+                        "BadRequest: the store refused the request (check the region and credentials)"
+                            .to_owned()
+                    }
+                    _ => sdk_message(&e),
+                };
+                Err(Error::Store {
+                    op: "reach",
+                    bucket: self.bucket.clone(),
+                    message,
+                })
+            }
+        }
+    }
+
     /// The object at `key` as a stream of chunks, for reading large objects without holding
     /// them whole.
     pub async fn get_stream(&self, key: &str) -> Result<ByteStream, Error> {

@@ -7,6 +7,7 @@
 //! beside the formation tests.
 
 mod backup;
+mod backup_faults;
 mod lifecycle;
 mod operator_killed;
 mod scaling;
