@@ -291,6 +291,10 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     if validated.spec.backup.is_some() {
         match backups(&ctx, &cluster, &validated, etcd.as_ref(), &observed).await {
             Ok(Some(o)) => {
+                if let Some(attempt) = &o.attempt {
+                    ctx.metrics
+                        .record_backup(&names.namespace, &names.cluster, attempt);
+                }
                 let (changes, next_in) = (o.changes.clone(), o.next_in);
                 status::set_backup(
                     &mut status,

@@ -221,6 +221,21 @@ pub struct Outcome {
     pub next_in: i64,
     /// The `BackupReady` and `BackupOverdue` conditions: type, status, reason, message.
     pub conditions: Vec<(&'static str, bool, &'static str, String)>,
+    /// The backup this pass attempted, for the metrics.
+    pub attempt: Option<Attempt>,
+}
+
+/// One backup attempt, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Attempt {
+    /// Whether it succeeded (taken, and verified when asked).
+    pub ok: bool,
+    /// Seconds it took (snapshot, upload and verification).
+    pub seconds: f64,
+    /// The object's size, bytes (0 when nothing was stored).
+    pub size: u64,
+    /// When it was taken, Unix seconds.
+    pub taken: i64,
 }
 
 /// `BackupReady` (the last attempt succeeded) and `BackupOverdue` (no success within two
@@ -375,6 +390,7 @@ pub async fn pass(i: Inputs<'_>) -> Result<Option<Outcome>, Error> {
     }
     status.last_request = requested;
     let spec_json = serde_json::to_value(spec).unwrap_or_default();
+    let started = std::time::Instant::now();
     // The bucket first: a missing bucket or wrong credentials fail before any member
     // streams a snapshot, and are not retried on another member.
     let mut result = i.store.check().await.and(Err(Error::NoSource));
@@ -460,6 +476,12 @@ pub async fn pass(i: Inputs<'_>) -> Result<Option<Outcome>, Error> {
                     Err(e) => tracing::warn!(error = %e, "backup metadata"),
                 }
             }
+            out.attempt = Some(Attempt {
+                ok: good,
+                seconds: started.elapsed().as_secs_f64(),
+                size: meta.size,
+                taken: i.now,
+            });
             if good {
                 status.last_success = time(i.now);
             } else {
@@ -476,6 +498,12 @@ pub async fn pass(i: Inputs<'_>) -> Result<Option<Outcome>, Error> {
             }
         }
         Err(e) => {
+            out.attempt = Some(Attempt {
+                ok: false,
+                seconds: started.elapsed().as_secs_f64(),
+                size: 0,
+                taken: i.now,
+            });
             status.last_failure = time(i.now);
             status.last_failure_reason = Some(e.to_string());
             out.changes.push(Change::Backup {
