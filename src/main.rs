@@ -70,6 +70,17 @@ enum BackupCommand {
         #[arg(long)]
         etcd_server: Option<PathBuf>,
     },
+    /// Upload a file as it is, in a backup's parts, to the cluster's bucket and delete it
+    /// again: the ceiling `etcd-bench backup` measures backups against.
+    #[command(hide = true)]
+    UploadRaw {
+        /// The EtcdCluster YAML file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The file to upload.
+        #[arg(long)]
+        data: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -187,6 +198,11 @@ async fn backup(command: BackupCommand) -> anyhow::Result<()> {
             if failed {
                 anyhow::bail!("the backup failed");
             }
+            Ok(())
+        }
+        BackupCommand::UploadRaw { file, data } => {
+            let sent = local::upload_raw(&file, credentials, &data).await?;
+            println!("uploaded {sent} bytes");
             Ok(())
         }
         BackupCommand::Restore {

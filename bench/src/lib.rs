@@ -12,7 +12,9 @@
 //! - [`report`]: HDR latency histograms, errors by kind, the [`Report`] as text or JSON.
 //! - [`compare`]: starts etcd and etcd-server clusters, alternates runs of a fixed suite against
 //!   them, measures RSS, CPU, disk and restart time, and prints ratios (ours ÷ etcd).
+//! - [`backup`]: the operator's backups against a real S3 server, beside a raw upload.
 
+pub mod backup;
 pub mod compare;
 pub mod error;
 pub mod grpc;

@@ -68,6 +68,9 @@ enum Command {
     /// Start etcd-server and etcd in turn with the same settings, run the same workloads
     /// against each, and print ratios ours ÷ etcd.
     Compare(CompareOptions),
+    /// Backup throughput beside a raw S3 upload of the same bytes, and the operator's peak
+    /// RSS, against a real S3 server (`weed mini`) on 127.0.0.1.
+    Backup(etcd_bench::backup::BackupOptions),
     /// Time fdatasync'd 4 KiB appends in a directory (the disk figure of BENCHMARKS.md).
     FsyncProbe {
         /// Directory on the filesystem to measure.
@@ -95,6 +98,15 @@ async fn main() -> anyhow::Result<()> {
                 r = compare(&opts) => r.context("comparison failed")?,
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
             };
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                print!("{}", result.to_text());
+            }
+            return Ok(());
+        }
+        Command::Backup(opts) => {
+            let result = etcd_bench::backup::backup_bench(&opts).await?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&result)?);
             } else {

@@ -26,7 +26,7 @@ pub struct BackupSpec {
     #[serde(default)]
     pub retention: Retention,
 
-    /// How snapshots are compressed (default `Zstd`).
+    /// How snapshots are compressed: `zstd` (default) or `none`.
     #[serde(default)]
     pub compression: BackupCompression,
 
@@ -135,8 +135,9 @@ pub struct Retention {
     pub keep_weekly: Option<u32>,
 }
 
-/// How a snapshot is stored.
+/// How a snapshot is stored: `none` or `zstd`, as the spec writes them.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum BackupCompression {
     /// As the server streams it.
     None,

@@ -268,3 +268,49 @@ pub(super) async fn restore_pass(
     status.finished = now();
     Some((status, changes))
 }
+
+/// `etcd-operator backup upload-raw` (for the backup benchmark): uploads `file` as it is, in
+/// the parts a backup uses, to the bucket of the cluster in `spec_file`, then deletes it;
+/// returns the bytes sent. The ceiling a backup's throughput is measured against.
+pub async fn upload_raw(
+    spec_file: &std::path::Path,
+    credentials: Option<StaticCredentials>,
+    file: &std::path::Path,
+) -> Result<u64, Error> {
+    use tokio::io::AsyncReadExt;
+    let (_, _, store) = store_of(spec_file, credentials).await?;
+    let key = format!("{}bench/raw-upload", store.prefix);
+    let mut f = tokio::fs::File::open(file)
+        .await
+        .map_err(io("open", file))?;
+    let mut upload = store.start_upload(&key).await.map_err(Error::Backup)?;
+    let mut sent = 0u64;
+    loop {
+        let mut part = Vec::with_capacity(crate::backup::store::PART_SIZE);
+        while part.len() < crate::backup::store::PART_SIZE {
+            let n = (&mut f)
+                .take((crate::backup::store::PART_SIZE - part.len()) as u64)
+                .read_to_end(&mut part)
+                .await
+                .map_err(io("read", file))?;
+            if n == 0 {
+                break;
+            }
+        }
+        if part.is_empty() && sent > 0 {
+            break;
+        }
+        let last = part.len() < crate::backup::store::PART_SIZE;
+        sent += part.len() as u64;
+        if let Err(e) = upload.part(part).await {
+            upload.abort().await;
+            return Err(Error::Backup(e));
+        }
+        if last {
+            break;
+        }
+    }
+    upload.finish().await.map_err(Error::Backup)?;
+    store.delete(&key).await.map_err(Error::Backup)?;
+    Ok(sent)
+}

@@ -21,7 +21,7 @@ mod file;
 mod members;
 mod tls;
 
-pub use backup::{backup_now, list_backups};
+pub use backup::{backup_now, list_backups, upload_raw};
 pub use members::LocalMembers;
 
 use std::collections::BTreeMap;
