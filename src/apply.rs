@@ -136,6 +136,39 @@ pub async fn delete_pod(client: &Client, ns: &str, name: &str) -> Result<(), Err
     delete::<Pod>(client, ns, name).await
 }
 
+/// Removes the annotation `key` the user set on EtcdCluster `name` (a restore's
+/// confirmation, used up as the operator acts on it). The one write that is not a
+/// server-side apply: the annotation is the user's field, which the operator's field manager
+/// does not own. Already gone is fine.
+pub async fn remove_annotation(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    key: &str,
+) -> Result<(), Error> {
+    let api: Api<crate::crd::EtcdCluster> = Api::namespaced(client.clone(), ns);
+    let patch = serde_json::json!({"metadata": {"annotations": {key: null}}});
+    match api
+        .patch(
+            name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Apply {
+            kind: "EtcdCluster".to_owned(),
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Deletes a member's PersistentVolumeClaim (its data). Already gone is fine.
 pub async fn delete_claim(client: &Client, ns: &str, name: &str) -> Result<(), Error> {
     delete::<PersistentVolumeClaim>(client, ns, name).await

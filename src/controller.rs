@@ -185,6 +185,38 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         None => ctx.etcd.clone(),
     };
     let observed = observe::observe(&ctx.client, etcd.as_ref(), &names).await?;
+    // An in-place restore asked for (the annotations): its backup is chosen and checked, and
+    // the request recorded, before planning, so that this very pass plans it.
+    let now = crate::certs::issue::unix(std::time::SystemTime::now());
+    let restore_request =
+        match crate::backup::kube::bootstrap_request(&ctx.client, &cluster, &observed, now).await {
+            Some(r) => Some(r),
+            None => {
+                crate::backup::kube::restore_request(&ctx.client, &cluster, &observed, now).await
+            }
+        };
+    // A confirmation is used once: removed before the restore starts, so that neither a
+    // retry nor the next request runs without a new one.
+    if restore_request.as_ref().is_some_and(|(r, _)| {
+        r.phase == crate::crd::RestorePhase::Restoring
+            && r.request != crate::backup::in_place::BOOTSTRAP_REQUEST
+    }) {
+        apply::remove_annotation(
+            &ctx.client,
+            &names.namespace,
+            &names.cluster,
+            crate::backup::in_place::CONFIRM_ANNOTATION,
+        )
+        .await?;
+    }
+    let cluster = match &restore_request {
+        Some((restore, _)) => {
+            let mut c = (*cluster).clone();
+            c.status.get_or_insert_default().restore = Some(restore.clone());
+            Arc::new(c)
+        }
+        None => cluster,
+    };
     let validated = match validate::validate(&cluster) {
         Ok(v) => Ok(v),
         Err(validate::Error::InvalidSpec(problems)) => Err(problems),
@@ -287,6 +319,37 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         cluster.metadata.generation,
         Timestamp::now(),
     );
+    // The restore under way moves on (its members restarted, or the restored cluster up).
+    let mut restore_events = restore_request.map(|(_, e)| e).unwrap_or_default();
+    if let Some(restore) = status.restore.as_mut()
+        && let Some(change) = crate::backup::in_place::advance(
+            restore,
+            &plan.step,
+            &observed,
+            existing,
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::now(),
+            )),
+        )
+    {
+        restore_events.push(change);
+    }
+    for change in &restore_events {
+        let type_ = if matches!(change.reason(), "RestoreFailed" | "RestoreNotConfirmed") {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(
+            &ctx,
+            &cluster,
+            type_,
+            change.reason(),
+            change.action(),
+            change.message(),
+        )
+        .await;
+    }
     let mut requeue = plan.requeue_after;
     if validated.spec.backup.is_some() {
         match backups(&ctx, &cluster, &validated, etcd.as_ref(), &observed).await {
@@ -350,47 +413,13 @@ async fn backups(
     etcd: &dyn EtcdAdmin,
     observed: &observe::Observed,
 ) -> Result<Option<crate::backup::Outcome>, crate::backup::Error> {
-    use crate::backup::{Inputs, StaticCredentials, Store};
+    use crate::backup::{Inputs, Store};
     let Some(spec) = validated.spec.backup.as_ref() else {
         return Ok(None);
     };
     let names = &validated.names;
-    let credentials = match &spec.s3.credentials_secret_ref {
-        None => None,
-        Some(r) => {
-            let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
-                kube::Api::namespaced(ctx.client.clone(), &names.namespace);
-            let secret = api
-                .get_opt(&r.name)
-                .await
-                .map_err(|e| {
-                    crate::backup::Error::Credentials(format!(
-                        "failed to read Secret {}: {e}",
-                        r.name
-                    ))
-                })?
-                .ok_or_else(|| {
-                    crate::backup::Error::Credentials(format!("Secret {} does not exist", r.name))
-                })?;
-            let get = |k: &str| {
-                secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(k))
-                    .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
-            };
-            let missing = |k: &str| {
-                crate::backup::Error::Credentials(format!("Secret {} has no {k}", r.name))
-            };
-            Some(StaticCredentials {
-                access_key_id: get("AWS_ACCESS_KEY_ID")
-                    .ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?,
-                secret_access_key: get("AWS_SECRET_ACCESS_KEY")
-                    .ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?,
-                session_token: get("AWS_SESSION_TOKEN"),
-            })
-        }
-    };
+    let credentials =
+        crate::backup::kube::s3_credentials(&ctx.client, &names.namespace, &spec.s3).await?;
     let store = Store::new(&spec.s3, &names.namespace, &names.cluster, credentials).await;
     crate::backup::pass(Inputs {
         etcd,

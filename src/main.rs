@@ -65,7 +65,11 @@ enum BackupCommand {
         config_file: PathBuf,
         /// Where the backup is, as JSON: {"s3": {...}, "namespace": ..., "cluster": ..., "key": ...}.
         #[arg(long, env = "ETCD_OPERATOR_RESTORE_SOURCE")]
-        source: String,
+        source: Option<String>,
+        /// A file that, when it exists, asks for an in-place restore (the same JSON with
+        /// "inPlace"); it wins over --source.
+        #[arg(long)]
+        in_place: Option<PathBuf>,
         /// The etcd-server binary [default: next to etcd-operator, else from PATH].
         #[arg(long)]
         etcd_server: Option<PathBuf>,
@@ -208,11 +212,28 @@ async fn backup(command: BackupCommand) -> anyhow::Result<()> {
         BackupCommand::Restore {
             config_file,
             source,
+            in_place,
             etcd_server,
         } => {
             use etcd_operator::backup::restore;
-            let source: restore::Source = serde_json::from_str(&source)
-                .context("--source (ETCD_OPERATOR_RESTORE_SOURCE) is not valid JSON")?;
+            let in_place = match &in_place {
+                Some(path) => match std::fs::read_to_string(path) {
+                    Ok(text) => Some((text, path.display().to_string())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(e).context(format!("reading {}", path.display())),
+                },
+                None => None,
+            };
+            let (text, what) = match (in_place, source) {
+                (Some(found), _) => found,
+                (None, Some(text)) => (text, "--source (ETCD_OPERATOR_RESTORE_SOURCE)".to_owned()),
+                (None, None) => {
+                    println!("nothing to restore: no source given");
+                    return Ok(());
+                }
+            };
+            let source: restore::Source =
+                serde_json::from_str(&text).with_context(|| format!("{what} is not valid JSON"))?;
             let config = restore::MemberConfig::read(&config_file)?;
             let bin = etcd_server.unwrap_or_else(local::default_server_bin);
             match restore::restore_from_config(&config, &source, credentials, &bin).await? {

@@ -33,6 +33,8 @@ pub const DATA_MOUNT: &str = "/var/lib/etcd";
 /// The data directory, one level below the mount so a filesystem's `lost+found` stays out of
 /// it.
 pub const DATA_DIR: &str = "/var/lib/etcd/data";
+/// The init container that restores a member's data from a backup.
+pub const RESTORE_CONTAINER: &str = "restore";
 /// Name of the data volume and of the StatefulSet's volumeClaimTemplate.
 pub const DATA_VOLUME: &str = "data";
 /// Name of the configuration volume.

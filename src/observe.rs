@@ -57,6 +57,8 @@ pub struct PodState {
     /// Its last exit said that its data is lost or belongs to a removed member (one of
     /// [`DATA_LOST_MARKERS`]): restarting it cannot help.
     pub data_lost: Option<String>,
+    /// Its restore init container failed, with the end of what it said.
+    pub restore_failed: Option<String>,
 }
 
 /// What `etcd-server` (and etcd) print when a member cannot run on the data it has: its data
@@ -294,12 +296,37 @@ pub fn pod_states(
                 })
                 .flatten()
                 .find_map(|t| t.message.as_deref().and_then(data_lost_reason));
+            let restore_failed = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.init_container_statuses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|c| c.name == crate::names::RESTORE_CONTAINER)
+                .flat_map(|c| {
+                    [
+                        c.state.as_ref().and_then(|s| s.terminated.as_ref()),
+                        c.last_state.as_ref().and_then(|s| s.terminated.as_ref()),
+                    ]
+                })
+                .flatten()
+                .find(|t| t.exit_code != 0)
+                .map(|t| {
+                    let text = t.message.as_deref().unwrap_or_default().trim();
+                    text.lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("no message")
+                        .trim()
+                        .to_owned()
+                });
             Some((
                 ordinal,
                 PodState {
                     stale,
                     terminating: pod.metadata.deletion_timestamp.is_some(),
                     data_lost,
+                    restore_failed,
                 },
             ))
         })

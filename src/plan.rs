@@ -145,6 +145,12 @@ pub enum Step {
         /// Its new peer URL.
         peer_url: String,
     },
+    /// An in-place restore: every member's pod restarts at once, and its init container
+    /// makes its data from the backup (see [`crate::backup::in_place`]).
+    RestoreMembers {
+        /// Member names.
+        names: Vec<String>,
+    },
     /// Blocked: nothing may safely change now.
     Wait {
         /// Why.
@@ -198,6 +204,15 @@ pub fn plan(cluster: Result<&ValidatedCluster, &[String]>, observed: &Observed) 
         }
     };
     let Some(sts) = &observed.statefulset else {
+        if cluster.backup_to_choose {
+            return Plan::new(
+                Step::Wait {
+                    reason: "choosing the backup to create the cluster from (status.restore says what is missing)".to_owned(),
+                },
+                None,
+                REQUEUE_BLOCKED,
+            );
+        }
         return Plan::new(Step::Bootstrap, Some(bootstrap(cluster)), REQUEUE_BUSY);
     };
     // TLS turned on or off while the cluster runs: members serve both schemes until every
@@ -242,6 +257,26 @@ fn steps(
     let keep = desired(cluster, observed, current);
     let changed = sts.spec_hash.as_deref() != Some(spec_hash(cluster).as_str());
     let pod = |i: i32| observed.pods.get(&i).cloned().unwrap_or_default();
+    // An in-place restore runs alone: the restore's source goes into the ConfigMap (with the
+    // objects applied first), then every member restarts at once onto it; nothing else
+    // changes until the restored cluster is up (the controller then records it done).
+    if let Some(restore) = &cluster.restore {
+        if !restore.members_restarted {
+            let all = (0..current).map(|i| names.member(i)).collect();
+            return Plan::new(
+                Step::RestoreMembers { names: all },
+                Some(keep),
+                REQUEUE_BUSY,
+            );
+        }
+        return wait(
+            format!(
+                "restoring in place from {}: waiting for the restored members",
+                restore.key
+            ),
+            keep,
+        );
+    }
     // Applying a changed spec restarts nothing (OnDelete), so it is safe in any state.
     if changed {
         return Plan::new(Step::RollOut, Some(keep), REQUEUE_BUSY);
@@ -618,7 +653,8 @@ fn unhealthy_ordinals(view: &ClusterView, current: i32) -> Vec<i32> {
         .collect()
 }
 
-fn bootstrap(cluster: &ValidatedCluster) -> Desired {
+/// The objects of a new cluster: `spec.replicas` members bootstrapping together.
+pub fn bootstrap(cluster: &ValidatedCluster) -> Desired {
     let n = cluster.spec.replicas;
     let initial: Vec<(String, String)> = (0..n)
         .map(|i| (cluster.names.member(i), cluster.names.peer_url(i)))

@@ -305,7 +305,7 @@ pub async fn execute<R: MemberRuntime>(
             })
     };
     match &plan.step {
-        Step::RestartMembers { names } => {
+        Step::RestartMembers { names } | Step::RestoreMembers { names } => {
             for name in names {
                 runtime.restart(cluster, ordinal(name)?).await?;
             }

@@ -198,6 +198,14 @@ pub fn compute(
             "RollingOut",
             format!("restarting {} with the current spec", names.join(", ")),
         ),
+        Step::RestoreMembers { names } => (
+            true,
+            "Restoring",
+            format!(
+                "restarting {} to restore them in place from a backup",
+                names.join(", ")
+            ),
+        ),
         Step::RemoveLostMember { name, .. } => (
             true,
             "ReplacingMember",

@@ -121,6 +121,12 @@ pub struct ValidatedCluster {
     pub extra_args: Vec<(String, serde_yaml_ng::Value)>,
     /// Warnings about the spec.
     pub warnings: Vec<SpecWarning>,
+    /// An in-place restore under way (from `status.restore`).
+    pub restore: Option<crate::backup::in_place::InPlace>,
+    /// A new cluster from `spec.bootstrap.fromBackup` whose backup the operator has not
+    /// chosen yet: nothing is created until it has (the local runtime restores on its own
+    /// and clears it).
+    pub backup_to_choose: bool,
 }
 
 impl ValidatedCluster {
@@ -266,6 +272,8 @@ pub fn validate(cluster: &EtcdCluster) -> Result<ValidatedCluster, Error> {
         token,
         extra_args,
         warnings,
+        restore: crate::backup::in_place::InPlace::of(cluster),
+        backup_to_choose: crate::backup::in_place::backup_to_choose(cluster),
     })
 }
 

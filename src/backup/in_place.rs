@@ -2,8 +2,14 @@
 //! `etcd.rustops.dev/restore-confirm` annotations ask for, decided from the object alone.
 //!
 //! The request names a backup key (or `latest`, the newest verified one); it runs only when
-//! the confirmation annotation holds the cluster's name, and only once per request value: a
-//! finished one (completed or failed) is recorded in `status.restore` under that value.
+//! the confirmation annotation holds the cluster's name. Each confirmation is used once: on
+//! Kubernetes the operator removes it as it acts (so a retry, or the next request, needs a
+//! new one); the local runtime, which cannot edit the user's file, remembers the request it
+//! carried out until the annotation goes away.
+//!
+//! A new cluster made from a backup (`spec.bootstrap.fromBackup`) goes the same way on
+//! Kubernetes, under the request [`BOOTSTRAP_REQUEST`], chosen by the operator once so that
+//! every member restores the same backup.
 
 use crate::crd::{EtcdCluster, RestorePhase, RestoreStatus};
 
@@ -28,7 +34,30 @@ pub enum Request {
     },
 }
 
-/// What `cluster`'s annotations ask for, given `status.restore`.
+/// The request under which a new cluster is made from `spec.bootstrap.fromBackup`.
+pub const BOOTSTRAP_REQUEST: &str = "spec.bootstrap.fromBackup";
+
+/// Whether `cluster` is a new cluster from `spec.bootstrap.fromBackup` whose backup is not
+/// chosen yet: it never formed (no cluster ID in its status), and no bootstrap restore is
+/// under way or done. A cluster that formed is never made from the backup again (its
+/// StatefulSet deleted and created again keeps its volumes and data).
+pub fn backup_to_choose(cluster: &EtcdCluster) -> bool {
+    let from_backup = cluster
+        .spec
+        .bootstrap
+        .as_ref()
+        .is_some_and(|b| b.from_backup.is_some());
+    let status = cluster.status.as_ref();
+    let formed = status.is_some_and(|s| s.cluster_id.is_some());
+    let chosen = status.and_then(|s| s.restore.as_ref()).is_some_and(|r| {
+        r.request == BOOTSTRAP_REQUEST
+            && matches!(r.phase, RestorePhase::Restoring | RestorePhase::Completed)
+    });
+    from_backup && !formed && !chosen
+}
+
+/// What `cluster`'s annotations ask for, given `status.restore`: a confirmed request runs
+/// unless the same one is under way.
 pub fn requested(cluster: &EtcdCluster) -> Request {
     let annotations = cluster.metadata.annotations.as_ref();
     let get = |k: &str| {
@@ -41,9 +70,7 @@ pub fn requested(cluster: &EtcdCluster) -> Request {
         return Request::None;
     };
     let previous = cluster.status.as_ref().and_then(|s| s.restore.as_ref());
-    if previous.is_some_and(|p| {
-        p.request == request && !matches!(p.phase, RestorePhase::WaitingForConfirmation)
-    }) {
+    if previous.is_some_and(|p| p.request == request && p.phase == RestorePhase::Restoring) {
         return Request::None;
     }
     if get(CONFIRM_ANNOTATION).as_deref() != cluster.metadata.name.as_deref() {
@@ -52,6 +79,117 @@ pub fn requested(cluster: &EtcdCluster) -> Request {
     let key = (request != "latest").then(|| request.clone());
     Request::Run { request, key }
 }
+
+/// An in-place restore under way on Kubernetes, from `status.restore` (phase `Restoring`,
+/// with its ID and backup key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InPlace {
+    /// The restore's ID.
+    pub id: String,
+    /// The backup's key.
+    pub key: String,
+    /// Whether the members' pods were deleted already (a new cluster's never run yet).
+    pub members_restarted: bool,
+    /// It makes a new cluster from `spec.bootstrap.fromBackup`.
+    pub bootstrap: bool,
+}
+
+impl InPlace {
+    /// The restore under way in `cluster`'s status, if any.
+    pub fn of(cluster: &EtcdCluster) -> Option<Self> {
+        let r = cluster.status.as_ref()?.restore.as_ref()?;
+        if r.phase != RestorePhase::Restoring {
+            return None;
+        }
+        Some(Self {
+            id: r.id.clone()?,
+            key: r.key.clone()?,
+            members_restarted: r.members_restarted,
+            bootstrap: r.request == BOOTSTRAP_REQUEST,
+        })
+    }
+
+    /// The cluster token the restored members form their new cluster under.
+    pub fn token(&self, token: &str) -> String {
+        format!("{token}-restore-{}", self.id)
+    }
+}
+
+/// Moves a restore under way on: after `step` ran (the members' pods deleted), it records
+/// that; once every member of the restored cluster is healthy under a new cluster ID, it is
+/// `Completed`. Returns the Event to announce, if any.
+pub fn advance(
+    restore: &mut RestoreStatus,
+    step: &crate::plan::Step,
+    observed: &crate::observe::Observed,
+    replicas: i32,
+    now: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> Option<crate::runtime::Change> {
+    use crate::observe::EtcdState;
+    if restore.phase != RestorePhase::Restoring {
+        return None;
+    }
+    if let crate::plan::Step::RestoreMembers { .. } = step {
+        restore.members_restarted = true;
+        restore.message = Some(format!(
+            "every member restarts and restores from {}",
+            restore.key.as_deref().unwrap_or("the backup")
+        ));
+        return None;
+    }
+    // A member that cannot restore says why (its init container's last words); the
+    // restore stays under way: the pod retries, and the old data is safe aside.
+    let failed: Vec<String> = observed
+        .pods
+        .iter()
+        .filter_map(|(i, p)| {
+            p.restore_failed
+                .as_ref()
+                .map(|m| format!("member {i}: {m}"))
+        })
+        .collect();
+    if !failed.is_empty() {
+        restore.message = Some(format!(
+            "members could not restore from {}: {}",
+            restore.key.as_deref().unwrap_or("the backup"),
+            failed.join("; ")
+        ));
+    }
+    let EtcdState::Reachable(view) = &observed.etcd else {
+        return None;
+    };
+    let id = format!("{:x}", view.cluster_id);
+    // Every pod was recreated (none still terminating) and every member answers as a voter.
+    let pods_back =
+        observed.pods.len() == replicas as usize && observed.pods.values().all(|p| !p.terminating);
+    let all_healthy = pods_back
+        && view.members.len() == replicas as usize
+        && view.members.iter().all(|m| m.healthy() && !m.is_learner);
+    if !restore.members_restarted
+        || !all_healthy
+        || restore.previous_cluster_id.as_deref() == Some(id.as_str())
+    {
+        return None;
+    }
+    restore.phase = RestorePhase::Completed;
+    restore.cluster_id = Some(id.clone());
+    restore.finished = now;
+    restore.message = Some(format!(
+        "restored every member from {} (revision {}); the cluster ID changed from {} to {id}; each member's old data is kept on its volume in data.pre-restore-{}",
+        restore.key.as_deref().unwrap_or("the backup"),
+        restore.revision.unwrap_or_default(),
+        restore.previous_cluster_id.as_deref().unwrap_or("unknown"),
+        restore.id.as_deref().unwrap_or_default(),
+    ));
+    Some(crate::runtime::Change::Backup {
+        reason: "RestoreCompleted",
+        message: restore.message.clone().unwrap_or_default(),
+    })
+}
+
+/// Where the members' init containers read an in-place restore from (a key of the
+/// ConfigMap, present only while a restore is under way).
+pub const SOURCE_FILE: &str = "restore.json";
 
 /// `status.restore` for a request that waits for its confirmation.
 pub fn waiting(request: &str, cluster: &str) -> RestoreStatus {
@@ -92,7 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_runs_once_per_request_and_only_when_confirmed() {
+    fn a_restore_runs_when_confirmed_and_not_while_the_same_one_runs() {
         use RestorePhase::*;
         let key = "etcd/db/prod/prod-20261207T000000Z-r9.snap.zst";
         let run = |k: Option<&str>, r: &str| Request::Run {
@@ -127,14 +265,21 @@ mod tests {
                 Some((key, WaitingForConfirmation)),
                 run(Some(key), key),
             ),
+            // Confirmed again after it finished: a deliberate retry (on Kubernetes each
+            // confirmation is removed as it is used).
             (
                 &[(RESTORE_ANNOTATION, key), (CONFIRM_ANNOTATION, "prod")],
                 Some((key, Completed)),
-                Request::None,
+                run(Some(key), key),
             ),
             (
                 &[(RESTORE_ANNOTATION, key), (CONFIRM_ANNOTATION, "prod")],
                 Some((key, Failed)),
+                run(Some(key), key),
+            ),
+            (
+                &[(RESTORE_ANNOTATION, key), (CONFIRM_ANNOTATION, "prod")],
+                Some((key, Restoring)),
                 Request::None,
             ),
             (

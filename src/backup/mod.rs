@@ -8,6 +8,7 @@
 //! retention. [`in_place`] decides what an in-place restore request asks for.
 
 pub mod in_place;
+pub mod kube;
 pub mod restore;
 pub mod retention;
 pub mod schedule;

@@ -18,8 +18,21 @@ pub async fn choose(store: &Store, from: &FromBackup) -> Result<Metadata, Error>
             .get(&metadata_key(key))
             .await
             .map_err(|e| missing(format!("backup {key} has no readable metadata ({e})")))?;
-        return serde_json::from_slice(&bytes)
-            .map_err(|e| missing(format!("the metadata of backup {key} does not parse: {e}")));
+        let meta: Metadata = serde_json::from_slice(&bytes)
+            .map_err(|e| missing(format!("the metadata of backup {key} does not parse: {e}")))?;
+        if meta.key != *key {
+            return Err(missing(format!(
+                "the metadata beside {key} names another snapshot ({})",
+                meta.key
+            )));
+        }
+        if meta.verified == Some(false) {
+            return Err(missing(format!(
+                "backup {key} failed its verification: {}",
+                meta.verify_error.as_deref().unwrap_or("no reason recorded")
+            )));
+        }
+        return Ok(meta);
     }
     let all = list(store).await?;
     all.iter()
@@ -102,6 +115,22 @@ pub struct Source {
     /// The snapshot's key; the newest usable backup without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Set for an in-place restore: the member's data is replaced (moved aside, kept), once
+    /// per restore ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_place: Option<InPlaceTarget>,
+}
+
+/// What an in-place restore makes every member's data dir as.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InPlaceTarget {
+    /// The restore's ID.
+    pub id: String,
+    /// The new cluster's token.
+    pub token: String,
+    /// The new cluster's `initial-cluster` (every member).
+    pub initial_cluster: String,
 }
 
 /// The environment variable the restore init container reads its [`Source`] from.
@@ -157,15 +186,25 @@ pub async fn restore_from_config(
     credentials: Option<super::StaticCredentials>,
     server_bin: &Path,
 ) -> Result<Restored, Error> {
+    if let Some(target) = &source.in_place {
+        return restore_in_place(config, source, target, credentials, server_bin).await;
+    }
     if config.initial_cluster_state.as_deref().unwrap_or("new") != "new" {
         return Ok(Restored::Skipped(format!(
             "{} joins an existing cluster",
             config.name
         )));
     }
-    let has_data = std::fs::read_dir(&config.data_dir)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
+    let has_data = match std::fs::read_dir(&config.data_dir) {
+        Ok(mut d) => d.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            return Err(Error::Restore(format!(
+                "reading {}: {e}",
+                config.data_dir.display()
+            )));
+        }
+    };
     if has_data {
         return Ok(Restored::Skipped(format!(
             "{} already has data in {}",
@@ -201,4 +240,88 @@ pub async fn restore_from_config(
     };
     let _ = std::fs::remove_dir_all(&scratch);
     result.map(|()| Restored::Restored(meta))
+}
+
+/// The in-place restore of one member (its pod's init container): once per restore ID (a
+/// marker beside the data dir says it is done), the member's data dir is moved aside to
+/// `data.pre-restore-<id>` (kept, never deleted) and made again from the backup under the
+/// new cluster's token and `initial-cluster`. A restore cut short (the pod died) starts over
+/// on its next start: the original data is already aside, so only the partial copy goes.
+async fn restore_in_place(
+    config: &MemberConfig,
+    source: &Source,
+    target: &InPlaceTarget,
+    credentials: Option<super::StaticCredentials>,
+    server_bin: &Path,
+) -> Result<Restored, Error> {
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        Error::Restore(format!("{what} {}: {e}", p.display()))
+    };
+    let parent = config
+        .data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let safe_id: String = target
+        .id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    let marker = parent.join(format!(".restored-{safe_id}"));
+    if marker.exists() {
+        return Ok(Restored::Skipped(format!(
+            "{} was restored by restore {} already",
+            config.name, target.id
+        )));
+    }
+    let key = source
+        .key
+        .clone()
+        .ok_or_else(|| Error::Restore("an in-place restore names its backup's key".into()))?;
+    let store = Store::new(&source.s3, &source.namespace, &source.cluster, credentials).await;
+    let from = FromBackup {
+        s3: None,
+        cluster: None,
+        key: Some(key),
+    };
+    let meta = choose(&store, &from).await?;
+    // Downloaded and checked before the data is touched.
+    let scratch = config.data_dir.with_extension("restore");
+    let file = fetch(&store, &meta, &scratch).await;
+    let file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&scratch);
+            return Err(e);
+        }
+    };
+    let aside = parent.join(format!("data.pre-restore-{safe_id}"));
+    if config.data_dir.exists() {
+        if aside.exists() {
+            // An earlier attempt moved the original aside: what is here is its partial copy.
+            std::fs::remove_dir_all(&config.data_dir)
+                .map_err(|e| io("removing the partial restore in", &config.data_dir, e))?;
+        } else {
+            std::fs::rename(&config.data_dir, &aside)
+                .map_err(|e| io("moving aside", &config.data_dir, e))?;
+        }
+    }
+    let result = restore_member(
+        server_bin,
+        &file,
+        Member {
+            name: &config.name,
+            peer_url: &config.initial_advertise_peer_urls,
+            initial_cluster: &target.initial_cluster,
+            token: &target.token,
+            data_dir: &config.data_dir,
+        },
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    result?;
+    std::fs::write(&marker, format!("{}\n", meta.key))
+        .and_then(|()| std::fs::File::open(parent).and_then(|d| d.sync_all()))
+        .map_err(|e| io("writing", &marker, e))?;
+    Ok(Restored::Restored(meta))
 }

@@ -181,33 +181,22 @@ impl Store {
         Ok(bytes.into_bytes().to_vec())
     }
 
-    /// Checks that the bucket exists and these credentials may use it (`HeadBucket`), so a
-    /// backup fails with a clear reason before a member streams a snapshot for nothing (and
-    /// a store that would create a missing bucket on upload does not hide a typo).
+    /// Checks that the bucket exists and these credentials may list the cluster's prefix
+    /// (`ListObjectsV2`, one key), so a backup fails with the store's reason before a member
+    /// streams a snapshot for nothing, and a store that would create a missing bucket on
+    /// upload does not hide a typo. (Listing under the prefix is what retention needs anyway,
+    /// and what policies scoped by `s3:prefix` allow.)
     pub async fn check(&self) -> Result<(), Error> {
-        match self.client.head_bucket().bucket(&self.bucket).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let status = e.raw_response().map(|r| r.status().as_u16());
-                let message = match status {
-                    Some(404) => "NoSuchBucket: the bucket does not exist".to_owned(),
-                    Some(403) => {
-                        "AccessDenied: the credentials may not use the bucket (check them)"
-                            .to_owned()
-                    }
-                    Some(400) => {
-                        "BadRequest: the store refused the request (check the region and credentials)"
-                            .to_owned()
-                    }
-                    _ => sdk_message(&e),
-                };
-                Err(Error::Store {
-                    op: "reach",
-                    bucket: self.bucket.clone(),
-                    message,
-                })
-            }
-        }
+        self.client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_message(&e))
+            .map_err(s3_error("reach", &self.bucket))
     }
 
     /// The object at `key` as a stream of chunks, for reading large objects without holding

@@ -27,10 +27,55 @@ pub fn build(cluster: &ValidatedCluster, desired: &Desired) -> Result<ConfigMap,
         })?;
         data.insert(file_name(&member.name), text);
     }
+    // (Plain structs with string keys: serializing cannot fail.)
+    if let Some(text) = in_place_source(cluster, desired)
+        .and_then(|source| serde_json::to_string_pretty(&source).ok())
+    {
+        data.insert(crate::backup::in_place::SOURCE_FILE.to_owned(), text);
+    }
     Ok(ConfigMap {
         metadata: meta(cluster, cluster.names.config_map()),
         data: Some(data),
         ..ConfigMap::default()
+    })
+}
+
+/// While an in-place restore is under way, what every member's init container restores
+/// from: the backup, and the new cluster (every member under the restore's token).
+pub fn in_place_source(
+    cluster: &ValidatedCluster,
+    desired: &Desired,
+) -> Option<crate::backup::restore::Source> {
+    let restore = cluster.restore.as_ref()?;
+    let n = &cluster.names;
+    // A new cluster restores another cluster's backups from fromBackup's bucket (by default
+    // spec.backup's); an in-place restore, its own from spec.backup's.
+    let from = cluster
+        .spec
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.from_backup.as_ref())
+        .filter(|_| restore.bootstrap);
+    let s3 = from
+        .and_then(|f| f.s3.clone())
+        .or_else(|| cluster.spec.backup.as_ref().map(|b| b.s3.clone()))?;
+    let source_cluster = from
+        .and_then(|f| f.cluster.clone())
+        .unwrap_or_else(|| n.cluster.clone());
+    let initial_cluster = (0..desired.replicas)
+        .map(|i| format!("{}={}", n.member(i), n.peer_url(i)))
+        .collect::<Vec<_>>()
+        .join(",");
+    Some(crate::backup::restore::Source {
+        s3,
+        namespace: n.namespace.clone(),
+        cluster: source_cluster,
+        key: Some(restore.key.clone()),
+        in_place: Some(crate::backup::restore::InPlaceTarget {
+            id: restore.id.clone(),
+            token: restore.token(&cluster.token),
+            initial_cluster,
+        }),
     })
 }
 

@@ -305,39 +305,36 @@ fn restricted() -> SecurityContext {
     }
 }
 
-/// With `spec.bootstrap.fromBackup`, the init container that makes a new member's data dir
-/// from the backup before etcd-server first starts (`etcd-operator backup restore`, from the
-/// same image). It reads the member's own configuration file, and does nothing for a member
-/// that has data or joins an existing cluster, so it is safe at every pod start.
+/// With `spec.bootstrap.fromBackup` or `spec.backup`, the init container that restores a
+/// member's data dir from a backup before etcd-server starts (`etcd-operator backup restore`,
+/// from the same image): only while the ConfigMap holds a restore's source (a new cluster
+/// being made from a backup, or an in-place restore under way), once per restore, under the
+/// member's own name and peer URL from its configuration file. Otherwise it does nothing.
 fn restore_container(cluster: &ValidatedCluster) -> Option<Container> {
-    let from = cluster.spec.bootstrap.as_ref()?.from_backup.as_ref()?;
-    let s3 = from
-        .s3
+    let from = cluster
+        .spec
+        .bootstrap
         .as_ref()
-        .or_else(|| cluster.spec.backup.as_ref().map(|b| &b.s3))?;
-    let names = &cluster.names;
-    let source = crate::backup::restore::Source {
-        s3: s3.clone(),
-        namespace: names.namespace.clone(),
-        cluster: from
-            .cluster
-            .clone()
-            .unwrap_or_else(|| names.cluster.clone()),
-        key: from.key.clone(),
-    };
-    let mut env = vec![
-        pod_name_env(),
-        EnvVar {
-            name: crate::backup::restore::SOURCE_ENV.to_owned(),
-            value: Some(serde_json::to_string(&source).unwrap_or_default()),
-            ..EnvVar::default()
-        },
-    ];
-    if let Some(secret) = &s3.credentials_secret_ref {
-        for (key, optional) in [
-            ("AWS_ACCESS_KEY_ID", false),
-            ("AWS_SECRET_ACCESS_KEY", false),
-            ("AWS_SESSION_TOKEN", true),
+        .and_then(|b| b.from_backup.as_ref());
+    let backup = cluster.spec.backup.as_ref();
+    // With spec.backup the container is always there, so that an in-place restore (which
+    // puts its source into the ConfigMap) needs no change to the pods' template.
+    let s3 = from
+        .and_then(|f| f.s3.as_ref())
+        .or_else(|| backup.map(|b| &b.s3))?;
+    let mut env = vec![pod_name_env()];
+    // The credentials of the bucket the container may restore from: fromBackup's (a new
+    // cluster), else spec.backup's (in place). Optional: a pod with nothing to restore must
+    // start even when the Secret is gone.
+    if let Some(secret) = s3
+        .credentials_secret_ref
+        .as_ref()
+        .or_else(|| backup.and_then(|b| b.s3.credentials_secret_ref.as_ref()))
+    {
+        for key in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
         ] {
             env.push(EnvVar {
                 name: key.to_owned(),
@@ -345,7 +342,7 @@ fn restore_container(cluster: &ValidatedCluster) -> Option<Container> {
                     secret_key_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
                         name: secret.name.clone(),
                         key: key.to_owned(),
-                        optional: optional.then_some(true),
+                        optional: Some(true),
                     }),
                     ..EnvVarSource::default()
                 }),
@@ -354,14 +351,20 @@ fn restore_container(cluster: &ValidatedCluster) -> Option<Container> {
         }
     }
     Some(Container {
-        name: "restore".to_owned(),
+        name: crate::names::RESTORE_CONTAINER.to_owned(),
         image: Some(cluster.spec.image().to_owned()),
         command: Some(vec![
             "etcd-operator".to_owned(),
             "backup".to_owned(),
             "restore".to_owned(),
         ]),
-        args: Some(vec![format!("--config-file={CONFIG_DIR}/$(POD_NAME).yaml")]),
+        args: Some(vec![
+            format!("--config-file={CONFIG_DIR}/$(POD_NAME).yaml"),
+            format!(
+                "--in-place={CONFIG_DIR}/{}",
+                crate::backup::in_place::SOURCE_FILE
+            ),
+        ]),
         env: Some(env),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         resources: cluster.spec.resources.clone(),

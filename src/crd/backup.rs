@@ -140,9 +140,11 @@ pub struct Retention {
 #[serde(rename_all = "lowercase")]
 pub enum BackupCompression {
     /// As the server streams it.
+    #[serde(alias = "None")]
     None,
     /// zstd (the default).
     #[default]
+    #[serde(alias = "Zstd")]
     Zstd,
 }
 
@@ -220,6 +222,13 @@ pub struct RestoreStatus {
     /// What happened, or why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// This restore's identity (on Kubernetes): each member's init container restores once
+    /// per ID, and the new cluster token is made from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Whether every member's pod was deleted to restart from the backup (on Kubernetes).
+    #[serde(default)]
+    pub members_restarted: bool,
     /// etcd's cluster ID before the restore (hex); a restore makes a new cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_cluster_id: Option<String>,

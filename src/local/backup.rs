@@ -113,7 +113,18 @@ async fn store_of(
                 spec_file.display()
             )))
         })?;
-    let store = Store::new(&location, &names.namespace, &names.cluster, credentials).await;
+    // Backups of another cluster when the location comes from fromBackup.
+    let source = match cluster.spec.backup {
+        Some(_) => names.cluster.clone(),
+        None => cluster
+            .spec
+            .bootstrap
+            .as_ref()
+            .and_then(|b| b.from_backup.as_ref())
+            .and_then(|f| f.cluster.clone())
+            .unwrap_or_else(|| names.cluster.clone()),
+    };
+    let store = Store::new(&location, &names.namespace, &source, credentials).await;
     Ok((cluster, names, store))
 }
 
@@ -131,6 +142,12 @@ pub async fn list_backups(
 pub async fn backup_now(options: &Options) -> Result<Vec<Change>, Error> {
     let (mut cluster, mut names, store) =
         store_of(&options.spec_file, options.s3_credentials.clone()).await?;
+    if cluster.spec.backup.is_none() {
+        return Err(Error::Backup(backup::Error::Restore(format!(
+            "{}: backup now needs spec.backup",
+            options.spec_file.display()
+        ))));
+    }
     names.addressing = Addressing::Local(options.addressing);
     let certs = tls::LocalCerts::new(&options.state_dir);
     let etcd = EtcdClient {
@@ -177,8 +194,21 @@ pub(super) async fn restore_pass(
     use crate::crd::{RestorePhase, RestoreStatus};
     let name = cluster.metadata.name.clone().unwrap_or_default();
     let previous = cluster.status.as_ref().and_then(|s| s.restore.as_ref());
+    let annotated = cluster
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(in_place::RESTORE_ANNOTATION));
+    // The request carried out is remembered (across restarts of the runtime) until its
+    // annotation goes away: only then may the same value run again.
+    if !annotated && members.restored().is_some() {
+        let _ = members.set_restored(None);
+    }
     let (request, key) = match in_place::requested(cluster) {
         Request::None => return None,
+        Request::Run { request, .. } if members.restored() == Some(request.as_str()) => {
+            return None;
+        }
         Request::Unconfirmed(r) if previous.is_some_and(|p| p.request == r) => return None,
         Request::Unconfirmed(r) => {
             let status = in_place::waiting(&r, &name);
@@ -242,14 +272,20 @@ pub(super) async fn restore_pass(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             status.phase = RestorePhase::Completed;
+            if status.cluster_id.is_none() || status.cluster_id == status.previous_cluster_id {
+                status.cluster_id = None;
+            }
             status.key = Some(meta.key.clone());
             status.revision = Some(meta.revision);
             status.message = Some(format!(
                 "restored every member from {} (revision {}); the cluster ID changed from {} to {}; each member's old data is kept in <member>/{aside}",
                 meta.key,
                 meta.revision,
-                status.previous_cluster_id.as_deref().unwrap_or("?"),
-                status.cluster_id.as_deref().unwrap_or("?"),
+                status.previous_cluster_id.as_deref().unwrap_or("unknown"),
+                status
+                    .cluster_id
+                    .as_deref()
+                    .unwrap_or("one not known yet (no member answered within a minute)"),
             ));
             changes.push(Change::Backup {
                 reason: "RestoreCompleted",
@@ -266,6 +302,12 @@ pub(super) async fn restore_pass(
         }
     }
     status.finished = now();
+    if let Err(e) = members.set_restored(Some(request)) {
+        changes.push(Change::Backup {
+            reason: "RestoreFailed",
+            message: format!("recording the restore failed, so it may run again: {e}"),
+        });
+    }
     Some((status, changes))
 }
 

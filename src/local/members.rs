@@ -15,6 +15,10 @@ pub(super) struct State {
     /// The schemes members were configured to serve (absent in older state files).
     #[serde(default)]
     pub(super) tls_built: Option<crate::model::TlsBuilt>,
+    /// The last in-place restore request carried out, until its annotation goes away (the
+    /// user's file cannot be edited to use up the confirmation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) restored: Option<String>,
 }
 
 /// A running member process.
@@ -183,6 +187,19 @@ impl LocalMembers {
         self.member_dir(i).join("etcd.yaml")
     }
 
+    /// The last in-place restore request carried out (see [`State::restored`]).
+    pub(super) fn restored(&self) -> Option<&str> {
+        self.state.as_ref()?.restored.as_deref()
+    }
+
+    /// Records (or forgets) the in-place restore request carried out.
+    pub(super) fn set_restored(&mut self, request: Option<String>) -> Result<(), Error> {
+        if let Some(state) = self.state.as_mut() {
+            state.restored = request;
+        }
+        self.save_state()
+    }
+
     pub(super) fn uid(&self) -> String {
         self.uid.clone()
     }
@@ -248,6 +265,7 @@ impl LocalMembers {
                     stale: self.running.get(&i).is_some_and(|r| r.config != text),
                     terminating: false,
                     data_lost: self.lost.get(&i).cloned(),
+                    restore_failed: None,
                 },
             );
             if let Some(m) = configmap::parse_member(&text) {
@@ -461,6 +479,7 @@ impl LocalMembers {
             replicas: n,
             spec_hash: spec_hash(cluster),
             tls_built: Some(crate::model::TlsBuilt::of(cluster)),
+            restored: self.state.as_ref().and_then(|s| s.restored.clone()),
         });
         self.save_state()?;
 
@@ -608,23 +627,32 @@ impl LocalMembers {
             meta.key, meta.revision
         );
         self.shutdown().await;
-        let stamp = crate::certs::issue::unix(SystemTime::now());
-        let aside = format!("data.pre-restore-{stamp}");
-        let token = format!("{}-restore-{stamp}", cluster.token);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        // Unique per attempt: an aside copy is never overwritten or confused with another's.
+        let aside = format!(
+            "data.pre-restore-{}-{:09}",
+            now.as_secs(),
+            now.subsec_nanos()
+        );
+        let token = format!("{}-restore-{}", cluster.token, now.as_secs());
         let initial = (0..replicas)
             .map(|i| format!("{}={}", cluster.names.member(i), cluster.names.peer_url(i)))
             .collect::<Vec<_>>()
             .join(",");
+        // The members this attempt reached, and whether it moved their data aside.
+        let mut touched: Vec<(i32, bool)> = Vec::new();
         let mut result = Ok(());
         for i in 0..replicas {
             let data = std::path::absolute(self.member_dir(i).join("data"))
                 .unwrap_or_else(|_| self.member_dir(i).join("data"));
-            if data.exists()
-                && let Err(e) = std::fs::rename(&data, self.member_dir(i).join(&aside))
-            {
+            let moved = data.exists();
+            if moved && let Err(e) = std::fs::rename(&data, self.member_dir(i).join(&aside)) {
                 result = Err(io("move aside", &data)(e));
                 break;
             }
+            touched.push((i, moved));
             let name = cluster.names.member(i);
             let peer_url = cluster.names.peer_url(i);
             if let Err(e) = restore::restore_member(
@@ -646,13 +674,22 @@ impl LocalMembers {
         }
         let _ = std::fs::remove_dir_all(&scratch);
         if let Err(e) = result {
-            // Back to the old data: nothing is lost, and the members run as before.
-            for i in 0..replicas {
-                let old = self.member_dir(i).join(&aside);
+            // Back to the old data: nothing is lost, and the members run as before. If a copy
+            // cannot go back, no member starts, and the error says where the data is.
+            for (i, moved) in touched {
                 let data = self.member_dir(i).join("data");
-                if old.exists() {
-                    let _ = std::fs::remove_dir_all(&data);
-                    let _ = std::fs::rename(&old, &data);
+                let mut back = match std::fs::remove_dir_all(&data) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                };
+                if moved && back.is_ok() {
+                    back = std::fs::rename(self.member_dir(i).join(&aside), &data);
+                }
+                if let Err(undo) = back {
+                    return Err(fail(format!(
+                        "{e}; putting {}'s old data back failed ({undo}): the members stay stopped; each member's old data is in <member>/{aside}",
+                        self.member_name(i)
+                    )));
                 }
             }
             for i in 0..replicas {

@@ -448,6 +448,8 @@ async fn reconcile(etcd: &EtcdClient, members: &mut LocalMembers, cluster: &Etcd
         }
         Ok(mut v) => {
             v.names.addressing = addressing;
+            // Locally a new cluster's members are restored as their files are written.
+            v.backup_to_choose = false;
             Ok(v)
         }
         Err(validate::Error::InvalidSpec(problems)) => Err(problems),

@@ -557,31 +557,85 @@ fn cert_manager_certificates_name_every_member_and_the_issuer() {
     );
 }
 
-/// `spec.bootstrap.fromBackup`: each pod gets an init container from the same image that runs
-/// `etcd-operator backup restore` on its own configuration file, with the backup's location
-/// as JSON and the S3 credentials from the named Secret; without it, no init container.
+/// `spec.bootstrap.fromBackup` (or `spec.backup`): each pod gets an init container from the
+/// same image that runs `etcd-operator backup restore` on its own configuration file and the
+/// ConfigMap's restore source, with the S3 credentials from the named Secret (optional, so a
+/// pod with nothing to restore starts without it); without either, no init container. The
+/// source is in the ConfigMap only once the operator chose the backup (every member
+/// restores the same one), and never before.
 #[test]
 fn a_cluster_from_a_backup_restores_in_an_init_container() {
-    use etcd_operator::backup::restore::{SOURCE_ENV, Source};
-    let pod = |spec: &str| {
-        objects(spec)
+    use etcd_operator::backup::in_place::{BOOTSTRAP_REQUEST, SOURCE_FILE};
+    use etcd_operator::backup::restore::Source;
+    use etcd_operator::crd::{EtcdClusterStatus, RestorePhase, RestoreStatus};
+    assert!(
+        objects("  replicas: 3\n")
             .statefulset
             .spec
-            .expect("spec")
+            .unwrap()
             .template
             .spec
-            .expect("pod")
-    };
-    assert!(pod("  replicas: 3\n").init_containers.is_none());
-    let p = pod(concat!(
+            .unwrap()
+            .init_containers
+            .is_none()
+    );
+    let spec = concat!(
         "  replicas: 3\n  image: registry.example/etcd:1\n",
-        "  bootstrap:\n    fromBackup:\n      cluster: old\n      key: etcd/default/old/x.snap.zst\n",
+        "  bootstrap:\n    fromBackup:\n      cluster: old\n      key: etcd/db/old/x.snap.zst\n",
         "      s3:\n        bucket: backups\n        prefix: etcd/\n        endpoint: http://s3.example:9000\n",
         "        forcePathStyle: true\n        credentialsSecretRef: {name: s3-creds}\n",
-    ));
+    );
+    let build_with = |status: Option<EtcdClusterStatus>| {
+        let mut c = cluster(spec);
+        c.status = status;
+        let v = etcd_operator::validate::validate(&c).expect("valid");
+        let desired = plan(Ok(&v), &Observed::default()).desired;
+        (v, desired)
+    };
+    // Not chosen yet: nothing is created.
+    let (v, desired) = build_with(None);
+    assert!(v.backup_to_choose);
+    assert!(
+        desired.is_none(),
+        "a cluster from a backup waits for the choice"
+    );
+    // Chosen: the objects, with the source in the ConfigMap.
+    let chosen = EtcdClusterStatus {
+        restore: Some(RestoreStatus {
+            request: BOOTSTRAP_REQUEST.into(),
+            phase: RestorePhase::Restoring,
+            id: Some("1800000000".into()),
+            key: Some("etcd/db/old/x.snap.zst".into()),
+            members_restarted: true,
+            ..RestoreStatus::default()
+        }),
+        ..EtcdClusterStatus::default()
+    };
+    let (v, desired) = build_with(Some(chosen));
+    assert!(!v.backup_to_choose);
+    let o = build(&v, &desired.expect("bootstraps")).expect("builds");
+    let source: Source =
+        serde_json::from_str(&o.config_map.data.as_ref().unwrap()[SOURCE_FILE]).expect("source");
+    assert_eq!(source.cluster, "old");
+    assert_eq!(source.namespace, "db");
+    assert_eq!(source.key.as_deref(), Some("etcd/db/old/x.snap.zst"));
+    assert_eq!(source.s3.bucket, "backups");
+    assert!(source.s3.force_path_style);
+    let target = source.in_place.expect("restore target");
+    assert!(target.token.ends_with("-restore-1800000000"));
+    assert_eq!(target.initial_cluster.split(',').count(), 3);
+
+    let p = o
+        .statefulset
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod");
     let init = p.init_containers.expect("init containers");
     assert_eq!(init.len(), 1);
     let c = &init[0];
+    assert_eq!(c.name, "restore");
     assert_eq!(c.image.as_deref(), Some("registry.example/etcd:1"));
     assert_eq!(
         c.command.clone().unwrap(),
@@ -589,17 +643,14 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
     );
     assert_eq!(
         c.args.clone().unwrap(),
-        ["--config-file=/etc/etcd/$(POD_NAME).yaml"]
+        [
+            "--config-file=/etc/etcd/$(POD_NAME).yaml",
+            "--in-place=/etc/etcd/restore.json"
+        ]
     );
     let env = c.env.clone().unwrap();
     let get = |name: &str| env.iter().find(|e| e.name == name).cloned();
-    let source: Source =
-        serde_json::from_str(get(SOURCE_ENV).unwrap().value.as_deref().unwrap()).unwrap();
-    assert_eq!(source.cluster, "old");
-    assert_eq!(source.namespace, "db");
-    assert_eq!(source.key.as_deref(), Some("etcd/default/old/x.snap.zst"));
-    assert_eq!(source.s3.bucket, "backups");
-    assert!(source.s3.force_path_style);
+    assert!(get("ETCD_OPERATOR_RESTORE_SOURCE").is_none());
     assert!(
         get("POD_NAME")
             .unwrap()
@@ -608,10 +659,10 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
             .field_ref
             .is_some()
     );
-    for (key, optional) in [
-        ("AWS_ACCESS_KEY_ID", None),
-        ("AWS_SECRET_ACCESS_KEY", None),
-        ("AWS_SESSION_TOKEN", Some(true)),
+    for key in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
     ] {
         let r = get(key)
             .and_then(|e| e.value_from)
@@ -619,7 +670,7 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
             .unwrap_or_else(|| panic!("{key} from the Secret"));
         assert_eq!(
             (r.name.as_str(), r.key.as_str(), r.optional),
-            ("s3-creds", key, optional)
+            ("s3-creds", key, Some(true))
         );
     }
     let mounts: Vec<(String, String)> = c
@@ -643,28 +694,21 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
             .and_then(|s| s.read_only_root_filesystem),
         Some(true)
     );
-    // Defaulting to spec.backup.s3 and this cluster's name; no Secret, no credential env.
-    let p = pod(concat!(
-        "  replicas: 3\n  bootstrap:\n    fromBackup: {}\n",
-        "  backup:\n    schedule: '@daily'\n    s3: {bucket: mine}\n",
-    ));
-    let c = &p.init_containers.unwrap()[0];
-    let env = c.env.clone().unwrap();
-    let source: Source = serde_json::from_str(
-        env.iter()
-            .find(|e| e.name == SOURCE_ENV)
-            .unwrap()
-            .value
-            .as_deref()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        (source.cluster.as_str(), source.s3.bucket.as_str()),
-        ("main", "mine")
-    );
-    assert!(source.key.is_none());
-    assert!(!env.iter().any(|e| e.name.starts_with("AWS_")));
+    // Once the cluster formed, the source leaves the ConfigMap: a member that loses its
+    // volume later must not come back from the backup.
+    let formed = EtcdClusterStatus {
+        cluster_id: Some("c1".into()),
+        ..EtcdClusterStatus::default()
+    };
+    let (v, _) = build_with(Some(formed));
+    assert!(!v.backup_to_choose && v.restore.is_none());
+    let o = objects_of(&v);
+    assert!(!o.config_map.data.unwrap().contains_key(SOURCE_FILE));
+}
+
+fn objects_of(v: &etcd_operator::validate::ValidatedCluster) -> Objects {
+    let desired = etcd_operator::plan::bootstrap(v);
+    build(v, &desired).expect("builds")
 }
 
 /// A fromBackup with nowhere to look is a spec error, not a pod that fails to start.

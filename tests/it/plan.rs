@@ -760,3 +760,228 @@ fn check_one(states: &[Health], leader: Option<i32>, target: i32, all_stale: boo
         );
     }
 }
+
+/// A cluster with an in-place restore under way (`status.restore`, phase `Restoring`).
+fn restoring(members_restarted: bool) -> etcd_operator::crd::EtcdCluster {
+    use etcd_operator::crd::{EtcdClusterStatus, RestorePhase, RestoreStatus};
+    let mut c = cluster(
+        "  replicas: 3\n  backup:\n    schedule: '@daily'\n    s3: {bucket: b, credentialsSecretRef: {name: s3}}\n",
+    );
+    c.status = Some(EtcdClusterStatus {
+        restore: Some(RestoreStatus {
+            request: "latest".into(),
+            phase: RestorePhase::Restoring,
+            id: Some("1800000000".into()),
+            key: Some("db/main/main-x-r9.snap.zst".into()),
+            revision: Some(9),
+            previous_cluster_id: Some("c1".into()),
+            members_restarted,
+            ..RestoreStatus::default()
+        }),
+        ..EtcdClusterStatus::default()
+    });
+    c
+}
+
+/// An in-place restore runs alone: every member restarts at once (whatever else the
+/// observation would ask for: a lost member, a pending rollout), then the planner waits.
+#[test]
+fn an_in_place_restore_restarts_every_member_at_once_then_waits() {
+    let n = names();
+    let c = validated(&restoring(false));
+    assert!(c.restore.is_some());
+    for (what, observed) in [
+        ("healthy", settled(&c, 3, all_healthy(3))),
+        (
+            "a lost member",
+            with_lost(settled(&c, 3, all_healthy(3)), 1),
+        ),
+        (
+            "unreachable",
+            Observed {
+                etcd: EtcdState::Unreachable {
+                    error: "no quorum".into(),
+                },
+                ..settled(&c, 3, all_healthy(3))
+            },
+        ),
+    ] {
+        let p = plan(Ok(&c), &observed);
+        assert_eq!(
+            p.step,
+            Step::RestoreMembers {
+                names: (0..3).map(|i| n.member(i)).collect()
+            },
+            "{what}"
+        );
+        assert_eq!(p.desired.map(|d| d.replicas), Some(3), "{what}");
+    }
+    let c = validated(&restoring(true));
+    let p = plan(Ok(&c), &with_lost(settled(&c, 3, all_healthy(3)), 1));
+    assert!(matches!(p.step, Step::Wait { .. }), "{:?}", p.step);
+    // A finished restore no longer steers the planner.
+    let mut done = restoring(true);
+    done.status
+        .as_mut()
+        .unwrap()
+        .restore
+        .as_mut()
+        .unwrap()
+        .phase = etcd_operator::crd::RestorePhase::Completed;
+    let c = validated(&done);
+    assert!(c.restore.is_none());
+    assert_eq!(
+        plan(Ok(&c), &settled(&c, 3, all_healthy(3))).step,
+        Step::InSync
+    );
+}
+
+/// While the restore is under way the ConfigMap carries its source for the init containers
+/// (the backup, the new token, every member in the new initial cluster); the pods' template
+/// does not change, so starting a restore rolls nothing by itself.
+#[test]
+fn the_configmap_carries_the_in_place_restore_while_it_runs() {
+    use etcd_operator::backup::in_place::SOURCE_FILE;
+    use etcd_operator::backup::restore::Source;
+    let objects = |c: &etcd_operator::crd::EtcdCluster| {
+        let v = validated(c);
+        let desired = plan(Ok(&v), &settled(&v, 3, all_healthy(3)))
+            .desired
+            .expect("applies");
+        etcd_operator::build::build(&v, &desired).expect("builds")
+    };
+    let running = objects(&restoring(false));
+    let text = running.config_map.data.as_ref().unwrap()[SOURCE_FILE].clone();
+    let source: Source = serde_json::from_str(&text).expect("source");
+    assert_eq!(source.key.as_deref(), Some("db/main/main-x-r9.snap.zst"));
+    assert_eq!(
+        (source.namespace.as_str(), source.cluster.as_str()),
+        ("db", "main")
+    );
+    let target = source.in_place.expect("in place");
+    assert_eq!(target.id, "1800000000");
+    assert!(
+        target.token.ends_with("-restore-1800000000"),
+        "{}",
+        target.token
+    );
+    let n = names();
+    let members: Vec<String> = (0..3)
+        .map(|i| format!("{}={}", n.member(i), n.peer_url(i)))
+        .collect();
+    assert_eq!(target.initial_cluster, members.join(","));
+
+    let mut idle = restoring(false);
+    idle.status = None;
+    let idle = objects(&idle);
+    assert!(
+        !idle
+            .config_map
+            .data
+            .as_ref()
+            .unwrap()
+            .contains_key(SOURCE_FILE)
+    );
+    assert_eq!(
+        serde_json::to_value(&idle.statefulset.spec).unwrap(),
+        serde_json::to_value(&running.statefulset.spec).unwrap(),
+        "the template is the same with and without a restore"
+    );
+    let pod = idle.statefulset.spec.unwrap().template.spec.unwrap();
+    let init = &pod
+        .init_containers
+        .expect("the restore init container, with spec.backup")[0];
+    assert!(
+        init.args
+            .as_ref()
+            .unwrap()
+            .contains(&format!("--in-place=/etc/etcd/{SOURCE_FILE}")),
+        "{:?}",
+        init.args
+    );
+    let env: Vec<&str> = init
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert!(
+        env.contains(&"AWS_ACCESS_KEY_ID") && !env.contains(&"ETCD_OPERATOR_RESTORE_SOURCE"),
+        "{env:?}"
+    );
+}
+
+/// The restore moves on: the members' pods deleted, then done once every pod is back and
+/// every member is a healthy voter under a new cluster ID; a member whose restore failed
+/// says why.
+#[test]
+fn an_in_place_restore_completes_under_a_new_cluster_id() {
+    use etcd_operator::backup::in_place::advance;
+    use etcd_operator::crd::RestorePhase;
+    let c = restoring(false);
+    let v = validated(&c);
+    let mut r = c.status.as_ref().unwrap().restore.clone().unwrap();
+    let restart = Step::RestoreMembers { names: vec![] };
+    assert!(advance(&mut r, &restart, &settled(&v, 3, all_healthy(3)), 3, None).is_none());
+    assert!(r.members_restarted);
+    let wait = Step::Wait {
+        reason: String::new(),
+    };
+    let with_id = |id: u64, o: Observed| Observed {
+        etcd: match o.etcd {
+            EtcdState::Reachable(mut view) => {
+                view.cluster_id = id;
+                EtcdState::Reachable(view)
+            }
+            e => e,
+        },
+        ..o
+    };
+    // The old cluster still answers (its pods terminating): not done.
+    let mut old = settled(&v, 3, all_healthy(3));
+    old.pods.get_mut(&0).unwrap().terminating = true;
+    assert!(advance(&mut r, &wait, &with_id(0xd2, old), 3, None).is_none());
+    // Same cluster ID as before: not done.
+    assert!(
+        advance(
+            &mut r,
+            &wait,
+            &with_id(0xc1, settled(&v, 3, all_healthy(3))),
+            3,
+            None
+        )
+        .is_none()
+    );
+    // One member not back yet.
+    let mut missing = settled(&v, 3, all_healthy(3));
+    missing.pods.remove(&2);
+    assert!(advance(&mut r, &wait, &with_id(0xd2, missing), 3, None).is_none());
+    // A failed init container is reported, and the restore stays under way.
+    let mut failed = settled(&v, 3, all_healthy(2));
+    failed.pods.get_mut(&2).unwrap().restore_failed =
+        Some("NoSuchKey: the key does not exist".into());
+    assert!(advance(&mut r, &wait, &with_id(0xd2, failed), 3, None).is_none());
+    assert!(
+        r.message
+            .as_deref()
+            .unwrap()
+            .contains("member 2: NoSuchKey"),
+        "{:?}",
+        r.message
+    );
+    assert_eq!(r.phase, RestorePhase::Restoring);
+    // Done.
+    let change = advance(
+        &mut r,
+        &wait,
+        &with_id(0xd2, settled(&v, 3, all_healthy(3))),
+        3,
+        None,
+    )
+    .expect("completed");
+    assert_eq!(change.reason(), "RestoreCompleted");
+    assert_eq!(r.phase, RestorePhase::Completed);
+    assert_eq!(r.cluster_id.as_deref(), Some("d2"));
+    assert!(r.message.unwrap().contains("from c1 to d2"));
+}

@@ -567,6 +567,65 @@ async fn the_backup_cli_and_an_in_place_restore() {
     assert!(data.join("member/snap/db").is_file(), "{text}");
     let (ok, text) = tokio::task::block_in_place(|| operator_backup(&args));
     assert!(ok && text.contains("already has data"), "{text}");
+
+    // The in-place step (the init container during an in-place restore on Kubernetes): the
+    // member's data is moved aside and made again from the backup under the new token, once
+    // per restore ID; the source file wins over --source, and without it nothing happens.
+    std::fs::write(data.join("old-marker"), "old").expect("mark the old data");
+    let in_place = dir.path().join("restore.json");
+    let in_place_arg = in_place.display().to_string();
+    let in_place_args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--in-place", in_place_arg.as_str()])
+        .collect();
+    let (ok, text) = tokio::task::block_in_place(|| operator_backup(&in_place_args));
+    assert!(
+        ok && text.contains("already has data"),
+        "no file: the bootstrap source: {text}"
+    );
+    let target = serde_json::json!({
+        "s3": {"bucket": s3.bucket, "endpoint": s3.endpoint, "forcePathStyle": true, "prefix": "etcd"},
+        "namespace": "default",
+        "cluster": "local",
+        "key": taken.key,
+        "inPlace": {"id": "42", "token": "copy-restore-42", "initialCluster": "copy-0=http://127.0.0.1:2380"},
+    });
+    std::fs::write(&in_place, target.to_string()).expect("restore.json");
+    let (ok, text) = tokio::task::block_in_place(|| operator_backup(&in_place_args));
+    assert!(ok && text.contains("restored copy-0"), "{text}");
+    assert!(data.join("member/snap/db").is_file(), "{text}");
+    assert!(
+        !data.join("old-marker").exists(),
+        "the old data is no longer in place"
+    );
+    assert!(
+        dir.path().join("data.pre-restore-42/old-marker").is_file(),
+        "the old data is kept aside"
+    );
+    let (ok, text) = tokio::task::block_in_place(|| operator_backup(&in_place_args));
+    assert!(ok && text.contains("by restore 42 already"), "{text}");
+    // The restored member runs: it serves the backup's keys.
+    let port = etcd_test_kit::free_port_on(Ipv4Addr::LOCALHOST);
+    let mut member = std::process::Command::new(server_binary())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--name", "copy-0"])
+        .arg(format!("--listen-client-urls=http://127.0.0.1:{port}"))
+        .arg(format!("--advertise-client-urls=http://127.0.0.1:{port}"))
+        .arg(format!(
+            "--listen-peer-urls=http://127.0.0.1:{}",
+            etcd_test_kit::free_port_on(Ipv4Addr::LOCALHOST)
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the restored member");
+    let mut c = client(&format!("http://127.0.0.1:{port}")).await;
+    let kvs = retry_get(&mut c, "a/").await;
+    let _ = member.kill();
+    let _ = member.wait();
+    assert_eq!(kvs.kvs().len(), backed_up.kvs().len());
 }
 
 /// A linearizable prefix read, retried while the restarted members elect a leader.
