@@ -237,7 +237,12 @@ mod tests {
             request: r.into(),
             key: k.map(Into::into),
         };
-        let table: &[(&[(&str, &str)], Option<(&str, RestorePhase)>, Request)] = &[
+        type Row<'a> = (
+            &'a [(&'a str, &'a str)],
+            Option<(&'a str, RestorePhase)>,
+            Request,
+        );
+        let table: &[Row] = &[
             (&[], None, Request::None),
             (&[(CONFIRM_ANNOTATION, "prod")], None, Request::None),
             (
@@ -294,11 +299,7 @@ mod tests {
             ),
         ];
         for (i, (annotations, done, want)) in table.iter().enumerate() {
-            assert_eq!(
-                &requested(&cluster(annotations, done.clone())),
-                want,
-                "row {i}"
-            );
+            assert_eq!(&requested(&cluster(annotations, *done)), want, "row {i}");
         }
     }
 }

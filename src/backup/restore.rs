@@ -170,7 +170,7 @@ impl MemberConfig {
 #[derive(Debug)]
 pub enum Restored {
     /// The member's data dir was made from this backup.
-    Restored(Metadata),
+    Restored(Box<Metadata>),
     /// Nothing to do, and why.
     Skipped(String),
 }
@@ -239,7 +239,7 @@ pub async fn restore_from_config(
         Err(e) => Err(e),
     };
     let _ = std::fs::remove_dir_all(&scratch);
-    result.map(|()| Restored::Restored(meta))
+    result.map(|()| Restored::Restored(Box::new(meta)))
 }
 
 /// The in-place restore of one member (its pod's init container): once per restore ID (a
@@ -323,5 +323,5 @@ async fn restore_in_place(
     std::fs::write(&marker, format!("{}\n", meta.key))
         .and_then(|()| std::fs::File::open(parent).and_then(|d| d.sync_all()))
         .map_err(|e| io("writing", &marker, e))?;
-    Ok(Restored::Restored(meta))
+    Ok(Restored::Restored(Box::new(meta)))
 }

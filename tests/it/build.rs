@@ -572,10 +572,10 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
         objects("  replicas: 3\n")
             .statefulset
             .spec
-            .unwrap()
+            .expect("test fixture")
             .template
             .spec
-            .unwrap()
+            .expect("test fixture")
             .init_containers
             .is_none()
     );
@@ -615,7 +615,8 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
     assert!(!v.backup_to_choose);
     let o = build(&v, &desired.expect("bootstraps")).expect("builds");
     let source: Source =
-        serde_json::from_str(&o.config_map.data.as_ref().unwrap()[SOURCE_FILE]).expect("source");
+        serde_json::from_str(&o.config_map.data.as_ref().expect("test fixture")[SOURCE_FILE])
+            .expect("source");
     assert_eq!(source.cluster, "old");
     assert_eq!(source.namespace, "db");
     assert_eq!(source.key.as_deref(), Some("etcd/db/old/x.snap.zst"));
@@ -638,24 +639,24 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
     assert_eq!(c.name, "restore");
     assert_eq!(c.image.as_deref(), Some("registry.example/etcd:1"));
     assert_eq!(
-        c.command.clone().unwrap(),
+        c.command.clone().expect("test fixture"),
         ["etcd-operator", "backup", "restore"]
     );
     assert_eq!(
-        c.args.clone().unwrap(),
+        c.args.clone().expect("test fixture"),
         [
             "--config-file=/etc/etcd/$(POD_NAME).yaml",
             "--in-place=/etc/etcd/restore.json"
         ]
     );
-    let env = c.env.clone().unwrap();
+    let env = c.env.clone().expect("test fixture");
     let get = |name: &str| env.iter().find(|e| e.name == name).cloned();
     assert!(get("ETCD_OPERATOR_RESTORE_SOURCE").is_none());
     assert!(
         get("POD_NAME")
-            .unwrap()
+            .expect("test fixture")
             .value_from
-            .unwrap()
+            .expect("test fixture")
             .field_ref
             .is_some()
     );
@@ -676,7 +677,7 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
     let mounts: Vec<(String, String)> = c
         .volume_mounts
         .clone()
-        .unwrap()
+        .expect("test fixture")
         .into_iter()
         .map(|m| (m.name, m.mount_path))
         .collect();
@@ -703,7 +704,12 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
     let (v, _) = build_with(Some(formed));
     assert!(!v.backup_to_choose && v.restore.is_none());
     let o = objects_of(&v);
-    assert!(!o.config_map.data.unwrap().contains_key(SOURCE_FILE));
+    assert!(
+        !o.config_map
+            .data
+            .expect("test fixture")
+            .contains_key(SOURCE_FILE)
+    );
 }
 
 fn objects_of(v: &etcd_operator::validate::ValidatedCluster) -> Objects {

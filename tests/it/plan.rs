@@ -823,10 +823,10 @@ fn an_in_place_restore_restarts_every_member_at_once_then_waits() {
     let mut done = restoring(true);
     done.status
         .as_mut()
-        .unwrap()
+        .expect("test fixture")
         .restore
         .as_mut()
-        .unwrap()
+        .expect("test fixture")
         .phase = etcd_operator::crd::RestorePhase::Completed;
     let c = validated(&done);
     assert!(c.restore.is_none());
@@ -851,7 +851,7 @@ fn the_configmap_carries_the_in_place_restore_while_it_runs() {
         etcd_operator::build::build(&v, &desired).expect("builds")
     };
     let running = objects(&restoring(false));
-    let text = running.config_map.data.as_ref().unwrap()[SOURCE_FILE].clone();
+    let text = running.config_map.data.as_ref().expect("test fixture")[SOURCE_FILE].clone();
     let source: Source = serde_json::from_str(&text).expect("source");
     assert_eq!(source.key.as_deref(), Some("db/main/main-x-r9.snap.zst"));
     assert_eq!(
@@ -879,22 +879,28 @@ fn the_configmap_carries_the_in_place_restore_while_it_runs() {
             .config_map
             .data
             .as_ref()
-            .unwrap()
+            .expect("test fixture")
             .contains_key(SOURCE_FILE)
     );
     assert_eq!(
-        serde_json::to_value(&idle.statefulset.spec).unwrap(),
-        serde_json::to_value(&running.statefulset.spec).unwrap(),
+        serde_json::to_value(&idle.statefulset.spec).expect("test fixture"),
+        serde_json::to_value(&running.statefulset.spec).expect("test fixture"),
         "the template is the same with and without a restore"
     );
-    let pod = idle.statefulset.spec.unwrap().template.spec.unwrap();
+    let pod = idle
+        .statefulset
+        .spec
+        .expect("test fixture")
+        .template
+        .spec
+        .expect("test fixture");
     let init = &pod
         .init_containers
         .expect("the restore init container, with spec.backup")[0];
     assert!(
         init.args
             .as_ref()
-            .unwrap()
+            .expect("test fixture")
             .contains(&format!("--in-place=/etc/etcd/{SOURCE_FILE}")),
         "{:?}",
         init.args
@@ -902,7 +908,7 @@ fn the_configmap_carries_the_in_place_restore_while_it_runs() {
     let env: Vec<&str> = init
         .env
         .as_ref()
-        .unwrap()
+        .expect("test fixture")
         .iter()
         .map(|e| e.name.as_str())
         .collect();
@@ -921,7 +927,13 @@ fn an_in_place_restore_completes_under_a_new_cluster_id() {
     use etcd_operator::crd::RestorePhase;
     let c = restoring(false);
     let v = validated(&c);
-    let mut r = c.status.as_ref().unwrap().restore.clone().unwrap();
+    let mut r = c
+        .status
+        .as_ref()
+        .expect("test fixture")
+        .restore
+        .clone()
+        .expect("test fixture");
     let restart = Step::RestoreMembers { names: vec![] };
     assert!(advance(&mut r, &restart, &settled(&v, 3, all_healthy(3)), 3, None).is_none());
     assert!(r.members_restarted);
@@ -940,7 +952,7 @@ fn an_in_place_restore_completes_under_a_new_cluster_id() {
     };
     // The old cluster still answers (its pods terminating): not done.
     let mut old = settled(&v, 3, all_healthy(3));
-    old.pods.get_mut(&0).unwrap().terminating = true;
+    old.pods.get_mut(&0).expect("test fixture").terminating = true;
     assert!(advance(&mut r, &wait, &with_id(0xd2, old), 3, None).is_none());
     // Same cluster ID as before: not done.
     assert!(
@@ -959,13 +971,16 @@ fn an_in_place_restore_completes_under_a_new_cluster_id() {
     assert!(advance(&mut r, &wait, &with_id(0xd2, missing), 3, None).is_none());
     // A failed init container is reported, and the restore stays under way.
     let mut failed = settled(&v, 3, all_healthy(2));
-    failed.pods.get_mut(&2).unwrap().restore_failed =
-        Some("NoSuchKey: the key does not exist".into());
+    failed
+        .pods
+        .get_mut(&2)
+        .expect("test fixture")
+        .restore_failed = Some("NoSuchKey: the key does not exist".into());
     assert!(advance(&mut r, &wait, &with_id(0xd2, failed), 3, None).is_none());
     assert!(
         r.message
             .as_deref()
-            .unwrap()
+            .expect("test fixture")
             .contains("member 2: NoSuchKey"),
         "{:?}",
         r.message
@@ -983,5 +998,5 @@ fn an_in_place_restore_completes_under_a_new_cluster_id() {
     assert_eq!(change.reason(), "RestoreCompleted");
     assert_eq!(r.phase, RestorePhase::Completed);
     assert_eq!(r.cluster_id.as_deref(), Some("d2"));
-    assert!(r.message.unwrap().contains("from c1 to d2"));
+    assert!(r.message.expect("test fixture").contains("from c1 to d2"));
 }

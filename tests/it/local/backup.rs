@@ -447,7 +447,7 @@ async fn the_backup_cli_and_an_in_place_restore() {
         .await
         .expect("members")
         .header()
-        .unwrap()
+        .expect("test fixture")
         .cluster_id();
 
     // Asked without the confirmation: recorded, nothing restored.

@@ -49,7 +49,7 @@ async fn an_in_place_restore_uses_up_its_confirmation_and_restarts_every_member(
     );
     // The backup's metadata in the bucket (the restore is chosen by it).
     let c = cluster(&spec);
-    let location = c.spec.backup.as_ref().unwrap().s3.clone();
+    let location = c.spec.backup.as_ref().expect("test fixture").s3.clone();
     let store = Store::new(
         &location,
         "db",
@@ -80,7 +80,10 @@ async fn an_in_place_restore_uses_up_its_confirmation_and_restarts_every_member(
         spec: json!({}),
     };
     store
-        .put(&metadata_key(KEY), serde_json::to_vec(&meta).unwrap())
+        .put(
+            &metadata_key(KEY),
+            serde_json::to_vec(&meta).expect("test fixture"),
+        )
         .await
         .expect("metadata");
 
@@ -107,7 +110,7 @@ async fn an_in_place_restore_uses_up_its_confirmation_and_restarts_every_member(
     let mut patched = serde_json::to_value(&c).expect("json");
     patched["metadata"]["annotations"]
         .as_object_mut()
-        .unwrap()
+        .expect("test fixture")
         .remove("etcd.rustops.dev/restore-confirm");
     let mut then = vec![
         step(Method::GET, SECRET, Reply::Object(secret())),
