@@ -108,7 +108,14 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Per cluster: since when the certificate lifecycle has waited for members.
     cert_waits: Mutex<HashMap<String, i64>>,
+    /// Per cluster: the backup running in the background, if any.
+    backup_tasks: Mutex<HashMap<String, BackupTask>>,
 }
+
+/// A backup running in the background: reconciles go on meanwhile and collect its outcome
+/// when it is done.
+type BackupTask =
+    tokio::task::JoinHandle<Result<Option<crate::backup::Outcome>, crate::backup::Error>>;
 
 impl Context {
     /// A context reporting Events as `etcd-operator` (instance `instance`).
@@ -129,7 +136,12 @@ impl Context {
             metrics,
             failures: Mutex::default(),
             cert_waits: Mutex::default(),
+            backup_tasks: Mutex::default(),
         }
+    }
+
+    fn backup_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, BackupTask>> {
+        self.backup_tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -352,7 +364,7 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     }
     let mut requeue = plan.requeue_after;
     if validated.spec.backup.is_some() {
-        match backups(&ctx, &cluster, &validated, etcd.as_ref(), &observed).await {
+        match backups(&ctx, &cluster, &validated, etcd.clone(), &observed).await {
             Ok(Some(o)) => {
                 if let Some(attempt) = &o.attempt {
                     ctx.metrics
@@ -384,7 +396,8 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
                 }
                 requeue = requeue.min(Duration::from_secs(next_in.max(1) as u64));
             }
-            Ok(None) => {}
+            // Running in the background: look again soon to collect it.
+            Ok(None) => requeue = requeue.min(Duration::from_secs(10)),
             Err(e) => {
                 warn!(error = %e, "backup");
                 publish(
@@ -405,35 +418,79 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
 }
 
 /// One backup pass (`spec.backup`): credentials from `credentialsSecretRef` (or the default
-/// AWS chain), then [`crate::backup::pass`].
+/// AWS chain), then [`crate::backup::pass`]. A backup that is due runs in the background (a
+/// large one takes minutes, and membership steps must not wait for it): this returns `None`
+/// while it runs, and its outcome on the first pass after it finished.
 async fn backups(
     ctx: &Context,
     cluster: &EtcdCluster,
     validated: &ValidatedCluster,
-    etcd: &dyn EtcdAdmin,
+    etcd: Arc<dyn EtcdAdmin>,
     observed: &observe::Observed,
 ) -> Result<Option<crate::backup::Outcome>, crate::backup::Error> {
     use crate::backup::{Inputs, Store};
     let Some(spec) = validated.spec.backup.as_ref() else {
         return Ok(None);
     };
+    let task_key = key(cluster);
+    let finished = {
+        let mut tasks = ctx.backup_tasks();
+        match tasks.get(&task_key) {
+            Some(task) if task.is_finished() => tasks.remove(&task_key),
+            Some(_) => return Ok(None),
+            None => None,
+        }
+    };
+    if let Some(task) = finished {
+        return task
+            .await
+            .unwrap_or_else(|e| Err(crate::backup::Error::Task(e.to_string())));
+    }
     let names = &validated.names;
     let credentials =
         crate::backup::kube::s3_credentials(&ctx.client, &names.namespace, &spec.s3).await?;
     let store = Store::new(&spec.s3, &names.namespace, &names.cluster, credentials).await;
-    crate::backup::pass(Inputs {
-        etcd,
-        cluster,
-        names,
-        sources: crate::backup::sources(observed, names),
-        members: crate::backup::member_count(observed),
-        store: &store,
-        previous: cluster.status.as_ref().and_then(|s| s.backup.as_ref()),
-        // The image ships etcd-server next to the operator.
-        server_bin: Some(&crate::local::default_server_bin()),
-        now: crate::certs::issue::unix(std::time::SystemTime::now()),
-    })
-    .await
+    let previous = cluster.status.as_ref().and_then(|s| s.backup.clone());
+    let now = crate::certs::issue::unix(std::time::SystemTime::now());
+    let sources = crate::backup::sources(observed, names);
+    let members = crate::backup::member_count(observed);
+    // The image ships etcd-server next to the operator.
+    let server_bin = crate::local::default_server_bin();
+    if !crate::backup::due(cluster, previous.as_ref(), now)? {
+        return crate::backup::pass(Inputs {
+            etcd: etcd.as_ref(),
+            cluster,
+            names,
+            sources,
+            members,
+            store: &store,
+            previous: previous.as_ref(),
+            server_bin: Some(&server_bin),
+            now,
+        })
+        .await;
+    }
+    let (cluster, names) = (cluster.clone(), names.clone());
+    let span = tracing::info_span!("backup", cluster = %task_key);
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            crate::backup::pass(Inputs {
+                etcd: etcd.as_ref(),
+                cluster: &cluster,
+                names: &names,
+                sources,
+                members,
+                store: &store,
+                previous: previous.as_ref(),
+                server_bin: Some(&server_bin),
+                now,
+            })
+            .await
+        },
+        span,
+    ));
+    ctx.backup_tasks().insert(task_key, task);
+    Ok(None)
 }
 
 /// What the status shows of certificates the operator does not issue (`CertManager`,

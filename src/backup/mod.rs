@@ -84,6 +84,9 @@ pub enum Error {
     /// No member to take a snapshot from.
     #[error("no healthy member to take a snapshot from")]
     NoSource,
+    /// The background task running a backup failed (it panicked or was cancelled).
+    #[error("the backup task failed: {0}")]
+    Task(String),
 }
 
 /// The metadata object beside each snapshot (`<snapshot key minus extension>.json`): only
@@ -355,6 +358,57 @@ async fn apply_retention(
         .collect())
 }
 
+/// When a pass takes a backup, and what it asked for.
+struct Decision {
+    /// A backup is due now.
+    due: bool,
+    /// The `backup-now` annotation's value.
+    requested: Option<String>,
+    /// The next scheduled time, Unix seconds.
+    next: i64,
+}
+
+fn decide(
+    spec: &crate::crd::BackupSpec,
+    schedule: &Schedule,
+    cluster: &EtcdCluster,
+    previous: Option<&BackupStatus>,
+    now: i64,
+) -> Decision {
+    let requested = cluster
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(BACKUP_NOW_ANNOTATION))
+        .cloned();
+    let last_request = previous.and_then(|p| p.last_request.clone());
+    let asked = requested.is_some() && requested != last_request;
+    let upcoming = schedule.next_after(now).unwrap_or(now + 86400);
+    // The recorded next time, unless the schedule changed to an earlier one.
+    let next = previous
+        .and_then(|p| p.next_scheduled.as_ref())
+        .map(unix)
+        .map_or(upcoming, |t| t.min(upcoming));
+    Decision {
+        due: asked || (!spec.suspend && now >= next),
+        requested,
+        next,
+    }
+}
+
+/// Whether a pass at `now` would take a backup (so a caller may run it in the background).
+pub fn due(
+    cluster: &EtcdCluster,
+    previous: Option<&BackupStatus>,
+    now: i64,
+) -> Result<bool, Error> {
+    let Some(spec) = cluster.spec.backup.as_ref() else {
+        return Ok(false);
+    };
+    let schedule = Schedule::parse(&spec.schedule, spec.time_zone.as_deref())?;
+    Ok(decide(spec, &schedule, cluster, previous, now).due)
+}
+
 /// One pass: `None` without `spec.backup`. Takes a backup when the schedule says it is due
 /// (not while `suspend`) or the `backup-now` annotation has a value not acted on yet; after a
 /// successful one, deletes what retention no longer keeps.
@@ -364,22 +418,11 @@ pub async fn pass(i: Inputs<'_>) -> Result<Option<Outcome>, Error> {
     };
     let schedule = Schedule::parse(&spec.schedule, spec.time_zone.as_deref())?;
     let mut status = i.previous.cloned().unwrap_or_default();
-    let requested = i
-        .cluster
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(BACKUP_NOW_ANNOTATION))
-        .cloned();
-    let asked = requested.is_some() && requested != status.last_request;
-    let upcoming = schedule.next_after(i.now).unwrap_or(i.now + 86400);
-    // The recorded next time, unless the schedule changed to an earlier one.
-    let next = status
-        .next_scheduled
-        .as_ref()
-        .map(unix)
-        .map_or(upcoming, |t| t.min(upcoming));
-    let due = asked || (!spec.suspend && i.now >= next);
+    let Decision {
+        due,
+        requested,
+        next,
+    } = decide(spec, &schedule, i.cluster, i.previous, i.now);
     let mut out = Outcome::default();
     if !due {
         status.next_scheduled = time(next);

@@ -159,6 +159,7 @@ impl Store {
             key: key.to_owned(),
             id,
             parts: Vec::new(),
+            inflight: None,
         })
     }
 
@@ -265,37 +266,60 @@ pub struct Upload<'a> {
     key: String,
     id: String,
     parts: Vec<CompletedPart>,
+    /// The part being sent while the caller fills the next: reading the snapshot and
+    /// uploading overlap, and memory stays at two parts.
+    inflight: Option<tokio::task::JoinHandle<Result<CompletedPart, Error>>>,
 }
 
 impl Upload<'_> {
-    /// Sends the next part.
+    /// Sends the next part (in the background; the one before it must have arrived first).
     pub async fn part(&mut self, bytes: Vec<u8>) -> Result<(), Error> {
+        self.settle().await?;
         let number = self.parts.len() as i32 + 1;
         let s = self.store;
-        let out = s
+        let request = s
             .client
             .upload_part()
             .bucket(&s.bucket)
             .key(&self.key)
             .upload_id(&self.id)
             .part_number(number)
-            .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(|e| sdk_message(&e))
-            .map_err(s3_error("upload a part to", &s.bucket))?;
-        self.parts.push(
-            CompletedPart::builder()
+            .body(ByteStream::from(bytes));
+        let bucket = s.bucket.clone();
+        self.inflight = Some(tokio::spawn(async move {
+            let out = request
+                .send()
+                .await
+                .map_err(|e| sdk_message(&e))
+                .map_err(s3_error("upload a part to", &bucket))?;
+            Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_owned))
-                .build(),
-        );
+                .build())
+        }));
+        Ok(())
+    }
+
+    /// Waits for the part in flight.
+    async fn settle(&mut self) -> Result<(), Error> {
+        if let Some(task) = self.inflight.take() {
+            let part = task.await.map_err(|e| Error::Store {
+                op: "upload a part to",
+                bucket: self.store.bucket.clone(),
+                message: e.to_string(),
+            })??;
+            self.parts.push(part);
+        }
         Ok(())
     }
 
     /// Completes the upload: the object appears at its key. When that fails the upload is
     /// abandoned, so no parts are left behind.
     pub async fn finish(mut self) -> Result<(), Error> {
+        if let Err(e) = self.settle().await {
+            self.abort().await;
+            return Err(e);
+        }
         let s = self.store;
         let done = s
             .client
@@ -319,7 +343,10 @@ impl Upload<'_> {
     }
 
     /// Abandons the upload and its parts.
-    pub async fn abort(self) {
+    pub async fn abort(mut self) {
+        if let Some(task) = self.inflight.take() {
+            task.abort();
+        }
         let s = self.store;
         let _ = s
             .client

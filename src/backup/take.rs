@@ -12,6 +12,10 @@ use super::{Error, Metadata};
 use crate::crd::BackupCompression;
 use crate::etcd::EtcdAdmin;
 
+/// A part's buffer: a part and room for what one write adds past it, so that it never
+/// grows (doubling) before it is sent.
+const BUFFER: usize = PART_SIZE + (1 << 20);
+
 /// The object keys of a backup taken at `taken` (Unix seconds) at `revision`.
 pub fn keys(
     store: &Store,
@@ -97,9 +101,9 @@ pub async fn take(
     let digest = etcd.digest(endpoint, snapshot.revision).await.ok();
     let (key, meta_key) = keys(store, cluster, taken, snapshot.revision, compression);
     let mut sink = match compression {
-        BackupCompression::None => Sink::Plain(Vec::with_capacity(PART_SIZE)),
+        BackupCompression::None => Sink::Plain(Vec::with_capacity(BUFFER)),
         BackupCompression::Zstd => Sink::Zstd(
-            zstd::stream::write::Encoder::new(Vec::with_capacity(PART_SIZE), 3)
+            zstd::stream::write::Encoder::new(Vec::with_capacity(BUFFER), 3)
                 .map_err(Error::Compress)?,
         ),
     };
@@ -115,7 +119,7 @@ pub async fn take(
             sink.write(&chunk)?;
             let buffer = sink.buffer();
             if buffer.len() >= PART_SIZE {
-                let part = std::mem::replace(buffer, Vec::with_capacity(PART_SIZE));
+                let part = std::mem::replace(buffer, Vec::with_capacity(BUFFER));
                 stored_sha.update(&part);
                 stored_size += part.len() as u64;
                 upload.part(part).await?;

@@ -180,6 +180,9 @@ pub struct FakeEtcd {
     pub calls: Mutex<Vec<String>>,
     /// When set, membership changes are refused with this message (after being recorded).
     pub refuse: Option<String>,
+    /// When set, a snapshot is answered after this long, with an error (a member that went
+    /// away mid-stream); unset, this client takes no snapshots.
+    pub snapshot_delay: Option<std::time::Duration>,
 }
 
 impl FakeEtcd {
@@ -212,6 +215,7 @@ impl FakeEtcd {
             statuses,
             calls: Mutex::default(),
             refuse: None,
+            snapshot_delay: None,
         })
     }
 
@@ -280,6 +284,25 @@ impl EtcdAdmin for FakeEtcd {
 
     fn remove<'a>(&'a self, _: &'a [String], id: u64) -> BoxFuture<'a, Result<(), EtcdError>> {
         Box::pin(async move { self.record(format!("remove {id:x}")) })
+    }
+
+    fn snapshot<'a>(
+        &'a self,
+        endpoint: &'a str,
+    ) -> BoxFuture<'a, Result<etcd_operator::etcd::Snapshot, EtcdError>> {
+        Box::pin(async move {
+            self.calls
+                .lock()
+                .expect("lock")
+                .push(format!("snapshot {endpoint}"));
+            if let Some(delay) = self.snapshot_delay {
+                tokio::time::sleep(delay).await;
+            }
+            Err(EtcdError::Rejected {
+                op: "snapshot",
+                message: "the member went away".into(),
+            })
+        })
     }
 
     fn move_leader<'a>(&'a self, _: &'a str, to: u64) -> BoxFuture<'a, Result<(), EtcdError>> {

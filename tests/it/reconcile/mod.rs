@@ -21,6 +21,7 @@ use tower_test::mock::{self, Handle};
 
 use crate::fixtures::*;
 
+mod backup;
 mod restore;
 mod tls;
 

@@ -13,7 +13,7 @@ const SECRET: &str = "/api/v1/namespaces/db/secrets/s3";
 const CLUSTER: &str = "/apis/etcd.rustops.dev/v1alpha1/namespaces/db/etcdclusters/main";
 const KEY: &str = "etcd/db/main/main-20270101T000000Z-r42.snap.zst";
 
-fn secret() -> Value {
+pub(super) fn secret() -> Value {
     use k8s_openapi::ByteString;
     let secret = k8s_openapi::api::core::v1::Secret {
         metadata: kube::api::ObjectMeta {
