@@ -23,8 +23,8 @@ pub struct BackupOptions {
     #[arg(long, default_value_t = 1024)]
     pub size_mib: u64,
     /// Size of each value, KiB.
-    #[arg(long, default_value_t = 512)]
-    pub value_kib: usize,
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub value_kib: u16,
     /// Rounds of each measurement (alternating); the median is reported.
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
@@ -197,12 +197,43 @@ pub async fn backup_bench(o: &BackupOptions) -> anyhow::Result<BackupReport> {
     let mut args = vec!["local"];
     args.extend(local_args);
     let mut local = operator(o, &args);
-    let _local = local
+    let local = local
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .context("etcd-operator local")?;
+    let result = measure_all(o, &s3, &dir, &spec_path, ip, client_port, &local_args).await;
+    stop(local).await;
+    result
+}
+
+/// Stops `etcd-operator local` with SIGTERM, so that it stops its members (killed, it would
+/// leave them running).
+async fn stop(mut local: tokio::process::Child) {
+    if let Some(pid) = local.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    if tokio::time::timeout(Duration::from_secs(30), local.wait())
+        .await
+        .is_err()
+    {
+        let _ = local.kill().await;
+    }
+}
+
+async fn measure_all(
+    o: &BackupOptions,
+    s3: &etcd_test_kit::s3::S3Server,
+    dir: &tempfile::TempDir,
+    spec_path: &Path,
+    ip: std::net::Ipv4Addr,
+    client_port: u16,
+    local_args: &[&str],
+) -> anyhow::Result<BackupReport> {
+    let sp = spec_path.display().to_string();
     let endpoint = format!("http://{ip}:{client_port}");
     let mut client = None;
     for _ in 0..300 {
@@ -217,10 +248,10 @@ pub async fn backup_bench(o: &BackupOptions) -> anyhow::Result<BackupReport> {
     let client = client.context("the member did not start")?;
 
     // Load: incompressible values (the worst case for compression).
-    let count = (o.size_mib << 10) as usize / o.value_kib;
+    let count = (o.size_mib << 10) as usize / usize::from(o.value_kib);
     let mut tasks = futures::stream::iter((0..count).map(|i| {
         let mut c = client.clone();
-        let mut value = vec![0u8; o.value_kib << 10];
+        let mut value = vec![0u8; usize::from(o.value_kib) << 10];
         rand::rng().fill_bytes(&mut value);
         async move { c.put(format!("bench/{i:08}"), value, None).await }
     }))
@@ -245,7 +276,7 @@ pub async fn backup_bench(o: &BackupOptions) -> anyhow::Result<BackupReport> {
     let mb = |s: f64| snapshot_bytes as f64 / 1e6 / s;
     let rf = raw_file.display().to_string();
     let mut now_args = vec!["backup", "now"];
-    now_args.extend(local_args);
+    now_args.extend(local_args.iter().copied());
     for _ in 0..o.rounds {
         let (s, rss, _) = measure(operator(
             o,
@@ -262,7 +293,7 @@ pub async fn backup_bench(o: &BackupOptions) -> anyhow::Result<BackupReport> {
             ("none", false, "backup (compression none)"),
             ("zstd", false, "backup (zstd)"),
         ] {
-            write_spec(&spec_path, &spec(&s3, compression, verify))?;
+            write_spec(spec_path, &spec(s3, compression, verify))?;
             let (s, rss, _) = measure(operator(o, &now_args)).await?;
             runs.push(Run {
                 what: what.into(),
@@ -272,7 +303,7 @@ pub async fn backup_bench(o: &BackupOptions) -> anyhow::Result<BackupReport> {
             });
         }
     }
-    write_spec(&spec_path, &spec(&s3, "zstd", true))?;
+    write_spec(spec_path, &spec(s3, "zstd", true))?;
     let (s, rss, text) = measure(operator(o, &now_args)).await?;
     if !text.contains("verified") {
         bail!("the verified backup did not verify: {text}");
