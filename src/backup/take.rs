@@ -120,7 +120,10 @@ pub async fn take(
             let buffer = sink.buffer();
             if buffer.len() >= PART_SIZE {
                 let part = std::mem::replace(buffer, Vec::with_capacity(BUFFER));
-                stored_sha.update(&part);
+                // Uncompressed, the object is the snapshot: one hash serves both.
+                if compression != BackupCompression::None {
+                    stored_sha.update(&part);
+                }
                 stored_size += part.len() as u64;
                 upload.part(part).await?;
             }
@@ -139,7 +142,9 @@ pub async fn take(
             return Err(e);
         }
     };
-    stored_sha.update(&last);
+    if compression != BackupCompression::None {
+        stored_sha.update(&last);
+    }
     stored_size += last.len() as u64;
     if let Err(e) = upload.part(last).await {
         upload.abort().await;
@@ -147,6 +152,7 @@ pub async fn take(
     }
     upload.finish().await?;
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let raw_hex = hex(&raw_sha.finalize());
     let meta = Metadata {
         key,
         cluster: cluster.to_owned(),
@@ -157,8 +163,11 @@ pub async fn take(
         server_version: snapshot.version,
         raw_size,
         size: stored_size,
-        sha256: hex(&stored_sha.finalize()),
-        raw_sha256: hex(&raw_sha.finalize()),
+        sha256: match compression {
+            BackupCompression::None => raw_hex.clone(),
+            BackupCompression::Zstd => hex(&stored_sha.finalize()),
+        },
+        raw_sha256: raw_hex,
         compression,
         verified: None,
         verify_error: None,

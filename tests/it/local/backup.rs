@@ -531,6 +531,30 @@ async fn the_backup_cli_and_an_in_place_restore() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let again = rt.wait("later", Duration::from_secs(5), |_| true).await;
     assert_eq!(count(&again, "RestoreStarted"), 1);
+    let mut c = client(&setup.endpoint(0)).await;
+    c.put("a/after-restore", "kept", None).await.expect("put");
+    rt.shutdown().await;
+    // Restarted with the annotations still in the file: the restore is not run again, and
+    // what was written after it stays.
+    let mut options = setup.options(Duration::from_millis(300));
+    options.s3_credentials = Some(StaticCredentials {
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+        session_token: None,
+    });
+    let mut rt = Runtime::start(options);
+    rt.wait(
+        "3 members in sync after a restart",
+        Duration::from_secs(60),
+        in_sync(3),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = rt.wait("later", Duration::from_secs(5), |_| true).await;
+    assert_eq!(count(&later, "RestoreStarted"), 0, "{:?}", later.changes);
+    let mut c = client(&setup.endpoint(1)).await;
+    let kept = retry_get(&mut c, "a/after-restore").await;
+    assert_eq!(kept.kvs().len(), 1, "a write after the restore was lost");
     rt.shutdown().await;
 
     // The init container's step: a new member's data dir from the backup, once.
