@@ -346,22 +346,7 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     {
         restore_events.push(change);
     }
-    for change in &restore_events {
-        let type_ = if matches!(change.reason(), "RestoreFailed" | "RestoreNotConfirmed") {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        publish(
-            &ctx,
-            &cluster,
-            type_,
-            change.reason(),
-            change.action(),
-            change.message(),
-        )
-        .await;
-    }
+    publish_changes(&ctx, &cluster, &restore_events).await;
     let mut requeue = plan.requeue_after;
     if validated.spec.backup.is_some() {
         match backups(&ctx, &cluster, &validated, etcd.clone(), &observed).await {
@@ -378,22 +363,7 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
                     cluster.metadata.generation,
                     Timestamp::now(),
                 );
-                for change in &changes {
-                    let type_ = if change.reason() == "BackupFailed" {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
-                    };
-                    publish(
-                        &ctx,
-                        &cluster,
-                        type_,
-                        change.reason(),
-                        change.action(),
-                        change.message(),
-                    )
-                    .await;
-                }
+                publish_changes(&ctx, &cluster, &changes).await;
                 requeue = requeue.min(Duration::from_secs(next_in.max(1) as u64));
             }
             // Running in the background: look again soon to collect it.
@@ -636,6 +606,34 @@ async fn execute(
 
 /// Publishes an Event. Events are best effort: failing to record one never fails a
 /// reconciliation.
+/// Backup and restore changes as Events: failures as warnings.
+async fn publish_changes(ctx: &Context, cluster: &EtcdCluster, changes: &[runtime::Change]) {
+    for change in changes {
+        let warning = matches!(
+            change.reason(),
+            "BackupFailed"
+                | "BackupVerificationFailed"
+                | "RetentionFailed"
+                | "RestoreFailed"
+                | "RestoreNotConfirmed"
+        );
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(
+            ctx,
+            cluster,
+            type_,
+            change.reason(),
+            change.action(),
+            change.message(),
+        )
+        .await;
+    }
+}
+
 async fn publish(
     ctx: &Context,
     cluster: &EtcdCluster,

@@ -235,6 +235,11 @@ async fn backup(command: BackupCommand) -> anyhow::Result<()> {
             let source: restore::Source =
                 serde_json::from_str(&text).with_context(|| format!("{what} is not valid JSON"))?;
             let config = restore::MemberConfig::read(&config_file)?;
+            // The source may name its own credentials (a new cluster's fromBackup bucket).
+            let credentials = match &source.credentials_env {
+                Some(prefix) => etcd_operator::backup::StaticCredentials::from_env_prefixed(prefix),
+                None => credentials,
+            };
             let bin = etcd_server.unwrap_or_else(local::default_server_bin);
             match restore::restore_from_config(&config, &source, credentials, &bin).await? {
                 restore::Restored::Restored(m) => println!(

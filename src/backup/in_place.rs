@@ -191,6 +191,27 @@ pub fn advance(
 /// ConfigMap, present only while a restore is under way).
 pub const SOURCE_FILE: &str = "restore.json";
 
+/// A request without its confirmation: `status.restore` saying what is missing, and the
+/// Event, once per request (`None` when the status says so already).
+pub fn unconfirmed(
+    cluster: &EtcdCluster,
+    request: &str,
+) -> Option<(RestoreStatus, Vec<crate::runtime::Change>)> {
+    let previous = cluster.status.as_ref().and_then(|s| s.restore.as_ref());
+    if previous.is_some_and(|p| p.request == request) {
+        return None;
+    }
+    let status = waiting(
+        request,
+        cluster.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let change = crate::runtime::Change::Backup {
+        reason: "RestoreNotConfirmed",
+        message: status.message.clone().unwrap_or_default(),
+    };
+    Some((status, vec![change]))
+}
+
 /// `status.restore` for a request that waits for its confirmation.
 pub fn waiting(request: &str, cluster: &str) -> RestoreStatus {
     RestoreStatus {

@@ -55,18 +55,9 @@ pub async fn restore_request(
     now: i64,
 ) -> Option<(RestoreStatus, Vec<Change>)> {
     let name = cluster.name_any();
-    let previous = cluster.status.as_ref().and_then(|s| s.restore.as_ref());
     let (request, key) = match in_place::requested(cluster) {
         Request::None => return None,
-        Request::Unconfirmed(r) if previous.is_some_and(|p| p.request == r) => return None,
-        Request::Unconfirmed(r) => {
-            let status = in_place::waiting(&r, &name);
-            let change = Change::Backup {
-                reason: "RestoreNotConfirmed",
-                message: status.message.clone().unwrap_or_default(),
-            };
-            return Some((status, vec![change]));
-        }
+        Request::Unconfirmed(r) => return in_place::unconfirmed(cluster, &r),
         Request::Run { request, key } => (request, key),
     };
     let mut status = RestoreStatus {

@@ -119,7 +119,14 @@ pub struct Source {
     /// per restore ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_place: Option<InPlaceTarget>,
+    /// The prefix of the environment variables holding this bucket's credentials
+    /// (`<prefix>AWS_ACCESS_KEY_ID`, ...); none: `AWS_*`, or the default AWS chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_env: Option<String>,
 }
+
+/// The prefix of the restore init container's credentials for `fromBackup`'s own bucket.
+pub const BOOTSTRAP_CREDENTIALS: &str = "BOOTSTRAP_";
 
 /// What an in-place restore makes every member's data dir as.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -26,7 +26,16 @@ impl StaticCredentials {
     /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`) when both
     /// are set.
     pub fn from_env() -> Option<Self> {
-        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self::from_env_prefixed("")
+    }
+
+    /// The same variables with `prefix` before their names.
+    pub fn from_env_prefixed(prefix: &str) -> Option<Self> {
+        let get = |k: &str| {
+            std::env::var(format!("{prefix}{k}"))
+                .ok()
+                .filter(|v| !v.is_empty())
+        };
         Some(Self {
             access_key_id: get("AWS_ACCESS_KEY_ID")?,
             secret_access_key: get("AWS_SECRET_ACCESS_KEY")?,
@@ -163,19 +172,11 @@ impl Store {
         })
     }
 
-    /// The whole object at `key`.
+    /// The whole object at `key` (small ones: metadata).
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, Error> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| sdk_message(&e))
-            .map_err(s3_error("read from", &self.bucket))?;
-        let bytes = out
-            .body
+        let bytes = self
+            .get_stream(key)
+            .await?
             .collect()
             .await
             .map_err(s3_error("read from", &self.bucket))?;

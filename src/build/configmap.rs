@@ -62,6 +62,11 @@ pub fn in_place_source(
     let source_cluster = from
         .and_then(|f| f.cluster.clone())
         .unwrap_or_else(|| n.cluster.clone());
+    // fromBackup's own bucket, with its own Secret: the init container has it under a prefix.
+    let credentials_env = from
+        .and_then(|f| f.s3.as_ref())
+        .and_then(|s3| s3.credentials_secret_ref.as_ref())
+        .map(|_| crate::backup::restore::BOOTSTRAP_CREDENTIALS.to_owned());
     let initial_cluster = (0..desired.replicas)
         .map(|i| format!("{}={}", n.member(i), n.peer_url(i)))
         .collect::<Vec<_>>()
@@ -76,6 +81,7 @@ pub fn in_place_source(
             token: restore.token(&cluster.token),
             initial_cluster,
         }),
+        credentials_env,
     })
 }
 

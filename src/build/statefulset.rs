@@ -293,6 +293,24 @@ fn pod_name_env() -> EnvVar {
     }
 }
 
+/// The configuration files (read-only) and the data volume, as every container of a member
+/// mounts them.
+fn member_mounts() -> Vec<VolumeMount> {
+    vec![
+        VolumeMount {
+            name: CONFIG_VOLUME.to_owned(),
+            mount_path: CONFIG_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: DATA_VOLUME.to_owned(),
+            mount_path: DATA_MOUNT.to_owned(),
+            ..VolumeMount::default()
+        },
+    ]
+}
+
 fn restricted() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
@@ -319,25 +337,34 @@ fn restore_container(cluster: &ValidatedCluster) -> Option<Container> {
     let backup = cluster.spec.backup.as_ref();
     // With spec.backup the container is always there, so that an in-place restore (which
     // puts its source into the ConfigMap) needs no change to the pods' template.
-    let s3 = from
-        .and_then(|f| f.s3.as_ref())
+    // Nothing to restore from without a bucket.
+    from.and_then(|f| f.s3.as_ref())
         .or_else(|| backup.map(|b| &b.s3))?;
     let mut env = vec![pod_name_env()];
-    // The credentials of the bucket the container may restore from: fromBackup's (a new
-    // cluster), else spec.backup's (in place). Optional: a pod with nothing to restore must
-    // start even when the Secret is gone.
-    if let Some(secret) = s3
-        .credentials_secret_ref
-        .as_ref()
-        .or_else(|| backup.and_then(|b| b.s3.credentials_secret_ref.as_ref()))
-    {
+    // The credentials of each bucket the container may restore from: spec.backup's as
+    // AWS_* (an in-place restore), fromBackup's own as BOOTSTRAP_AWS_* (a new cluster; the
+    // restore's source names the prefix). Optional: a pod with nothing to restore must start
+    // even when a Secret is gone.
+    let secrets = [
+        (
+            "",
+            backup.and_then(|b| b.s3.credentials_secret_ref.as_ref()),
+        ),
+        (
+            crate::backup::restore::BOOTSTRAP_CREDENTIALS,
+            from.and_then(|f| f.s3.as_ref())
+                .and_then(|s3| s3.credentials_secret_ref.as_ref()),
+        ),
+    ];
+    for (prefix, secret) in secrets {
+        let Some(secret) = secret else { continue };
         for key in [
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
             "AWS_SESSION_TOKEN",
         ] {
             env.push(EnvVar {
-                name: key.to_owned(),
+                name: format!("{prefix}{key}"),
                 value_from: Some(EnvVarSource {
                     secret_key_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
                         name: secret.name.clone(),
@@ -368,19 +395,7 @@ fn restore_container(cluster: &ValidatedCluster) -> Option<Container> {
         env: Some(env),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         resources: cluster.spec.resources.clone(),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: CONFIG_VOLUME.to_owned(),
-                mount_path: CONFIG_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: DATA_VOLUME.to_owned(),
-                mount_path: DATA_MOUNT.to_owned(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(member_mounts()),
         security_context: Some(restricted()),
         ..Container::default()
     })
@@ -416,19 +431,7 @@ fn container(cluster: &ValidatedCluster) -> Container {
             ..ContainerPort::default()
         });
     }
-    let mut mounts = vec![
-        VolumeMount {
-            name: CONFIG_VOLUME.to_owned(),
-            mount_path: CONFIG_DIR.to_owned(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        },
-        VolumeMount {
-            name: DATA_VOLUME.to_owned(),
-            mount_path: DATA_MOUNT.to_owned(),
-            ..VolumeMount::default()
-        },
-    ];
+    let mut mounts = member_mounts();
     if names.serves_client_tls() || names.serves_peer_tls() {
         mounts.push(VolumeMount {
             name: TLS_VOLUME.to_owned(),

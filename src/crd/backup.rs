@@ -242,3 +242,16 @@ pub struct RestoreStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<Time>,
 }
+
+impl super::EtcdClusterSpec {
+    /// The bucket this cluster's backups are in: `spec.backup.s3`, else
+    /// `spec.bootstrap.fromBackup.s3`.
+    pub fn backup_bucket(&self) -> Option<&S3Location> {
+        self.backup.as_ref().map(|b| &b.s3).or_else(|| {
+            self.bootstrap
+                .as_ref()
+                .and_then(|b| b.from_backup.as_ref())
+                .and_then(|f| f.s3.as_ref())
+        })
+    }
+}

@@ -94,25 +94,12 @@ async fn store_of(
     let cluster = file::load_spec(spec_file, "cli", 1)?;
     let names =
         ClusterNames::of(&cluster).ok_or(Error::Malformed(validate::Error::MissingNamespace))?;
-    let location = cluster
-        .spec
-        .backup
-        .as_ref()
-        .map(|b| b.s3.clone())
-        .or_else(|| {
-            cluster
-                .spec
-                .bootstrap
-                .as_ref()
-                .and_then(|b| b.from_backup.as_ref())
-                .and_then(|f| f.s3.clone())
-        })
-        .ok_or_else(|| {
-            Error::Backup(backup::Error::Restore(format!(
-                "{}: no spec.backup.s3 to find backups in",
-                spec_file.display()
-            )))
-        })?;
+    let location = cluster.spec.backup_bucket().cloned().ok_or_else(|| {
+        Error::Backup(backup::Error::Restore(format!(
+            "{}: no spec.backup.s3 to find backups in",
+            spec_file.display()
+        )))
+    })?;
     // Backups of another cluster when the location comes from fromBackup.
     let source = match cluster.spec.backup {
         Some(_) => names.cluster.clone(),
@@ -193,7 +180,6 @@ pub(super) async fn restore_pass(
     use crate::backup::in_place::{self, Request};
     use crate::crd::{RestorePhase, RestoreStatus};
     let name = cluster.metadata.name.clone().unwrap_or_default();
-    let previous = cluster.status.as_ref().and_then(|s| s.restore.as_ref());
     let annotated = cluster
         .metadata
         .annotations
@@ -209,15 +195,7 @@ pub(super) async fn restore_pass(
         Request::Run { request, .. } if members.restored() == Some(request.as_str()) => {
             return None;
         }
-        Request::Unconfirmed(r) if previous.is_some_and(|p| p.request == r) => return None,
-        Request::Unconfirmed(r) => {
-            let status = in_place::waiting(&r, &name);
-            let change = Change::Backup {
-                reason: "RestoreNotConfirmed",
-                message: status.message.clone().unwrap_or_default(),
-            };
-            return Some((status, vec![change]));
-        }
+        Request::Unconfirmed(r) => return in_place::unconfirmed(cluster, &r),
         Request::Run { request, key } => (request, key),
     };
     let now = || crate::backup::time(crate::certs::issue::unix(SystemTime::now()));

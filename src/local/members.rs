@@ -590,17 +590,7 @@ impl LocalMembers {
             .ok_or_else(|| fail("the cluster has no members to restore".into()))?;
         let location = cluster
             .spec
-            .backup
-            .as_ref()
-            .map(|b| &b.s3)
-            .or_else(|| {
-                cluster
-                    .spec
-                    .bootstrap
-                    .as_ref()
-                    .and_then(|b| b.from_backup.as_ref())
-                    .and_then(|f| f.s3.as_ref())
-            })
+            .backup_bucket()
             .ok_or_else(|| fail("an in-place restore needs spec.backup.s3".into()))?;
         let store = Store::new(
             location,

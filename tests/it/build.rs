@@ -622,6 +622,7 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
     assert_eq!(source.key.as_deref(), Some("etcd/db/old/x.snap.zst"));
     assert_eq!(source.s3.bucket, "backups");
     assert!(source.s3.force_path_style);
+    let source_env = source.credentials_env.clone();
     let target = source.in_place.expect("restore target");
     assert!(target.token.ends_with("-restore-1800000000"));
     assert_eq!(target.initial_cluster.split(',').count(), 3);
@@ -660,12 +661,15 @@ fn a_cluster_from_a_backup_restores_in_an_init_container() {
             .field_ref
             .is_some()
     );
+    // fromBackup's own Secret, under the prefix its source names (spec.backup's would be AWS_*).
+    assert_eq!(source_env.as_deref(), Some("BOOTSTRAP_"));
+    assert!(get("AWS_ACCESS_KEY_ID").is_none());
     for key in [
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
     ] {
-        let r = get(key)
+        let r = get(&format!("BOOTSTRAP_{key}"))
             .and_then(|e| e.value_from)
             .and_then(|v| v.secret_key_ref)
             .unwrap_or_else(|| panic!("{key} from the Secret"));
