@@ -169,6 +169,20 @@ pub async fn remove_annotation(
     }
 }
 
+/// EtcdCluster `name` as the API holds it now; `None` when it is gone.
+pub async fn get_cluster(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<crate::crd::EtcdCluster>, Error> {
+    let api: Api<crate::crd::EtcdCluster> = Api::namespaced(client.clone(), ns);
+    api.get_opt(name).await.map_err(|source| Error::Apply {
+        kind: "EtcdCluster".to_owned(),
+        name: name.to_owned(),
+        source,
+    })
+}
+
 /// Deletes a member's PersistentVolumeClaim (its data). Already gone is fine.
 pub async fn delete_claim(client: &Client, ns: &str, name: &str) -> Result<(), Error> {
     delete::<PersistentVolumeClaim>(client, ns, name).await

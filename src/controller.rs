@@ -108,8 +108,12 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Per cluster: since when the certificate lifecycle has waited for members.
     cert_waits: Mutex<HashMap<String, i64>>,
-    /// Per cluster: the backup running in the background, if any.
+    /// Per cluster (by UID): the backup running in the background, if any.
     backup_tasks: Mutex<HashMap<String, BackupTask>>,
+    /// Per cluster (by UID): `status.backup` as this operator last made it, which a pass
+    /// reading an older copy of the object must not undo (a `backup-now` value would run
+    /// twice).
+    backup_status: Mutex<HashMap<String, crate::crd::BackupStatus>>,
 }
 
 /// A backup running in the background: reconciles go on meanwhile and collect its outcome
@@ -137,6 +141,7 @@ impl Context {
             failures: Mutex::default(),
             cert_waits: Mutex::default(),
             backup_tasks: Mutex::default(),
+            backup_status: Mutex::default(),
         }
     }
 
@@ -144,9 +149,20 @@ impl Context {
         self.backup_tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn backup_status(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, crate::crd::BackupStatus>> {
+        self.backup_status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The cluster's UID (its `namespace/name` when it has none).
+fn uid_key(cluster: &EtcdCluster) -> String {
+    cluster.uid().unwrap_or_else(|| key(cluster))
 }
 
 fn key(cluster: &EtcdCluster) -> String {
@@ -164,6 +180,16 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     let _timer = ctx.metrics.duration.start_timer();
     let names =
         ClusterNames::of(&cluster).ok_or(Error::Malformed(validate::Error::MissingNamespace))?;
+    // Restores follow status.restore: read the object as the API holds it now, not the watch
+    // cache's copy, which may predate this operator's own last status write.
+    let cluster = if crate::backup::in_place::involved(&cluster) {
+        match apply::get_cluster(&ctx.client, &names.namespace, &names.cluster).await? {
+            Some(fresh) => Arc::new(fresh),
+            None => return Ok(Action::await_change()),
+        }
+    } else {
+        cluster
+    };
 
     // With TLS on, the operator talks to members with the cluster's own client certificate;
     // also with `spec.tls` turned off, while members may still serve TLS only.
@@ -207,12 +233,20 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
                 crate::backup::kube::restore_request(&ctx.client, &cluster, &observed, now).await
             }
         };
-    // A confirmation is used once: removed before the restore starts, so that neither a
-    // retry nor the next request runs without a new one.
-    if restore_request.as_ref().is_some_and(|(r, _)| {
-        r.phase == crate::crd::RestorePhase::Restoring
-            && r.request != crate::backup::in_place::BOOTSTRAP_REQUEST
-    }) {
+    // A restore chosen (or refused) is recorded before anything acts on it: the pods'
+    // restore follows status.restore, and a later pass must find it even if this one fails.
+    if let Some((restore, _)) = &restore_request
+        && restore.phase != crate::crd::RestorePhase::WaitingForConfirmation
+    {
+        status::patch_restore(&ctx.client, &cluster, restore).await?;
+    }
+    // A confirmation is used once (then, or on any later pass that finds it still there):
+    // neither a retry nor the next request runs without a new one.
+    let current = restore_request
+        .as_ref()
+        .map(|(r, _)| r)
+        .or_else(|| cluster.status.as_ref().and_then(|s| s.restore.as_ref()));
+    if crate::backup::in_place::confirmation_used(&cluster, current) {
         apply::remove_annotation(
             &ctx.client,
             &names.namespace,
@@ -348,7 +382,13 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     }
     publish_changes(&ctx, &cluster, &restore_events).await;
     let mut requeue = plan.requeue_after;
-    if validated.spec.backup.is_some() {
+    // No backup while a restore is under way: it would back up a cluster coming back, and
+    // its retention could delete the backup the members are restoring.
+    let restoring = status
+        .restore
+        .as_ref()
+        .is_some_and(|r| r.phase == crate::crd::RestorePhase::Restoring);
+    if validated.spec.backup.is_some() && !restoring {
         match backups(&ctx, &cluster, &validated, etcd.clone(), &observed).await {
             Ok(Some(o)) => {
                 if let Some(attempt) = &o.attempt {
@@ -356,6 +396,8 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
                         .record_backup(&names.namespace, &names.cluster, attempt);
                 }
                 let (changes, next_in) = (o.changes.clone(), o.next_in);
+                ctx.backup_status()
+                    .insert(uid_key(&cluster), o.status.clone());
                 status::set_backup(
                     &mut status,
                     cluster.status.as_ref(),
@@ -402,7 +444,8 @@ async fn backups(
     let Some(spec) = validated.spec.backup.as_ref() else {
         return Ok(None);
     };
-    let task_key = key(cluster);
+    // By UID: a cluster deleted and made again under its name never gets the old one's.
+    let task_key = uid_key(cluster);
     let finished = {
         let mut tasks = ctx.backup_tasks();
         match tasks.get(&task_key) {
@@ -420,7 +463,11 @@ async fn backups(
     let credentials =
         crate::backup::kube::s3_credentials(&ctx.client, &names.namespace, &spec.s3).await?;
     let store = Store::new(&spec.s3, &names.namespace, &names.cluster, credentials).await;
-    let previous = cluster.status.as_ref().and_then(|s| s.backup.clone());
+    let previous = ctx
+        .backup_status()
+        .get(&task_key)
+        .cloned()
+        .or_else(|| cluster.status.as_ref().and_then(|s| s.backup.clone()));
     let now = crate::certs::issue::unix(std::time::SystemTime::now());
     let sources = crate::backup::sources(observed, names);
     let members = crate::backup::member_count(observed);

@@ -241,7 +241,17 @@ async fn backup(command: BackupCommand) -> anyhow::Result<()> {
                 None => credentials,
             };
             let bin = etcd_server.unwrap_or_else(local::default_server_bin);
-            match restore::restore_from_config(&config, &source, credentials, &bin).await? {
+            let restore_id = source.in_place.as_ref().map(|t| t.id.clone());
+            let done = restore::restore_from_config(&config, &source, credentials, &bin).await?;
+            // In a pod, the termination message tells the operator which restore this
+            // member's data comes from (read back from the pod's status).
+            if let Some(id) = restore_id {
+                let log = std::path::Path::new("/dev/termination-log");
+                if log.exists() {
+                    let _ = std::fs::write(log, etcd_operator::backup::in_place::done_message(&id));
+                }
+            }
+            match done {
                 restore::Restored::Restored(m) => println!(
                     "restored {} from s3://{}/{} (revision {})",
                     config.name, source.s3.bucket, m.key, m.revision

@@ -59,6 +59,9 @@ pub struct PodState {
     pub data_lost: Option<String>,
     /// Its restore init container failed, with the end of what it said.
     pub restore_failed: Option<String>,
+    /// Its restore init container finished: the restore ID its data comes from (empty when
+    /// it restored nothing).
+    pub restored: Option<String>,
 }
 
 /// What `etcd-server` (and etcd) print when a member cannot run on the data it has: its data
@@ -296,13 +299,24 @@ pub fn pod_states(
                 })
                 .flatten()
                 .find_map(|t| t.message.as_deref().and_then(data_lost_reason));
-            let restore_failed = pod
+            let init = pod
                 .status
                 .as_ref()
                 .and_then(|s| s.init_container_statuses.as_ref())
                 .into_iter()
                 .flatten()
-                .filter(|c| c.name == crate::names::RESTORE_CONTAINER)
+                .find(|c| c.name == crate::names::RESTORE_CONTAINER);
+            let now = init.and_then(|c| c.state.as_ref());
+            let restored = now
+                .and_then(|s| s.terminated.as_ref())
+                .filter(|t| t.exit_code == 0)
+                .map(|t| {
+                    crate::backup::in_place::restored_id(t.message.as_deref().unwrap_or_default())
+                });
+            // Failing now, or failed before and not through yet.
+            let restore_failed = init
+                .filter(|_| restored.is_none() && now.is_none_or(|s| s.running.is_none()))
+                .into_iter()
                 .flat_map(|c| {
                     [
                         c.state.as_ref().and_then(|s| s.terminated.as_ref()),
@@ -327,6 +341,7 @@ pub fn pod_states(
                     terminating: pod.metadata.deletion_timestamp.is_some(),
                     data_lost,
                     restore_failed,
+                    restored,
                 },
             ))
         })

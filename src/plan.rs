@@ -269,6 +269,22 @@ fn steps(
                 REQUEUE_BUSY,
             );
         }
+        // A pod whose init container finished without this restore (it started before the
+        // ConfigMap carried it, say) restarts onto it.
+        let missed: Vec<String> = (0..current)
+            .filter(|i| {
+                let p = pod(*i);
+                !p.terminating && p.restored.as_ref().is_some_and(|id| *id != restore.id)
+            })
+            .map(|i| names.member(i))
+            .collect();
+        if !missed.is_empty() {
+            return Plan::new(
+                Step::RestoreMembers { names: missed },
+                Some(keep),
+                REQUEUE_BUSY,
+            );
+        }
         return wait(
             format!(
                 "restoring in place from {}: waiting for the restored members",

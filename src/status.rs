@@ -344,6 +344,46 @@ pub async fn patch(
     Ok(())
 }
 
+/// Writes `status.restore` alone (a merge patch under the operator's field manager), at
+/// once: a restore is recorded before anything acts on it.
+pub async fn patch_restore(
+    client: &Client,
+    cluster: &EtcdCluster,
+    restore: &crate::crd::RestoreStatus,
+) -> Result<(), Error> {
+    let name = cluster.name_any();
+    let api: Api<EtcdCluster> =
+        Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
+    // Every field named, absent ones as null: a merge patch would keep an older restore's.
+    let mut record = serde_json::to_value(restore).unwrap_or_default();
+    if let Some(fields) = record.as_object_mut() {
+        for key in [
+            "key",
+            "revision",
+            "message",
+            "id",
+            "previousClusterId",
+            "clusterId",
+            "started",
+            "finished",
+        ] {
+            fields.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    let body = serde_json::json!({"status": {"restore": record}});
+    api.patch_status(
+        &name,
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(&body),
+    )
+    .await
+    .map_err(|source| Error::Patch { name, source })?;
+    Ok(())
+}
+
 /// A condition of `status` by type.
 pub fn find<'a>(status: &'a EtcdClusterStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)

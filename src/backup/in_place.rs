@@ -69,8 +69,9 @@ pub fn requested(cluster: &EtcdCluster) -> Request {
     let Some(request) = get(RESTORE_ANNOTATION) else {
         return Request::None;
     };
+    // A restore under way finishes first: no request, confirmed or not, replaces it.
     let previous = cluster.status.as_ref().and_then(|s| s.restore.as_ref());
-    if previous.is_some_and(|p| p.request == request && p.phase == RestorePhase::Restoring) {
+    if previous.is_some_and(|p| p.phase == RestorePhase::Restoring) {
         return Request::None;
     }
     if get(CONFIRM_ANNOTATION).as_deref() != cluster.metadata.name.as_deref() {
@@ -158,24 +159,29 @@ pub fn advance(
     let EtcdState::Reachable(view) = &observed.etcd else {
         return None;
     };
-    let id = format!("{:x}", view.cluster_id);
-    // Every pod was recreated (none still terminating) and every member answers as a voter.
-    let pods_back =
-        observed.pods.len() == replicas as usize && observed.pods.values().all(|p| !p.terminating);
+    let cluster_id = format!("{:x}", view.cluster_id);
+    // Every pod came back restored by this restore (its init container says so), and every
+    // member answers as a voter.
+    let id = restore.id.clone().unwrap_or_default();
+    let pods_back = observed.pods.len() == replicas as usize
+        && observed
+            .pods
+            .values()
+            .all(|p| !p.terminating && p.restored.as_deref() == Some(id.as_str()));
     let all_healthy = pods_back
         && view.members.len() == replicas as usize
         && view.members.iter().all(|m| m.healthy() && !m.is_learner);
     if !restore.members_restarted
         || !all_healthy
-        || restore.previous_cluster_id.as_deref() == Some(id.as_str())
+        || restore.previous_cluster_id.as_deref() == Some(cluster_id.as_str())
     {
         return None;
     }
     restore.phase = RestorePhase::Completed;
-    restore.cluster_id = Some(id.clone());
+    restore.cluster_id = Some(cluster_id.clone());
     restore.finished = now;
     restore.message = Some(format!(
-        "restored every member from {} (revision {}); the cluster ID changed from {} to {id}; each member's old data is kept on its volume in data.pre-restore-{}",
+        "restored every member from {} (revision {}); the cluster ID changed from {} to {cluster_id}; each member's old data is kept on its volume in data.pre-restore-{}",
         restore.key.as_deref().unwrap_or("the backup"),
         restore.revision.unwrap_or_default(),
         restore.previous_cluster_id.as_deref().unwrap_or("unknown"),
@@ -185,6 +191,56 @@ pub fn advance(
         reason: "RestoreCompleted",
         message: restore.message.clone().unwrap_or_default(),
     })
+}
+
+/// Whether restores steer this cluster (a backup to bootstrap from, a restore asked for, or
+/// one recorded): its reconcile then reads the object fresh, not from the watch cache, since
+/// `status.restore` decides what the pods restore.
+pub fn involved(cluster: &EtcdCluster) -> bool {
+    cluster
+        .spec
+        .bootstrap
+        .as_ref()
+        .is_some_and(|b| b.from_backup.is_some())
+        || cluster
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(RESTORE_ANNOTATION))
+        || cluster.status.as_ref().is_some_and(|s| s.restore.is_some())
+}
+
+/// Whether the confirmation annotation on `cluster` has been used by `restore` (the
+/// request it confirms ran, or was refused) and is to be removed.
+pub fn confirmation_used(cluster: &EtcdCluster, restore: Option<&RestoreStatus>) -> bool {
+    let annotations = cluster.metadata.annotations.as_ref();
+    let confirmed = annotations.is_some_and(|a| a.contains_key(CONFIRM_ANNOTATION));
+    let request = annotations
+        .and_then(|a| a.get(RESTORE_ANNOTATION))
+        .map(|r| r.trim());
+    confirmed
+        && restore.is_some_and(|r| {
+            r.request != BOOTSTRAP_REQUEST
+                && Some(r.request.as_str()) == request
+                && matches!(r.phase, RestorePhase::Restoring | RestorePhase::Failed)
+        })
+}
+
+/// What the restore init container says when it is done (its termination message): the data
+/// is that of restore `id`.
+pub fn done_message(id: &str) -> String {
+    format!("restore-id: {id}")
+}
+
+/// The restore ID in an init container's termination message: empty when it finished
+/// without restoring anything.
+pub fn restored_id(message: &str) -> String {
+    message
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("restore-id:"))
+        .map(|id| id.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// Where the members' init containers read an in-place restore from (a key of the
@@ -308,6 +364,17 @@ mod tests {
                 Some((key, Restoring)),
                 Request::None,
             ),
+            // Another request, confirmed or not, waits for the one under way.
+            (
+                &[(RESTORE_ANNOTATION, "latest"), (CONFIRM_ANNOTATION, "prod")],
+                Some((key, Restoring)),
+                Request::None,
+            ),
+            (
+                &[(RESTORE_ANNOTATION, "latest")],
+                Some((BOOTSTRAP_REQUEST, Restoring)),
+                Request::None,
+            ),
             (
                 &[(RESTORE_ANNOTATION, "latest"), (CONFIRM_ANNOTATION, "prod")],
                 Some((key, Completed)),
@@ -322,5 +389,40 @@ mod tests {
         for (i, (annotations, done, want)) in table.iter().enumerate() {
             assert_eq!(&requested(&cluster(annotations, *done)), want, "row {i}");
         }
+    }
+
+    #[test]
+    fn the_init_containers_word_and_the_confirmation_used() {
+        assert_eq!(
+            restored_id("moving aside\nrestore-id: 1800000000\n"),
+            "1800000000"
+        );
+        assert_eq!(restored_id("nothing to restore"), "");
+        use RestorePhase::*;
+        let key = "etcd/db/prod/x.snap.zst";
+        let confirmed = [(RESTORE_ANNOTATION, key), (CONFIRM_ANNOTATION, "prod")];
+        let record = |request: &str, phase| RestoreStatus {
+            request: request.into(),
+            phase,
+            ..RestoreStatus::default()
+        };
+        let c = cluster(&confirmed, None);
+        assert!(confirmation_used(&c, Some(&record(key, Restoring))));
+        assert!(confirmation_used(&c, Some(&record(key, Failed))));
+        assert!(!confirmation_used(
+            &c,
+            Some(&record(key, WaitingForConfirmation))
+        ));
+        assert!(!confirmation_used(&c, Some(&record("latest", Restoring))));
+        assert!(!confirmation_used(
+            &c,
+            Some(&record(BOOTSTRAP_REQUEST, Restoring))
+        ));
+        assert!(!confirmation_used(&c, None));
+        let unconfirmed = cluster(&[(RESTORE_ANNOTATION, key)], None);
+        assert!(!confirmation_used(
+            &unconfirmed,
+            Some(&record(key, Restoring))
+        ));
     }
 }

@@ -186,6 +186,12 @@ pub async fn bootstrap_request(
             status.message = Some(format!(
                 "waiting for a backup to create the cluster from: {e}"
             ));
+            // Tried again every pass: the record changes only when the reason does.
+            if let Some(p) = previous.filter(|p| {
+                p.request == in_place::BOOTSTRAP_REQUEST && p.phase == RestorePhase::Failed
+            }) {
+                status.started = p.started.clone();
+            }
             // Said once per reason: the choice is tried again every pass.
             let repeated = previous.is_some_and(|p| p.message == status.message);
             let changes = if repeated {

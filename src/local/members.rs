@@ -266,6 +266,7 @@ impl LocalMembers {
                     terminating: false,
                     data_lost: self.lost.get(&i).cloned(),
                     restore_failed: None,
+                    restored: None,
                 },
             );
             if let Some(m) = configmap::parse_member(&text) {

@@ -935,7 +935,16 @@ fn an_in_place_restore_completes_under_a_new_cluster_id() {
         .clone()
         .expect("test fixture");
     let restart = Step::RestoreMembers { names: vec![] };
-    assert!(advance(&mut r, &restart, &settled(&v, 3, all_healthy(3)), 3, None).is_none());
+    assert!(
+        advance(
+            &mut r,
+            &restart,
+            &back(settled(&v, 3, all_healthy(3))),
+            3,
+            None
+        )
+        .is_none()
+    );
     assert!(r.members_restarted);
     let wait = Step::Wait {
         reason: String::new(),
@@ -951,7 +960,7 @@ fn an_in_place_restore_completes_under_a_new_cluster_id() {
         ..o
     };
     // The old cluster still answers (its pods terminating): not done.
-    let mut old = settled(&v, 3, all_healthy(3));
+    let mut old = back(settled(&v, 3, all_healthy(3)));
     old.pods.get_mut(&0).expect("test fixture").terminating = true;
     assert!(advance(&mut r, &wait, &with_id(0xd2, old), 3, None).is_none());
     // Same cluster ID as before: not done.
@@ -959,18 +968,18 @@ fn an_in_place_restore_completes_under_a_new_cluster_id() {
         advance(
             &mut r,
             &wait,
-            &with_id(0xc1, settled(&v, 3, all_healthy(3))),
+            &with_id(0xc1, back(settled(&v, 3, all_healthy(3)))),
             3,
             None
         )
         .is_none()
     );
     // One member not back yet.
-    let mut missing = settled(&v, 3, all_healthy(3));
+    let mut missing = back(settled(&v, 3, all_healthy(3)));
     missing.pods.remove(&2);
     assert!(advance(&mut r, &wait, &with_id(0xd2, missing), 3, None).is_none());
     // A failed init container is reported, and the restore stays under way.
-    let mut failed = settled(&v, 3, all_healthy(2));
+    let mut failed = back(settled(&v, 3, all_healthy(2)));
     failed
         .pods
         .get_mut(&2)
@@ -990,7 +999,7 @@ fn an_in_place_restore_completes_under_a_new_cluster_id() {
     let change = advance(
         &mut r,
         &wait,
-        &with_id(0xd2, settled(&v, 3, all_healthy(3))),
+        &with_id(0xd2, back(settled(&v, 3, all_healthy(3)))),
         3,
         None,
     )
@@ -999,4 +1008,53 @@ fn an_in_place_restore_completes_under_a_new_cluster_id() {
     assert_eq!(r.phase, RestorePhase::Completed);
     assert_eq!(r.cluster_id.as_deref(), Some("d2"));
     assert!(r.message.expect("test fixture").contains("from c1 to d2"));
+
+    // Without a previous cluster ID (the cluster was down when asked): the pods' own word
+    // that they restored is what counts.
+    let mut r = c
+        .status
+        .as_ref()
+        .and_then(|s| s.restore.clone())
+        .expect("restore");
+    r.members_restarted = true;
+    r.previous_cluster_id = None;
+    let mut one_missed = back(settled(&v, 3, all_healthy(3)));
+    one_missed.pods.get_mut(&1).expect("pod").restored = Some(String::new());
+    assert!(advance(&mut r, &wait, &one_missed, 3, None).is_none());
+    assert!(
+        advance(
+            &mut r,
+            &wait,
+            &back(settled(&v, 3, all_healthy(3))),
+            3,
+            None
+        )
+        .is_some()
+    );
+}
+
+/// Every pod as restored by the fixture's restore.
+fn back(mut o: Observed) -> Observed {
+    for p in o.pods.values_mut() {
+        p.restored = Some("1800000000".into());
+    }
+    o
+}
+
+/// A pod whose init container finished without the restore (it started before the ConfigMap
+/// carried it) restarts onto it; one still restoring is waited for.
+#[test]
+fn a_member_that_missed_the_restore_restarts_onto_it() {
+    let c = validated(&restoring(true));
+    let mut o = back(settled(&c, 3, all_healthy(3)));
+    o.pods.get_mut(&2).expect("pod").restored = Some(String::new());
+    o.pods.get_mut(&1).expect("pod").restored = None;
+    assert_eq!(
+        plan(Ok(&c), &o).step,
+        Step::RestoreMembers {
+            names: vec![names().member(2)]
+        }
+    );
+    o.pods.get_mut(&2).expect("pod").restored = Some("1800000000".into());
+    assert!(matches!(plan(Ok(&c), &o).step, Step::Wait { .. }));
 }

@@ -114,20 +114,33 @@ async fn an_in_place_restore_uses_up_its_confirmation_and_restarts_every_member(
         .remove("etcd.rustops.dev/restore-confirm");
     let mut then = vec![
         step(Method::GET, SECRET, Reply::Object(secret())),
-        // The confirmation goes first: no retry without a new one.
-        checked(Method::PATCH, CLUSTER, Reply::Object(patched), |b| {
-            assert_eq!(
-                b["metadata"]["annotations"]["etcd.rustops.dev/restore-confirm"],
-                Value::Null,
-                "{b}"
-            );
-            assert!(
-                b["metadata"]["annotations"]
-                    .as_object()
-                    .is_some_and(|a| a.contains_key("etcd.rustops.dev/restore-confirm")),
-                "{b}"
-            );
+        // Recorded before anything acts on it (a merge patch naming every field).
+        checked(Method::PATCH, STATUS, Reply::Object(patched.clone()), |b| {
+            let r = &b["status"]["restore"];
+            assert_eq!(r["phase"], "Restoring", "{b}");
+            assert_eq!(r["key"], KEY, "{b}");
+            assert_eq!(r["membersRestarted"], false, "{b}");
+            assert!(r["clusterId"].is_null() && r["finished"].is_null(), "{b}");
         }),
+        // Then the confirmation is used up: no retry without a new one.
+        checked(
+            Method::PATCH,
+            CLUSTER,
+            Reply::Object(patched.clone()),
+            |b| {
+                assert_eq!(
+                    b["metadata"]["annotations"]["etcd.rustops.dev/restore-confirm"],
+                    Value::Null,
+                    "{b}"
+                );
+                assert!(
+                    b["metadata"]["annotations"]
+                        .as_object()
+                        .is_some_and(|a| a.contains_key("etcd.rustops.dev/restore-confirm")),
+                    "{b}"
+                );
+            },
+        ),
         checked(Method::PATCH, CM, Reply::Echo, |b| {
             let text = b["data"]["restore.json"].as_str().expect("restore.json");
             let source: etcd_operator::backup::restore::Source =
@@ -151,8 +164,7 @@ async fn an_in_place_restore_uses_up_its_confirmation_and_restarts_every_member(
         assert_eq!(b["reason"], "RestoreStarted", "{b}");
         assert!(b["note"].as_str().unwrap_or_default().contains(KEY), "{b}");
     }));
-    // The backup pass reads the credentials too; nothing is due.
-    then.push(step(Method::GET, SECRET, Reply::Object(secret())));
+    // No backup pass while a restore is under way.
     then.push(checked(Method::PATCH, STATUS, Reply::Echo, |b| {
         let r = &b["status"]["restore"];
         assert_eq!(r["phase"], "Restoring", "{b}");
@@ -166,6 +178,20 @@ async fn an_in_place_restore_uses_up_its_confirmation_and_restarts_every_member(
             ("True".into(), "Restoring".into())
         );
     }));
-    run_existing(c, ctx, handle, (sts, cm, pdb, pods), then).await;
+    // The object is read fresh first (restores follow status.restore, not the watch cache).
+    let mut steps = vec![step(
+        Method::GET,
+        CLUSTER,
+        Reply::Object(serde_json::to_value(&c).expect("json")),
+    )];
+    steps.extend(reads(sts, cm, pdb, pods));
+    steps.extend(then);
+    let server = run_steps(steps, handle);
+    // The watch cache's copy may be older: here it has no annotations at all.
+    let mut stale = c.clone();
+    stale.metadata.annotations =
+        Some([("etcd.rustops.dev/restore".to_owned(), KEY.to_owned())].into());
+    reconcile(Arc::new(stale), ctx).await.expect("reconciles");
+    finish(server).await;
     assert!(etcd.calls().is_empty(), "{:?}", etcd.calls());
 }
