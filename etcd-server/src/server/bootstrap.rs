@@ -96,8 +96,14 @@ pub(super) async fn ask_members(
 /// this cluster says this member started before (it has published its client URLs) or was
 /// removed,
 /// its data was lost and bootstrapping again would make it vote with an empty log. As etcd
-/// does, refuse. Peers that do not answer (the usual case: they are bootstrapping too) are
-/// not waited for.
+/// does, refuse. Peers that are not running (the usual case: they are bootstrapping too)
+/// refuse the connection and are not waited for; a peer that runs but is slow to answer (a
+/// busy machine) is given [`BOOTSTRAPPED_CHECK`]: giving up on it early would let a member
+/// whose data was lost rejoin with an empty log, which etcd's shorter wait allows.
+/// How long a member with an empty data dir waits for running peers to say whether it
+/// started before.
+const BOOTSTRAPPED_CHECK: Duration = Duration::from_secs(10);
+
 pub(super) fn check_not_bootstrapped(
     cfg: &Config,
     tls: Option<&PeerTls>,
@@ -112,7 +118,7 @@ pub(super) fn check_not_bootstrapped(
     let answers = rt.block_on(async {
         let source = peer_source(cfg);
         let asks = urls.into_iter().map(|u| ask_members(u, source, tls));
-        tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(asks))
+        tokio::time::timeout(BOOTSTRAPPED_CHECK, futures::future::join_all(asks))
             .await
             .unwrap_or_default()
     });
