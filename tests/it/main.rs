@@ -1,6 +1,7 @@
 //! Integration tests of the operator crate: planner tables, builders, reconciles against a mock
 //! apiserver, the generated CRD, the rendered Helm chart, the built objects forming a cluster
-//! of real etcd-server processes, the local runtime, and (ignored) a real cluster.
+//! of real etcd-server processes, the local runtime, and (ignored) the container image and a real
+//! cluster.
 
 mod build;
 mod chart;
@@ -8,6 +9,7 @@ mod crd;
 mod e2e;
 mod fixtures;
 mod formation;
+mod image;
 mod local;
 mod plan;
 mod reconcile;
