@@ -473,11 +473,13 @@ async fn backups(
     let members = crate::backup::member_count(observed);
     // The image ships etcd-server next to the operator.
     let server_bin = crate::local::default_server_bin();
-    if !crate::backup::due(cluster, previous.as_ref(), now)? {
-        return crate::backup::pass(Inputs {
+    let due = crate::backup::due(cluster, previous.as_ref(), now)?;
+    let (cluster, names) = (cluster.clone(), names.clone());
+    let run = async move {
+        crate::backup::pass(Inputs {
             etcd: etcd.as_ref(),
-            cluster,
-            names,
+            cluster: &cluster,
+            names: &names,
             sources,
             members,
             store: &store,
@@ -485,27 +487,14 @@ async fn backups(
             server_bin: Some(&server_bin),
             now,
         })
-        .await;
+        .await
+    };
+    // Not due, the pass only reads the schedule: at once.
+    if !due {
+        return run.await;
     }
-    let (cluster, names) = (cluster.clone(), names.clone());
     let span = tracing::info_span!("backup", cluster = %task_key);
-    let task = tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            crate::backup::pass(Inputs {
-                etcd: etcd.as_ref(),
-                cluster: &cluster,
-                names: &names,
-                sources,
-                members,
-                store: &store,
-                previous: previous.as_ref(),
-                server_bin: Some(&server_bin),
-                now,
-            })
-            .await
-        },
-        span,
-    ));
+    let task = tokio::spawn(tracing::Instrument::instrument(run, span));
     ctx.backup_tasks().insert(task_key, task);
     Ok(None)
 }

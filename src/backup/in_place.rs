@@ -187,10 +187,7 @@ pub fn advance(
         restore.previous_cluster_id.as_deref().unwrap_or("unknown"),
         restore.id.as_deref().unwrap_or_default(),
     ));
-    Some(crate::runtime::Change::Backup {
-        reason: "RestoreCompleted",
-        message: restore.message.clone().unwrap_or_default(),
-    })
+    Some(event(restore, "RestoreCompleted"))
 }
 
 /// Whether restores steer this cluster (a backup to bootstrap from, a restore asked for, or
@@ -261,11 +258,16 @@ pub fn unconfirmed(
         request,
         cluster.metadata.name.as_deref().unwrap_or_default(),
     );
-    let change = crate::runtime::Change::Backup {
-        reason: "RestoreNotConfirmed",
-        message: status.message.clone().unwrap_or_default(),
-    };
+    let change = event(&status, "RestoreNotConfirmed");
     Some((status, vec![change]))
+}
+
+/// The Event announcing `restore` as it now stands (its message).
+pub fn event(restore: &RestoreStatus, reason: &'static str) -> crate::runtime::Change {
+    crate::runtime::Change::Backup {
+        reason,
+        message: restore.message.clone().unwrap_or_default(),
+    }
 }
 
 /// `status.restore` for a request that waits for its confirmation.

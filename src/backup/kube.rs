@@ -104,20 +104,14 @@ pub async fn restore_request(
                 "restarting every member to restore it from {} (revision {})",
                 meta.key, meta.revision
             ));
-            let change = Change::Backup {
-                reason: "RestoreStarted",
-                message: status.message.clone().unwrap_or_default(),
-            };
+            let change = in_place::event(&status, "RestoreStarted");
             Some((status, vec![change]))
         }
         Err(e) => {
             status.phase = RestorePhase::Failed;
             status.finished = time(now);
             status.message = Some(format!("in-place restore refused: {e}"));
-            let change = Change::Backup {
-                reason: "RestoreFailed",
-                message: status.message.clone().unwrap_or_default(),
-            };
+            let change = in_place::event(&status, "RestoreFailed");
             Some((status, vec![change]))
         }
     }
@@ -175,10 +169,7 @@ pub async fn bootstrap_request(
                 "creating the cluster from {} (revision {})",
                 meta.key, meta.revision
             ));
-            let change = Change::Backup {
-                reason: "RestoreStarted",
-                message: status.message.clone().unwrap_or_default(),
-            };
+            let change = in_place::event(&status, "RestoreStarted");
             Some((status, vec![change]))
         }
         Err(e) => {
@@ -197,10 +188,7 @@ pub async fn bootstrap_request(
             let changes = if repeated {
                 Vec::new()
             } else {
-                vec![Change::Backup {
-                    reason: "RestoreFailed",
-                    message: status.message.clone().unwrap_or_default(),
-                }]
+                vec![in_place::event(&status, "RestoreFailed")]
             };
             Some((status, changes))
         }

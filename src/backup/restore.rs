@@ -102,7 +102,8 @@ pub async fn restore_member(
 }
 
 /// Where the backup a member restores from is: the bucket, and the namespace and cluster whose
-/// backups they are. The init container gets it as JSON in [`SOURCE_ENV`].
+/// backups they are. The init container reads it as JSON from the ConfigMap's
+/// [`super::in_place::SOURCE_FILE`]; `etcd-operator backup restore --source` takes it too.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Source {
@@ -139,9 +140,6 @@ pub struct InPlaceTarget {
     /// The new cluster's `initial-cluster` (every member).
     pub initial_cluster: String,
 }
-
-/// The environment variable the restore init container reads its [`Source`] from.
-pub const SOURCE_ENV: &str = "ETCD_OPERATOR_RESTORE_SOURCE";
 
 /// What a member's configuration file (etcd's YAML config file) says about bootstrapping.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]

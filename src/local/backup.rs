@@ -214,10 +214,7 @@ pub(super) async fn restore_pass(
             status.phase = RestorePhase::Failed;
             status.message = Some(format!("the spec is not valid: {e}"));
             status.finished = now();
-            let change = Change::Backup {
-                reason: "RestoreFailed",
-                message: status.message.clone().unwrap_or_default(),
-            };
+            let change = in_place::event(&status, "RestoreFailed");
             return Some((status, vec![change]));
         }
     };
@@ -265,18 +262,12 @@ pub(super) async fn restore_pass(
                     .as_deref()
                     .unwrap_or("one not known yet (no member answered within a minute)"),
             ));
-            changes.push(Change::Backup {
-                reason: "RestoreCompleted",
-                message: status.message.clone().unwrap_or_default(),
-            });
+            changes.push(in_place::event(&status, "RestoreCompleted"));
         }
         Err(e) => {
             status.phase = RestorePhase::Failed;
             status.message = Some(format!("in-place restore failed: {e}"));
-            changes.push(Change::Backup {
-                reason: "RestoreFailed",
-                message: status.message.clone().unwrap_or_default(),
-            });
+            changes.push(in_place::event(&status, "RestoreFailed"));
         }
     }
     status.finished = now();
