@@ -358,13 +358,23 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     )
     .await?;
     let mut status = status::compute(&cluster, &names, &observed, &plan, Timestamp::now());
-    status::set_tls(
+    if let Some((reason, message)) = status::set_tls(
         &mut status,
         cluster.status.as_ref(),
         tls_status,
         cluster.metadata.generation,
         Timestamp::now(),
-    );
+    ) {
+        publish(
+            &ctx,
+            &cluster,
+            EventType::Warning,
+            reason,
+            "Certificates",
+            message,
+        )
+        .await;
+    }
     // The restore under way moves on (its members restarted, or the restored cluster up).
     let mut restore_events = restore_request.map(|(_, e)| e).unwrap_or_default();
     if let Some(restore) = status.restore.as_mut()

@@ -26,20 +26,35 @@ pub const CERTIFICATES_READY: &str = "CertificatesReady";
 
 /// Sets `status.tls` and the `CertificatesReady` condition (keeping its transition time when
 /// its status did not change); `None` removes both (TLS off).
+///
+/// Returns the Warning Event to record when the condition has just turned to `RotationStuck`
+/// (`CertificateRotationStuck`) or `Expired` (`CertificatesExpired`): once per transition, as
+/// `(reason, message)`.
 pub fn set_tls(
     status: &mut EtcdClusterStatus,
     old: Option<&EtcdClusterStatus>,
     tls: Option<(crate::crd::TlsStatus, crate::certs::status::Readiness)>,
     generation: Option<i64>,
     now: Timestamp,
-) {
+) -> Option<(&'static str, String)> {
     status.conditions.retain(|c| c.type_ != CERTIFICATES_READY);
     let Some((tls, ready)) = tls else {
         status.tls = None;
-        return;
+        return None;
     };
     status.tls = Some(tls);
     let old = old.cloned().unwrap_or_default();
+    let was = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CERTIFICATES_READY)
+        .map(|c| c.reason.as_str());
+    let warning = match ready.reason {
+        "RotationStuck" if was != Some("RotationStuck") => Some("CertificateRotationStuck"),
+        "Expired" if was != Some("Expired") => Some("CertificatesExpired"),
+        _ => None,
+    }
+    .map(|reason| (reason, ready.message.clone()));
     status.conditions.push(condition(
         &old,
         CERTIFICATES_READY,
@@ -49,6 +64,7 @@ pub fn set_tls(
         generation,
         now,
     ));
+    warning
 }
 
 /// Sets `status.backup` and its conditions (`BackupReady`, `BackupOverdue`) from a backup
@@ -387,4 +403,60 @@ pub async fn patch_restore(
 /// A condition of `status` by type.
 pub fn find<'a>(status: &'a EtcdClusterStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::status::Readiness;
+    use crate::crd::TlsStatus;
+
+    fn ready(reason: &'static str) -> Option<(TlsStatus, Readiness)> {
+        Some((
+            TlsStatus::default(),
+            Readiness {
+                ready: reason != "Expired",
+                reason,
+                message: format!("because {reason}"),
+            },
+        ))
+    }
+
+    #[test]
+    fn a_stuck_rotation_or_expiry_is_a_warning_once_per_transition() {
+        let now = Timestamp::now();
+        // (condition reason before, now) → the Event's reason.
+        let cases = [
+            (None, "Ready", None),
+            (Some("Ready"), "RotationInProgress", None),
+            (
+                Some("RotationInProgress"),
+                "RotationStuck",
+                Some("CertificateRotationStuck"),
+            ),
+            (Some("RotationStuck"), "RotationStuck", None),
+            (Some("RotationStuck"), "Ready", None),
+            (Some("Ready"), "Expired", Some("CertificatesExpired")),
+            (None, "Expired", Some("CertificatesExpired")),
+            (Some("Expired"), "Expired", None),
+        ];
+        for (before, after, want) in cases {
+            let mut old = EtcdClusterStatus::default();
+            if let Some(before) = before {
+                set_tls(&mut old, None, ready(before), Some(1), now);
+            }
+            let mut status = EtcdClusterStatus::default();
+            let got = set_tls(&mut status, Some(&old), ready(after), Some(1), now);
+            assert_eq!(got.as_ref().map(|(r, _)| *r), want, "{before:?} → {after}");
+            if let Some((_, message)) = got {
+                assert_eq!(message, format!("because {after}"));
+            }
+            let condition = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == CERTIFICATES_READY)
+                .expect("the condition");
+            assert_eq!(condition.reason, after);
+        }
+    }
 }

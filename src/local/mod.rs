@@ -354,13 +354,16 @@ pub async fn run(
         if let (Some(plan), Some(names)) = (&pass.plan, &pass.names) {
             let mut status =
                 status::compute(&cluster, names, &pass.observed, plan, Timestamp::now());
-            status::set_tls(
+            if let Some((reason, message)) = status::set_tls(
                 &mut status,
                 last_status.as_ref(),
                 tls_status,
                 cluster.metadata.generation,
                 Timestamp::now(),
-            );
+            ) {
+                warn!(reason, "{message}");
+                changes.push(crate::runtime::Change::Certificates { reason, message });
+            }
             let previous = last_status.as_ref().and_then(|s| s.backup.as_ref());
             if let Some(outcome) = backups
                 .pass(&etcd, &cluster, names, &pass.observed, previous)
