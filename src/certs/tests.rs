@@ -240,3 +240,44 @@ fn external_certificates_are_reported_from_their_secrets_and_the_members() {
     let (_, r) = external_status(&secrets, &all, t + 11 * day as i64, 5 * day);
     assert_eq!((r.ready, r.reason), (false, "Expired"));
 }
+
+#[test]
+fn the_auto_certificates_name_every_member_the_services_and_localhost() {
+    let names = ClusterNames {
+        cluster: "main".into(),
+        namespace: "db".into(),
+        addressing: Addressing::Dns,
+        client_tls: true,
+        peer_tls: true,
+        tls_moving: false,
+    };
+    let s = subjects(&names, &["etcd.example.com".to_owned()]);
+    for want in [
+        "*.main-peer.db.svc",
+        "*.main-peer.db.svc.cluster.local",
+        "main-client.db.svc",
+        "main-client.db.svc.cluster.local",
+        "localhost",
+        "127.0.0.1",
+        "etcd.example.com",
+    ] {
+        assert!(
+            s.server.iter().any(|h| h == want),
+            "server lacks {want}: {:?}",
+            s.server
+        );
+    }
+    // Each member's DNS name is covered by the wildcard.
+    for i in 0..7 {
+        let host = names.member_host(i);
+        let (_, parent) = host.split_once('.').expect("a pod DNS name");
+        assert!(s.server.contains(&format!("*.{parent}")), "{host}");
+        assert!(s.peer.contains(&format!("*.{parent}")), "{host}");
+    }
+    // Peers are reached by their member names only.
+    assert!(
+        !s.peer
+            .iter()
+            .any(|h| h == "localhost" || h.contains("client"))
+    );
+}
