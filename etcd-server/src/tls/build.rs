@@ -196,8 +196,11 @@ pub(super) fn build(
                 crls.push(crl.map_err(|e| pem_error(flags.crl, crl_path, e))?);
             }
         }
+        // As in etcd, the CRL only refuses what it lists: a certificate of a trusted CA the
+        // CRL does not speak for (the other CA of a rotation bundle) still gets in.
         let webpki = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .with_crls(crls)
+            .allow_unknown_revocation_status()
             .build()
             .map_err(|e| TlsError::Setting {
                 flag: flags.trusted_ca,

@@ -1,8 +1,10 @@
 //! TLS on the client port with real certificates: etcdctl 3.4.23 against our server and the
 //! reference etcd 3.4.23 on the same certificate set (the same commands succeed and fail the
 //! same way), and certificates and CAs rotated on disk under a continuous write load with no
-//! failed request and no restart. `peer`: TLS between members.
+//! failed request and no restart. `peer`: TLS between members; `flags`: CRLs, cipher suites,
+//! TLS versions, the `ETCD_*` variables and `--auto-tls`.
 
+mod flags;
 mod peer;
 
 use std::path::{Path, PathBuf};
@@ -54,9 +56,19 @@ impl CertSet {
 /// Starts a single member of `kind` serving TLS on its client URL (and plain HTTP on a second
 /// one, for probes), and waits until etcdctl with a client certificate reaches it.
 fn start_tls(kind: Kind, certs: &CertSet, extra: &[&str]) -> (Proc, String, tempfile::TempDir) {
+    start_member(kind, certs, "http", extra)
+}
+
+/// [`start_tls`] with the peer URL's scheme (`https` needs the `--peer-*` flags in `extra`).
+fn start_member(
+    kind: Kind,
+    certs: &CertSet,
+    peer_scheme: &str,
+    extra: &[&str],
+) -> (Proc, String, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (https, http, peer) = (free_port(), free_port(), free_port());
-    let peer_url = format!("http://127.0.0.1:{peer}");
+    let peer_url = format!("{peer_scheme}://127.0.0.1:{peer}");
     let mut flags = certs.server_flags();
     flags.extend(extra.iter().map(|s| s.to_string()));
     let https_url = format!("https://127.0.0.1:{https}");

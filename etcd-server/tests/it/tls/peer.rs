@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use etcd_test_kit::certs::{Ca, write_atomically};
 
-use crate::harness::{Kind, Proc, Spec, free_port};
+use crate::harness::{Kind, Proc, Spec, free_port, free_port_on};
 
 /// Peer certificates for members on 127.0.0.1, all with the Common Name `etcd-peer`.
 struct PeerCerts {
@@ -424,5 +424,137 @@ fn the_peer_ca_rotates_without_restarting_the_members() {
     }
     for m in &mut members {
         m.stop();
+    }
+}
+
+/// Two members with certificates `certs` and `flags`; m1 `behind` 127.0.0.2 (see below).
+struct PeerCase {
+    what: &'static str,
+    certs: [&'static str; 2],
+    behind: bool,
+    flags: &'static [&'static str],
+    /// `None`: the cluster forms; else it does not, and m0 logs this.
+    refused: Option<&'static str>,
+}
+
+/// `--peer-cert-allowed-hostname`, and the peer port's check of the address a member dials
+/// from against its certificate's SANs (off with
+/// `--experimental-peer-skip-client-san-verification`): two members form a cluster only
+/// when each takes the other's certificate. A member listening on 127.0.0.1 and 127.0.0.2
+/// dials from the first and advertises the second, which alone its certificate names.
+#[test]
+fn peers_are_checked_for_the_allowed_hostname_and_their_address() {
+    let certs = PeerCerts::new();
+    let d = certs.dir.path();
+    certs
+        .ca
+        .leaf("etcd-peer", &["localhost", "127.0.0.1"], false)
+        .write(d, "named");
+    certs
+        .ca
+        .leaf("etcd-peer", &["127.0.0.1"], false)
+        .write(d, "unnamed");
+    certs
+        .ca
+        .leaf("etcd-peer", &["127.0.0.2"], false)
+        .write(d, "elsewhere");
+    const HOSTNAME: &str = "--peer-cert-allowed-hostname=localhost";
+    const SKIP: &str = "--experimental-peer-skip-client-san-verification";
+    let cases = [
+        PeerCase {
+            what: "both name the allowed host",
+            certs: ["named", "named"],
+            behind: false,
+            flags: &[HOSTNAME],
+            refused: None,
+        },
+        PeerCase {
+            what: "m1's certificate lacks the allowed host",
+            certs: ["named", "unnamed"],
+            behind: false,
+            flags: &[HOSTNAME],
+            refused: Some("rejected a peer connection: TLS handshake failed"),
+        },
+        PeerCase {
+            what: "m1 dials from an address its certificate does not name",
+            certs: ["peer", "elsewhere"],
+            behind: true,
+            flags: &[],
+            refused: Some("does not name its address"),
+        },
+        PeerCase {
+            what: "the same with the address check skipped",
+            certs: ["peer", "elsewhere"],
+            behind: true,
+            flags: &[SKIP],
+            refused: None,
+        },
+    ];
+    for PeerCase {
+        what,
+        certs: names,
+        behind,
+        flags,
+        refused,
+    } in cases
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m0 = format!("https://127.0.0.1:{}", free_port());
+        let (listen1, m1) = if behind {
+            let local = std::net::Ipv4Addr::new(127, 0, 0, 2);
+            let advertised = format!("https://127.0.0.2:{}", free_port_on(local));
+            let dial_from = format!("https://127.0.0.1:{}", free_port());
+            (format!("{dial_from},{advertised}"), advertised)
+        } else {
+            let url = format!("https://127.0.0.1:{}", free_port());
+            (url.clone(), url)
+        };
+        let initial = format!("m0={m0},m1={m1}");
+        let mut members: Vec<Proc> = [(m0.clone(), m0), (listen1, m1)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (listen, advertise))| {
+                // The allowed CN and the allowed hostname cannot go together.
+                let mut extra: Vec<String> = certs
+                    .flags(names[i])
+                    .into_iter()
+                    .filter(|f| !f.starts_with("--peer-cert-allowed-cn"))
+                    .collect();
+                extra.extend(flags.iter().map(|f| f.to_string()));
+                Proc::launch(
+                    Kind::Ours,
+                    Spec {
+                        name: format!("m{i}"),
+                        client_url: format!("http://127.0.0.1:{}", free_port()),
+                        peer_url: listen,
+                        advertise_peer_url: advertise,
+                        initial_cluster: initial.clone(),
+                        initial_cluster_state: "new".into(),
+                        data_dir: dir.path().join(format!("m{i}")),
+                        extra,
+                    },
+                )
+            })
+            .collect();
+        match refused {
+            None => {
+                for m in &mut members {
+                    m.wait_ready(Duration::from_secs(30));
+                }
+                replicates(&rt(), &members, "checked");
+            }
+            Some(needle) => {
+                let formed = members[0].try_wait_ready(Duration::from_secs(8));
+                assert!(formed.is_err(), "{what}: the cluster formed");
+                let log = members[0].log();
+                assert!(
+                    log.contains(needle),
+                    "{what}: m0 did not log {needle:?}:\n{log}"
+                );
+            }
+        }
+        for m in &mut members {
+            m.stop();
+        }
     }
 }
