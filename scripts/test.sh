@@ -47,7 +47,7 @@ cargo build --release -p etcd-server
 ETCD_SERVER_BIN="$PWD/target/release/etcd-server" \
   cargo nextest run -p etcd-server --no-fail-fast -E 'test(members_survive_crashes_around_snapshot_installs)'
 cargo nextest run --workspace --no-fail-fast "$@"
-# The container image, built the offline way and run (tests/it/image.rs), when a Docker
+# The container image, built the offline way and run (tests/it/image/), when a Docker
 # Engine answers.
 if docker version >/dev/null 2>&1; then
   bash scripts/image.sh

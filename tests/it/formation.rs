@@ -110,7 +110,7 @@ impl Pods {
 
 /// Expands `$(VAR)` references as the kubelet does: defined variables are replaced, `$$`
 /// escapes a `$`, and references to undefined variables are left as written.
-fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
+pub(crate) fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some(at) = rest.find('$') {
@@ -187,7 +187,7 @@ fn rewrite_paths(value: &str, mounts: &[(String, PathBuf)]) -> String {
 }
 
 /// The member container, checked for what the simulation relies on.
-fn member_container(objects: &Objects) -> &Container {
+pub(crate) fn member_container(objects: &Objects) -> &Container {
     let pod_spec = objects
         .statefulset
         .spec

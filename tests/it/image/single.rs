@@ -1,30 +1,10 @@
-//! The container image, run for real (ignored unless asked: `scripts/image.sh` builds it, and
-//! `.ci/run` runs these when a Docker Engine answers): etcd-server in one container with
-//! etcd's env vars, a read-only root file system and a named volume, answering a client on the
-//! host; `docker stop` stops it cleanly within its grace period (SIGTERM to PID 1); the data
-//! survives a restart of the container.
+//! One container: etcd-server in the image with etcd's env vars, a read-only root file
+//! system and a named volume, answering a client on the host; `docker stop` stops it cleanly
+//! within its grace period (SIGTERM to PID 1); the data survives a restart of the container.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn image() -> String {
-    std::env::var("IMAGE").unwrap_or_else(|_| "etcd-operator:dev".to_owned())
-}
-
-fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
+use super::{docker, image};
 
 /// Removes the container and volume it names when dropped: the test stops what it starts.
 struct Owned(&'static str, &'static str);
