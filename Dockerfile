@@ -15,3 +15,7 @@ COPY --from=build /usr/local/bin/etcd-operator /usr/local/bin/etcd-server /usr/l
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/etcd-operator"]
 CMD ["run"]
+LABEL org.opencontainers.image.title="etcd-operator" \
+      org.opencontainers.image.description="etcd-operator and etcd-server: a Kubernetes operator for etcd clusters, and its etcd-compatible server" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/rustops/etcd-operator"

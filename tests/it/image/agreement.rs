@@ -117,6 +117,15 @@ fn the_user_paths_and_command_agree() {
             "{file}: ENTRYPOINT"
         );
         assert_eq!(instruction(&stage, "CMD"), [r#"["run"]"#], "{file}: CMD");
+        let labels = instruction(&stage, "LABEL").join(" ");
+        for label in [
+            "org.opencontainers.image.title=",
+            "org.opencontainers.image.description=",
+            "org.opencontainers.image.licenses=",
+            "org.opencontainers.image.source=",
+        ] {
+            assert!(labels.contains(label), "{file}: LABEL {label}");
+        }
     }
     // Both binaries land in /usr/local/bin, which is on the image's PATH (the pods run
     // `etcd-server` and `etcd-operator` by name).

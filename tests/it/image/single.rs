@@ -86,6 +86,11 @@ async fn etcd_server_runs_in_the_image_and_keeps_its_data() {
         Some("kept")
     );
     // Not root, both binaries where the StatefulSet and the Deployment expect them.
+    let (_, labels) = docker(&["inspect", "-f", "{{json .Config.Labels}}", &image]);
+    assert!(
+        labels.contains("org.opencontainers.image.source"),
+        "OCI labels: {labels}"
+    );
     let (_, user) = docker(&["inspect", "-f", "{{.Config.User}}", &image]);
     assert_eq!(user.trim(), "65532:65532");
     let (ok, version) = docker(&["exec", NAME, "/usr/local/bin/etcd-operator", "--version"]);
