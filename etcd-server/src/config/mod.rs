@@ -112,6 +112,11 @@ pub struct Flags {
         default_value = "etcd-cluster"
     )]
     pub initial_cluster_token: String,
+    /// Restart this member alone: keep its data, and commit the removal of every other
+    /// member (etcd's flag; for recovering a cluster that lost its quorum). Ignored on a data
+    /// directory without a member.
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub force_new_cluster: bool,
     /// Backend size quota in bytes; 0 means the default (2 GiB).
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     pub quota_backend_bytes: i64,
@@ -283,6 +288,8 @@ pub struct Config {
     pub initial_cluster_state: ClusterState,
     /// `--initial-cluster-token`.
     pub initial_cluster_token: String,
+    /// `--force-new-cluster`: restart alone, removing every other member.
+    pub force_new_cluster: bool,
     /// Backend quota in bytes.
     pub quota_backend_bytes: i64,
     /// Maximum request size.
@@ -582,6 +589,7 @@ impl Flags {
             initial_cluster,
             initial_cluster_state: self.initial_cluster_state,
             initial_cluster_token: self.initial_cluster_token,
+            force_new_cluster: self.force_new_cluster,
             quota_backend_bytes: if self.quota_backend_bytes == 0 {
                 DEFAULT_QUOTA_BYTES
             } else {

@@ -11,6 +11,7 @@
 //! 6. advance, then hand over entries that became committed by that persistence.
 
 pub(crate) mod dial;
+pub(crate) mod force_new;
 pub(crate) mod input;
 pub(crate) mod peer_io;
 pub(crate) mod storage;
@@ -194,6 +195,9 @@ pub enum RaftError {
     /// The driver's poll could not be set up.
     #[error("failed to set up raft I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// `--force-new-cluster` cannot start a cluster from this data.
+    #[error("--force-new-cluster: {0}")]
+    ForceNewCluster(String),
 }
 
 /// A raft-rs log sink that forwards to `tracing`.

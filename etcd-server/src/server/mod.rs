@@ -244,6 +244,20 @@ impl EtcdServer {
         recover_aux(&store, &lessor, &alarms)?;
         let hub = WatchHub::start(store.clone(), cfg.watch_progress_notify_interval);
         let (applied_index, _) = store.applied();
+        if existing && cfg.force_new_cluster {
+            let context = |_member: u64| ConfChangeContext::default().encode_to_vec();
+            let forced =
+                raft::force_new::force_new_cluster(&wal_dir, member_id, applied_index, &context)?;
+            tracing::warn!(
+                cluster_id = format!("{:x}", cluster.id),
+                member_id = format!("{member_id:x}"),
+                commit_index = forced.commit,
+                removed = ?forced.removed.iter().map(|m| format!("{m:x}")).collect::<Vec<_>>(),
+                discarded_uncommitted_entries = forced.discarded,
+                "forcing restart as a one-member cluster (--force-new-cluster): every other \
+                 member is removed; add members again from empty data directories"
+            );
+        }
         let (wal, storage) = raft::open_log(&wal_dir, &voters, applied_index)?;
         let status = Arc::new(RaftStatus::default());
         let (raft_tx, raft_rx) = raft::input::channel().map_err(raft::RaftError::Io)?;

@@ -6,6 +6,7 @@
 
 mod etcdctl;
 mod five_members;
+mod force_new_cluster;
 mod leader_failure;
 mod leases_watches;
 mod membership_changes;
