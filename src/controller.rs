@@ -222,7 +222,8 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         Some(tls) => ctx.etcd.clone().with_tls(tls),
         None => ctx.etcd.clone(),
     };
-    let observed = observe::observe(&ctx.client, etcd.as_ref(), &names).await?;
+    let mut observed = observe::observe(&ctx.client, etcd.as_ref(), &names).await?;
+    observed.quorum_lost_for = status::quorum_lost_for(cluster.status.as_ref(), Timestamp::now());
     // An in-place restore asked for (the annotations): its backup is chosen and checked, and
     // the request recorded, before planning, so that this very pass plans it.
     let now = crate::certs::issue::unix(std::time::SystemTime::now());
@@ -358,6 +359,17 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     )
     .await?;
     let mut status = status::compute(&cluster, &names, &observed, &plan, Timestamp::now());
+    if let Some((reason, message)) = status::quorum_lost_event(cluster.status.as_ref(), &status) {
+        publish(
+            &ctx,
+            &cluster,
+            EventType::Warning,
+            reason,
+            "Recover",
+            message,
+        )
+        .await;
+    }
     if let Some((reason, message)) = status::set_tls(
         &mut status,
         cluster.status.as_ref(),

@@ -25,6 +25,8 @@
 //!   loopback addresses (`etcd-operator local`).
 //! - [`certs`]: the certificate lifecycle of `spec.tls` (the operator as the cluster's CA):
 //!   issuing with rcgen, and the gated planner of renewals and CA rotations (pure).
+//! - [`recovery`]: quorum-loss recovery (`spec.recovery`): when and from which member a
+//!   cluster that lost its quorum restarts alone (pure).
 //! - [`backup`]: `spec.backup`, scheduled snapshots streamed to S3-compatible storage with
 //!   metadata and retention (schedule and retention are pure).
 //! - [`crd`]: the `EtcdCluster` resource (spec, status, CRD schema and CEL rules).
@@ -54,6 +56,7 @@ pub mod model;
 pub mod names;
 pub mod observe;
 pub mod plan;
+pub mod recovery;
 pub mod runtime;
 pub mod status;
 pub mod validate;

@@ -41,6 +41,10 @@ pub struct MemberBootstrap {
     pub state: InitialState,
     /// `initial-cluster`: `(name, peer URL)` pairs.
     pub initial_cluster: Vec<(String, String)>,
+    /// `force-new-cluster`: the member restarts alone with its data (quorum-loss recovery).
+    /// Set for one restart only: the planner clears it once the member runs alone, before
+    /// any other member is added again.
+    pub force_new_cluster: bool,
 }
 
 impl MemberBootstrap {
@@ -192,5 +196,9 @@ pub fn parse_member(text: &str) -> Option<MemberBootstrap> {
         name: get("name")?.to_owned(),
         state,
         initial_cluster,
+        force_new_cluster: m
+            .get("force-new-cluster")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     })
 }

@@ -45,6 +45,9 @@ pub struct Observed {
     /// Each member's pod (locally: its process), by ordinal. A member without an entry has
     /// no pod yet.
     pub pods: BTreeMap<i32, PodState>,
+    /// How long the quorum has been seen lost (the `QuorumLost` condition's age); `None`
+    /// while it is not.
+    pub quorum_lost_for: Option<std::time::Duration>,
 }
 
 /// One member's pod, or locally its process.
@@ -152,7 +155,13 @@ pub enum MemberHealth {
         /// Raft index.
         raft_index: u64,
     },
-    /// It did not answer, knows no leader or reports errors.
+    /// It answered, but knows no leader (no quorum, or an election under way): how far its
+    /// log goes tells which member to recover from when the quorum is lost.
+    Leaderless {
+        /// Raft index.
+        raft_index: u64,
+    },
+    /// It did not answer or reports errors.
     Unhealthy {
         /// Why.
         reason: String,
@@ -261,6 +270,8 @@ pub async fn observe(
         pdb_exists: pdb.is_some(),
         etcd,
         pods,
+        // The controller sets it from the status it keeps.
+        quorum_lost_for: None,
     })
 }
 
@@ -426,11 +437,11 @@ fn health_of(status: Result<EtcdStatus, crate::etcd::Error>) -> MemberHealth {
         Err(e) => MemberHealth::Unhealthy {
             reason: e.to_string(),
         },
-        Ok(s) if s.leader == 0 => MemberHealth::Unhealthy {
-            reason: "the member knows no leader".to_owned(),
-        },
         Ok(s) if !s.errors.is_empty() => MemberHealth::Unhealthy {
             reason: s.errors.join("; "),
+        },
+        Ok(s) if s.leader == 0 => MemberHealth::Leaderless {
+            raft_index: s.raft_index,
         },
         Ok(s) => MemberHealth::Healthy {
             leader: s.leader,

@@ -151,6 +151,19 @@ pub enum Step {
         /// Member names.
         names: Vec<String>,
     },
+    /// The quorum is lost and recovery is allowed: restart this member (the survivor that
+    /// applied the most) alone with its data, its configuration file carrying
+    /// `force-new-cluster` (see [`crate::recovery`]).
+    ForceNewCluster {
+        /// Member name.
+        name: String,
+    },
+    /// The member restarted alone runs alone: remove `force-new-cluster` from its file
+    /// before any other member is added again.
+    ClearForceNewCluster {
+        /// Member name.
+        name: String,
+    },
     /// Blocked: nothing may safely change now.
     Wait {
         /// Why.
@@ -321,6 +334,38 @@ fn steps(
         }
     };
 
+    // The quorum: recovering it when it is lost for good and the user allows it.
+    match crate::recovery::decide(cluster, observed, view, sts.ready_replicas) {
+        crate::recovery::Decision::Fine => {}
+        crate::recovery::Decision::Wait(reason) => return wait(reason, keep),
+        crate::recovery::Decision::Force { ordinal } => {
+            let mut d = keep;
+            if let Some(m) = d.members.get_mut(ordinal as usize) {
+                m.force_new_cluster = true;
+            }
+            return Plan::new(
+                Step::ForceNewCluster {
+                    name: names.member(ordinal),
+                },
+                Some(d),
+                REQUEUE_BUSY,
+            );
+        }
+        crate::recovery::Decision::Clear { ordinal } => {
+            let mut d = keep;
+            if let Some(m) = d.members.get_mut(ordinal as usize) {
+                m.force_new_cluster = false;
+            }
+            return Plan::new(
+                Step::ClearForceNewCluster {
+                    name: names.member(ordinal),
+                },
+                Some(d),
+                REQUEUE_BUSY,
+            );
+        }
+    }
+
     // A member beyond the StatefulSet: a scale-up interrupted between MemberAdd and growing
     // the StatefulSet.
     if let Some(extra) = view
@@ -431,6 +476,25 @@ fn steps(
                 },
                 Some(keep),
                 REQUEUE_BLOCKED,
+            );
+        }
+        // Members missing from the member list (lost ones, or all but one after a quorum
+        // recovery) are added again one at a time: a re-added learner that has caught up is
+        // promoted before the next is added.
+        if unhealthy.iter().all(|i| view.by_ordinal(*i).is_none())
+            && ready_quorum(view)
+            && let Some(learner) = view
+                .members
+                .iter()
+                .find(|m| m.is_learner && m.healthy() && caught_up(view, m))
+        {
+            return Plan::new(
+                Step::PromoteLearner {
+                    name: display_name(cluster, learner),
+                    id: learner.id,
+                },
+                Some(keep),
+                REQUEUE_BUSY,
             );
         }
         return wait(
@@ -622,7 +686,7 @@ pub fn ready_quorum(view: &ClusterView) -> bool {
 pub fn caught_up(view: &ClusterView, m: &MemberView) -> bool {
     let index = |m: &MemberView| match m.health {
         MemberHealth::Healthy { raft_index, .. } => Some(raft_index),
-        MemberHealth::Unhealthy { .. } => None,
+        MemberHealth::Unhealthy { .. } | MemberHealth::Leaderless { .. } => None,
     };
     let leader = view
         .leader()
@@ -680,6 +744,7 @@ pub fn bootstrap(cluster: &ValidatedCluster) -> Desired {
             name: cluster.names.member(i),
             state: InitialState::New,
             initial_cluster: initial.clone(),
+            force_new_cluster: false,
         })
         .collect();
     Desired {
@@ -723,5 +788,6 @@ fn joining(cluster: &ValidatedCluster, ordinal: i32, replicas: i32) -> MemberBoo
         initial_cluster: (0..replicas.max(ordinal + 1))
             .map(|i| (cluster.names.member(i), cluster.names.peer_url(i)))
             .collect(),
+        force_new_cluster: false,
     }
 }

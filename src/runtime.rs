@@ -116,6 +116,11 @@ pub enum Change {
         /// What happened.
         message: String,
     },
+    /// Quorum-loss recovery took a step (`spec.recovery`).
+    QuorumRecovery {
+        /// What was done.
+        message: String,
+    },
     /// The certificate lifecycle took a step (`spec.tls`).
     Certificates {
         /// Event reason (`CertificatesIssued`, `CertificatesRenewed`, `CARotation`,
@@ -139,6 +144,7 @@ impl Change {
             Self::Restarted { .. } => "MemberRestarted",
             Self::Wiped { .. } => "MemberWiped",
             Self::PeerUrlMoved { .. } => "PeerUrlMoved",
+            Self::QuorumRecovery { .. } => "QuorumRecovery",
             Self::Certificates { reason, .. } | Self::Backup { reason, .. } => reason,
         }
     }
@@ -153,6 +159,7 @@ impl Change {
             Self::LostRemoved { .. } | Self::Readded { .. } | Self::Wiped { .. } => "Replace",
             Self::Restarted { .. } => "RollingUpdate",
             Self::PeerUrlMoved { .. } => "MoveTls",
+            Self::QuorumRecovery { .. } => "Recover",
             Self::Certificates { .. } => "Certificates",
             Self::Backup { .. } => "Backup",
         }
@@ -176,7 +183,9 @@ impl Change {
             Self::PeerUrlMoved { name, peer_url } => {
                 format!("moved {name}'s peer URL to {peer_url}")
             }
-            Self::Certificates { message, .. } | Self::Backup { message, .. } => message.clone(),
+            Self::Certificates { message, .. }
+            | Self::Backup { message, .. }
+            | Self::QuorumRecovery { message } => message.clone(),
         }
     }
 }
@@ -319,6 +328,26 @@ pub async fn execute<R: MemberRuntime>(
         Step::WipeMember { name } => {
             runtime.wipe(cluster, ordinal(name)?).await?;
             change = Some(Change::Wiped { name: name.clone() });
+        }
+        // Its file now carries force-new-cluster (applied above): restart it onto it.
+        Step::ForceNewCluster { name } => {
+            runtime.restart(cluster, ordinal(name)?).await?;
+            change = Some(Change::QuorumRecovery {
+                message: format!(
+                    "the quorum was lost: restarted {name} alone with its data                      (--force-new-cluster); the other members are added again next"
+                ),
+            });
+        }
+        // Restarted onto its file without the flag: on Kubernetes the kubelet updates a
+        // mounted ConfigMap only after a while, and a restart before then with the flag still
+        // in its file would remove the members added since; a new pod reads the file as it is.
+        Step::ClearForceNewCluster { name } => {
+            runtime.restart(cluster, ordinal(name)?).await?;
+            change = Some(Change::QuorumRecovery {
+                message: format!(
+                    "{name} runs alone with its data; force-new-cluster is cleared from its                      configuration"
+                ),
+            });
         }
         _ => {}
     }

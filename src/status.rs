@@ -24,6 +24,47 @@ pub const EPHEMERAL_STORAGE: &str = "EphemeralStorage";
 /// `RotationInProgress`, `CertificateExpiringSoon`, `RotationStuck`, `Expired`, `NotIssued`).
 pub const CERTIFICATES_READY: &str = "CertificatesReady";
 
+fn p_message_of(step: &Step) -> String {
+    match step {
+        Step::ForceNewCluster { name } => {
+            format!("restarting {name} alone with its data (--force-new-cluster)")
+        }
+        _ => String::new(),
+    }
+}
+
+/// How long the `QuorumLost` condition of `status` has been true, at `now`.
+pub fn quorum_lost_for(
+    status: Option<&EtcdClusterStatus>,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    let c = status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::recovery::QUORUM_LOST && c.status == "True")?;
+    let since = c.last_transition_time.0;
+    let secs = (now.as_second() - since.as_second()).max(0);
+    Some(std::time::Duration::from_secs(secs as u64))
+}
+
+/// The Warning Event to record when the quorum has just been found lost: `(reason,
+/// message)`, once per transition.
+pub fn quorum_lost_event(
+    old: Option<&EtcdClusterStatus>,
+    new: &EtcdClusterStatus,
+) -> Option<(&'static str, String)> {
+    let is_true = |s: &EtcdClusterStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == crate::recovery::QUORUM_LOST && c.status == "True")
+            .map(|c| c.message.clone())
+    };
+    let message = is_true(new)?;
+    old.and_then(is_true)
+        .is_none()
+        .then_some(("QuorumLost", message))
+}
+
 /// Sets `status.tls` and the `CertificatesReady` condition (keeping its transition time when
 /// its status did not change); `None` removes both (TLS off).
 ///
@@ -135,7 +176,7 @@ pub fn compute(
                     healthy: m.healthy(),
                     version: match &m.health {
                         MemberHealth::Healthy { version, .. } => Some(version.clone()),
-                        MemberHealth::Unhealthy { .. } => None,
+                        MemberHealth::Unhealthy { .. } | MemberHealth::Leaderless { .. } => None,
                     },
                 })
                 .collect()
@@ -242,6 +283,16 @@ pub fn compute(
             "MovingTls",
             format!("moving {name}'s peer URL to {peer_url}"),
         ),
+        Step::ForceNewCluster { name } => (
+            true,
+            "RecoveringQuorum",
+            format!("the quorum is lost: restarting {name} alone with its data"),
+        ),
+        Step::ClearForceNewCluster { name } => (
+            true,
+            "RecoveringQuorum",
+            format!("{name} runs alone; the other members are added again next"),
+        ),
         Step::Wait { reason } if !formed => (true, "Bootstrapping", reason.clone()),
         Step::Wait { reason } => (false, "Blocked", reason.clone()),
         Step::InSync => (false, "InSync", "the cluster matches its spec".to_owned()),
@@ -250,6 +301,11 @@ pub fn compute(
     let (degraded, d_reason, d_message) = match (&plan.step, &observed.etcd) {
         (Step::Invalid { problems }, _) => (true, "InvalidSpec", problems.join("; ")),
         (Step::ScaleInRefused { reason, .. }, _) => (true, "QuorumAtRisk", reason.clone()),
+        (Step::ForceNewCluster { name } | Step::ClearForceNewCluster { name }, _) => (
+            true,
+            "QuorumLost",
+            format!("recovering the quorum from {name}"),
+        ),
         (Step::RemoveLostMember { name, .. } | Step::ReAddMember { name, .. }, _) => (
             true,
             "MemberLost",
@@ -281,6 +337,38 @@ pub fn compute(
             &old, DEGRADED, degraded, d_reason, d_message, generation, now,
         ),
     ];
+    // QuorumLost: present while the quorum is lost, and False once it is back.
+    let lost = view.is_some_and(crate::recovery::quorum_lost);
+    let had = old
+        .conditions
+        .iter()
+        .any(|c| c.type_ == crate::recovery::QUORUM_LOST);
+    if lost || had {
+        let (reason, message) = match (&plan.step, lost) {
+            (_, false) => (
+                "QuorumPresent",
+                "a quorum of the voting members is healthy".to_owned(),
+            ),
+            (Step::ForceNewCluster { .. }, _) => ("Recovering", p_message_of(&plan.step)),
+            (Step::Wait { reason }, _) if reason.contains("approve") => {
+                ("AwaitingApproval", reason.clone())
+            }
+            (Step::Wait { reason }, _) => ("QuorumLost", reason.clone()),
+            _ => (
+                "QuorumLost",
+                "a majority of the voting members is down".to_owned(),
+            ),
+        };
+        conditions.push(condition(
+            &old,
+            crate::recovery::QUORUM_LOST,
+            lost,
+            reason,
+            message,
+            generation,
+            now,
+        ));
+    }
     if cluster.spec.storage.empty_dir {
         conditions.push(condition(
             &old,

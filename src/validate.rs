@@ -36,6 +36,10 @@ pub const MANAGED_FLAGS: &[(&str, &str)] = &[
     ("initial-cluster-state", "the operator"),
     ("initial-cluster-token", "the operator"),
     (
+        "force-new-cluster",
+        "the operator's quorum-loss recovery (spec.recovery)",
+    ),
+    (
         "listen-metrics-urls",
         "the operator (metrics are on the client port)",
     ),
@@ -127,6 +131,8 @@ pub struct ValidatedCluster {
     /// chosen yet: nothing is created until it has (the local runtime restores on its own
     /// and clears it).
     pub backup_to_choose: bool,
+    /// `spec.recovery` resolved, with the approval annotation.
+    pub recovery: crate::recovery::Recovery,
 }
 
 impl ValidatedCluster {
@@ -250,6 +256,15 @@ pub fn validate(cluster: &EtcdCluster) -> Result<ValidatedCluster, Error> {
             Vec::new()
         }
     };
+    let recovery = crate::recovery::Recovery::of(cluster).unwrap_or_else(|problem| {
+        problems.push(problem);
+        crate::recovery::Recovery {
+            automatic: false,
+            after: crate::recovery::DEFAULT_AFTER,
+            approved: false,
+            approval_value: String::new(),
+        }
+    });
     if !problems.is_empty() {
         return Err(Error::InvalidSpec(problems));
     }
@@ -274,6 +289,7 @@ pub fn validate(cluster: &EtcdCluster) -> Result<ValidatedCluster, Error> {
         warnings,
         restore: crate::backup::in_place::InPlace::of(cluster),
         backup_to_choose: crate::backup::in_place::backup_to_choose(cluster),
+        recovery,
     })
 }
 

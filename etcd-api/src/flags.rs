@@ -60,6 +60,7 @@ pub const SERVER_FLAGS: &[Flag] = &[
     flag("initial-cluster", ValueKind::InitialCluster),
     flag("initial-cluster-state", ValueKind::ClusterState),
     flag("initial-cluster-token", ValueKind::Text),
+    flag("force-new-cluster", ValueKind::Bool),
     flag("quota-backend-bytes", ValueKind::Count),
     flag("max-request-bytes", ValueKind::Count),
     flag("max-txn-ops", ValueKind::Count),

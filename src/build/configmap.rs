@@ -111,6 +111,9 @@ pub fn render(
         text(member.state.as_str().to_owned()),
     );
     put("initial-cluster-token", text(cluster.token.clone()));
+    if member.force_new_cluster {
+        put("force-new-cluster", Value::Bool(true));
+    }
     if let Some(q) = s.quota_backend_bytes {
         put("quota-backend-bytes", Value::Number(q.into()));
     }

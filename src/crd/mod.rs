@@ -134,6 +134,37 @@ pub struct EtcdClusterSpec {
     /// How a new cluster starts: from a backup. Only read when the cluster is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<BootstrapSpec>,
+
+    /// Recovery from a lost quorum (a majority of members down for good): restart the
+    /// surviving member that applied the most as a one-member cluster with its data, then add
+    /// the others again. Manual (the default) waits for the annotation
+    /// `etcd.rustops.dev/approve-recovery=<the cluster's UID>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoverySpec>,
+}
+
+/// Quorum-loss recovery (`spec.recovery`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverySpec {
+    /// `Manual` (default): recover only once approved by the annotation
+    /// `etcd.rustops.dev/approve-recovery=<UID>`; `Automatic`: on its own.
+    #[serde(default)]
+    pub mode: RecoveryMode,
+    /// How long a majority of the voting members must be down before the quorum counts as
+    /// lost (a Go duration; default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_loss_after: Option<String>,
+}
+
+/// Whether quorum-loss recovery needs approval.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Wait for the approval annotation.
+    #[default]
+    Manual,
+    /// Recover without asking.
+    Automatic,
 }
 
 /// TLS settings (`spec.tls`).

@@ -354,6 +354,12 @@ pub async fn run(
         if let (Some(plan), Some(names)) = (&pass.plan, &pass.names) {
             let mut status =
                 status::compute(&cluster, names, &pass.observed, plan, Timestamp::now());
+            if let Some((reason, message)) =
+                status::quorum_lost_event(last_status.as_ref(), &status)
+            {
+                warn!(reason, "{message}");
+                println!("{reason}: {message}");
+            }
             if let Some((reason, message)) = status::set_tls(
                 &mut status,
                 last_status.as_ref(),
@@ -478,6 +484,7 @@ async fn reconcile(etcd: &EtcdClient, members: &mut LocalMembers, cluster: &Etcd
         pdb_exists: false,
         etcd: etcd_state,
         pods,
+        quorum_lost_for: status::quorum_lost_for(cluster.status.as_ref(), Timestamp::now()),
     };
     if let (Some(sts), EtcdState::Reachable(view)) = (&mut observed.statefulset, &observed.etcd) {
         sts.ready_replicas = view.members.iter().filter(|m| m.healthy()).count() as i32;

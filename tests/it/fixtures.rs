@@ -98,6 +98,7 @@ pub fn bootstrap_configs(n: i32) -> BTreeMap<String, MemberBootstrap> {
                     name: n_.member(i),
                     state: InitialState::New,
                     initial_cluster: initial.clone(),
+                    force_new_cluster: false,
                 },
             )
         })
@@ -120,6 +121,7 @@ pub fn settled(cluster: &ValidatedCluster, n: i32, members: Vec<MemberView>) -> 
             members,
         }),
         pods: (0..n).map(|i| (i, PodState::default())).collect(),
+        quorum_lost_for: None,
     }
 }
 

@@ -151,7 +151,8 @@ fn rows() -> Vec<Row> {
             apply: Some(3),
         },
         Row {
-            name: "a lost member with another member down: no quorum to spare, wait",
+            name: "a lost member with another member down: the quorum is lost, wait (recovery \
+                   starts the clock)",
             spec: "  replicas: 3\n",
             observed: Box::new(|c| {
                 with_lost(
@@ -160,7 +161,7 @@ fn rows() -> Vec<Row> {
                 )
             }),
             step: Step::Wait {
-                reason: "main-1 lost its data, but the cluster has no quorum to remove it".into(),
+                reason: "the quorum is lost: 1 of 3 voting members healthy".into(),
             },
             apply: Some(3),
         },
@@ -1057,4 +1058,292 @@ fn a_member_that_missed_the_restore_restarts_onto_it() {
     );
     o.pods.get_mut(&2).expect("pod").restored = Some("1800000000".into());
     assert!(matches!(plan(Ok(&c), &o).step, Step::Wait { .. }));
+}
+
+/// Member `i` answering without a leader, its log at `raft_index`.
+fn leaderless(i: i32, raft_index: u64) -> etcd_operator::observe::MemberView {
+    let mut m = healthy(i);
+    m.health = MemberHealth::Leaderless { raft_index };
+    m
+}
+
+#[test]
+fn a_lost_quorum_is_recovered_only_when_allowed_and_from_the_member_that_applied_most() {
+    use std::time::Duration;
+    const MANUAL: &str = "  replicas: 3\n";
+    const AUTO: &str = "  replicas: 3\n  recovery:\n    mode: Automatic\n";
+    const APPROVE: &str = "etcd.rustops.dev/approve-recovery: 11111111-2222-3333-4444-555555555555";
+    let n = names();
+    let minutes = |m: u64| Some(Duration::from_secs(60 * m));
+    // members 1 and 2 lost their data; member 0 answers without a leader at index 100.
+    let two_lost = |c: &etcd_operator::validate::ValidatedCluster, lost_for| {
+        let mut o = with_lost(
+            with_lost(
+                settled(c, 3, vec![leaderless(0, 100), unhealthy(1), unhealthy(2)]),
+                1,
+            ),
+            2,
+        );
+        o.statefulset.as_mut().expect("sts").ready_replicas = 0;
+        o.quorum_lost_for = lost_for;
+        o
+    };
+    type Observe = Box<dyn Fn(&etcd_operator::validate::ValidatedCluster) -> Observed>;
+    enum Want {
+        Step(Step),
+        /// A wait whose reason says this.
+        Wait(&'static str),
+    }
+    let rows: Vec<(&str, &str, Option<&str>, Observe, Want)> = vec![
+        (
+            "manual: waits for the approval, and says how to give it",
+            MANUAL,
+            None,
+            Box::new(move |c| two_lost(c, minutes(10))),
+            Want::Wait("etcd.rustops.dev/approve-recovery=11111111-2222-3333-4444-555555555555"),
+        ),
+        (
+            "manual, approved: the survivor restarts alone",
+            MANUAL,
+            Some(APPROVE),
+            Box::new(move |c| two_lost(c, minutes(10))),
+            Want::Step(Step::ForceNewCluster { name: n.member(0) }),
+        ),
+        (
+            "an approval for another cluster approves nothing",
+            MANUAL,
+            Some("etcd.rustops.dev/approve-recovery: some-other-uid"),
+            Box::new(move |c| two_lost(c, minutes(10))),
+            Want::Wait("to approve"),
+        ),
+        (
+            "automatic: no approval needed",
+            AUTO,
+            None,
+            Box::new(move |c| two_lost(c, minutes(10))),
+            Want::Step(Step::ForceNewCluster { name: n.member(0) }),
+        ),
+        (
+            "not lost for long enough yet",
+            AUTO,
+            None,
+            Box::new(move |c| two_lost(c, minutes(1))),
+            Want::Wait("considered after 300s"),
+        ),
+        (
+            "just found lost: the condition starts the clock",
+            AUTO,
+            None,
+            Box::new(move |c| two_lost(c, None)),
+            Want::Wait("the quorum is lost: 0 of 3"),
+        ),
+        (
+            "the member that applied the most is chosen",
+            AUTO,
+            None,
+            Box::new(move |c| {
+                let mut o = with_lost(
+                    settled(
+                        c,
+                        3,
+                        vec![leaderless(0, 100), leaderless(1, 120), unhealthy(2)],
+                    ),
+                    2,
+                );
+                o.statefulset.as_mut().expect("sts").ready_replicas = 0;
+                o.quorum_lost_for = minutes(10);
+                o
+            }),
+            Want::Step(Step::ForceNewCluster { name: n.member(1) }),
+        ),
+        (
+            "a member that cannot be asked may be newer: automatic waits",
+            AUTO,
+            None,
+            Box::new(move |c| {
+                let mut o = with_lost(
+                    settled(c, 3, vec![leaderless(0, 100), unhealthy(1), unhealthy(2)]),
+                    2,
+                );
+                o.quorum_lost_for = minutes(10);
+                o
+            }),
+            Want::Wait("main-1 cannot be asked"),
+        ),
+        (
+            "... and an approval takes that risk",
+            AUTO,
+            Some(APPROVE),
+            Box::new(move |c| {
+                let mut o = with_lost(
+                    settled(c, 3, vec![leaderless(0, 100), unhealthy(1), unhealthy(2)]),
+                    2,
+                );
+                o.quorum_lost_for = minutes(10);
+                o
+            }),
+            Want::Step(Step::ForceNewCluster { name: n.member(0) }),
+        ),
+        (
+            "Ready pods mean a quorum serves them somewhere: no recovery",
+            AUTO,
+            Some(APPROVE),
+            Box::new(move |c| {
+                let mut o = two_lost(c, minutes(10));
+                o.statefulset.as_mut().expect("sts").ready_replicas = 2;
+                o
+            }),
+            Want::Wait("no recovery"),
+        ),
+        (
+            "no member with its data answers: a backup is the way back",
+            AUTO,
+            Some(APPROVE),
+            Box::new(move |c| {
+                let mut o = two_lost(c, minutes(10));
+                if let EtcdState::Reachable(v) = &mut o.etcd {
+                    v.members[0] = unhealthy(0);
+                }
+                o = with_lost(o, 0);
+                o
+            }),
+            Want::Wait("restore the cluster from a backup"),
+        ),
+        (
+            "one member down is no loss of quorum",
+            AUTO,
+            Some(APPROVE),
+            Box::new(move |c| {
+                let mut o = settled(c, 3, vec![healthy(0), healthy(1), unhealthy(2)]);
+                o.quorum_lost_for = minutes(10);
+                o
+            }),
+            Want::Wait("main-2"),
+        ),
+        (
+            "restarting alone: wait until it runs alone",
+            AUTO,
+            None,
+            Box::new(move |c| {
+                let mut o = two_lost(c, minutes(10));
+                o.member_configs
+                    .get_mut(&names().member(0))
+                    .expect("config")
+                    .force_new_cluster = true;
+                o
+            }),
+            Want::Wait("restarts as a one-member cluster"),
+        ),
+        (
+            "running alone: the flag is cleared before anything else",
+            AUTO,
+            None,
+            Box::new(move |c| {
+                let mut o = with_lost(with_lost(settled(c, 3, vec![healthy(0)]), 1), 2);
+                o.member_configs
+                    .get_mut(&names().member(0))
+                    .expect("config")
+                    .force_new_cluster = true;
+                o
+            }),
+            Want::Step(Step::ClearForceNewCluster { name: n.member(0) }),
+        ),
+        (
+            "a re-added learner is promoted before the next lost member is added",
+            AUTO,
+            None,
+            Box::new(move |c| {
+                let mut learner = healthy(1);
+                learner.is_learner = true;
+                with_lost(settled(c, 3, vec![healthy(0), learner]), 2)
+            }),
+            Want::Step(Step::PromoteLearner {
+                name: n.member(1),
+                id: member_id(1),
+            }),
+        ),
+        (
+            "then the others are added again, one at a time",
+            AUTO,
+            None,
+            Box::new(move |c| with_lost(with_lost(settled(c, 3, vec![healthy(0)]), 1), 2)),
+            Want::Step(Step::ReAddMember {
+                name: n.member(1),
+                peer_url: n.peer_url(1),
+            }),
+        ),
+    ];
+    for (what, spec, annotation, observe, want) in rows {
+        let mut ec = cluster(spec);
+        if let Some(a) = annotation {
+            let (k, v) = a.split_once(": ").expect("key: value");
+            ec.metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(k.to_owned(), v.to_owned());
+        }
+        let c = validated(&ec);
+        let o = observe(&c);
+        let p = plan(Ok(&c), &o);
+        match want {
+            Want::Step(step) => {
+                assert_eq!(p.step, step, "{what}");
+                let desired = p.desired.as_ref().expect("objects to apply");
+                let forced: Vec<&str> = desired
+                    .members
+                    .iter()
+                    .filter(|m| m.force_new_cluster)
+                    .map(|m| m.name.as_str())
+                    .collect();
+                match &step {
+                    Step::ForceNewCluster { name } => {
+                        assert_eq!(forced, [name.as_str()], "{what}: only it is forced");
+                        let cm =
+                            etcd_operator::build::configmap::build(&c, desired).expect("builds");
+                        let file = &cm.data.as_ref().expect("data")[&format!("{name}.yaml")];
+                        assert!(file.contains("force-new-cluster: true"), "{what}: {file}");
+                        let back =
+                            etcd_operator::build::configmap::parse_member(file).expect("parses");
+                        assert!(back.force_new_cluster, "{what}: read back");
+                    }
+                    _ => assert!(forced.is_empty(), "{what}: nothing forced: {forced:?}"),
+                }
+            }
+            Want::Wait(text) => match &p.step {
+                Step::Wait { reason } => assert!(reason.contains(text), "{what}: {reason}"),
+                other => panic!("{what}: expected a wait saying {text:?}, got {other:?}"),
+            },
+        }
+    }
+}
+
+#[test]
+fn recovery_settings_are_checked() {
+    for (spec, problem) in [
+        (
+            "  recovery:\n    quorumLossAfter: soon\n",
+            "recovery.quorumLossAfter",
+        ),
+        (
+            "  recovery:\n    quorumLossAfter: 0s\n",
+            "recovery.quorumLossAfter",
+        ),
+        (
+            "  server:\n    extraArgs:\n      force-new-cluster: \"true\"\n",
+            "--force-new-cluster is set by the operator's quorum-loss recovery",
+        ),
+    ] {
+        match etcd_operator::validate::validate(&cluster(spec)) {
+            Err(etcd_operator::validate::Error::InvalidSpec(problems)) => assert!(
+                problems.iter().any(|p| p.contains(problem)),
+                "{spec}: {problems:?}"
+            ),
+            other => panic!("{spec}: expected {problem:?}, got {other:?}"),
+        }
+    }
+    let ok = validated(&cluster(
+        "  recovery:\n    mode: Automatic\n    quorumLossAfter: 90s\n",
+    ));
+    assert!(ok.recovery.automatic && !ok.recovery.approved);
+    assert_eq!(ok.recovery.after, std::time::Duration::from_secs(90));
 }

@@ -10,6 +10,7 @@ mod backup;
 mod backup_faults;
 mod lifecycle;
 mod operator_killed;
+mod recovery;
 mod scaling;
 mod tls;
 
