@@ -183,7 +183,8 @@ pub struct Snapshot {
 /// The client certificate and trust bundle for `https://` members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientTls {
-    /// A directory with `ca.crt`, `client.crt` and `client.key`, read at every connection
+    /// A directory with `ca.crt` and `operator.crt`/`operator.key` (else `client.crt` and
+    /// `client.key`), read at every connection
     /// (so a rotation is picked up): the local runtime's.
     Dir(std::path::PathBuf),
     /// The PEM texts themselves (from the cluster's Secrets).
@@ -326,7 +327,16 @@ impl EtcdClient {
                             ))
                         })
                     };
-                    (read("ca.crt")?, read("client.crt")?, read("client.key")?)
+                    // The operator's own pair, else (files published before it existed)
+                    // the users'.
+                    let own =
+                        dir.join("operator.crt").exists() && dir.join("operator.key").exists();
+                    let (cert, key) = if own {
+                        ("operator.crt", "operator.key")
+                    } else {
+                        ("client.crt", "client.key")
+                    };
+                    (read("ca.crt")?, read(cert)?, read(key)?)
                 }
                 Some(ClientTls::Pem { ca, cert, key }) => (
                     ca.clone().into_bytes(),

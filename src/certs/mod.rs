@@ -138,6 +138,7 @@ fn issue_leaves(
         &subjects.peer,
     )?);
     auth.client = Some(one(LeafKind::Client, "root", &[])?);
+    auth.operator = Some(one(LeafKind::Client, "root", &[])?);
     Ok(())
 }
 
@@ -224,6 +225,7 @@ pub fn files(auth: &Authority) -> Vec<(&'static str, String)> {
         ("server", &auth.server),
         ("peer", &auth.peer),
         ("client", &auth.client),
+        ("operator", &auth.operator),
     ] {
         if let Some(l) = leaf {
             // Key first: a member that reloads between the two writes sees a mismatched pair,
@@ -239,6 +241,7 @@ fn key_name(name: &str) -> &'static str {
     match name {
         "server" => "server.key",
         "peer" => "peer.key",
+        "operator" => "operator.key",
         _ => "client.key",
     }
 }
@@ -247,6 +250,7 @@ fn cert_name(name: &str) -> &'static str {
     match name {
         "server" => "server.crt",
         "peer" => "peer.crt",
+        "operator" => "operator.crt",
         _ => "client.crt",
     }
 }
@@ -455,7 +459,8 @@ pub async fn pass(
 
 /// The client certificate and bundle of `auth`, for the operator's own calls.
 pub fn client_tls(auth: &Authority) -> Option<crate::etcd::ClientTls> {
-    let client = auth.client.as_ref()?;
+    // The operator's own; an authority recorded before it existed has only the users'.
+    let client = auth.operator.as_ref().or(auth.client.as_ref())?;
     Some(crate::etcd::ClientTls::Pem {
         ca: auth.bundle_pem(),
         cert: client.cert_pem.clone(),

@@ -69,8 +69,12 @@ pub struct Authority {
     pub server: Option<Stored>,
     /// The members' peer certificate.
     pub peer: Option<Stored>,
-    /// The client certificate for the operator and users (CN `root`).
+    /// The client certificate for users (CN `root`), in `<cluster>-client-tls`.
     pub client: Option<Stored>,
+    /// The operator's own client certificate (CN `root`): kept only in this record, never
+    /// handed to users, so theirs can be shared without sharing the operator's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<Stored>,
     /// The CA rotation in progress.
     #[serde(default)]
     pub phase: Phase,
@@ -104,7 +108,7 @@ impl Authority {
 
     /// The leaves, in a fixed order.
     pub fn leaves(&self) -> impl Iterator<Item = &Stored> {
-        [&self.server, &self.peer, &self.client]
+        [&self.server, &self.peer, &self.client, &self.operator]
             .into_iter()
             .flatten()
     }
@@ -246,7 +250,7 @@ pub fn next(
     let Some(signing) = auth.signing_ca() else {
         return CertStep::Bootstrap;
     };
-    if auth.leaves().count() < 3 {
+    if auth.leaves().count() < 4 {
         return CertStep::RenewLeaves {
             reason: "a certificate is missing".into(),
         };

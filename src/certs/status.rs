@@ -43,6 +43,7 @@ pub fn tls_status(
                 ("server", &auth.server),
                 ("peer", &auth.peer),
                 ("client", &auth.client),
+                ("operator", &auth.operator),
             ]
             .into_iter()
             .filter_map(|(role, l)| l.as_ref().map(|l| (role, l))),

@@ -76,7 +76,9 @@ fn files_hold_the_bundle_and_each_pair_key_first() {
             "peer.key",
             "peer.crt",
             "client.key",
-            "client.crt"
+            "client.crt",
+            "operator.key",
+            "operator.crt"
         ]
     );
     assert_eq!(issue::inspect_all(&files[0].1).expect("bundle").len(), 2);
@@ -149,7 +151,8 @@ fn the_condition_follows_the_lifecycle() {
         (r.ready, r.reason, tls.phase.as_str()),
         (true, "Ready", "Idle")
     );
-    assert_eq!(tls.certificates.len(), 4);
+    // The CA, server, peer, the users' client and the operator's own.
+    assert_eq!(tls.certificates.len(), 5);
     let wait = CertStep::Wait {
         reason: "waiting for m1".into(),
     };
@@ -279,5 +282,59 @@ fn the_auto_certificates_name_every_member_the_services_and_localhost() {
         !s.peer
             .iter()
             .any(|h| h == "localhost" || h.contains("client"))
+    );
+}
+
+#[test]
+fn the_operator_uses_its_own_client_certificate_and_migrates_to_it() {
+    let spec: crate::crd::TlsSpec = serde_yaml_ng::from_str("enabled: true\n").expect("spec");
+    let settings = Settings::of(&spec).expect("settings");
+    let mut auth = Authority::default();
+    let subjects = Subjects {
+        server: vec!["localhost".into()],
+        peer: vec!["localhost".into()],
+    };
+    apply(
+        &mut auth,
+        &CertStep::Bootstrap,
+        &Requests::default(),
+        "c",
+        &subjects,
+        &settings,
+        SystemTime::now(),
+    )
+    .expect("bootstrap");
+    let own = auth.operator.clone().expect("the operator's certificate");
+    match client_tls(&auth) {
+        Some(crate::etcd::ClientTls::Pem { cert, key, .. }) => {
+            assert_eq!((cert, key), (own.cert_pem.clone(), own.key_pem.clone()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The users' Secret carries theirs, never the operator's.
+    let files: std::collections::BTreeMap<&str, String> = files(&auth).into_iter().collect();
+    assert_ne!(files["client.key"], own.key_pem);
+    // A record from before the operator had its own: it still connects (with the users'),
+    // and the planner issues the missing certificate.
+    let mut old = auth.clone();
+    old.operator = None;
+    let json = serde_json::to_string(&old).expect("json");
+    assert!(!json.contains("\"operator\""));
+    let old: Authority = serde_json::from_str(&json).expect("reads back");
+    assert!(matches!(
+        client_tls(&old),
+        Some(crate::etcd::ClientTls::Pem { .. })
+    ));
+    let policy = settings.policy.clone();
+    let step = rotation::next(
+        &old,
+        &policy,
+        &Requests::default(),
+        &[],
+        issue::unix(SystemTime::now()),
+    );
+    assert!(
+        matches!(&step, CertStep::RenewLeaves { reason } if reason.contains("missing")),
+        "{step:?}"
     );
 }

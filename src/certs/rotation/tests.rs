@@ -76,7 +76,15 @@ impl World {
 fn a_fresh_authority_is_idle_and_renews_leaves_before_they_expire() {
     let mut w = World::new("enabled: true\nvalidity: 240h\nrenewBefore: 48h\n");
     assert_eq!(w.auth.cas.len(), 1);
-    assert_eq!(w.auth.leaves().count(), 3);
+    // Server, peer, the users' client certificate and the operator's own.
+    assert_eq!(w.auth.leaves().count(), 4);
+    let (user, own) = (
+        w.auth.client.as_ref().expect("users'"),
+        w.auth.operator.as_ref().expect("operator's"),
+    );
+    assert_ne!(user.info.sha256, own.info.sha256, "two certificates");
+    assert_ne!(user.key_pem, own.key_pem, "two keys");
+    assert_eq!(own.info.common_name, "root");
     assert_eq!(w.next(&Requests::default(), None), CertStep::Idle);
     w.now += Duration::from_secs(9 * DAY);
     let old = w.auth.server.clone();

@@ -249,7 +249,7 @@ async fn certificates_and_the_ca_rotate_under_load_without_a_failed_request() {
     let tls = report.status.tls.expect("status.tls");
     assert_eq!(tls.phase, "Idle");
     let roles: Vec<&str> = tls.certificates.iter().map(|c| c.role.as_str()).collect();
-    assert_eq!(roles, ["ca", "server", "peer", "client"]);
+    assert_eq!(roles, ["ca", "server", "peer", "client", "operator"]);
     assert_eq!(tls.certificates[0].sha256, new_ca);
     rt.shutdown().await;
 }

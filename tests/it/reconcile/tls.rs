@@ -86,7 +86,8 @@ async fn a_tls_cluster_gets_its_certificates_before_its_members() {
     steps.push(checked(Method::PATCH, STATUS, Reply::Echo, |b| {
         let tls = &b["status"]["tls"];
         assert_eq!(tls["phase"], "Idle");
-        assert_eq!(tls["certificates"].as_array().map(Vec::len), Some(4));
+        // The CA, server, peer, the users' client and the operator's own.
+        assert_eq!(tls["certificates"].as_array().map(Vec::len), Some(5));
         assert_eq!(
             condition(b, "CertificatesReady"),
             ("True".into(), "Ready".into())
