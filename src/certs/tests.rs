@@ -325,7 +325,7 @@ fn the_operator_uses_its_own_client_certificate_and_migrates_to_it() {
         client_tls(&old),
         Some(crate::etcd::ClientTls::Pem { .. })
     ));
-    let policy = settings.policy.clone();
+    let policy = settings.policy;
     let step = rotation::next(
         &old,
         &policy,
