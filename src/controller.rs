@@ -271,6 +271,21 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     };
     let plan = plan::plan(validated.as_ref().map_err(Vec::as_slice), &observed);
     info!(step = ?plan.step, "planned");
+    // A recovery approval is used once: removed as the recovery starts, so that a later loss
+    // of quorum needs a new one.
+    if matches!(plan.step, Step::ForceNewCluster { .. })
+        && cluster
+            .annotations()
+            .contains_key(crate::recovery::APPROVE_ANNOTATION)
+    {
+        apply::remove_annotation(
+            &ctx.client,
+            &names.namespace,
+            &names.cluster,
+            crate::recovery::APPROVE_ANNOTATION,
+        )
+        .await?;
+    }
 
     // Spec problems and warnings are announced once per generation.
     let new_generation =

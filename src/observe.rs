@@ -257,15 +257,19 @@ pub async fn observe(
         }
     };
     let statefulset = statefulset.as_ref().map(statefulset_state);
+    let member_configs = config_map
+        .as_ref()
+        .map(parse_member_files)
+        .unwrap_or_default();
     let etcd = match &statefulset {
         None => EtcdState::NotChecked,
-        Some(sts) => observe_etcd(etcd, names, sts.replicas).await,
+        Some(sts) => {
+            let first = forced_ordinal(names, &member_configs);
+            observe_etcd(etcd, names, sts.replicas, first).await
+        }
     };
     Ok(Observed {
-        member_configs: config_map
-            .as_ref()
-            .map(parse_member_files)
-            .unwrap_or_default(),
+        member_configs,
         statefulset,
         pdb_exists: pdb.is_some(),
         etcd,
@@ -273,6 +277,18 @@ pub async fn observe(
         // The controller sets it from the status it keeps.
         quorum_lost_for: None,
     })
+}
+
+/// The member whose configuration file carries `force-new-cluster` (a quorum recovery under
+/// way), if any.
+pub fn forced_ordinal(
+    names: &ClusterNames,
+    configs: &BTreeMap<String, MemberBootstrap>,
+) -> Option<i32> {
+    configs
+        .values()
+        .find(|c| c.force_new_cluster)
+        .and_then(|c| names.ordinal_of_name(&c.name))
 }
 
 /// The StatefulSet's pods by ordinal: stale when their `controller-revision-hash` is not the
@@ -381,8 +397,19 @@ fn statefulset_state(sts: &StatefulSet) -> StatefulSetState {
 }
 
 /// Asks etcd, through members `0..replicas`, for its member list and each member's health.
-pub async fn observe_etcd(etcd: &dyn EtcdAdmin, names: &ClusterNames, replicas: i32) -> EtcdState {
-    let endpoints: Vec<String> = (0..replicas).map(|i| names.client_url(i)).collect();
+pub async fn observe_etcd(
+    etcd: &dyn EtcdAdmin,
+    names: &ClusterNames,
+    replicas: i32,
+    first: Option<i32>,
+) -> EtcdState {
+    // The member list comes from the first member that answers: during a quorum recovery,
+    // the member restarted alone (`first`), whose list is the cluster's from then on, while
+    // other survivors may still answer with the old one.
+    let mut endpoints: Vec<String> = (0..replicas).map(|i| names.client_url(i)).collect();
+    if let Some(i) = first.filter(|i| (0..replicas).contains(i)) {
+        endpoints.rotate_left(i as usize);
+    }
     if endpoints.is_empty() {
         return EtcdState::Unreachable {
             error: "the StatefulSet has no replicas".to_owned(),

@@ -274,6 +274,12 @@ fn steps(
     // objects applied first), then every member restarts at once onto it; nothing else
     // changes until the restored cluster is up (the controller then records it done).
     if let Some(restore) = &cluster.restore {
+        // A restore replaces every member's data: a quorum recovery under way ends with it
+        // (a member forced alone beside the restored ones would split the cluster).
+        let mut keep = keep;
+        for m in &mut keep.members {
+            m.force_new_cluster = false;
+        }
         if !restore.members_restarted {
             let all = (0..current).map(|i| names.member(i)).collect();
             return Plan::new(
@@ -340,8 +346,14 @@ fn steps(
         crate::recovery::Decision::Wait(reason) => return wait(reason, keep),
         crate::recovery::Decision::Force { ordinal } => {
             let mut d = keep;
-            if let Some(m) = d.members.get_mut(ordinal as usize) {
-                m.force_new_cluster = true;
+            for (i, m) in d.members.iter_mut().enumerate() {
+                if i as i32 == ordinal {
+                    m.force_new_cluster = true;
+                } else {
+                    // A lost member restarting on an empty volume must not bootstrap a new
+                    // cluster while the survivor restarts (nobody would answer it): it joins.
+                    *m = joining(cluster, i as i32, current);
+                }
             }
             return Plan::new(
                 Step::ForceNewCluster {
@@ -486,7 +498,7 @@ fn steps(
             && let Some(learner) = view
                 .members
                 .iter()
-                .find(|m| m.is_learner && m.healthy() && caught_up(view, m))
+                .find(|m| m.is_learner && m.ordinal.is_some() && m.healthy() && caught_up(view, m))
         {
             return Plan::new(
                 Step::PromoteLearner {

@@ -4,9 +4,10 @@
 //! (`--force-new-cluster`); once it runs alone the flag is cleared, and the planner's ordinary
 //! lost-member steps add the others again from empty data directories, one at a time.
 //!
-//! It never acts while a quorum may exist: every voter counted down must be unreachable and
-//! not Ready, and a member that cannot be reached but whose data may be newer (it is not known
-//! to be lost) blocks an automatic recovery; only an approval takes that risk.
+//! It never acts while a quorum may exist: no voter may follow a leader, fewer than a quorum of
+//! pods may be Ready, and a member that cannot be reached but whose data may be newer (it is
+//! not known to be lost) blocks an automatic recovery; only an approval takes that risk. An
+//! approval is used once (the controller removes the annotation as the recovery starts).
 
 use std::time::Duration;
 
@@ -149,6 +150,17 @@ pub fn decide(
         "the quorum is lost: {healthy} of {} voting members healthy",
         voters.len()
     );
+    // A voter that follows a leader: with CheckQuorum a leader steps down once it cannot
+    // reach a quorum, so a quorum exists, whatever the operator can see of it.
+    if let Some(m) = voters.iter().find(|m| m.healthy()) {
+        return Decision::Wait(format!(
+            "{summary} as the operator sees them, but {} follows a leader (a quorum exists): \
+             no recovery",
+            m.ordinal
+                .map(|i| names.member(i))
+                .unwrap_or_else(|| m.name.clone())
+        ));
+    }
     if ready as usize > voters.len() / 2 {
         return Decision::Wait(format!(
             "{summary} as the operator sees them, but {ready} members are Ready (a quorum \

@@ -334,7 +334,7 @@ pub async fn execute<R: MemberRuntime>(
             runtime.restart(cluster, ordinal(name)?).await?;
             change = Some(Change::QuorumRecovery {
                 message: format!(
-                    "the quorum was lost: restarted {name} alone with its data                      (--force-new-cluster); the other members are added again next"
+                    "the quorum was lost: restarted {name} alone with its data (--force-new-cluster); the other members are added again next"
                 ),
             });
         }
@@ -345,7 +345,7 @@ pub async fn execute<R: MemberRuntime>(
             runtime.restart(cluster, ordinal(name)?).await?;
             change = Some(Change::QuorumRecovery {
                 message: format!(
-                    "{name} runs alone with its data; force-new-cluster is cleared from its                      configuration"
+                    "{name} runs alone with its data; force-new-cluster is cleared from its configuration"
                 ),
             });
         }

@@ -338,7 +338,11 @@ pub fn compute(
         ),
     ];
     // QuorumLost: present while the quorum is lost, and False once it is back.
-    let lost = view.is_some_and(crate::recovery::quorum_lost);
+    // No member answering at all is a lost quorum too, once the cluster had formed.
+    let lost = view.is_some_and(crate::recovery::quorum_lost)
+        || (view.is_none()
+            && matches!(observed.etcd, EtcdState::Unreachable { .. })
+            && old.cluster_id.is_some());
     let had = old
         .conditions
         .iter()

@@ -258,6 +258,7 @@ pub async fn run(
     let mut last_status: Option<EtcdClusterStatus> = None;
     let mut last_error: Option<String> = None;
     let mut changes: Vec<Change> = Vec::new();
+    let mut approval_used: Option<String> = None;
     tokio::pin!(shutdown);
 
     loop {
@@ -279,6 +280,23 @@ pub async fn run(
             }
         }
         cluster.status = last_status.clone();
+        // A recovery approval is used once: the runtime cannot edit the user's file, so it
+        // ignores the value it acted on until the annotation goes away.
+        let approval = cluster
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::recovery::APPROVE_ANNOTATION))
+            .cloned();
+        match (&approval, &approval_used) {
+            (None, _) => approval_used = None,
+            (Some(value), Some(used)) if value == used => {
+                if let Some(a) = cluster.metadata.annotations.as_mut() {
+                    a.remove(crate::recovery::APPROVE_ANNOTATION);
+                }
+            }
+            _ => {}
+        }
 
         members.supervise().await;
         // An in-place restore, when asked and confirmed, before anything else this pass.
@@ -343,6 +361,13 @@ pub async fn run(
             );
         }
         let pass = reconcile(&etcd, &mut members, &cluster).await;
+        if pass
+            .plan
+            .as_ref()
+            .is_some_and(|p| matches!(p.step, Step::ForceNewCluster { .. }))
+        {
+            approval_used = approval.clone();
+        }
         tls_moving = pass.plan.as_ref().is_some_and(|p| p.tls_moving);
         let error = pass.error.as_ref().map(ToString::to_string);
         if let Some(change) = &pass.change {
@@ -476,7 +501,10 @@ async fn reconcile(etcd: &EtcdClient, members: &mut LocalMembers, cluster: &Etcd
     let (statefulset, member_configs, pods) = members.observe_members();
     let etcd_state = match &statefulset {
         None => EtcdState::NotChecked,
-        Some(sts) => observe::observe_etcd(etcd, &names, sts.replicas).await,
+        Some(sts) => {
+            let first = observe::forced_ordinal(&names, &member_configs);
+            observe::observe_etcd(etcd, &names, sts.replicas, first).await
+        }
     };
     let mut observed = Observed {
         statefulset,

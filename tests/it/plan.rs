@@ -161,7 +161,9 @@ fn rows() -> Vec<Row> {
                 )
             }),
             step: Step::Wait {
-                reason: "the quorum is lost: 1 of 3 voting members healthy".into(),
+                reason: "the quorum is lost: 1 of 3 voting members healthy as the operator sees \
+                         them, but main-2 follows a leader (a quorum exists): no recovery"
+                    .into(),
             },
             apply: Some(3),
         },
@@ -1185,6 +1187,18 @@ fn a_lost_quorum_is_recovered_only_when_allowed_and_from_the_member_that_applied
             Want::Step(Step::ForceNewCluster { name: n.member(0) }),
         ),
         (
+            "a voter that follows a leader means a quorum exists: no recovery",
+            AUTO,
+            Some(APPROVE),
+            Box::new(move |c| {
+                let mut o = settled(c, 3, vec![healthy(0), unhealthy(1), unhealthy(2)]);
+                o.statefulset.as_mut().expect("sts").ready_replicas = 0;
+                o.quorum_lost_for = minutes(10);
+                o
+            }),
+            Want::Wait("main-0 follows a leader"),
+        ),
+        (
             "Ready pods mean a quorum serves them somewhere: no recovery",
             AUTO,
             Some(APPROVE),
@@ -1305,6 +1319,11 @@ fn a_lost_quorum_is_recovered_only_when_allowed_and_from_the_member_that_applied
                         let back =
                             etcd_operator::build::configmap::parse_member(file).expect("parses");
                         assert!(back.force_new_cluster, "{what}: read back");
+                        // The others join when they start on an empty volume: none of them
+                        // can bootstrap a cluster of its own meanwhile.
+                        for m in desired.members.iter().filter(|m| &m.name != name) {
+                            assert_eq!(m.state, InitialState::Existing, "{what}: {}", m.name);
+                        }
                     }
                     _ => assert!(forced.is_empty(), "{what}: nothing forced: {forced:?}"),
                 }
@@ -1346,4 +1365,24 @@ fn recovery_settings_are_checked() {
     ));
     assert!(ok.recovery.automatic && !ok.recovery.approved);
     assert_eq!(ok.recovery.after, std::time::Duration::from_secs(90));
+}
+
+/// A restore replaces every member's data: a quorum recovery under way ends with it, or the
+/// member forced alone would split the restored cluster.
+#[test]
+fn an_in_place_restore_clears_a_recovery_under_way() {
+    let c = validated(&restoring(false));
+    let mut o = settled(&c, 3, vec![healthy(0)]);
+    o.member_configs
+        .get_mut(&names().member(0))
+        .expect("config")
+        .force_new_cluster = true;
+    let p = plan(Ok(&c), &o);
+    assert!(
+        matches!(p.step, Step::RestoreMembers { .. }),
+        "{:?}",
+        p.step
+    );
+    let desired = p.desired.expect("objects");
+    assert!(desired.members.iter().all(|m| !m.force_new_cluster));
 }

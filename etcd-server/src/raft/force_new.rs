@@ -36,7 +36,7 @@ pub fn force_new_cluster(
     let last = rec.snap.index + rec.entries.len() as u64;
     // What the backend applied was committed, even where the saved commit index lags.
     let commit = rec.hard_state.commit.max(applied.min(last));
-    let discarded = last - commit;
+    let discarded = last.saturating_sub(commit);
 
     // The configuration as of the commit index: the snapshot's, then each committed change.
     let cs = rec.snap.get_conf_state();

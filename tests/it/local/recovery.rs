@@ -147,5 +147,20 @@ async fn a_lost_quorum_waits_for_approval_then_comes_back_with_every_write() {
     // The file no longer forces anything.
     let file = std::fs::read_to_string(setup.member_dir(0).join("etcd.yaml")).expect("file");
     assert!(!file.contains("force-new-cluster"), "{file}");
+
+    // The approval was used: losing the quorum again waits for a new one, although the old
+    // annotation is still in the file.
+    for i in [1, 2] {
+        signal(pid_of(&setup, i), rustix::process::Signal::KILL);
+        std::fs::remove_dir_all(setup.member_dir(i).join("data")).expect("wipe");
+    }
+    rt.wait("waiting for a new approval", Duration::from_secs(60), |r| {
+        status::find(&r.status, "QuorumLost")
+            .is_some_and(|c| c.status == "True" && c.reason == "AwaitingApproval")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = rt.wait("a report", Duration::from_secs(10), |_| true).await;
+    assert_eq!(recoveries(&r), 2, "no second recovery on the used approval");
     rt.shutdown().await;
 }
