@@ -66,40 +66,54 @@ fn start_member(
     peer_scheme: &str,
     extra: &[&str],
 ) -> (Proc, String, tempfile::TempDir) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (https, http, peer) = (free_port(), free_port(), free_port());
-    let peer_url = format!("{peer_scheme}://127.0.0.1:{peer}");
-    let mut flags = certs.server_flags();
-    flags.extend(extra.iter().map(|s| s.to_string()));
-    let https_url = format!("https://127.0.0.1:{https}");
-    let mut p = Proc::launch(
-        kind,
-        Spec {
-            name: "default".into(),
-            client_url: format!("{https_url},http://127.0.0.1:{http}"),
-            peer_url: peer_url.clone(),
-            advertise_peer_url: peer_url.clone(),
-            initial_cluster: format!("default={peer_url}"),
-            initial_cluster_state: "new".into(),
-            data_dir: tmp.path().join("data"),
-            extra: flags,
-        },
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (ok, _, _) = ctl(certs, &https_url, Some("client"), &["endpoint", "health"]);
-        if ok {
-            break;
-        }
-        assert!(p.is_running(), "{kind:?} exited:\n{}", p.log());
-        assert!(
-            Instant::now() < deadline,
-            "{kind:?} not ready over TLS:\n{}",
-            p.log()
+    // Another test may take a picked port before the server binds it: pick again then.
+    let mut last = String::new();
+    for _ in 0..5 {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (https, http, peer) = (free_port(), free_port(), free_port());
+        let peer_url = format!("{peer_scheme}://127.0.0.1:{peer}");
+        let mut flags = certs.server_flags();
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let https_url = format!("https://127.0.0.1:{https}");
+        let mut p = Proc::launch(
+            kind,
+            Spec {
+                name: "default".into(),
+                client_url: format!("{https_url},http://127.0.0.1:{http}"),
+                peer_url: peer_url.clone(),
+                advertise_peer_url: peer_url.clone(),
+                initial_cluster: format!("default={peer_url}"),
+                initial_cluster_state: "new".into(),
+                data_dir: tmp.path().join("data"),
+                extra: flags,
+            },
         );
-        std::thread::sleep(Duration::from_millis(100));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ready = loop {
+            let (ok, _, _) = ctl(certs, &https_url, Some("client"), &["endpoint", "health"]);
+            if ok {
+                break true;
+            }
+            if !p.is_running() {
+                last = p.log();
+                assert!(
+                    last.to_lowercase().contains("address already in use"),
+                    "{kind:?} exited:\n{last}"
+                );
+                break false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind:?} not ready over TLS:\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if ready {
+            return (p, https_url, tmp);
+        }
     }
-    (p, https_url, tmp)
+    panic!("ports kept colliding:\n{last}");
 }
 
 /// etcdctl with the CA, and the client certificate `client` (`None`: no client certificate).
