@@ -417,6 +417,11 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` members with `extra` flags and waits until every one serves.
     pub fn start(n: usize, extra: &[&str]) -> Self {
+        Self::start_kind(Kind::Ours, n, extra)
+    }
+
+    /// [`Cluster::start`] with the binary of `kind` (ours, or the reference etcd).
+    pub fn start_kind(kind: Kind, n: usize, extra: &[&str]) -> Self {
         let mut last = String::new();
         'attempt: for _ in 0..PORT_RETRIES {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -430,7 +435,7 @@ impl Cluster {
             let mut members: Vec<Proc> = (0..n)
                 .map(|i| {
                     Proc::launch(
-                        Kind::Ours,
+                        kind,
                         Spec {
                             name: format!("m{i}"),
                             client_url: format!("http://127.0.0.1:{}", free_port()),

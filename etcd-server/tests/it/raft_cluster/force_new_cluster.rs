@@ -4,42 +4,6 @@
 use super::*;
 use crate::harness::reference_etcd;
 
-/// Starts `n` members of `kind` with the fast timing flags.
-fn start_kind(kind: Kind, n: usize) -> Cluster {
-    if kind == Kind::Ours {
-        return Cluster::start(n, FAST);
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let peers: Vec<String> = (0..n)
-        .map(|_| format!("http://127.0.0.1:{}", free_port()))
-        .collect();
-    let initial = (0..n)
-        .map(|i| format!("m{i}={}", peers[i]))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut members: Vec<Proc> = (0..n)
-        .map(|i| {
-            Proc::launch(
-                kind,
-                Spec {
-                    name: format!("m{i}"),
-                    client_url: format!("http://127.0.0.1:{}", free_port()),
-                    peer_url: peers[i].clone(),
-                    advertise_peer_url: peers[i].clone(),
-                    initial_cluster: initial.clone(),
-                    initial_cluster_state: "new".into(),
-                    data_dir: dir.path().join(format!("m{i}")),
-                    extra: FAST.iter().map(|s| s.to_string()).collect(),
-                },
-            )
-        })
-        .collect();
-    for m in &mut members {
-        m.wait_ready(Duration::from_secs(30));
-    }
-    Cluster { members, dir }
-}
-
 /// Three members take writes; two are killed and their data dirs deleted, so the quorum is
 /// gone for good. The survivor, restarted with `--force-new-cluster`, is a one-member cluster
 /// of the same cluster ID with every acknowledged write at its revision, and takes writes; the
@@ -54,7 +18,7 @@ async fn force_new_cluster_recovers_a_cluster_that_lost_its_quorum() {
     }
     for kind in kinds {
         let what = format!("{kind:?}");
-        let mut c = blocking(move || start_kind(kind, 3));
+        let mut c = blocking(move || Cluster::start_kind(kind, 3, FAST));
         let leader = wait_agreed_leader(&c, &[0, 1, 2], STEP).await;
         let cluster_id = {
             let mut lc = client(&c.members[leader].endpoint()).await;
