@@ -500,14 +500,7 @@ fn steps(
                 .iter()
                 .find(|m| m.is_learner && m.ordinal.is_some() && m.healthy() && caught_up(view, m))
         {
-            return Plan::new(
-                Step::PromoteLearner {
-                    name: display_name(cluster, learner),
-                    id: learner.id,
-                },
-                Some(keep),
-                REQUEUE_BUSY,
-            );
+            return promote(cluster, learner, keep);
         }
         return wait(
             format!("members {} are not healthy", member_names.join(", ")),
@@ -534,14 +527,7 @@ fn steps(
 
     // A started learner.
     if let Some(learner) = view.members.iter().find(|m| m.is_learner) {
-        return Plan::new(
-            Step::PromoteLearner {
-                name: display_name(cluster, learner),
-                id: learner.id,
-            },
-            Some(keep),
-            REQUEUE_BUSY,
-        );
+        return promote(cluster, learner, keep);
     }
 
     // A rolling update: one member at a time, followers first (lowest ordinal first), the
@@ -674,6 +660,18 @@ fn steps(
         );
     }
     Plan::new(Step::InSync, Some(keep), REQUEUE_IN_SYNC)
+}
+
+/// Promote `learner` to a voting member.
+fn promote(cluster: &ValidatedCluster, learner: &MemberView, keep: Desired) -> Plan {
+    Plan::new(
+        Step::PromoteLearner {
+            name: display_name(cluster, learner),
+            id: learner.id,
+        },
+        Some(keep),
+        REQUEUE_BUSY,
+    )
 }
 
 /// The operator's name for a member: from its ordinal, else the name it reports.
