@@ -659,6 +659,24 @@ fn steps(
             REQUEUE_BUSY,
         );
     }
+    // A member that has not published its client URLs has not finished starting, and until
+    // it has, its peers cannot tell that it ran: a restart of it from an empty volume would
+    // be let in with an empty log. Not in sync until every member has published.
+    let unpublished: Vec<String> = view
+        .members
+        .iter()
+        .filter(|m| m.client_tls.is_none())
+        .map(|m| display_name(cluster, m))
+        .collect();
+    if !unpublished.is_empty() {
+        return wait(
+            format!(
+                "members {} have not published their client URLs yet",
+                unpublished.join(", ")
+            ),
+            keep,
+        );
+    }
     Plan::new(Step::InSync, Some(keep), REQUEUE_IN_SYNC)
 }
 

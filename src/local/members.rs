@@ -30,6 +30,9 @@ pub(super) struct Running {
     /// The configuration file it started with.
     pub(super) config: String,
     pub(super) started: Instant,
+    /// Where this run's output starts in the member's log file (which keeps every run's):
+    /// only this run's lines say why it exited, as a pod's termination message does.
+    pub(super) log_from: u64,
 }
 
 impl Running {
@@ -73,9 +76,10 @@ pub(super) fn alive(pid: u32) -> bool {
 }
 
 /// The last part of a member's log.
-pub(super) fn log_tail(path: &Path) -> String {
+pub(super) fn log_tail(path: &Path, from: u64) -> String {
     let text = std::fs::read(path).unwrap_or_default();
-    let start = text.len().saturating_sub(16 * 1024);
+    let from = usize::try_from(from).unwrap_or(usize::MAX).min(text.len());
+    let start = text.len().saturating_sub(16 * 1024).max(from);
     String::from_utf8_lossy(&text[start..]).into_owned()
 }
 
@@ -172,6 +176,7 @@ impl LocalMembers {
             pid,
             config,
             started: Instant::now(),
+            log_from: 0,
         })
     }
 
@@ -285,16 +290,19 @@ impl LocalMembers {
     /// Restarts members whose process exited, after their backoff; the kubelet's job.
     pub async fn supervise(&mut self) {
         let replicas = self.state.as_ref().map_or(0, |s| s.replicas);
-        let exited: Vec<(i32, String, Duration)> = self
+        let exited: Vec<(i32, String, Duration, u64)> = self
             .running
             .iter_mut()
-            .filter_map(|(i, r)| Some((*i, r.exited()?, r.started.elapsed())))
+            .filter_map(|(i, r)| Some((*i, r.exited()?, r.started.elapsed(), r.log_from)))
             .collect();
-        for (i, status, ran) in exited {
+        for (i, status, ran, log_from) in exited {
             self.running.remove(&i);
             let _ = std::fs::remove_file(self.member_dir(i).join("etcd.pid"));
             // What a pod's termination message would say: does its data still work?
-            match observe::data_lost_reason(&log_tail(&self.member_dir(i).join("etcd.log"))) {
+            match observe::data_lost_reason(&log_tail(
+                &self.member_dir(i).join("etcd.log"),
+                log_from,
+            )) {
                 Some(reason) => {
                     println!("{} cannot run on its data: {reason}", self.member_name(i));
                     self.lost.insert(i, reason);
@@ -341,6 +349,7 @@ impl LocalMembers {
             .append(true)
             .open(&log_path)
             .map_err(io("open", &log_path))?;
+        let log_from = log.metadata().map(|m| m.len()).unwrap_or(0);
         let log_err = log.try_clone().map_err(io("open", &log_path))?;
         let name = self.member_name(i);
         let child = Command::new(&self.options.server_bin)
@@ -374,6 +383,7 @@ impl LocalMembers {
                 pid,
                 config,
                 started: Instant::now(),
+                log_from,
             },
         );
         Ok(())

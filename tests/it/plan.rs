@@ -33,6 +33,22 @@ fn rows() -> Vec<Row> {
             apply: Some(3),
         },
         Row {
+            name: "a member has not published its client URLs: not in sync yet",
+            spec: "  replicas: 3\n",
+            observed: Box::new(|c| {
+                let mut members = all_healthy(3);
+                members[2].client_tls = None;
+                settled(c, 3, members)
+            }),
+            step: Step::Wait {
+                reason: format!(
+                    "members {} have not published their client URLs yet",
+                    n.member(2)
+                ),
+            },
+            apply: Some(3),
+        },
+        Row {
             name: "a spec change is pending",
             spec: "  replicas: 3\n",
             observed: Box::new(|c| {

@@ -554,7 +554,9 @@ impl EtcdServer {
                 .remove(&id);
             return Err(e);
         }
-        let r = self.wait_applied(id, rx, failed_rx).await?;
+        let r = self
+            .wait_applied(id, rx, failed_rx, self.request_timeout())
+            .await?;
         match r {
             ApplyResponse::Members(m) => Ok(m),
             other => Err(EtcdError::Internal(format!("unexpected {other:?}"))),
@@ -566,8 +568,9 @@ impl EtcdServer {
         id: u64,
         rx: oneshot::Receiver<ApplyResult>,
         failed_rx: oneshot::Receiver<EtcdError>,
+        timeout: Duration,
     ) -> Result<ApplyResponse, EtcdError> {
-        let outcome = tokio::time::timeout(self.request_timeout(), async {
+        let outcome = tokio::time::timeout(timeout, async {
             tokio::select! {
                 r = rx => r.unwrap_or(Err(EtcdError::Stopped)),
                 Ok(e) = failed_rx => {
@@ -634,8 +637,14 @@ impl EtcdServer {
                 name: self.cfg.name.clone(),
                 client_urls: self.cfg.advertise_client_urls.clone(),
             };
+            // A proposal the next leader overwrote is never applied, and nothing says so:
+            // wait about two election timeouts, not a whole request timeout, before trying
+            // again. Until this is applied, a peer cannot tell that this member started, so
+            // a restart of it from an empty data dir would not be refused.
+            let attempt = (self.cfg.heartbeat * (2 * self.cfg.election_ticks as u32))
+                .max(Duration::from_millis(500));
             match self
-                .propose_internal(Request::MemberAttributes(attrs))
+                .propose_within(Request::MemberAttributes(attrs), attempt)
                 .await
             {
                 Ok(_) => return,
@@ -667,6 +676,15 @@ impl EtcdServer {
     /// Replicates `req` through Raft (from any member, learners included: Raft forwards it to
     /// the leader) and waits until it is applied here.
     pub async fn propose_internal(&self, req: Request) -> Result<ApplyResponse, EtcdError> {
+        self.propose_within(req, self.request_timeout()).await
+    }
+
+    /// [`Self::propose_internal`], waiting at most `timeout` for the entry to be applied.
+    async fn propose_within(
+        &self,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<ApplyResponse, EtcdError> {
         if self.status.stopped.load(Ordering::SeqCst) {
             return Err(EtcdError::Stopped);
         }
@@ -697,7 +715,7 @@ impl EtcdServer {
                 .remove(&id);
             return Err(e);
         }
-        self.wait_applied(id, rx, failed_rx).await
+        self.wait_applied(id, rx, failed_rx, timeout).await
     }
 
     /// Waits until this member has applied everything committed before the call (ReadIndex),

@@ -155,7 +155,11 @@ struct Setup {
 
 impl Setup {
     fn new(base_ip: Ipv4Addr) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        // KEEP_TEST_DIRS=1 keeps the members' data and logs for a look after a failure.
+        let dir = tempfile::Builder::new()
+            .disable_cleanup(std::env::var_os("KEEP_TEST_DIRS").is_some())
+            .tempdir()
+            .expect("tempdir");
         let client_port = free_port(base_ip);
         let mut peer_port = free_port(base_ip);
         while peer_port == client_port {
