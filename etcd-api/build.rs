@@ -9,12 +9,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/v3election.proto",
         "proto/internal.proto",
         "proto/peer.proto",
+        "proto/raftwire.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
+        // Raft payloads stay `Bytes`, as raft-rs's own types hold them: no copy on receipt.
+        .bytes(".raftwire")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

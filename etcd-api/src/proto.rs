@@ -26,3 +26,8 @@ pub mod v3electionpb {
 pub mod peerpb {
     tonic::include_proto!("peerpb");
 }
+/// `raftwire`: raft-rs's Raft message on the wire, decoded with prost (see
+/// `proto/raftwire.proto`).
+pub mod raftwire {
+    tonic::include_proto!("raftwire");
+}

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::StreamExt;
-use protobuf::Message as _;
 use raft::eraftpb::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -272,7 +271,7 @@ async fn accept_raft_stream<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 fn decode(bytes: &[u8]) -> Result<Message, Status> {
-    Message::parse_from_bytes(bytes)
+    crate::raft::decode::message(bytes)
         .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))
 }
 

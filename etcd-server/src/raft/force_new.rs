@@ -46,7 +46,7 @@ pub fn force_new_cluster(
         if e.get_entry_type() != EntryType::EntryConfChange {
             continue;
         }
-        let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| {
+        let cc = super::decode::conf_change(&e.data).map_err(|err| {
             RaftError::Snapshot(format!("undecodable conf change at {}: {err}", e.index))
         })?;
         match cc.get_change_type() {

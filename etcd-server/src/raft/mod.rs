@@ -10,6 +10,7 @@
 //! 5. send messages that had to wait for persistence;
 //! 6. advance, then hand over entries that became committed by that persistence.
 
+pub mod decode;
 pub(crate) mod dial;
 pub(crate) mod force_new;
 pub(crate) mod input;
@@ -25,7 +26,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message, SnapshotMetadata,
 };
@@ -491,7 +491,7 @@ impl Driver {
             if e.get_entry_type() != EntryType::EntryConfChange {
                 continue;
             }
-            let cc = match ConfChange::parse_from_bytes(&e.data) {
+            let cc = match decode::conf_change(&e.data) {
                 Ok(cc) => cc,
                 Err(err) => {
                     tracing::error!(index = e.index, error = %err, "undecodable conf change");

@@ -147,7 +147,7 @@ pub fn take_frames(buf: &mut Vec<u8>, out: &mut Vec<Message>) -> Result<(), Fram
             break Ok(());
         };
         if len > 0 {
-            match Message::parse_from_bytes(body) {
+            match super::decode::message(body) {
                 Ok(m) => out.push(m),
                 Err(e) => break Err(FrameError::Decode(e.to_string())),
             }

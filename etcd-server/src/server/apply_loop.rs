@@ -41,12 +41,11 @@ enum Decoded {
 }
 
 fn decode_entry(e: &::raft::eraftpb::Entry) -> Decoded {
-    use protobuf::Message as _;
     if e.data.is_empty() {
         return Decoded::Empty;
     }
     if e.get_entry_type() == ::raft::eraftpb::EntryType::EntryConfChange {
-        return match ::raft::eraftpb::ConfChange::parse_from_bytes(&e.data) {
+        return match crate::raft::decode::conf_change(&e.data) {
             Ok(cc) => {
                 let ctx = ConfChangeContext::decode(cc.context.as_ref()).unwrap_or_default();
                 Decoded::ConfChange(cc, ctx)
