@@ -10,7 +10,7 @@
 //! 5. send messages that had to wait for persistence;
 //! 6. advance, then hand over entries that became committed by that persistence.
 
-pub mod decode;
+pub(crate) mod decode;
 pub(crate) mod dial;
 pub(crate) mod force_new;
 pub(crate) mod input;
