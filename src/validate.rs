@@ -299,7 +299,7 @@ fn check_server(spec: &EtcdClusterSpec, problems: &mut Vec<String>) {
     let election = s.election_timeout_ms.unwrap_or(DEFAULT_ELECTION_MS);
     if heartbeat <= 0 {
         problems.push("server.heartbeatIntervalMs must be positive".to_owned());
-    } else if election < 5 * heartbeat {
+    } else if election < heartbeat.saturating_mul(5) {
         problems.push(format!(
             "server.electionTimeoutMs ({election}) must be at least 5 times server.heartbeatIntervalMs ({heartbeat})"
         ));

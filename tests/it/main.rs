@@ -9,6 +9,7 @@ mod crd;
 mod e2e;
 mod fixtures;
 mod formation;
+mod fuzz;
 mod image;
 mod local;
 mod plan;

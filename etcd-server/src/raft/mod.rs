@@ -13,6 +13,8 @@
 pub(crate) mod decode;
 pub(crate) mod dial;
 pub(crate) mod force_new;
+#[cfg(test)]
+mod fuzz;
 pub(crate) mod input;
 pub(crate) mod peer_io;
 pub(crate) mod storage;
