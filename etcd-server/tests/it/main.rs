@@ -9,6 +9,7 @@ mod crash_soak;
 mod differential;
 mod etcdctl;
 mod faults;
+mod fuzz;
 mod harness;
 mod kv;
 mod lease;
