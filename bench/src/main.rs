@@ -68,6 +68,9 @@ enum Command {
     /// Start etcd-server and etcd in turn with the same settings, run the same workloads
     /// against each, and print ratios ours ÷ etcd.
     Compare(CompareOptions),
+    /// A follower of a 3-member cluster SIGKILLed and restarted, on our server and etcd in
+    /// one run: the time until every member serves a linearizable read again.
+    MemberRestart(etcd_bench::compare::member_restart::MemberRestartOptions),
     /// Backup throughput beside a raw S3 upload of the same bytes, and the operator's peak
     /// RSS, against a real S3 server (`weed mini`) on 127.0.0.1.
     Backup(etcd_bench::backup::BackupOptions),
@@ -102,6 +105,16 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&result)?);
             } else {
                 print!("{}", result.to_text());
+            }
+            return Ok(());
+        }
+        Command::MemberRestart(opts) => {
+            use etcd_bench::compare::member_restart::{member_restart, table};
+            let results = member_restart(&opts).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                print!("{}", table(&results));
             }
             return Ok(());
         }

@@ -225,7 +225,55 @@ impl Cluster {
 
     /// Starts every member; a fresh start truncates the logs, a restart appends to them.
     fn spawn_all(&mut self, fresh: bool) -> Result<()> {
-        for m in &mut self.members {
+        for i in 0..self.members.len() {
+            self.spawn(i, fresh)?;
+        }
+        Ok(())
+    }
+
+    /// Kills member `i` (SIGKILL), as a crash would.
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members.get_mut(i).and_then(|m| m.child.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data, its log appended to.
+    pub fn restart_member(&mut self, i: usize) -> Result<()> {
+        self.spawn(i, false)
+    }
+
+    /// Whether member `i` serves a linearizable read now.
+    pub async fn member_ready(&self, i: usize) -> bool {
+        match self.members.get(i) {
+            Some(m) => probe(&m.client_url, &m.tls).await,
+            None => false,
+        }
+    }
+
+    /// The member that leads, as the members themselves report it.
+    pub async fn leader(&self) -> Option<usize> {
+        for (i, m) in self.members.iter().enumerate() {
+            let opts = ConnectOptions::new()
+                .with_connect_timeout(Duration::from_millis(200))
+                .with_timeout(Duration::from_millis(500));
+            let Ok(mut c) = Client::connect([m.client_url.as_str()], Some(opts)).await else {
+                continue;
+            };
+            if let Ok(s) = c.status().await
+                && s.leader() != 0
+                && s.header().map(|h| h.member_id()) == Some(s.leader())
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn spawn(&mut self, i: usize, fresh: bool) -> Result<()> {
+        {
+            let m = &mut self.members[i];
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .write(true)

@@ -12,6 +12,7 @@
 
 mod cluster;
 pub mod disk;
+pub mod member_restart;
 pub mod procfs;
 mod summary;
 pub mod table;

@@ -313,6 +313,18 @@ impl PeerIo {
         {
             self.read_incoming(token);
         }
+        // A peer that dials us is up. If our own stream to it is down and waiting out a
+        // backoff (it was down a while: up to MAX_BACKOFF), dial now: a restarted member
+        // otherwise waited that long for the leader's first message.
+        let now = Instant::now();
+        if let Some(o) = self.out.get_mut(&from)
+            && o.conn.is_none()
+            && !o.dialing
+        {
+            o.backoff = MIN_BACKOFF;
+            o.next_dial = now;
+        }
+        self.maybe_dial(from, now);
     }
 
     /// Takes over the outgoing stream dialed to `to` with the URLs of `generation`, if it is
