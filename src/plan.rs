@@ -661,7 +661,9 @@ fn steps(
     }
     // A member that has not published its client URLs has not finished starting, and until
     // it has, its peers cannot tell that it ran: a restart of it from an empty volume would
-    // be let in with an empty log. Not in sync until every member has published.
+    // be let in with an empty log. The cluster is not reported in sync until every member has
+    // published (etcd-server retries the publication quickly; this only keeps the operator
+    // from calling the cluster settled in that window).
     let unpublished: Vec<String> = view
         .members
         .iter()

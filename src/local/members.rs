@@ -176,7 +176,11 @@ impl LocalMembers {
             pid,
             config,
             started: Instant::now(),
-            log_from: 0,
+            // Where this run's output starts, as recorded when it was started.
+            log_from: std::fs::read_to_string(dir.join("etcd.log.from"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0),
         })
     }
 
@@ -369,6 +373,8 @@ impl LocalMembers {
                 source,
             })?;
         let pid = child.id().unwrap_or_default();
+        let from_path = dir.join("etcd.log.from");
+        std::fs::write(&from_path, format!("{log_from}\n")).map_err(io("write", &from_path))?;
         let pid_path = dir.join("etcd.pid");
         std::fs::write(&pid_path, format!("{pid}\n")).map_err(io("write", &pid_path))?;
         let started_path = dir.join("etcd.started.yaml");

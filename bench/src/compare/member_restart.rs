@@ -22,8 +22,8 @@ pub struct MemberRestartOptions {
     #[arg(long, default_value = "/usr/bin/etcd")]
     pub etcd_bin: PathBuf,
     /// Restarts per server.
-    #[arg(long, default_value_t = 10)]
-    pub rounds: usize,
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rounds: u64,
     /// How long the follower stays down (long enough for peers to back off their dials).
     #[arg(long, value_parser = parse_duration, default_value = "3s")]
     pub down: Duration,
@@ -91,7 +91,7 @@ pub async fn member_restart(o: &MemberRestartOptions) -> Result<Vec<Restarts>> {
         for (restarts, cluster) in &mut clusters {
             let leader = wait_leader(cluster).await?;
             // A follower, alternating between the two.
-            let victim = [(leader + 1) % 3, (leader + 2) % 3][round % 2];
+            let victim = [(leader + 1) % 3, (leader + 2) % 3][(round % 2) as usize];
             cluster.kill_member(victim);
             tokio::time::sleep(o.down).await;
             let start = Instant::now();

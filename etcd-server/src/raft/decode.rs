@@ -16,14 +16,17 @@ pub enum DecodeError {
     /// Not valid protobuf for the message.
     #[error(transparent)]
     Protobuf(#[from] prost::DecodeError),
+    /// A forwarded proposal without entries (raft-rs aborts on one).
+    #[error("failed to accept a proposal from a peer: it holds no entries")]
+    EmptyProposal,
     /// A proposed conf change of the second kind (joint consensus), which members never send.
-    #[error("conf change v2 proposals are not accepted from peers")]
+    #[error("failed to accept a proposal from a peer: v2 conf changes are not accepted")]
     ConfChangeV2,
     /// A conf change that could not be encoded again.
-    #[error("failed to encode a conf change: {0}")]
-    Reencode(String),
+    #[error("failed to encode a conf change again")]
+    Reencode(#[source] protobuf::ProtobufError),
     /// An enum value raft-rs does not know.
-    #[error("unknown {what} {value}")]
+    #[error("failed to decode a raft message: unknown {what} {value}")]
     UnknownEnum {
         /// Which enum.
         what: &'static str,
@@ -39,13 +42,17 @@ pub enum DecodeError {
 pub fn message(bytes: &[u8]) -> Result<eraftpb::Message, DecodeError> {
     let mut m = from_wire(w::Message::decode(bytes)?)?;
     if m.get_msg_type() == eraftpb::MessageType::MsgPropose {
+        // raft-rs aborts the process on a proposal without entries.
+        if m.get_entries().is_empty() {
+            return Err(DecodeError::EmptyProposal);
+        }
         for e in m.mut_entries().iter_mut() {
             match e.get_entry_type() {
                 eraftpb::EntryType::EntryNormal => {}
                 eraftpb::EntryType::EntryConfChange => {
                     let cc = conf_change(&e.data)?;
                     e.data = protobuf::Message::write_to_bytes(&cc)
-                        .map_err(|err| DecodeError::Reencode(err.to_string()))?
+                        .map_err(DecodeError::Reencode)?
                         .into();
                 }
                 eraftpb::EntryType::EntryConfChangeV2 => {
@@ -216,8 +223,11 @@ mod tests {
         // Field 1 (msg_type) = 99; field 7 (entries) holding an entry of type 7.
         let unknown = vec![0x08, 99];
         let bad_entry = vec![0x3a, 0x02, 0x08, 0x07];
-        // Groups nested a hundred thousand deep: the kind of input the advisory is about.
-        let deep: Vec<u8> = std::iter::repeat_n(0x0bu8, 100_000).collect();
+        // Groups of an unknown field (100) nested fifty thousand deep: the kind of input
+        // the advisory is about.
+        let deep: Vec<u8> = std::iter::repeat_n([0xa3u8, 0x06], 50_000)
+            .flatten()
+            .collect();
         let cases: [(&str, Vec<u8>, &str); 5] = [
             ("unknown message type", unknown, "unknown message type 99"),
             ("unknown entry type", bad_entry, "unknown entry type 7"),
@@ -227,7 +237,7 @@ mod tests {
                 vec![0x0d, 0, 0, 0, 0],
                 "invalid wire type",
             ),
-            ("nested groups", deep, ""),
+            ("nested groups", deep, "recursion limit"),
         ];
         for (what, bytes, wanted) in cases {
             let err = message(&bytes).expect_err(what).to_string();
@@ -270,6 +280,13 @@ mod tests {
         // Refused: a v2 conf change, and a conf change that is not one.
         let v2 = message(&propose(EntryType::EntryConfChangeV2, vec![]));
         assert!(matches!(v2, Err(DecodeError::ConfChangeV2)), "{v2:?}");
+        let mut no_entries = Message::default();
+        no_entries.set_msg_type(MessageType::MsgPropose);
+        let no_entries = message(&no_entries.write_to_bytes().expect("encode"));
+        assert!(
+            matches!(no_entries, Err(DecodeError::EmptyProposal)),
+            "{no_entries:?}"
+        );
         let junk = message(&propose(EntryType::EntryConfChange, vec![0x10, 0x07]));
         assert!(
             junk.as_ref()

@@ -211,7 +211,7 @@ fn a_snapshot_at_the_last_index_is_corruption_not_a_panic() {
     let err = wal::Wal::open(dir.path()).err().map(|e| e.to_string());
     assert!(
         err.as_deref()
-            .is_some_and(|e| e.contains("after a snapshot at index 18446744073709551615")),
+            .is_some_and(|e| e.contains("a snapshot at index 18446744073709551615")),
         "{err:?}"
     );
 }

@@ -61,6 +61,9 @@ struct Outgoing {
     dialing: bool,
     next_dial: Instant,
     backoff: Duration,
+    /// When a dial from the peer last cut our backoff short (at most once per [`STABLE`], so
+    /// two members whose streams both die at once still back off).
+    hurried: Option<Instant>,
 }
 
 impl Outgoing {
@@ -75,6 +78,7 @@ impl Outgoing {
             dialing: false,
             next_dial: now,
             backoff: MIN_BACKOFF,
+            hurried: None,
         }
     }
 
@@ -320,7 +324,9 @@ impl PeerIo {
         if let Some(o) = self.out.get_mut(&from)
             && o.conn.is_none()
             && !o.dialing
+            && o.hurried.is_none_or(|t| now - t >= STABLE)
         {
+            o.hurried = Some(now);
             o.backoff = MIN_BACKOFF;
             o.next_dial = now;
         }

@@ -288,6 +288,9 @@ impl Wal {
         match ty {
             REC_ENTRY => {
                 let e = Entry::parse_from_bytes(payload).map_err(|e| e.to_string())?;
+                if e.index == u64::MAX {
+                    return Err(format!("an entry at index {}", e.index));
+                }
                 // A snapshot index at the end of the index space leaves room for nothing.
                 let first = rec.snap.index.checked_add(1).ok_or_else(|| {
                     format!(
@@ -310,6 +313,10 @@ impl Wal {
             }
             REC_SNAPSHOT => {
                 let s = SnapshotMetadata::parse_from_bytes(payload).map_err(|e| e.to_string())?;
+                // Raft's storage counts from the index after it: the last index leaves none.
+                if s.index == u64::MAX {
+                    return Err(format!("a snapshot at index {}", s.index));
+                }
                 rec.entries.retain(|e| e.index > s.index);
                 if rec
                     .entries

@@ -210,12 +210,17 @@ fn fuzz_client_requests_get_answers_and_the_server_stays_up() {
             answered[usize::from(status.is_some())]
                 .set(answered[usize::from(status.is_some())].get() + 1);
             if let Some(s) = status {
+                // A status the server chose. A dropped connection or a crashed handler shows
+                // as Unavailable, Cancelled or Unknown with the transport's words instead.
                 prop_assert!(
-                    !matches!(s.code(), tonic::Code::Unknown | tonic::Code::Internal)
-                        || !s.message().is_empty(),
+                    !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Cancelled),
                     "{s:?}"
                 );
-                prop_assert!(!s.message().contains("transport error"), "{s:?}");
+                let m = s.message().to_lowercase();
+                for words in ["transport", "h2 protocol", "connection", "broken pipe"] {
+                    prop_assert!(!m.contains(words), "{s:?}");
+                }
+                prop_assert!(!s.message().is_empty(), "{s:?}");
             }
             Ok(())
         })

@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<ExitCode> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let settings = Settings {
-        ignore: ids,
+        ignore: ids.clone(),
         informational_warnings: vec![Informational::Unmaintained, Informational::Unsound],
         ..Settings::default()
     };
@@ -108,13 +108,14 @@ fn main() -> anyhow::Result<ExitCode> {
         }
     }
     // An exception that matches nothing any more hides nothing: it must be removed.
-    for id in &ignore {
+    for (id, parsed) in ignore.iter().zip(&ids) {
+        let advisory = database
+            .get(parsed)
+            .filter(|a| a.metadata.withdrawn.is_none());
         let matched = lock.packages.iter().any(|p| {
-            database
-                .get(&id.parse::<Id>().unwrap_or_else(|_| Id::default()))
-                .is_some_and(|a| {
-                    a.metadata.package == p.name && a.versions.is_vulnerable(&p.version)
-                })
+            advisory.is_some_and(|a| {
+                a.metadata.package == p.name && a.versions.is_vulnerable(&p.version)
+            })
         });
         if !matched {
             failed = true;

@@ -69,7 +69,14 @@ fn the_audit_fails_on_what_is_not_accepted() {
         ">= 9.0.0",
     );
     let root = tempfile::tempdir().expect("tempdir");
-    let cases: [Case; 7] = [
+    let cases: [Case; 8] = [
+        (
+            "an unsound package ignored with a reason",
+            &[("shaky", "1.0.0")],
+            &["RUSTSEC-2099-0002"],
+            true,
+            "1 ignored",
+        ),
         (
             "nothing affected",
             &[("weak", "2.1.0"), ("fine", "1.0.0")],
