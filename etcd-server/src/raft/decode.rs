@@ -5,7 +5,7 @@
 //! raft-rs's types without copying payloads.
 
 use prost::Message as _;
-use protobuf::ProtobufEnum as _;
+use protobuf::ProtobufEnum;
 use raft::eraftpb;
 
 use crate::proto::raftwire as w;
@@ -69,25 +69,20 @@ pub fn conf_change(bytes: &[u8]) -> Result<eraftpb::ConfChange, DecodeError> {
     let c = w::ConfChange::decode(bytes)?;
     let mut out = eraftpb::ConfChange::default();
     out.id = c.id;
-    out.set_change_type(eraftpb::ConfChangeType::from_i32(c.change_type).ok_or(
-        DecodeError::UnknownEnum {
-            what: "conf change type",
-            value: c.change_type,
-        },
-    )?);
+    out.set_change_type(known("conf change type", c.change_type)?);
     out.node_id = c.node_id;
     out.context = c.context;
     Ok(out)
 }
 
+/// The raft-rs enum value `value` stands for, if raft-rs knows it.
+fn known<E: ProtobufEnum>(what: &'static str, value: i32) -> Result<E, DecodeError> {
+    E::from_i32(value).ok_or(DecodeError::UnknownEnum { what, value })
+}
+
 fn from_wire(m: w::Message) -> Result<eraftpb::Message, DecodeError> {
     let mut out = eraftpb::Message::default();
-    out.set_msg_type(eraftpb::MessageType::from_i32(m.msg_type).ok_or(
-        DecodeError::UnknownEnum {
-            what: "message type",
-            value: m.msg_type,
-        },
-    )?);
+    out.set_msg_type(known("message type", m.msg_type)?);
     out.to = m.to;
     out.from = m.from;
     out.term = m.term;
@@ -116,12 +111,7 @@ fn from_wire(m: w::Message) -> Result<eraftpb::Message, DecodeError> {
 
 fn entry(e: w::Entry) -> Result<eraftpb::Entry, DecodeError> {
     let mut out = eraftpb::Entry::default();
-    out.set_entry_type(eraftpb::EntryType::from_i32(e.entry_type).ok_or(
-        DecodeError::UnknownEnum {
-            what: "entry type",
-            value: e.entry_type,
-        },
-    )?);
+    out.set_entry_type(known("entry type", e.entry_type)?);
     out.term = e.term;
     out.index = e.index;
     out.data = e.data;
